@@ -1,0 +1,45 @@
+"""Reference audiences every model must beat: random users and the most active users."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+
+from lookalike_models.dataset import CampaignSeeds, LookalikeData
+from lookalike_models.scorers import AudienceScorer, register
+
+
+class RandomConfig(BaseModel):
+    seed: int = 0
+
+
+@register("random")
+class RandomScorer(AudienceScorer):
+    """A random audience: what a model's precision is worth nothing above."""
+
+    config_class = RandomConfig
+
+    def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
+        pass
+
+    def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
+        # Seeded per campaign so a re-run publishes the same audience.
+        rng = np.random.default_rng([self.config.seed, *seeds.campaign_id.encode()])
+        return rng.random(candidates.size).astype(np.float32)
+
+
+class PopularityConfig(BaseModel):
+    pass
+
+
+@register("popularity")
+class PopularityScorer(AudienceScorer):
+    """The most active users, whatever the seeds: a strong naive audience on long-tailed data."""
+
+    config_class = PopularityConfig
+
+    def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
+        self.activity = data.activity().astype(np.float32)
+
+    def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
+        return self.activity[candidates]

@@ -1,0 +1,253 @@
+"""The data contract: the Parquet tables every model reads, and their validation.
+
+A dataset is one folder::
+
+    interactions.parquet       user_id, item_id, [ts], [weight | rating], [domain]
+    user_features.parquet      user_id + the fields declared in schema.yaml       (optional)
+    seeds.parquet              campaign_id, user_id, [label]  (1 seed, 0 known non-converter)
+    campaign_features.parquet  campaign_id + categorical fields, [item_id]         (optional)
+    schema.yaml                which feature column is single / multi / continuous
+
+A campaign's optional ``item_id`` names its own item (the movie, the app): interactions with it are the
+label, so the pipeline removes them before any model trains.
+
+Every check raises :class:`DataContractError` naming the file, the column and an example value, so a
+bad upload is fixed in one round trip. Nothing here writes files.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+INTERACTIONS = "interactions.parquet"
+USER_FEATURES = "user_features.parquet"
+SEEDS = "seeds.parquet"
+CAMPAIGN_FEATURES = "campaign_features.parquet"
+SCHEMA = "schema.yaml"
+
+# Campaign ids become path components of the published audiences: allow no separators, no "..".
+_SAFE_CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+class DataContractError(ValueError):
+    """Input that breaks the contract. The message names file, column and an example value."""
+
+    def __init__(self, file: str | Path, column: str, problem: str, example: object = None):
+        self.file, self.column, self.problem, self.example = str(file), column, problem, example
+        suffix = f" Example: {example!r}" if example is not None else ""
+        super().__init__(f"{self.file}: column '{column}': {problem}.{suffix}")
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """Which columns of user_features / campaign_features are which kind of field."""
+
+    user_single: list[str] = field(default_factory=list)
+    user_multi: list[str] = field(default_factory=list)
+    user_continuous: list[str] = field(default_factory=list)
+    campaign_single: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> FeatureSchema:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        users, campaigns = raw.get("user_features") or {}, raw.get("campaign_features") or {}
+        unknown = set(users) - {"single", "multi", "continuous"}
+        if unknown:
+            raise DataContractError(path, "user_features", "unknown field kind", sorted(unknown)[0])
+        return cls(
+            user_single=list(users.get("single") or []),
+            user_multi=list(users.get("multi") or []),
+            user_continuous=list(users.get("continuous") or []),
+            campaign_single=list(campaigns.get("single") or []),
+        )
+
+    def to_yaml(self, path: str | Path) -> None:
+        doc = {
+            "user_features": {
+                "single": self.user_single,
+                "multi": self.user_multi,
+                "continuous": self.user_continuous,
+            },
+            "campaign_features": {"single": self.campaign_single},
+        }
+        Path(path).write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def check_campaign_id(campaign_id: str, file: str | Path = SEEDS) -> str:
+    """Refuse ids that could escape the output folder (``../x``, ``a/b``) or hide files (``.x``)."""
+    if not isinstance(campaign_id, str) or not _SAFE_CAMPAIGN_ID.match(campaign_id) or ".." in campaign_id:
+        raise DataContractError(
+            file, "campaign_id", "must be 1-128 chars of [A-Za-z0-9_.-], start alphanumeric, no '..'", campaign_id
+        )
+    return campaign_id
+
+
+def read_table(path: str | Path) -> pl.DataFrame:
+    """Read one Parquet file; a missing or corrupt file is a contract error, not a stack trace."""
+    path = Path(path)
+    if not path.exists():
+        raise DataContractError(path, "(file)", "file not found")
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # pyarrow/polars raise many types for a damaged file
+        raise DataContractError(path, "(file)", f"not a readable Parquet file ({type(exc).__name__})") from exc
+
+
+def _require_columns(df: pl.DataFrame, file: Path, columns: list[str]) -> None:
+    for col in columns:
+        if col not in df.columns:
+            raise DataContractError(file, col, f"required column missing; found {df.columns}")
+
+
+def _require_id_column(df: pl.DataFrame, file: Path, col: str) -> None:
+    dtype = df.schema[col]
+    if not (dtype.is_integer() or dtype == pl.String):
+        example = df[col].drop_nulls().head(1).to_list()
+        raise DataContractError(file, col, f"ids must be integers or strings, got {dtype}", example[0] if example else None)
+    nulls = df.filter(pl.col(col).is_null() | (pl.col(col).cast(pl.String) == ""))
+    if nulls.height:
+        raise DataContractError(file, col, f"{nulls.height} rows have a missing (null/NaN/empty) id", nulls.row(0, named=True))
+
+
+def _require_numeric(df: pl.DataFrame, file: Path, col: str) -> None:
+    dtype = df.schema[col]
+    if not dtype.is_numeric():
+        raise DataContractError(file, col, f"must be numeric, got {dtype}", df[col].head(1).to_list()[0])
+    bad = df.filter(pl.col(col).is_null() | (pl.col(col).cast(pl.Float64).is_nan()))
+    if bad.height:
+        raise DataContractError(file, col, f"{bad.height} rows are null or NaN", bad.row(0, named=True))
+
+
+def _reject_duplicates(df: pl.DataFrame, file: Path, key: list[str]) -> None:
+    dup = df.filter(df.select(key).is_duplicated())
+    if dup.height:
+        raise DataContractError(file, ",".join(key), f"{dup.height} rows repeat the same key", dup.row(0, named=True))
+
+
+def validate_interactions(df: pl.DataFrame, file: Path) -> pl.DataFrame:
+    """Check and normalise interactions: ``weight`` defaults to ``rating`` or 1, ``domain`` to "default"."""
+    if df.height == 0:
+        raise DataContractError(file, "(rows)", "no interactions")
+    _require_columns(df, file, ["user_id", "item_id"])
+    _require_id_column(df, file, "user_id")
+    _require_id_column(df, file, "item_id")
+    if "weight" not in df.columns:
+        df = df.with_columns((pl.col("rating") if "rating" in df.columns else pl.lit(1.0)).alias("weight"))
+    _require_numeric(df, file, "weight")
+    if "ts" in df.columns and not (df.schema["ts"].is_integer() or df.schema["ts"].is_temporal()):
+        raise DataContractError(file, "ts", f"must be an integer or a timestamp, got {df.schema['ts']}", df["ts"][0])
+    if "domain" not in df.columns:
+        df = df.with_columns(pl.lit("default").alias("domain"))
+    elif df.schema["domain"] != pl.String or df["domain"].null_count():
+        raise DataContractError(file, "domain", "must be a non-null string", df["domain"].head(1).to_list()[0])
+    _reject_duplicates(df, file, [c for c in ("user_id", "item_id", "ts", "domain") if c in df.columns])
+    return df.with_columns(pl.col("weight").cast(pl.Float32))
+
+
+def validate_seeds(df: pl.DataFrame, file: Path) -> pl.DataFrame:
+    """Check seeds; ``label`` defaults to 1. Per-campaign problems are left to :func:`campaign_problems`."""
+    if df.height == 0:
+        raise DataContractError(file, "(rows)", "the seed file has no rows")
+    _require_columns(df, file, ["campaign_id", "user_id"])
+    _require_id_column(df, file, "campaign_id")
+    _require_id_column(df, file, "user_id")
+    df = df.with_columns(pl.col("campaign_id").cast(pl.String))
+    if "label" not in df.columns:
+        df = df.with_columns(pl.lit(1, dtype=pl.Int8).alias("label"))
+    if not df.schema["label"].is_integer() and df.schema["label"] != pl.Boolean:
+        raise DataContractError(file, "label", f"must be 0/1 integers, got {df.schema['label']}", df["label"][0])
+    bad = df.filter(~pl.col("label").cast(pl.Int64).is_in([0, 1]) | pl.col("label").is_null())
+    if bad.height:
+        raise DataContractError(file, "label", "labels must be 1 (seed) or 0 (non-converter)", bad.row(0, named=True))
+    _reject_duplicates(df, file, ["campaign_id", "user_id"])
+    return df.with_columns(pl.col("label").cast(pl.Int8))
+
+
+def validate_user_features(df: pl.DataFrame, file: Path, schema: FeatureSchema) -> pl.DataFrame:
+    _require_columns(df, file, ["user_id", *schema.user_single, *schema.user_multi, *schema.user_continuous])
+    _require_id_column(df, file, "user_id")
+    _reject_duplicates(df, file, ["user_id"])
+    for col in schema.user_multi:
+        if not isinstance(df.schema[col], pl.List):
+            raise DataContractError(file, col, f"multi-valued field must be a list column, got {df.schema[col]}", df[col][0])
+    for col in schema.user_continuous:
+        if not df.schema[col].is_numeric():
+            raise DataContractError(file, col, f"continuous field must be numeric, got {df.schema[col]}", df[col][0])
+    return df
+
+
+def validate_campaign_features(df: pl.DataFrame, file: Path, schema: FeatureSchema) -> pl.DataFrame:
+    _require_columns(df, file, ["campaign_id", *schema.campaign_single])
+    _require_id_column(df, file, "campaign_id")
+    df = df.with_columns(pl.col("campaign_id").cast(pl.String))
+    _reject_duplicates(df, file, ["campaign_id"])
+    return df
+
+
+@dataclass
+class RawDataset:
+    """The validated tables of one dataset folder, ids still as the advertiser gave them."""
+
+    folder: Path
+    interactions: pl.DataFrame
+    seeds: pl.DataFrame
+    schema: FeatureSchema
+    user_features: pl.DataFrame | None = None
+    campaign_features: pl.DataFrame | None = None
+
+
+def read_dataset(folder: str | Path) -> RawDataset:
+    """Read and validate a dataset folder (see module docstring)."""
+    folder = Path(folder)
+    schema_path = folder / SCHEMA
+    schema = FeatureSchema.from_yaml(schema_path) if schema_path.exists() else FeatureSchema()
+    interactions = validate_interactions(read_table(folder / INTERACTIONS), folder / INTERACTIONS)
+    seeds = validate_seeds(read_table(folder / SEEDS), folder / SEEDS)
+    user_features = campaign_features = None
+    if (folder / USER_FEATURES).exists():
+        path = folder / USER_FEATURES
+        user_features = validate_user_features(read_table(path), path, schema)
+    if (folder / CAMPAIGN_FEATURES).exists():
+        path = folder / CAMPAIGN_FEATURES
+        campaign_features = validate_campaign_features(read_table(path), path, schema)
+    for name, frame in (("user_id", interactions), ("user_id", seeds)):
+        if user_features is not None and frame.schema[name] != user_features.schema["user_id"]:
+            raise DataContractError(
+                folder / USER_FEATURES, "user_id",
+                f"id type {user_features.schema['user_id']} differs from {frame.schema[name]} elsewhere",
+                user_features["user_id"][0],
+            )
+    if seeds.schema["user_id"] != interactions.schema["user_id"]:
+        raise DataContractError(
+            folder / SEEDS, "user_id",
+            f"id type {seeds.schema['user_id']} differs from interactions' {interactions.schema['user_id']}",
+            seeds["user_id"][0],
+        )
+    return RawDataset(folder, interactions, seeds, schema, user_features, campaign_features)
+
+
+def write_dataset(
+    folder: str | Path,
+    interactions: pl.DataFrame,
+    seeds: pl.DataFrame,
+    schema: FeatureSchema | None = None,
+    user_features: pl.DataFrame | None = None,
+    campaign_features: pl.DataFrame | None = None,
+) -> Path:
+    """Write a dataset folder atomically: into ``<folder>.tmp`` first, renamed into place at the end."""
+    from lookalike_models.io import atomic_directory
+
+    with atomic_directory(folder) as tmp:
+        interactions.write_parquet(tmp / INTERACTIONS)
+        seeds.write_parquet(tmp / SEEDS)
+        (schema or FeatureSchema()).to_yaml(tmp / SCHEMA)
+        if user_features is not None:
+            user_features.write_parquet(tmp / USER_FEATURES)
+        if campaign_features is not None:
+            campaign_features.write_parquet(tmp / CAMPAIGN_FEATURES)
+    return Path(folder)

@@ -1,0 +1,160 @@
+"""Offline protocol (Pinterest, KDD 2019, sec. 5): per campaign hold out a share of the seeds plus as
+many non-seeds, fit on the rest, rank every eligible user, and measure precision and recall of the
+held-out seeds at several audience sizes, by seed-list size bucket. AUC/GAUC where negatives exist and
+RALM's user-centric prec@K complete the picture.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import roc_auc_score
+
+from lookalike_models.dataset import CampaignSeeds
+
+
+@dataclass
+class HeldOut:
+    positives: np.ndarray  # user_idx of held-out seeds
+    negatives: np.ndarray  # user_idx of held-out non-seeds
+    negatives_sampled: bool  # True when the data had no labelled non-converters to hold out
+
+
+def _rng(seed: int, campaign_id: str) -> np.random.Generator:
+    # Per-campaign stream: adding a campaign does not change any other campaign's split.
+    return np.random.default_rng([seed, zlib.crc32(campaign_id.encode())])
+
+
+def holdout_split(
+    campaigns: dict[str, CampaignSeeds], n_users: int, holdout_frac: float = 0.1, seed: int = 0,
+    min_train_seeds: int = 3,
+) -> tuple[dict[str, CampaignSeeds], dict[str, HeldOut]]:
+    """Split every campaign's seeds into training seeds and a held-out set.
+
+    Campaigns too small to keep ``min_train_seeds`` after holding out one seed are trained on all
+    their seeds and not evaluated.
+    """
+    train, heldout = {}, {}
+    for cid, seeds in campaigns.items():
+        rng = _rng(seed, cid)
+        pos = rng.permutation(seeds.positives)
+        n_hold = max(1, int(round(holdout_frac * pos.size)))
+        if pos.size - n_hold < min_train_seeds:
+            train[cid] = seeds
+            continue
+        neg = rng.permutation(seeds.negatives)
+        if neg.size >= n_hold:
+            hold_neg, train_neg, sampled = neg[:n_hold], neg[n_hold:], False
+        else:
+            # No (or too few) labelled non-converters: sample users who are not seeds.
+            pool = np.setdiff1d(np.arange(n_users), np.concatenate([seeds.positives, seeds.negatives]))
+            hold_neg = rng.choice(pool, min(n_hold, pool.size), replace=False)
+            train_neg, sampled = neg, True
+        train[cid] = CampaignSeeds(cid, np.sort(pos[n_hold:]), np.sort(train_neg))
+        heldout[cid] = HeldOut(np.sort(pos[:n_hold]), np.sort(hold_neg), sampled)
+    return train, heldout
+
+
+def audience_sizes(n_users: int, fractions: list[float]) -> dict[str, int]:
+    """Metric label -> audience size, e.g. {'1pct': 200} for 1% of 20,000 users."""
+    return {f"{f * 100:g}pct".replace(".", "_"): max(1, int(round(f * n_users))) for f in fractions}
+
+
+def seed_bucket(n_seeds: int, edges: list[int]) -> str:
+    """Label of the seed-list size bucket, e.g. edges [50, 200] -> '<50', '50-199', '>=200'."""
+    for i, edge in enumerate(edges):
+        if n_seeds < edge:
+            return f"<{edge}" if i == 0 else f"{edges[i - 1]}-{edge - 1}"
+    return f">={edges[-1]}"
+
+
+def safe_auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    if positive_scores.size == 0 or negative_scores.size == 0:
+        return float("nan")
+    scores = np.concatenate([positive_scores, negative_scores]).astype(np.float64)
+    # Users a scorer did not reach rank below every scored user, tied with each other.
+    floor = np.nanmin(scores[np.isfinite(scores)]) - 1.0 if np.isfinite(scores).any() else 0.0
+    scores = np.where(np.isfinite(scores), scores, floor)
+    labels = np.concatenate([np.ones(positive_scores.size), np.zeros(negative_scores.size)])
+    return float(roc_auc_score(labels, scores))
+
+
+def campaign_metrics(
+    audience: np.ndarray, candidates: np.ndarray, scores: np.ndarray, heldout: HeldOut, sizes: dict[str, int]
+) -> dict[str, float]:
+    """Precision/recall at each audience size, and AUC of held-out seeds vs held-out non-seeds.
+
+    ``audience``: ranked user_idx (best first), at least as long as the largest size when possible.
+    ``candidates``/``scores``: what the scorer scored; held-out users outside it count as unscored.
+    """
+    hit = np.isin(audience, heldout.positives)
+    cum_hits = np.concatenate([[0], np.cumsum(hit)])
+    row: dict[str, float] = {"n_heldout": float(heldout.positives.size)}
+    for label, k in sizes.items():
+        hits = cum_hits[min(k, audience.size)]
+        row[f"precision_at_{label}"] = hits / k
+        row[f"recall_at_{label}"] = hits / heldout.positives.size
+    order = np.argsort(candidates, kind="stable")
+    sorted_candidates, sorted_scores = candidates[order], scores[order].astype(np.float64)
+
+    def scores_of(users: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(sorted_candidates, users), max(sorted_candidates.size - 1, 0))
+        found = sorted_candidates.size > 0 and sorted_candidates[pos] == users
+        return np.where(found, sorted_scores[pos] if sorted_candidates.size else 0.0, -np.inf)
+
+    row["auc"] = safe_auc(scores_of(heldout.positives), scores_of(heldout.negatives))
+    return row
+
+
+def user_precision_at_k(scores: np.ndarray, clicked: np.ndarray, k: int) -> float:
+    """RALM's prec@K: mean over users of |top-K campaigns ∩ clicked| / min(K, |clicked|).
+
+    ``scores``/``clicked``: [n_users, n_campaigns]; users with no click are skipped.
+    """
+    has_click = clicked.sum(1) > 0
+    scores, clicked = scores[has_click], clicked[has_click]
+    if scores.shape[0] == 0:
+        return float("nan")
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    hits = np.take_along_axis(clicked, top, axis=1).sum(1)
+    return float(np.mean(hits / np.minimum(k, clicked.sum(1))))
+
+
+def summarize(per_campaign: pl.DataFrame) -> pl.DataFrame:
+    """Macro average per model and seed bucket (plus an 'all' bucket); GAUC = mean per-campaign AUC."""
+    metrics = [c for c in per_campaign.columns if c.startswith(("precision_at_", "recall_at_"))]
+    aggs = [pl.len().alias("campaigns"), *[pl.col(m).mean() for m in metrics], pl.col("auc").mean().alias("gauc")]
+    by_bucket = per_campaign.group_by("model", "seed_bucket").agg(aggs)
+    overall = per_campaign.group_by("model").agg(aggs).with_columns(pl.lit("all").alias("seed_bucket"))
+    return pl.concat([overall.select(by_bucket.columns), by_bucket]).sort("model", "seed_bucket")
+
+
+def plot_precision_recall(summary: pl.DataFrame, sizes: dict[str, int], path: str | Path) -> Path:
+    """PNG of precision and recall vs audience size, one line per model (overall bucket)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    overall = summary.filter(pl.col("seed_bucket") == "all")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    xs = list(sizes.values())
+    for row in overall.iter_rows(named=True):
+        for ax, kind in zip(axes, ("precision", "recall")):
+            ax.plot(xs, [row[f"{kind}_at_{label}"] for label in sizes], marker="o", label=row["model"])
+    for ax, kind in zip(axes, ("precision", "recall")):
+        ax.set_xscale("log")
+        ax.set_xlabel("audience size (users)")
+        ax.set_ylabel(f"{kind} of held-out seeds")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,156 @@
+"""Training-free baseline: MinHash signatures of users' item sets, banded LSH, seed-set similarity.
+
+Signatures use datasketch's own scheme (``affine32``: SHA1 of the item id, MurmurHash3 finaliser,
+affine permutation ``a*h + b mod 2^32`` with datasketch's permutation parameters), so a signature here
+is bit-identical to ``datasketch.MinHash(num_perm, seed).update_batch(ids)``; but all users are hashed at
+once with numpy: per-item permuted hashes are computed once, a user's signature is a segment minimum.
+
+The banding (``b`` bands of ``r`` rows, chosen by datasketch's ``MinHashLSH`` for the threshold) is kept
+as sorted per-band keys, so the candidates of a whole seed list come from ``searchsorted``, not one
+dictionary probe per seed.
+
+A candidate's score is its estimated *mean* Jaccard similarity to the seed set:
+``mean_s J(c, s) ~ 1/P * sum_p |{s : sig_s[p] == sig_c[p]}| / |S|``. Counting, per permutation, how many
+seeds hold each value makes this O(P * candidates * log seeds), not O(candidates * seeds).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+from datasketch.hashfunc import sha1_hash32
+from pydantic import BaseModel, Field
+
+from lookalike_models.dataset import CampaignSeeds, LookalikeData
+from lookalike_models.scorers import AudienceScorer, register
+
+log = logging.getLogger(__name__)
+_U32 = np.uint32
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser (the pre-mix of datasketch's affine32 scheme)."""
+    h = h.astype(_U32, copy=True)
+    h ^= h >> _U32(16)
+    h *= _U32(0x85EBCA6B)
+    h ^= h >> _U32(13)
+    h *= _U32(0xC2B2AE35)
+    h ^= h >> _U32(16)
+    return h
+
+
+def item_hashes(item_ids: list) -> np.ndarray:
+    """uint32 [n_items]: datasketch's default hash of ``str(item_id).encode()``, pre-mixed."""
+    return fmix32(np.fromiter((sha1_hash32(str(i).encode()) for i in item_ids), _U32, len(item_ids)))
+
+
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    a, b = MinHash(num_perm=num_perm, seed=seed).permutations
+    return a.astype(_U32), b.astype(_U32)
+
+
+def signatures(indptr: np.ndarray, items: np.ndarray, hashes: np.ndarray, num_perm: int = 128,
+               seed: int = 1, chunk_rows: int = 2_000_000) -> np.ndarray:
+    """uint32 [n_users, num_perm] MinHash signatures from a user->items CSR.
+
+    Users with no items get the all-max signature, like an empty datasketch MinHash.
+    """
+    a, b = permutations(num_perm, seed)
+    n_users = indptr.size - 1
+    out = np.full((n_users, num_perm), np.iinfo(_U32).max, _U32)
+    lengths = np.diff(indptr)
+    start_user = 0
+    while start_user < n_users:
+        # Take as many whole users as fit in chunk_rows interactions.
+        stop_user = int(np.searchsorted(indptr, indptr[start_user] + chunk_rows, side="right")) - 1
+        stop_user = max(stop_user, start_user + 1)
+        lo, hi = indptr[start_user], indptr[stop_user]
+        users = np.arange(start_user, stop_user)
+        nonempty = users[lengths[start_user:stop_user] > 0]
+        if nonempty.size:
+            permuted = hashes[items[lo:hi]][:, None] * a[None, :] + b[None, :]  # uint32 wraps: mod 2^32
+            out[nonempty] = np.minimum.reduceat(permuted, indptr[nonempty] - lo, axis=0)
+        start_user = stop_user
+    return out
+
+
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """uint64 [n, bands]: one 64-bit hash per band of ``rows`` signature values."""
+    keys = np.zeros((sigs.shape[0], bands), np.uint64)
+    for r in range(rows):
+        col = sigs[:, r : bands * rows : rows].astype(np.uint64)
+        keys = (keys ^ col) * np.uint64(0x100000001B3)  # FNV-style mix; wraps mod 2^64
+        keys ^= keys >> np.uint64(29)
+    return keys
+
+
+def _expand_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(lo[i], hi[i])`` for all i, without a Python loop."""
+    lengths = hi - lo
+    offsets = np.cumsum(lengths) - lengths
+    return np.arange(lengths.sum()) - np.repeat(offsets, lengths) + np.repeat(lo, lengths)
+
+
+class MinHashLSHIndex:
+    """Banded LSH over all users' signatures; answers 'who shares a bucket with any of these users'."""
+
+    def __init__(self, sigs: np.ndarray, threshold: float):
+        probe = MinHashLSH(threshold=threshold, num_perm=sigs.shape[1])
+        self.bands, self.rows = probe.b, probe.r
+        keys = band_keys(sigs, self.bands, self.rows)
+        self.order = np.argsort(keys, axis=0, kind="stable")
+        self.sorted_keys = np.take_along_axis(keys, self.order, axis=0)
+        self.keys = keys
+
+    def candidates(self, users: np.ndarray) -> np.ndarray:
+        """Sorted unique user_idx sharing at least one band bucket with one of ``users``."""
+        found = []
+        for band in range(self.bands):
+            wanted = np.unique(self.keys[users, band])
+            lo = np.searchsorted(self.sorted_keys[:, band], wanted, side="left")
+            hi = np.searchsorted(self.sorted_keys[:, band], wanted, side="right")
+            found.append(self.order[_expand_ranges(lo, hi), band])
+        return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+
+
+def mean_jaccard_to_seeds(seed_sigs: np.ndarray, cand_sigs: np.ndarray) -> np.ndarray:
+    """float32 [n_candidates]: estimated mean Jaccard similarity of each candidate to the seed set."""
+    total = np.zeros(cand_sigs.shape[0], np.float32)
+    for p in range(seed_sigs.shape[1]):
+        values, counts = np.unique(seed_sigs[:, p], return_counts=True)
+        pos = np.minimum(np.searchsorted(values, cand_sigs[:, p]), values.size - 1)
+        total += np.where(values[pos] == cand_sigs[:, p], counts[pos], 0)
+    return total / (seed_sigs.shape[0] * seed_sigs.shape[1])
+
+
+class MinHashConfig(BaseModel):
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
+    threshold: float = Field(0.1, gt=0, lt=1, description="LSH Jaccard threshold for candidates")
+    min_candidates: int = Field(1000, ge=0, description="Below this many LSH candidates, score everyone")
+    seed: int = 1
+
+
+@register("minhash")
+class MinHashScorer(AudienceScorer):
+    """Jaccard look-alike over item sets; needs no training, so it is the pipeline's first scorer."""
+
+    config_class = MinHashConfig
+
+    def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
+        indptr, items = data.user_items
+        cfg = self.config
+        self.sigs = signatures(indptr, items, item_hashes(data.item_ids.to_list()), cfg.num_perm, cfg.seed)
+        self.index = MinHashLSHIndex(self.sigs, cfg.threshold)
+        log.info("minhash: %d users signed, LSH %d bands x %d rows", data.n_users, self.index.bands,
+                 self.index.rows)
+
+    def candidates(self, data: LookalikeData, seeds: CampaignSeeds) -> np.ndarray:
+        found = self.index.candidates(seeds.positives)
+        if found.size < self.config.min_candidates:
+            return np.arange(data.n_users)
+        return found
+
+    def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
+        return mean_jaccard_to_seeds(self.sigs[seeds.positives], self.sigs[candidates])

@@ -1,0 +1,3 @@
+"""Imports every scorer module so that each registers itself under its config name."""
+
+from lookalike_models import baselines, minhash  # noqa: F401

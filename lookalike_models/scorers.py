@@ -1,0 +1,74 @@
+"""The one face every audience model shows, and the registry that lets a flow pick models by name.
+
+A scorer is fitted once per run on the data and all campaigns' *training* seeds, then asked per
+campaign for candidates and their scores. Scores only need to rank users within one campaign.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel
+
+from lookalike_models.dataset import CampaignSeeds, LookalikeData
+
+SCORERS: dict[str, type[AudienceScorer]] = {}
+
+
+class AudienceScorer(ABC):
+    name: ClassVar[str]
+    config_class: ClassVar[type[BaseModel]]
+
+    def __init__(self, config: BaseModel | dict[str, Any] | None = None):
+        if isinstance(config, BaseModel):
+            config = config.model_dump()
+        self.config = self.config_class.model_validate(config or {})
+
+    @abstractmethod
+    def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
+        """Learn whatever is shared across campaigns. Must only see training seeds."""
+
+    def candidates(self, data: LookalikeData, seeds: CampaignSeeds) -> np.ndarray:
+        """user_idx [n_candidates] worth scoring for this campaign; everyone by default."""
+        return np.arange(data.n_users)
+
+    @abstractmethod
+    def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
+        """float32 [n_candidates]: higher means more like the seeds."""
+
+
+def register(name: str):
+    def decorate(cls: type[AudienceScorer]) -> type[AudienceScorer]:
+        cls.name = name
+        SCORERS[name] = cls
+        return cls
+
+    return decorate
+
+
+def build_scorer(name: str, params: dict[str, Any] | None = None) -> AudienceScorer:
+    # Importing the model modules fills the registry; done here so `scorers` itself stays light.
+    import lookalike_models.models  # noqa: F401
+
+    if name not in SCORERS:
+        raise KeyError(f"unknown model '{name}'; known: {sorted(SCORERS)}")
+    return SCORERS[name](params)
+
+
+def top_k(candidates: np.ndarray, scores: np.ndarray, k: int, exclude: np.ndarray | None = None):
+    """The k best (user_idx, score) pairs, best first, without sorting the whole candidate list."""
+    if exclude is not None and exclude.size:
+        keep = ~np.isin(candidates, exclude)
+        candidates, scores = candidates[keep], scores[keep]
+    finite = np.isfinite(scores)
+    candidates, scores = candidates[finite], scores[finite]
+    k = min(k, candidates.size)
+    if k == 0:
+        return candidates[:0], scores[:0]
+    part = np.argpartition(-scores, k - 1)[:k] if k < candidates.size else np.arange(candidates.size)
+    # Ties broken by user_idx so audiences are reproducible run to run.
+    order = np.lexsort((candidates[part], -scores[part]))
+    chosen = part[order]
+    return candidates[chosen], scores[chosen]

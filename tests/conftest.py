@@ -1,0 +1,49 @@
+"""Shared fixtures: small real-looking data sets, built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from lookalike_models.adapters import shared_data_root  # noqa: E402
+from lookalike_models.contract import read_dataset  # noqa: E402
+from lookalike_models.dataset import LookalikeData, encode  # noqa: E402
+from lookalike_models.pipeline import remove_campaign_leakage  # noqa: E402
+from lookalike_models.synthetic import SyntheticConfig, write_synthetic  # noqa: E402
+
+SMALL_SYNTHETIC = SyntheticConfig(n_users=3000, n_items=800, n_campaigns=8, min_seeds=30, max_seeds=300, seed=11)
+
+
+def require_shared(name: str):
+    path = shared_data_root() / name
+    if not path.exists():
+        pytest.skip(f"real data set {path} is not present (set LOOKALIKE_DATA_ROOT)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    return write_synthetic(SMALL_SYNTHETIC, tmp_path_factory.mktemp("synthetic") / "dataset")
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(synthetic_dir) -> LookalikeData:
+    return encode(read_dataset(synthetic_dir))
+
+
+@pytest.fixture(scope="session")
+def movielens_dir(tmp_path_factory):
+    from lookalike_models.adapters import movielens
+
+    source = require_shared("movielens-100k")
+    return movielens.build(tmp_path_factory.mktemp("movielens") / "dataset", source)
+
+
+@pytest.fixture(scope="session")
+def movielens_data(movielens_dir) -> LookalikeData:
+    data = encode(read_dataset(movielens_dir))
+    return remove_campaign_leakage(data, data.campaign_items)
