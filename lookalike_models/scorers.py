@@ -7,6 +7,7 @@ campaign for candidates and their scores. Scores only need to rank users within 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,6 +38,16 @@ class AudienceScorer(ABC):
     @abstractmethod
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         """float32 [n_candidates]: higher means more like the seeds."""
+
+    def save(self, folder: Path) -> None:
+        """Persist what ``fit`` learned (tensors via ``torch.save``, arrays via ``np.savez``; no pickle).
+
+        Scorers that cannot be saved are refitted where needed (cheap ones, like MinHash)."""
+        raise NotImplementedError(f"{self.name} does not persist its state")
+
+    def load(self, folder: Path, data: LookalikeData) -> None:
+        """Restore what ``save`` wrote (``torch.load(..., weights_only=True)``, ``allow_pickle=False``)."""
+        raise NotImplementedError(f"{self.name} does not persist its state")
 
 
 def register(name: str):
