@@ -27,6 +27,12 @@ class RandomScorer(AudienceScorer):
         rng = np.random.default_rng([self.config.seed, *seeds.campaign_id.encode()])
         return rng.random(candidates.size).astype(np.float32)
 
+    def save(self, folder) -> None:
+        pass
+
+    def load(self, folder, data: LookalikeData) -> None:
+        pass
+
 
 class PopularityConfig(BaseModel):
     pass
@@ -43,3 +49,9 @@ class PopularityScorer(AudienceScorer):
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         return self.activity[candidates]
+
+    def save(self, folder) -> None:
+        pass  # nothing learned beyond counts, which load() recomputes from the data
+
+    def load(self, folder, data: LookalikeData) -> None:
+        self.fit(data, {})

@@ -108,10 +108,12 @@ def _require_id_column(df: pl.DataFrame, file: Path, col: str) -> None:
     dtype = df.schema[col]
     if not (dtype.is_integer() or dtype == pl.String):
         example = df[col].drop_nulls().head(1).to_list()
-        raise DataContractError(file, col, f"ids must be integers or strings, got {dtype}", example[0] if example else None)
+        raise DataContractError(file, col, f"ids must be integers or strings, got {dtype}",
+                                example[0] if example else None)
     nulls = df.filter(pl.col(col).is_null() | (pl.col(col).cast(pl.String) == ""))
     if nulls.height:
-        raise DataContractError(file, col, f"{nulls.height} rows have a missing (null/NaN/empty) id", nulls.row(0, named=True))
+        raise DataContractError(file, col, f"{nulls.height} rows have a missing (null/NaN/empty) id",
+                                nulls.row(0, named=True))
 
 
 def _require_numeric(df: pl.DataFrame, file: Path, col: str) -> None:
@@ -174,7 +176,8 @@ def validate_user_features(df: pl.DataFrame, file: Path, schema: FeatureSchema) 
     _reject_duplicates(df, file, ["user_id"])
     for col in schema.user_multi:
         if not isinstance(df.schema[col], pl.List):
-            raise DataContractError(file, col, f"multi-valued field must be a list column, got {df.schema[col]}", df[col][0])
+            raise DataContractError(file, col, f"multi-valued field must be a list column, got {df.schema[col]}",
+                                    df[col][0])
     for col in schema.user_continuous:
         if not df.schema[col].is_numeric():
             raise DataContractError(file, col, f"continuous field must be numeric, got {df.schema[col]}", df[col][0])

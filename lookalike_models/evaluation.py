@@ -59,6 +59,38 @@ def holdout_split(
     return train, heldout
 
 
+def save_split(train: dict[str, CampaignSeeds], heldout: dict[str, HeldOut], path: str | Path) -> Path:
+    """One Parquet row per (campaign, user, role): the split is an artifact a later run can audit."""
+    from lookalike_models.io import write_parquet_atomic
+
+    parts = []
+    for cid, seeds in train.items():
+        held = heldout.get(cid)
+        roles = {"train_pos": seeds.positives, "train_neg": seeds.negatives}
+        if held is not None:
+            roles |= {"heldout_pos": held.positives,
+                      "heldout_neg_sampled" if held.negatives_sampled else "heldout_neg": held.negatives}
+        for role, users in roles.items():
+            parts.append(pl.DataFrame({"campaign_id": pl.Series([cid] * users.size, dtype=pl.String),
+                                       "user_idx": users.astype(np.int64),
+                                       "role": pl.Series([role] * users.size, dtype=pl.String)}))
+    return write_parquet_atomic(pl.concat(parts), path)
+
+
+def load_split(path: str | Path) -> tuple[dict[str, CampaignSeeds], dict[str, HeldOut]]:
+    frame = pl.read_parquet(path)
+    train, heldout = {}, {}
+    for (cid,), group in frame.group_by(["campaign_id"], maintain_order=True):
+        by_role = {r: np.sort(g["user_idx"].to_numpy()) for (r,), g in group.group_by(["role"])}
+        empty = np.empty(0, np.int64)
+        train[cid] = CampaignSeeds(cid, by_role.get("train_pos", empty), by_role.get("train_neg", empty))
+        if "heldout_pos" in by_role:
+            sampled = "heldout_neg_sampled" in by_role
+            negatives = by_role.get("heldout_neg_sampled" if sampled else "heldout_neg", empty)
+            heldout[cid] = HeldOut(by_role["heldout_pos"], negatives, sampled)
+    return train, heldout
+
+
 def audience_sizes(n_users: int, fractions: list[float]) -> dict[str, int]:
     """Metric label -> audience size, e.g. {'1pct': 200} for 1% of 20,000 users."""
     return {f"{f * 100:g}pct".replace(".", "_"): max(1, int(round(f * n_users))) for f in fractions}

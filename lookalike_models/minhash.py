@@ -17,6 +17,7 @@ seeds hold each value makes this O(P * candidates * log seeds), not O(candidates
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
@@ -52,26 +53,27 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def signatures(indptr: np.ndarray, items: np.ndarray, hashes: np.ndarray, num_perm: int = 128,
-               seed: int = 1, chunk_rows: int = 2_000_000) -> np.ndarray:
+               seed: int = 1, chunk_rows: int = 262_144) -> np.ndarray:
     """uint32 [n_users, num_perm] MinHash signatures from a user->items CSR.
 
     Users with no items get the all-max signature, like an empty datasketch MinHash.
     """
     a, b = permutations(num_perm, seed)
+    # Permuting each item once (n_items x P) turns the per-interaction work into a gather + min.
+    permuted_items = hashes[:, None] * a[None, :] + b[None, :]  # uint32 arithmetic wraps: mod 2^32
     n_users = indptr.size - 1
     out = np.full((n_users, num_perm), np.iinfo(_U32).max, _U32)
     lengths = np.diff(indptr)
     start_user = 0
     while start_user < n_users:
-        # Take as many whole users as fit in chunk_rows interactions.
+        # Take as many whole users as fit in chunk_rows interactions (small chunks stay in cache).
         stop_user = int(np.searchsorted(indptr, indptr[start_user] + chunk_rows, side="right")) - 1
         stop_user = max(stop_user, start_user + 1)
         lo, hi = indptr[start_user], indptr[stop_user]
         users = np.arange(start_user, stop_user)
         nonempty = users[lengths[start_user:stop_user] > 0]
         if nonempty.size:
-            permuted = hashes[items[lo:hi]][:, None] * a[None, :] + b[None, :]  # uint32 wraps: mod 2^32
-            out[nonempty] = np.minimum.reduceat(permuted, indptr[nonempty] - lo, axis=0)
+            out[nonempty] = np.minimum.reduceat(permuted_items[items[lo:hi]], indptr[nonempty] - lo, axis=0)
         start_user = stop_user
     return out
 
@@ -154,3 +156,13 @@ class MinHashScorer(AudienceScorer):
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         return mean_jaccard_to_seeds(self.sigs[seeds.positives], self.sigs[candidates])
+
+    def save(self, folder: Path) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        np.savez(Path(folder) / "minhash.npz", signatures=self.sigs)
+
+    def load(self, folder: Path, data: LookalikeData) -> None:
+        with np.load(Path(folder) / "minhash.npz", allow_pickle=False) as npz:
+            self.sigs = npz["signatures"]
+        # The banding index is a sort of the signatures: cheaper to rebuild than to store.
+        self.index = MinHashLSHIndex(self.sigs, self.config.threshold)

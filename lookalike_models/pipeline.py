@@ -71,3 +71,27 @@ def evaluate_scorers(
             rows.append(row)
         log.info("%s: fitted in %.1fs, evaluated %d campaigns", name, fit_seconds, len(heldout))
     return pl.DataFrame(rows)
+
+
+def resolve_seeds(data: LookalikeData, campaign_id: str | None, seed_user_ids: list[str], name: str) -> CampaignSeeds:
+    """Seeds for an ad-hoc expansion: a known campaign, or an inline list of user ids."""
+    from lookalike_models.contract import DataContractError, check_campaign_id
+
+    if campaign_id:
+        if campaign_id in data.campaign_problems:
+            raise DataContractError("seeds.parquet", "campaign_id", data.campaign_problems[campaign_id], campaign_id)
+        if campaign_id not in data.campaigns:
+            raise DataContractError("seeds.parquet", "campaign_id", "no such campaign", campaign_id)
+        return data.campaigns[campaign_id]
+    check_campaign_id(name, "parameter name")
+    if not seed_user_ids:
+        raise DataContractError("parameter seed_user_ids", "user_id", "empty seed list: give ids or a campaign_id")
+    ids = [int(u) if data.user_ids.dtype.is_integer() and str(u).lstrip("-").isdigit() else u for u in seed_user_ids]
+    if data.user_ids.dtype.is_integer() and any(isinstance(u, str) for u in ids):
+        bad = next(u for u in ids if isinstance(u, str))
+        raise DataContractError("parameter seed_user_ids", "user_id", "user ids of this data are integers", bad)
+    idx = data.index_of(ids)
+    if (idx < 0).all():
+        raise DataContractError("parameter seed_user_ids", "user_id", "none of the seeds is a known user",
+                                seed_user_ids[0])
+    return CampaignSeeds(name, np.unique(idx[idx >= 0]))

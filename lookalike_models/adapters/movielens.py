@@ -48,7 +48,8 @@ def build(out: str | Path, source: str | Path | None = None, n_campaigns: int = 
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(eligible["item_id"].to_numpy(), min(n_campaigns, eligible.height), replace=False))
     seeds = (ratings.filter(pl.col("item_id").is_in(chosen.tolist()))
-             .select(pl.format("movie_{}", "item_id").alias("campaign_id"), "user_id", pl.lit(1, pl.Int8).alias("label")))
+             .select(pl.format("movie_{}", "item_id").alias("campaign_id"), "user_id",
+                     pl.lit(1, pl.Int8).alias("label")))
     interactions = ratings.with_columns(pl.col("rating").cast(pl.Float32).alias("weight"),
                                         pl.lit("movies").alias("domain"))
     # Features are built from non-campaign movies only, for the same leakage reason.

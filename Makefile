@@ -1,0 +1,42 @@
+# Two commands for a fresh machine: `make run` (set up + nightly flow on the default data), `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Local, server-less defaults: Prefect's ephemeral server keeps its SQLite DB under the project.
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+export MLFLOW_DISABLE_TELEMETRY ?= true
+
+.PHONY: install run test lint bench mlflow-ui prefect-server clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/lookalike nightly
+
+test: install
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) bench/minhash_throughput.py
+
+mlflow-ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
+
+prefect-server: install
+	$(VENV)/bin/prefect server start --host 127.0.0.1
+
+clean:
+	rm -rf runs .prefect mlflow.db mlruns

@@ -1,0 +1,30 @@
+"""Ad-hoc expansion of one campaign, or of a seed list typed into the Prefect UI."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from lookalike_models.config import ExpandConfig, load_config
+from tasks.data import prepare_data
+from tasks.modeling import expand_one
+from tasks.reporting import close_mlflow_run, open_mlflow_run, publish_audiences, start_run_folder
+
+
+@flow(name="expand-audience")
+def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expand.yaml")) -> dict:  # noqa: B008
+    run_id, run_dir = start_run_folder(config.output_root)
+    mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump())
+    try:
+        data_dir = prepare_data(config.data, run_dir)
+        staged = expand_one(config.model, data_dir, config.campaign_id, config.seed_user_ids, config.name,
+                            config.audience_fraction, run_dir)
+        published = publish_audiences(staged, f"{config.output_root}/adhoc", run_id)
+    except BaseException:
+        close_mlflow_run(mlflow_run, "FAILED")
+        raise
+    close_mlflow_run(mlflow_run)
+    return {"run_id": run_id, "published": published}
+
+
+if __name__ == "__main__":
+    expand_audience()

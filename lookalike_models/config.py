@@ -1,0 +1,112 @@
+"""Typed pipeline configuration. Defaults live in ``conf/*.yaml``; these models validate them, and the
+flows take them as parameters so the Prefect UI renders them as forms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lookalike_models.synthetic import SyntheticConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+class DataSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["synthetic", "folder", "movielens", "amazon", "tencent"] = Field(
+        "synthetic", description="synthetic: generated; folder: a contract folder at `path`; "
+        "movielens/amazon/tencent: the real sets in ../shared/data (or `path`)")
+    path: str | None = Field(None, description="Contract folder (kind=folder) or raw data set folder")
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    min_seed_match_rate: float = Field(0.5, ge=0, le=1,
+                                       description="A campaign fails if fewer of its seeds are known users")
+    max_multi_len: int = Field(50, ge=1, description="Longest multi-valued feature list kept")
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="Label in metrics and paths, e.g. 'minhash_t02'")
+    model: str = Field(..., description="Registered scorer, e.g. minhash, popularity, random")
+    params: dict[str, Any] = Field(default_factory=dict, description="The scorer's own config")
+
+
+class EvaluationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    holdout_frac: float = Field(0.1, gt=0, lt=1, description="Share of each campaign's seeds held out")
+    audience_fractions: list[float] = Field([0.01, 0.02, 0.05, 0.1],
+                                            description="Audience sizes as shares of the population")
+    seed_buckets: list[int] = Field([50, 200], description="Seed-list size bucket edges")
+    seed: int = 0
+
+
+class PublishConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("minhash", description="Name (ModelSpec.name) of the model whose audiences are published")
+    audience_fraction: float = Field(0.05, gt=0, le=1, description="Published audience size / population")
+
+
+class NightlyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataSource = Field(default_factory=DataSource)
+    models: list[ModelSpec] = Field(default_factory=lambda: [
+        ModelSpec(name="minhash", model="minhash"), ModelSpec(name="popularity", model="popularity"),
+        ModelSpec(name="random", model="random")])
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    output_root: str = Field("runs", description="Where run folders and published audiences go")
+    experiment: str = Field("lookalike-nightly", description="MLflow experiment")
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        return models
+
+    def model_post_init(self, _: Any) -> None:
+        if self.publish.model not in {m.name for m in self.models}:
+            raise ValueError(f"publish.model '{self.publish.model}' is not one of the configured models")
+
+
+class ExpandConfig(BaseModel):
+    """Ad-hoc expansion of one campaign, or of a seed list given inline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataSource = Field(default_factory=DataSource)
+    campaign_id: str | None = Field(None, description="A campaign of the data's seeds file")
+    seed_user_ids: list[str] = Field(default_factory=list, description="Or: seed user ids given directly")
+    name: str = Field("adhoc", description="Name for an inline seed list (becomes its campaign id)")
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="minhash", model="minhash"))
+    audience_fraction: float = Field(0.05, gt=0, le=1)
+    output_root: str = "runs"
+    experiment: str = "lookalike-adhoc"
+
+
+def load_config(path: str | Path | None = None, cls: type[BaseModel] = NightlyConfig,
+                default: str = "nightly.yaml") -> Any:
+    """Read a YAML file (default ``conf/<default>``) into the config model, with validation."""
+    path = Path(path) if path else CONF_DIR / default
+    return cls.model_validate(yaml.safe_load(path.read_text()) or {})
+
+
+def apply_overrides(config: BaseModel, overrides: list[str]) -> BaseModel:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) and re-validate."""
+    doc = config.model_dump()
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        node = doc
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return type(config).model_validate(doc)

@@ -1,0 +1,38 @@
+"""Turn a configured data source into a contract folder and then into encoded, leak-free data."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from lookalike_models.config import DataSource
+from lookalike_models.contract import read_dataset
+from lookalike_models.dataset import LookalikeData, encode
+from lookalike_models.pipeline import remove_campaign_leakage
+from lookalike_models.synthetic import write_synthetic
+
+log = logging.getLogger(__name__)
+
+
+def materialize(source: DataSource, workdir: str | Path) -> Path:
+    """Contract folder for ``source``: the given folder as is, or generated/adapted under ``workdir``."""
+    workdir = Path(workdir)
+    if source.kind == "folder":
+        if not source.path:
+            raise ValueError("data.kind=folder needs data.path")
+        return Path(source.path)
+    if source.kind == "synthetic":
+        return write_synthetic(source.synthetic, workdir / "synthetic")
+    # Real sets: adapters read them where they lie and write the contract outside the repository.
+    adapter = importlib.import_module(f"lookalike_models.adapters.{source.kind}")
+    return adapter.build(workdir / source.kind, source.path)
+
+
+def load_encoded(source: DataSource, workdir: str | Path) -> LookalikeData:
+    folder = materialize(source, workdir)
+    data = encode(read_dataset(folder), source.max_multi_len, source.min_seed_match_rate)
+    data = remove_campaign_leakage(data, data.campaign_items)
+    log.info("data: %d users, %d items, %d interactions, %d campaigns (%d with problems)", data.n_users,
+             data.n_items, data.user_idx.size, len(data.campaigns), len(data.campaign_problems))
+    return data

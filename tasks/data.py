@@ -1,0 +1,57 @@
+"""Tasks that turn the configured source into encoded data and a train/held-out split."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from prefect import task
+from prefect.logging import get_run_logger
+from prefect.tasks import exponential_backoff
+
+from lookalike_models.config import DataSource, EvaluationConfig
+from lookalike_models.contract import DataContractError
+from lookalike_models.dataset import LookalikeData
+from lookalike_models.evaluation import holdout_split, save_split
+from lookalike_models.sources import load_encoded
+
+
+@lru_cache(maxsize=2)
+def load_data(data_dir: str) -> LookalikeData:
+    """Encoded data is read once per process, however many tasks use it."""
+    return LookalikeData.load(data_dir)
+
+
+def retry_unless_bad_input(task, task_run, state) -> bool:
+    """Retry transient I/O failures; a contract error fails the same way every time, so fail fast."""
+    try:
+        state.result()
+    except DataContractError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=retry_unless_bad_input)
+def prepare_data(source: DataSource, run_dir: str) -> str:
+    """Read, validate and encode the input; the id mappings land in ``<run_dir>/encoded``."""
+    logger = get_run_logger()
+    data = load_encoded(source, Path(run_dir) / "input")
+    out = data.save(Path(run_dir) / "encoded")
+    logger.info("encoded %d users, %d items, %d interactions, %d campaigns", data.n_users, data.n_items,
+                data.user_idx.size, len(data.campaigns))
+    for cid, problem in data.campaign_problems.items():
+        logger.warning("campaign %s skipped: %s", cid, problem)
+    return str(out)
+
+
+@task
+def split_campaigns(data_dir: str, evaluation: EvaluationConfig, run_dir: str) -> str:
+    """Hold out a share of every campaign's seeds (plus as many non-seeds) for evaluation."""
+    data = load_data(data_dir)
+    train, heldout = holdout_split(data.campaigns, data.n_users, evaluation.holdout_frac, evaluation.seed)
+    sampled = sum(h.negatives_sampled for h in heldout.values())
+    get_run_logger().info("split: %d campaigns, %d evaluable (%d with sampled non-seeds)", len(train),
+                          len(heldout), sampled)
+    return str(save_split(train, heldout, Path(run_dir) / "split.parquet"))

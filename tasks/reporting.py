@@ -1,0 +1,132 @@
+"""Tasks that turn per-campaign metrics into the run's report, and publish the chosen audiences."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC
+from pathlib import Path
+
+import polars as pl
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
+
+from lookalike_models.evaluation import audience_sizes, plot_precision_recall, summarize
+from lookalike_models.io import write_parquet_atomic
+from lookalike_models.publishing import audience_path, mark_latest
+from tasks import tracking
+from tasks.data import load_data
+
+
+@task
+def evaluate_run(scored: list[dict], data_dir: str, fractions: list[float], run_dir: str) -> dict:
+    """Metrics table, summary by seed bucket and the precision/recall plot of every model."""
+    frames = [pl.read_parquet(s["metrics_path"]) for s in scored if s["metrics_path"]]
+    if not frames:
+        get_run_logger().warning("no campaign could be evaluated")
+        return {"summary": [], "files": []}
+    per_campaign = pl.concat(frames, how="diagonal_relaxed")
+    summary = summarize(per_campaign)
+    reports = Path(run_dir) / "report"
+    sizes = audience_sizes(load_data(data_dir).n_users, fractions)
+    files = [write_parquet_atomic(per_campaign, reports / "metrics_per_campaign.parquet"),
+             write_parquet_atomic(summary, reports / "metrics_summary.parquet"),
+             plot_precision_recall(summary, sizes, reports / "precision_recall_vs_audience_size.png")]
+    (reports / "metrics_summary.csv").write_text(summary.write_csv())
+    return {"summary": summary.to_dicts(), "files": [str(f) for f in files]}
+
+
+@task(retries=2, retry_delay_seconds=[1, 5])
+def publish_audiences(staged: dict[str, str], output_root: str, run_id: str) -> dict:
+    """Move the staged audiences into the run-keyed, campaign-partitioned layout, then mark LATEST.
+    Each file is renamed into place, so readers never see a partial audience."""
+    root = Path(output_root) / "audiences"
+    published = {}
+    for cid, path in sorted(staged.items()):
+        target = audience_path(root, run_id, cid)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(path, tmp)
+        tmp.replace(target)
+        published[cid] = str(target)
+    if published:
+        mark_latest(root, run_id)
+    get_run_logger().info("published %d audiences under %s", len(published), root / f"run_id={run_id}")
+    return published
+
+
+@task
+def log_run_to_mlflow(run_id: str, experiment: str, trained: dict[str, dict], report: dict, run_dir: str,
+                      data_dir: str) -> None:
+    """Metrics per model (child runs), training curves, and the run's files as artifacts."""
+    for row in report["summary"]:
+        if row["seed_bucket"] == "all":
+            metrics = {k: v for k, v in row.items() if isinstance(v, float)}
+            child = tracking.start_run(experiment, row["model"], {"model": row["model"]}, parent_run_id=run_id)
+            tracking.log_metrics(child, metrics | {"fit_seconds": trained[row["model"]]["fit_seconds"]})
+            for curve, values in trained[row["model"]].get("history", {}).items():
+                tracking.log_curve(child, curve, values)
+            tracking.end_run(child)
+            tracking.log_metrics(run_id, {f"{row['model']}.{k}": v for k, v in metrics.items()})
+    for path in report["files"]:
+        tracking.log_artifact(run_id, path, "report")
+    tracking.log_artifact(run_id, Path(run_dir) / "report" / "metrics_summary.csv", "report")
+    for name in ("user_index.parquet", "item_index.parquet"):
+        tracking.log_artifact(run_id, Path(data_dir) / name, "id_mapping")
+    if (Path(run_dir) / "audiences").exists():
+        tracking.log_artifact(run_id, Path(run_dir) / "audiences", "audiences")
+
+
+def summary_markdown(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict) -> str:
+    lines = [f"# Look-alike run `{run_id}`", "", f"MLflow run: [{mlflow_url}]({mlflow_url})", "",
+             f"Published audiences: {len(published)}; failed campaigns: {len(failed)}", ""]
+    overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
+    if overall:
+        keys = [k for k in overall[0] if k.startswith(("precision_at_", "recall_at_"))] + ["gauc"]
+        lines += ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for r in overall:
+            cells = [f"{r[k]:.4f}" if r[k] is not None else "-" for k in keys]
+            lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    for key, why in failed.items():
+        lines.append(f"- failed `{key}`: {why}")
+    return "\n".join(lines)
+
+
+@task
+def post_summary(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict) -> str:
+    """The run at a glance in the Prefect UI: metrics table plus a markdown summary with the MLflow link."""
+    overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
+    if overall:
+        create_table_artifact(overall, key="audience-metrics", description=f"Held-out metrics of run {run_id}")
+    text = summary_markdown(run_id, mlflow_url, report, published, failed)
+    create_markdown_artifact(text, key="audience-run-summary", description=f"Run {run_id}")
+    return text
+
+
+@task
+def start_run_folder(output_root: str) -> tuple[str, str]:
+    """A run id that sorts by time and names the Prefect flow run, and its folder."""
+    from datetime import datetime
+
+    from prefect.runtime import flow_run
+
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{str(flow_run.id or 'local')[:8]}"
+    run_dir = Path(output_root) / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_id, str(run_dir)
+
+
+@task
+def open_mlflow_run(experiment: str, run_id: str, config: dict) -> str:
+    from prefect.runtime import deployment, flow_run
+
+    tags = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name),
+            "prefect.deployment": str(deployment.name or "none"), "lookalike.run_id": run_id}
+    mlflow_run = tracking.start_run(experiment, run_id, tags)
+    tracking.log_params(mlflow_run, config)
+    return mlflow_run
+
+
+@task
+def close_mlflow_run(mlflow_run: str, status: str = "FINISHED") -> None:
+    tracking.end_run(mlflow_run, status)

@@ -1,0 +1,92 @@
+"""MLflow bookkeeping through an explicit client: thread-safe (tasks may run in threads) and never
+depending on a global "active run". One parent run per flow run, one child run per model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI if set (a server, Databricks...), else a local SQLite store in the project."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def client() -> MlflowClient:
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient(tracking_uri())
+
+
+def experiment_id(name: str) -> str:
+    c = client()
+    found = c.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    # Keep artifacts beside the SQLite store rather than wherever the process happens to start.
+    location = None if os.environ.get("MLFLOW_TRACKING_URI") else (PROJECT_ROOT / "mlruns").as_uri()
+    return c.create_experiment(name, artifact_location=location)
+
+
+def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+def start_run(experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:
+    if parent_run_id:
+        tags = {**tags, "mlflow.parentRunId": parent_run_id}
+    run = client().create_run(experiment_id(experiment), run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def log_params(run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, v) for k, v in flatten(params).items()]
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client().log_batch(run_id, params=items[i : i + 100])
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    import math
+    import time
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and not math.isnan(v)]
+    for i in range(0, len(items), 1000):
+        client().log_batch(run_id, metrics=items[i : i + 1000])
+
+
+def log_curve(run_id: str, name: str, values: list[float]) -> None:
+    """A per-epoch (or per-step) curve, e.g. training loss, as one metric with steps."""
+    for step, value in enumerate(values):
+        log_metrics(run_id, {name: value}, step)
+
+
+def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    path = Path(path)
+    if path.is_dir():
+        client().log_artifacts(run_id, str(path), artifact_path)
+    else:
+        client().log_artifact(run_id, str(path), artifact_path)
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    client().set_terminated(run_id, status)
+
+
+def run_url(run_id: str, experiment: str) -> str:
+    """Where the run opens in the MLflow UI (``make mlflow-ui`` serves 127.0.0.1:5000)."""
+    base = os.environ.get("LOOKALIKE_MLFLOW_UI", "http://127.0.0.1:5000")
+    return f"{base}/#/experiments/{experiment_id(experiment)}/runs/{run_id}"

@@ -1,0 +1,50 @@
+import numpy as np
+import polars as pl
+
+from lookalike_models.dataset import LookalikeData
+
+
+def test_ids_are_contiguous_and_mapping_is_kept(synthetic_data, synthetic_dir):
+    raw_users = pl.read_parquet(synthetic_dir / "interactions.parquet")["user_id"].unique()
+    assert synthetic_data.n_users >= raw_users.len()
+    assert synthetic_data.user_idx.max() < synthetic_data.n_users
+    # Mapping back and forth is the identity.
+    some = synthetic_data.user_ids[:50].to_list()
+    assert (synthetic_data.index_of(some) == np.arange(50)).all()
+    assert synthetic_data.index_of([-999])[0] == -1
+
+
+def test_user_fields_are_encoded(synthetic_data):
+    users = synthetic_data.users
+    assert users.single.shape == (synthetic_data.n_users, 3)
+    assert (users.single > 0).all()  # every synthetic user has every field
+    assert all(users.single[:, j].max() < size for j, size in enumerate(users.single_sizes))
+    interests = users.multi[0]
+    assert (interests[:, 0] > 0).all() and interests.max() < users.multi_sizes[0]
+    assert 0 <= users.continuous.min() and users.continuous.max() <= 1
+
+
+def test_save_load_round_trip(synthetic_data, tmp_path):
+    synthetic_data.save(tmp_path / "enc")
+    back = LookalikeData.load(tmp_path / "enc")
+    assert back.n_users == synthetic_data.n_users
+    assert (back.item_idx == synthetic_data.item_idx).all()
+    for cid, seeds in synthetic_data.campaigns.items():
+        assert (back.campaigns[cid].positives == seeds.positives).all()
+    assert back.user_ids.to_list() == synthetic_data.user_ids.to_list()
+
+
+def test_user_items_csr_matches_interactions(synthetic_data):
+    indptr, items = synthetic_data.user_items
+    u = 17
+    expected = np.unique(synthetic_data.item_idx[synthetic_data.user_idx == u])
+    assert (items[indptr[u]:indptr[u + 1]] == expected).all()
+
+
+def test_campaign_item_leakage_is_removed(movielens_data, movielens_dir):
+    # Every campaign movie's ratings are gone from the training interactions.
+    assert len(movielens_data.campaign_items) == len(movielens_data.campaigns)
+    own = np.fromiter(movielens_data.campaign_items.values(), np.int64)
+    assert not np.isin(movielens_data.item_idx, own).any()
+    raw = pl.read_parquet(movielens_dir / "interactions.parquet")
+    assert raw.height > movielens_data.user_idx.size

@@ -1,0 +1,106 @@
+"""End to end through Prefect (ephemeral test server) and MLflow (temporary SQLite store)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from lookalike_models.config import DataSource, EvaluationConfig, ExpandConfig, ModelSpec, NightlyConfig
+from lookalike_models.contract import DataContractError
+from lookalike_models.publishing import read_latest
+
+
+@pytest.fixture(scope="module")
+def prefect_and_mlflow(tmp_path_factory):
+    from prefect.testing.utilities import prefect_test_harness
+
+    root = tmp_path_factory.mktemp("tracking")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    with prefect_test_harness(server_startup_timeout=120):
+        yield root
+    patch.undo()
+
+
+def nightly_config(folder, out, **overrides) -> NightlyConfig:
+    return NightlyConfig(
+        data=DataSource(kind="folder", path=str(folder)),
+        models=[ModelSpec(name="minhash", model="minhash"), ModelSpec(name="popularity", model="popularity")],
+        evaluation=EvaluationConfig(audience_fractions=[0.02, 0.05]), output_root=str(out),
+        experiment="test-nightly", **overrides)
+
+
+def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, synthetic_dir, synthetic_data, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.nightly_refresh import nightly_refresh
+
+    first = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
+    assert set(first["published"]) == set(synthetic_data.campaigns) and not first["failed"]
+    audience = pl.read_parquet(first["published"]["c000"])
+    assert audience.columns == ["user_id", "score", "rank", "source"]
+    assert audience["rank"].to_list() == list(range(1, audience.height + 1))
+    assert audience.height == round(0.05 * synthetic_data.n_users)
+    assert (audience["score"].diff().drop_nulls() <= 0).all()
+    seeds = synthetic_data.user_ids.gather(synthetic_data.campaigns["c000"].positives)
+    assert not audience["user_id"].is_in(seeds.to_list()).any()  # known converters are not re-targeted
+
+    run = MlflowClient().get_run(first["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["prefect.flow_run_id"]
+    assert run.data.metrics["minhash.recall_at_5pct"] > run.data.metrics["popularity.recall_at_5pct"]
+    assert run.data.params["publish.model"] == "minhash"
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "report")}
+    assert "report/precision_recall_vs_audience_size.png" in artifacts
+
+    second = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
+    assert second["run_id"] != first["run_id"]
+    assert read_latest(tmp_path / "audiences") == second["run_id"]
+    assert pl.read_parquet(first["published"]["c000"]).equals(audience)  # old run untouched
+    assert pl.read_parquet(second["published"]["c000"])["user_id"].equals(audience["user_id"])  # deterministic
+
+
+def test_bad_campaigns_fail_alone_and_publish_nothing(prefect_and_mlflow, synthetic_dir, tmp_path):
+    from flows.nightly_refresh import nightly_refresh
+
+    folder = shutil.copytree(synthetic_dir, tmp_path / "in")
+    seeds = pl.read_parquet(folder / "seeds.parquet")
+    bad = pl.DataFrame({"campaign_id": ["../../escape", "ghost"], "user_id": [seeds["user_id"][0], -5],
+                        "label": pl.Series([1, 1], dtype=pl.Int8)})
+    pl.concat([seeds, bad]).write_parquet(folder / "seeds.parquet")
+    result = nightly_refresh(nightly_config(folder, tmp_path / "out"))
+    assert "ghost" not in result["published"] and "../../escape" not in result["published"]
+    assert len(result["published"]) == seeds["campaign_id"].n_unique()
+    everything = [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(str(p).startswith(("in", "out")) for p in everything)  # nothing escaped the output root
+    assert not any("escape" in str(p) or "ghost" in str(p) for p in everything)
+    assert not any(".tmp" in p.name for p in everything)
+
+
+def test_corrupt_input_fails_the_run_without_publishing(prefect_and_mlflow, synthetic_dir, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.nightly_refresh import nightly_refresh
+
+    folder = shutil.copytree(synthetic_dir, tmp_path / "in")
+    (folder / "seeds.parquet").write_bytes(b"garbage")
+    with pytest.raises(DataContractError, match="seeds.parquet"):
+        nightly_refresh(nightly_config(folder, tmp_path / "out"))
+    assert not (tmp_path / "out" / "audiences").exists()
+    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("test-nightly").experiment_id],
+                                      order_by=["attributes.start_time DESC"], max_results=1)
+    assert runs[0].info.status == "FAILED"
+
+
+def test_adhoc_expansion_of_an_inline_seed_list(prefect_and_mlflow, synthetic_dir, synthetic_data, tmp_path):
+    from flows.expand_audience import expand_audience
+
+    seeds = synthetic_data.user_ids.gather(synthetic_data.campaigns["c001"].positives[:40]).cast(pl.String)
+    config = ExpandConfig(data=DataSource(kind="folder", path=str(synthetic_dir)), campaign_id=None,
+                          seed_user_ids=seeds.to_list(), name="vip_list", audience_fraction=0.01,
+                          output_root=str(tmp_path))
+    result = expand_audience(config)
+    path = Path(result["published"]["vip_list"])
+    assert path.parts[-2] == "campaign_id=vip_list" and pl.read_parquet(path).height == 30
