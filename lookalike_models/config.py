@@ -50,6 +50,8 @@ class PublishConfig(BaseModel):
 
     model: str = Field("minhash", description="Name (ModelSpec.name) of the model whose audiences are published")
     audience_fraction: float = Field(0.05, gt=0, le=1, description="Published audience size / population")
+    exclusions: list[str] = Field(default_factory=list, description="Parquet files of users never to target: "
+                                  "user_id, optional campaign_id (null = every campaign)")
 
 
 class NightlyConfig(BaseModel):

@@ -25,13 +25,15 @@ class ScoredAudience:
     candidate_scores: np.ndarray
 
 
-def score_campaign(scorer: AudienceScorer, data: LookalikeData, seeds: CampaignSeeds, size: int) -> ScoredAudience:
-    """Candidates -> scores -> top ``size`` users, known seeds and known non-converters excluded."""
+def score_campaign(scorer: AudienceScorer, data: LookalikeData, seeds: CampaignSeeds, size: int,
+                   excluded: np.ndarray | None = None) -> ScoredAudience:
+    """Candidates -> scores -> top ``size`` users. Known seeds, known non-converters and ``excluded`` users
+    (exclusion lists) are removed before the top is taken, so the audience keeps its size."""
     candidates = scorer.candidates(data, seeds)
     scores = np.asarray(scorer.score(data, seeds, candidates), np.float32)
     if scores.shape != candidates.shape:
         raise ValueError(f"{scorer.name} returned {scores.shape} scores for {candidates.shape} candidates")
-    exclude = np.concatenate([seeds.positives, seeds.negatives])
+    exclude = np.concatenate([seeds.positives, seeds.negatives] + ([excluded] if excluded is not None else []))
     users, top_scores = top_k(candidates, scores, size, exclude)
     return ScoredAudience(seeds.campaign_id, users, top_scores, candidates, scores)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -16,6 +17,7 @@ from lookalike_models.evaluation import audience_sizes, campaign_metrics, load_s
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import score_campaign
 from lookalike_models.publishing import audience_frame
+from lookalike_models.reach import load_exclusions
 from lookalike_models.scorers import AudienceScorer, build_scorer
 from tasks.data import load_data
 
@@ -59,7 +61,8 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, run_dir: str) -
 
 @task
 def score_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, run_dir: str,
-                fractions: list[float], bucket_edges: list[int], publish_fraction: float | None) -> dict:
+                fractions: list[float], bucket_edges: list[int], publish_fraction: float | None,
+                exclusions: list[str] | None = None) -> dict:
     """Evaluate on held-out seeds; when ``publish_fraction`` is set, also score every campaign from all
     of its seeds and stage the audience. A campaign that fails is reported, the others go on."""
     logger = get_run_logger()
@@ -69,6 +72,10 @@ def score_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, 
     sizes = audience_sizes(data.n_users, fractions)
     stage = Path(run_dir) / "audiences" / spec.name
     todo = list(train)
+    excluded_everywhere, excluded_by_campaign = load_exclusions(exclusions or [], data)
+    if exclusions:
+        logger.info("exclusion lists: %d users for every campaign, %d campaign-specific lists",
+                    excluded_everywhere.size, len(excluded_by_campaign))
     progress = create_progress_artifact(0.0, description=f"campaigns scored by {spec.name}")
     rows, failed, staged = [], {}, {}
     start = time.perf_counter()
@@ -84,7 +91,8 @@ def score_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, 
                 full = data.campaigns[cid]
                 all_seeds = CampaignSeeds(cid, full.positives, full.negatives)
                 size = max(1, int(round(publish_fraction * data.n_users)))
-                scored = score_campaign(scorer, data, all_seeds, size)
+                excluded = np.concatenate([excluded_everywhere, excluded_by_campaign.get(cid, excluded_everywhere[:0])])
+                scored = score_campaign(scorer, data, all_seeds, size, excluded)
                 frame = audience_frame(data, scored.users, scored.scores, spec.name)
                 staged[cid] = str(write_parquet_atomic(frame, stage / f"{cid}.parquet"))
         except Exception as exc:  # one bad campaign must not sink the run

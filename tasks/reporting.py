@@ -130,3 +130,42 @@ def open_mlflow_run(experiment: str, run_id: str, config: dict) -> str:
 @task
 def close_mlflow_run(mlflow_run: str, status: str = "FINISHED") -> None:
     tracking.end_run(mlflow_run, status)
+
+
+@task
+def previous_published_run(output_root: str) -> str | None:
+    """The run whose audiences are live now (read before this run moves LATEST)."""
+    from lookalike_models.publishing import read_latest
+
+    return read_latest(Path(output_root) / "audiences")
+
+
+@task
+def report_reach_and_drift(scored: list[dict], publish_model: str, data_dir: str, bucket_edges: list[int],
+                           output_root: str, run_id: str, previous_run: str | None, run_dir: str,
+                           mlflow_run: str) -> dict:
+    """Expected precision per audience size for each campaign, and drift since the previous run."""
+    from lookalike_models.reach import drift_between_runs, reach_table
+
+    logger = get_run_logger()
+    data = load_data(data_dir)
+    reports = Path(run_dir) / "report"
+    frames = [pl.read_parquet(s["metrics_path"]) for s in scored if s["model"] == publish_model and s["metrics_path"]]
+    result: dict = {}
+    if frames:
+        reach = reach_table(frames[0], publish_model, {c: s.size for c, s in data.campaigns.items()},
+                            bucket_edges, data.n_users)
+        tracking.log_artifact(mlflow_run, write_parquet_atomic(reach, reports / "reach.parquet"), "report")
+        result["reach_rows"] = reach.height
+    if previous_run and previous_run != run_id:
+        drift = drift_between_runs(Path(output_root) / "audiences", previous_run, run_id)
+        if drift.height:
+            write_parquet_atomic(drift, reports / "drift.parquet")
+            means = {f"drift.{k}": float(drift[k].mean()) for k in ("overlap_jaccard", "churn_in", "churn_out")}
+            tracking.log_metrics(mlflow_run, means)
+            create_table_artifact(drift.to_dicts(), key="audience-drift",
+                                  description=f"Audience drift {previous_run} -> {run_id}")
+            logger.info("drift vs %s over %d campaigns: overlap %.3f, churn in %.3f", previous_run, drift.height,
+                        means["drift.overlap_jaccard"], means["drift.churn_in"])
+            result |= means
+    return result

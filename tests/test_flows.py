@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lookalike_models.config import DataSource, EvaluationConfig, ExpandConfig, ModelSpec, NightlyConfig
+from lookalike_models.config import DataSource, EvaluationConfig, ExpandConfig, ModelSpec, NightlyConfig, PublishConfig
 from lookalike_models.contract import DataContractError
 from lookalike_models.publishing import read_latest
 
@@ -60,6 +60,21 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     assert read_latest(tmp_path / "audiences") == second["run_id"]
     assert pl.read_parquet(first["published"]["c000"]).equals(audience)  # old run untouched
     assert pl.read_parquet(second["published"]["c000"])["user_id"].equals(audience["user_id"])  # deterministic
+    assert second["drift"]["drift.overlap_jaccard"] == 1.0
+
+    # Existing customers of c000 (its 10 best prospects yesterday) must not be targeted by c000 again.
+    customers = tmp_path / "customers.parquet"
+    pl.DataFrame({"user_id": audience["user_id"].head(10), "campaign_id": ["c000"] * 10}).write_parquet(customers)
+    third = nightly_refresh(nightly_config(synthetic_dir, tmp_path, publish=PublishConfig(
+        model="minhash", audience_fraction=0.05, exclusions=[str(customers)])))
+    excluded_run = pl.read_parquet(third["published"]["c000"])
+    assert excluded_run.height == audience.height
+    assert not excluded_run["user_id"].is_in(audience["user_id"].head(10).to_list()).any()
+    assert pl.read_parquet(third["published"]["c001"]).equals(pl.read_parquet(second["published"]["c001"]))
+    assert 0.5 < third["drift"]["drift.overlap_jaccard"] < 1.0
+    reach = pl.read_parquet(Path(third["published"]["c000"]).parents[3] / "runs" / third["run_id"] / "report"
+                            / "reach.parquet")
+    assert reach.filter(pl.col("campaign_id") == "c000")["audience_fraction"].to_list() == [0.02, 0.05]
 
 
 def test_bad_campaigns_fail_alone_and_publish_nothing(prefect_and_mlflow, synthetic_dir, tmp_path):
