@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from lookalike_models.config import ExpandConfig, load_config
-from tasks.data import prepare_data
+from tasks.data import fingerprint_inputs, prepare_data
 from tasks.modeling import expand_one
 from tasks.reporting import close_mlflow_run, open_mlflow_run, publish_audiences, start_run_folder
 
@@ -15,7 +15,7 @@ def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expa
     run_id, run_dir = start_run_folder(config.output_root)
     mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump())
     try:
-        data_dir = prepare_data(config.data, run_dir)
+        data_dir = prepare_data(config.data, fingerprint_inputs(config.data, []), f"{config.output_root}/work")
         staged = expand_one(config.model, data_dir, config.campaign_id, config.seed_user_ids, config.name,
                             config.audience_fraction, run_dir)
         published = publish_audiences(staged, f"{config.output_root}/adhoc", run_id)

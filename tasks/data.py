@@ -14,6 +14,7 @@ from lookalike_models.contract import DataContractError
 from lookalike_models.dataset import LookalikeData
 from lookalike_models.evaluation import holdout_split, save_split
 from lookalike_models.sources import load_encoded
+from tasks.caching import CACHED, file_fingerprint, stable_hash
 
 
 @lru_cache(maxsize=2)
@@ -33,12 +34,23 @@ def retry_unless_bad_input(task, task_run, state) -> bool:
     return False
 
 
-@task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=retry_unless_bad_input)
-def prepare_data(source: DataSource, run_dir: str) -> str:
-    """Read, validate and encode the input; the id mappings land in ``<run_dir>/encoded``."""
+@task
+def fingerprint_inputs(source: DataSource, exclusions: list[str]) -> str:
+    """What the input files look like now; part of the cache key of everything downstream."""
+    paths = [Path(p) for p in exclusions]
+    if source.path:
+        paths.append(Path(source.path))
+    return file_fingerprint(paths)
+
+
+@task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+      retry_condition_fn=retry_unless_bad_input, **CACHED)
+def prepare_data(source: DataSource, input_fingerprint: str, work_root: str) -> str:
+    """Read, validate and encode the input; the id mappings land in ``<work>/data-<key>/encoded``."""
     logger = get_run_logger()
-    data = load_encoded(source, Path(run_dir) / "input")
-    out = data.save(Path(run_dir) / "encoded")
+    folder = Path(work_root) / f"data-{stable_hash(source, input_fingerprint)}"
+    data = load_encoded(source, folder / "input")
+    out = data.save(folder / "encoded")
     logger.info("encoded %d users, %d items, %d interactions, %d campaigns", data.n_users, data.n_items,
                 data.user_idx.size, len(data.campaigns))
     for cid, problem in data.campaign_problems.items():
@@ -46,12 +58,13 @@ def prepare_data(source: DataSource, run_dir: str) -> str:
     return str(out)
 
 
-@task
-def split_campaigns(data_dir: str, evaluation: EvaluationConfig, run_dir: str) -> str:
+@task(**CACHED)
+def split_campaigns(data_dir: str, evaluation: EvaluationConfig, work_root: str) -> str:
     """Hold out a share of every campaign's seeds (plus as many non-seeds) for evaluation."""
     data = load_data(data_dir)
     train, heldout = holdout_split(data.campaigns, data.n_users, evaluation.holdout_frac, evaluation.seed)
     sampled = sum(h.negatives_sampled for h in heldout.values())
     get_run_logger().info("split: %d campaigns, %d evaluable (%d with sampled non-seeds)", len(train),
                           len(heldout), sampled)
-    return str(save_split(train, heldout, Path(run_dir) / "split.parquet"))
+    path = Path(data_dir).parent / f"split-{stable_hash(evaluation)}.parquet"
+    return str(save_split(train, heldout, path))

@@ -19,6 +19,7 @@ from lookalike_models.pipeline import score_campaign
 from lookalike_models.publishing import audience_frame
 from lookalike_models.reach import load_exclusions
 from lookalike_models.scorers import AudienceScorer, build_scorer
+from tasks.caching import CACHED, stable_hash
 from tasks.data import load_data
 
 _FITTED: dict[str, AudienceScorer] = {}  # model_dir -> scorer, for scorers that cannot be saved
@@ -36,8 +37,8 @@ def fitted_scorer(spec: ModelSpec, data_dir: str, model_dir: str, split_path: st
     return scorer
 
 
-@task
-def train_model(spec: ModelSpec, data_dir: str, split_path: str, run_dir: str) -> dict:
+@task(**CACHED)
+def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str) -> dict:
     """Fit on the training seeds of all campaigns; persist the model where the scorer supports it."""
     logger = get_run_logger()
     data = load_data(data_dir)
@@ -46,7 +47,7 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, run_dir: str) -
     start = time.perf_counter()
     scorer.fit(data, train)
     seconds = time.perf_counter() - start
-    model_dir = Path(run_dir) / "models" / spec.name
+    model_dir = Path(data_dir).parent / "models" / f"{spec.name}-{stable_hash(spec, split_path)}"
     try:
         scorer.save(model_dir)
     except NotImplementedError:
@@ -59,8 +60,8 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, run_dir: str) -
             "history": {k: [float(x) for x in v] for k, v in history.items()}}
 
 
-@task
-def score_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, run_dir: str,
+@task(**CACHED)
+def score_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, work_root: str,
                 fractions: list[float], bucket_edges: list[int], publish_fraction: float | None,
                 exclusions: list[str] | None = None) -> dict:
     """Evaluate on held-out seeds; when ``publish_fraction`` is set, also score every campaign from all
@@ -70,7 +71,9 @@ def score_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, 
     train, heldout = load_split(split_path)
     scorer = fitted_scorer(spec, data_dir, trained["model_dir"], split_path)
     sizes = audience_sizes(data.n_users, fractions)
-    stage = Path(run_dir) / "audiences" / spec.name
+    key = stable_hash(spec, split_path, trained, fractions, publish_fraction, exclusions)
+    out = Path(data_dir).parent / "scored" / f"{spec.name}-{key}"
+    stage = out / "audiences"
     todo = list(train)
     excluded_everywhere, excluded_by_campaign = load_exclusions(exclusions or [], data)
     if exclusions:
@@ -102,7 +105,7 @@ def score_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, 
         if done % 10 == 0 or done == len(todo):
             rate = done / (time.perf_counter() - start)
             logger.info("%s: %d/%d campaigns scored (%.1f campaigns/s)", spec.name, done, len(todo), rate)
-    metrics_path = Path(run_dir) / "metrics" / f"{spec.name}.parquet"
+    metrics_path = out / "metrics.parquet"
     if rows:
         write_parquet_atomic(pl.DataFrame(rows), metrics_path)
     return {"model": spec.name, "metrics_path": str(metrics_path) if rows else None, "failed": failed,

@@ -57,7 +57,7 @@ def publish_audiences(staged: dict[str, str], output_root: str, run_id: str) -> 
 
 @task
 def log_run_to_mlflow(run_id: str, experiment: str, trained: dict[str, dict], report: dict, run_dir: str,
-                      data_dir: str) -> None:
+                      data_dir: str, published: dict[str, str]) -> None:
     """Metrics per model (child runs), training curves, and the run's files as artifacts."""
     for row in report["summary"]:
         if row["seed_bucket"] == "all":
@@ -73,8 +73,8 @@ def log_run_to_mlflow(run_id: str, experiment: str, trained: dict[str, dict], re
     tracking.log_artifact(run_id, Path(run_dir) / "report" / "metrics_summary.csv", "report")
     for name in ("user_index.parquet", "item_index.parquet"):
         tracking.log_artifact(run_id, Path(data_dir) / name, "id_mapping")
-    if (Path(run_dir) / "audiences").exists():
-        tracking.log_artifact(run_id, Path(run_dir) / "audiences", "audiences")
+    for cid, path in published.items():
+        tracking.log_artifact(run_id, path, f"audiences/campaign_id={cid}")
 
 
 def summary_markdown(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict) -> str:

@@ -77,6 +77,26 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     assert reach.filter(pl.col("campaign_id") == "c000")["audience_fraction"].to_list() == [0.02, 0.05]
 
 
+def test_a_failed_run_resumes_from_the_last_good_task(prefect_and_mlflow, synthetic_dir, tmp_path):
+    from flows.nightly_refresh import nightly_refresh
+
+    broken = nightly_config(synthetic_dir, tmp_path)
+    broken.models.append(ModelSpec(name="typo", model="no_such_model"))
+    with pytest.raises(KeyError, match="no_such_model"):
+        nightly_refresh(broken)
+    work = tmp_path / "work"
+    encoded = next(work.glob("data-*/encoded/meta.json"))
+    model = next(work.glob("data-*/models/minhash-*/minhash.npz"))
+    stamps = encoded.stat().st_mtime_ns, model.stat().st_mtime_ns
+    fixed = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
+    assert fixed["published"] and (encoded.stat().st_mtime_ns, model.stat().st_mtime_ns) == stamps
+
+    # Changed input files invalidate the cache: the data is prepared again.
+    (synthetic_dir / "schema.yaml").touch()
+    again = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
+    assert again["data_dir"] != fixed["data_dir"]
+
+
 def test_bad_campaigns_fail_alone_and_publish_nothing(prefect_and_mlflow, synthetic_dir, tmp_path):
     from flows.nightly_refresh import nightly_refresh
 
