@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("out")
     gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="SyntheticConfig field, e.g. n_users=1000000")
+    compare = sub.add_parser("compare", help="rank tracked model runs by a held-out metric; show the champion")
+    compare.add_argument("--experiment", default="lookalike-nightly")
+    compare.add_argument("--metric", default="recall_at_5pct")
+    compare.add_argument("--top", type=int, default=10)
+    compare.add_argument("--registered-model", default="lookalike-audience")
     serve = sub.add_parser("serve", help="serve both flows (nightly on a cron) for a running Prefect server")
     serve.add_argument("--cron", default="0 2 * * *", help="nightly schedule (default 02:00 every day)")
     args = parser.parse_args(argv)
@@ -65,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         from lookalike_models.synthetic import SyntheticConfig, write_synthetic
 
         print(write_synthetic(apply_overrides(SyntheticConfig(), args.set), args.out))
+        return 0
+    if args.command == "compare":
+        from tasks.registry import current_champion, rank_runs
+
+        print(f"champion of {args.registered_model}: {current_champion(args.registered_model)}")
+        print(f"| model | {args.metric} | run | parent run |\n|---|---|---|---|")
+        for row in rank_runs(args.experiment, args.metric, args.top):
+            print(f"| {row['model']} | {row[args.metric]} | {row['run_id']} | {row['parent']} |")
         return 0
     if args.command == "serve":
         from prefect import serve as prefect_serve

@@ -1,4 +1,5 @@
-"""Nightly audience refresh: prepare data -> train -> candidates & scores -> evaluate -> publish.
+"""Nightly audience refresh: prepare data -> train -> evaluate on held-out seeds -> choose the champion
+-> score every campaign with it -> publish -> track.
 
 Tasks up to scoring are cached on inputs and code (tasks/caching.py): a re-run after a failure resumes
 at the first task that did not complete.
@@ -10,11 +11,13 @@ from prefect import flow
 
 from lookalike_models.config import NightlyConfig, load_config
 from tasks.data import fingerprint_inputs, prepare_data, split_campaigns
-from tasks.modeling import score_model, train_model
+from tasks.modeling import evaluate_model, stage_audiences, train_model
+from tasks.registry import register_and_promote
 from tasks.reporting import (
     close_mlflow_run,
     evaluate_run,
-    log_run_to_mlflow,
+    log_models_to_mlflow,
+    log_run_artifacts,
     open_mlflow_run,
     post_summary,
     previous_published_run,
@@ -28,35 +31,36 @@ from tasks.tracking import run_url
 @flow(name="nightly-refresh")
 def nightly_refresh(config: NightlyConfig = load_config()) -> dict:  # noqa: B008 (a form default for the UI)
     run_id, run_dir = start_run_folder(config.output_root)
-    work = f"{config.output_root}/work"
+    work, evaluation, publishing = f"{config.output_root}/work", config.evaluation, config.publish
     mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump())
-    evaluation, publishing = config.evaluation, config.publish
     try:
         fingerprint = fingerprint_inputs(config.data, publishing.exclusions)
         data_dir = prepare_data(config.data, fingerprint, work)
         split = split_campaigns(data_dir, evaluation, work)
         trained = {m.name: train_model(m, data_dir, split, work) for m in config.models}
-        scored = [score_model(m, data_dir, split, trained[m.name], work, evaluation.audience_fractions,
-                              evaluation.seed_buckets,
-                              publishing.audience_fraction if m.name == publishing.model else None,
-                              publishing.exclusions)
-                  for m in config.models]
-        report = evaluate_run(scored, data_dir, evaluation.audience_fractions, run_dir)
+        evaluated = [evaluate_model(m, data_dir, split, trained[m.name], work, evaluation.audience_fractions,
+                                    evaluation.seed_buckets) for m in config.models]
+        report = evaluate_run(evaluated, data_dir, evaluation.audience_fractions, run_dir)
+        children = log_models_to_mlflow(mlflow_run, config.experiment, trained, report)
+        decision = register_and_promote(children, report, config.selection)
+        publisher = decision["champion"] if publishing.model == "champion" else publishing.model
+        spec = next(m for m in config.models if m.name == publisher)
+        staged = stage_audiences(spec, data_dir, split, trained[publisher], work, publishing.audience_fraction,
+                                 publishing.exclusions)
         previous_run = previous_published_run(config.output_root)
-        staged = next(s["staged"] for s in scored if s["model"] == publishing.model)
-        published = publish_audiences(staged, config.output_root, run_id)
-        drift = report_reach_and_drift(scored, publishing.model, data_dir, evaluation.seed_buckets,
+        published = publish_audiences(staged["staged"], config.output_root, run_id)
+        drift = report_reach_and_drift(evaluated, publisher, data_dir, evaluation.seed_buckets,
                                        config.output_root, run_id, previous_run, run_dir, mlflow_run)
-        log_run_to_mlflow(mlflow_run, config.experiment, trained, report, run_dir, data_dir, published)
-        failed = {f"{s['model']}/{cid}": why for s in scored for cid, why in s["failed"].items()}
-        summary = post_summary(run_id, run_url(mlflow_run, config.experiment), report, published, failed)
+        log_run_artifacts(mlflow_run, report, run_dir, data_dir, published, decision)
+        failed = {f"{s['model']}/{cid}": why for s in [*evaluated, staged] for cid, why in s["failed"].items()}
+        summary = post_summary(run_id, run_url(mlflow_run, config.experiment), report, published, failed, decision)
     except BaseException:
         close_mlflow_run(mlflow_run, "FAILED")
         raise
     close_mlflow_run(mlflow_run)
     print(summary)
     return {"run_id": run_id, "mlflow_run_id": mlflow_run, "published": published, "failed": failed,
-            "summary": report["summary"], "drift": drift, "data_dir": data_dir}
+            "summary": report["summary"], "drift": drift, "data_dir": data_dir, "champion": decision}
 
 
 if __name__ == "__main__":

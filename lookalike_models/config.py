@@ -48,10 +48,20 @@ class EvaluationConfig(BaseModel):
 class PublishConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("minhash", description="Name (ModelSpec.name) of the model whose audiences are published")
+    model: str = Field("champion", description="'champion' (the registry's champion after tonight's comparison) "
+                       "or a model name (ModelSpec.name) whose audiences are published")
     audience_fraction: float = Field(0.05, gt=0, le=1, description="Published audience size / population")
     exclusions: list[str] = Field(default_factory=list, description="Parquet files of users never to target: "
                                   "user_id, optional campaign_id (null = every campaign)")
+
+
+class SelectionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field("recall_at_5pct", description="Held-out metric (overall) that decides the champion")
+    min_improvement: float = Field(0.0, ge=0, description="A challenger must beat the champion by this much")
+    registered_model: str = Field("lookalike-audience", description="MLflow registered model name")
+    not_eligible: list[str] = Field(["random", "popularity"], description="Reference models never promoted")
 
 
 class NightlyConfig(BaseModel):
@@ -63,6 +73,7 @@ class NightlyConfig(BaseModel):
         ModelSpec(name="random", model="random")])
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     output_root: str = Field("runs", description="Where run folders and published audiences go")
     experiment: str = Field("lookalike-nightly", description="MLflow experiment")
 
@@ -75,8 +86,17 @@ class NightlyConfig(BaseModel):
         return models
 
     def model_post_init(self, _: Any) -> None:
-        if self.publish.model not in {m.name for m in self.models}:
-            raise ValueError(f"publish.model '{self.publish.model}' is not one of the configured models")
+        from lookalike_models.evaluation import audience_sizes
+
+        names = {m.name for m in self.models}
+        if self.publish.model != "champion" and self.publish.model not in names:
+            raise ValueError(f"publish.model '{self.publish.model}' is neither 'champion' nor a configured model")
+        if not names - set(self.selection.not_eligible):
+            raise ValueError("every configured model is in selection.not_eligible: nothing can be champion")
+        metrics = {f"{kind}_at_{label}" for label in audience_sizes(1, self.evaluation.audience_fractions)
+                   for kind in ("precision", "recall")} | {"gauc"}
+        if self.selection.metric not in metrics:
+            raise ValueError(f"selection.metric '{self.selection.metric}' is not measured; one of {sorted(metrics)}")
 
 
 class ExpandConfig(BaseModel):

@@ -12,7 +12,6 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from lookalike_models.config import ModelSpec
-from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import audience_sizes, campaign_metrics, load_split, seed_bucket
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import score_campaign
@@ -60,56 +59,72 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str)
             "history": {k: [float(x) for x in v] for k, v in history.items()}}
 
 
-@task(**CACHED)
-def score_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, work_root: str,
-                fractions: list[float], bucket_edges: list[int], publish_fraction: float | None,
-                exclusions: list[str] | None = None) -> dict:
-    """Evaluate on held-out seeds; when ``publish_fraction`` is set, also score every campaign from all
-    of its seeds and stage the audience. A campaign that fails is reported, the others go on."""
+def for_each_campaign(campaign_ids: list[str], label: str, work) -> dict[str, str]:
+    """Run ``work(cid)`` for every campaign with a progress artifact and rate logs; a campaign that
+    fails is reported (returned) and the others go on."""
     logger = get_run_logger()
+    progress = create_progress_artifact(0.0, description=label)
+    failed, start = {}, time.perf_counter()
+    for done, cid in enumerate(campaign_ids, 1):
+        try:
+            work(cid)
+        except Exception as exc:  # one bad campaign must not sink the run
+            failed[cid] = f"{type(exc).__name__}: {exc}"
+            logger.error("%s: campaign %s failed: %s", label, cid, failed[cid])
+        update_progress_artifact(progress, 100.0 * done / len(campaign_ids))
+        if done % 10 == 0 or done == len(campaign_ids):
+            rate = done / (time.perf_counter() - start)
+            logger.info("%s: %d/%d campaigns (%.1f campaigns/s)", label, done, len(campaign_ids), rate)
+    return failed
+
+
+@task(**CACHED)
+def evaluate_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, work_root: str,
+                   fractions: list[float], bucket_edges: list[int]) -> dict:
+    """Rank every eligible user from each campaign's training seeds; measure the held-out seeds."""
     data = load_data(data_dir)
     train, heldout = load_split(split_path)
     scorer = fitted_scorer(spec, data_dir, trained["model_dir"], split_path)
     sizes = audience_sizes(data.n_users, fractions)
-    key = stable_hash(spec, split_path, trained, fractions, publish_fraction, exclusions)
-    out = Path(data_dir).parent / "scored" / f"{spec.name}-{key}"
-    stage = out / "audiences"
-    todo = list(train)
-    excluded_everywhere, excluded_by_campaign = load_exclusions(exclusions or [], data)
+    rows = []
+
+    def evaluate(cid: str) -> None:
+        scored = score_campaign(scorer, data, train[cid], max(sizes.values()))
+        row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, heldout[cid], sizes)
+        rows.append(row | {"model": spec.name, "campaign_id": cid, "n_train_seeds": train[cid].size,
+                           "seed_bucket": seed_bucket(train[cid].size, bucket_edges),
+                           "n_candidates": scored.candidates.size})
+
+    failed = for_each_campaign(list(heldout), f"held-out evaluation of {spec.name}", evaluate)
+    out = Path(data_dir).parent / "scored" / f"{spec.name}-{stable_hash(spec, split_path, trained, fractions)}"
+    metrics_path = write_parquet_atomic(pl.DataFrame(rows), out / "metrics.parquet") if rows else None
+    return {"model": spec.name, "metrics_path": str(metrics_path) if metrics_path else None, "failed": failed}
+
+
+@task(**CACHED)
+def stage_audiences(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, work_root: str,
+                    audience_fraction: float, exclusions: list[str]) -> dict:
+    """Score every campaign from all of its seeds and stage its audience for publishing. Exclusion lists
+    are applied before the top is taken, so audiences keep their size."""
+    data = load_data(data_dir)
+    scorer = fitted_scorer(spec, data_dir, trained["model_dir"], split_path)
+    everywhere, by_campaign = load_exclusions(exclusions, data)
     if exclusions:
-        logger.info("exclusion lists: %d users for every campaign, %d campaign-specific lists",
-                    excluded_everywhere.size, len(excluded_by_campaign))
-    progress = create_progress_artifact(0.0, description=f"campaigns scored by {spec.name}")
-    rows, failed, staged = [], {}, {}
-    start = time.perf_counter()
-    for done, cid in enumerate(todo, 1):
-        try:
-            if cid in heldout:
-                scored = score_campaign(scorer, data, train[cid], max(sizes.values()))
-                row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, heldout[cid], sizes)
-                rows.append(row | {"model": spec.name, "campaign_id": cid, "n_train_seeds": train[cid].size,
-                                   "seed_bucket": seed_bucket(train[cid].size, bucket_edges),
-                                   "n_candidates": scored.candidates.size})
-            if publish_fraction is not None:
-                full = data.campaigns[cid]
-                all_seeds = CampaignSeeds(cid, full.positives, full.negatives)
-                size = max(1, int(round(publish_fraction * data.n_users)))
-                excluded = np.concatenate([excluded_everywhere, excluded_by_campaign.get(cid, excluded_everywhere[:0])])
-                scored = score_campaign(scorer, data, all_seeds, size, excluded)
-                frame = audience_frame(data, scored.users, scored.scores, spec.name)
-                staged[cid] = str(write_parquet_atomic(frame, stage / f"{cid}.parquet"))
-        except Exception as exc:  # one bad campaign must not sink the run
-            failed[cid] = f"{type(exc).__name__}: {exc}"
-            logger.error("campaign %s failed with %s: %s", cid, spec.name, failed[cid])
-        update_progress_artifact(progress, 100.0 * done / len(todo))
-        if done % 10 == 0 or done == len(todo):
-            rate = done / (time.perf_counter() - start)
-            logger.info("%s: %d/%d campaigns scored (%.1f campaigns/s)", spec.name, done, len(todo), rate)
-    metrics_path = out / "metrics.parquet"
-    if rows:
-        write_parquet_atomic(pl.DataFrame(rows), metrics_path)
-    return {"model": spec.name, "metrics_path": str(metrics_path) if rows else None, "failed": failed,
-            "staged": staged}
+        get_run_logger().info("exclusion lists: %d users for every campaign, %d campaign-specific lists",
+                              everywhere.size, len(by_campaign))
+    size = max(1, int(round(audience_fraction * data.n_users)))
+    key = stable_hash(spec, split_path, trained, audience_fraction, exclusions)
+    stage = Path(data_dir).parent / "staged" / f"{spec.name}-{key}"
+    staged = {}
+
+    def stage_one(cid: str) -> None:
+        excluded = np.concatenate([everywhere, by_campaign.get(cid, everywhere[:0])])
+        scored = score_campaign(scorer, data, data.campaigns[cid], size, excluded)
+        frame = audience_frame(data, scored.users, scored.scores, spec.name)
+        staged[cid] = str(write_parquet_atomic(frame, stage / f"{cid}.parquet"))
+
+    failed = for_each_campaign(list(data.campaigns), f"audiences of {spec.name}", stage_one)
+    return {"model": spec.name, "staged": staged, "failed": failed}
 
 
 @task

@@ -56,30 +56,50 @@ def publish_audiences(staged: dict[str, str], output_root: str, run_id: str) -> 
 
 
 @task
-def log_run_to_mlflow(run_id: str, experiment: str, trained: dict[str, dict], report: dict, run_dir: str,
-                      data_dir: str, published: dict[str, str]) -> None:
-    """Metrics per model (child runs), training curves, and the run's files as artifacts."""
-    for row in report["summary"]:
-        if row["seed_bucket"] == "all":
+def log_models_to_mlflow(mlflow_run: str, experiment: str, trained: dict[str, dict], report: dict) -> dict[str, str]:
+    """One child run per model: held-out metrics (overall and per seed bucket), training curves and the
+    model's files (the registry's versions point at them). Returns model name -> child run id."""
+    children = {}
+    for model, info in trained.items():
+        child = tracking.start_run(experiment, model, {"model": model}, parent_run_id=mlflow_run)
+        for row in (r for r in report["summary"] if r["model"] == model):
             metrics = {k: v for k, v in row.items() if isinstance(v, float)}
-            child = tracking.start_run(experiment, row["model"], {"model": row["model"]}, parent_run_id=run_id)
-            tracking.log_metrics(child, metrics | {"fit_seconds": trained[row["model"]]["fit_seconds"]})
-            for curve, values in trained[row["model"]].get("history", {}).items():
-                tracking.log_curve(child, curve, values)
-            tracking.end_run(child)
-            tracking.log_metrics(run_id, {f"{row['model']}.{k}": v for k, v in metrics.items()})
+            # MLflow metric names allow no '<' or '>': '<50' -> 'lt50', '>=200' -> 'ge200'.
+            bucket = row["seed_bucket"].replace(">=", "ge").replace("<", "lt")
+            suffix = "" if bucket == "all" else f".bucket_{bucket}"
+            tracking.log_metrics(child, {f"{k}{suffix}": v for k, v in metrics.items()})
+            if row["seed_bucket"] == "all":
+                tracking.log_metrics(mlflow_run, {f"{model}.{k}": v for k, v in metrics.items()})
+        tracking.log_metrics(child, {"fit_seconds": info["fit_seconds"]})
+        for curve, values in info.get("history", {}).items():
+            tracking.log_curve(child, curve, values)
+        if Path(info["model_dir"]).exists():
+            tracking.log_artifact(child, info["model_dir"], "model")
+        tracking.end_run(child)
+        children[model] = child
+    return children
+
+
+@task
+def log_run_artifacts(mlflow_run: str, report: dict, run_dir: str, data_dir: str, published: dict[str, str],
+                      decision: dict) -> None:
+    """The run's report files, id mappings and published audiences, plus the champion decision."""
     for path in report["files"]:
-        tracking.log_artifact(run_id, path, "report")
-    tracking.log_artifact(run_id, Path(run_dir) / "report" / "metrics_summary.csv", "report")
+        tracking.log_artifact(mlflow_run, path, "report")
+    tracking.log_artifact(mlflow_run, Path(run_dir) / "report" / "metrics_summary.csv", "report")
     for name in ("user_index.parquet", "item_index.parquet"):
-        tracking.log_artifact(run_id, Path(data_dir) / name, "id_mapping")
+        tracking.log_artifact(mlflow_run, Path(data_dir) / name, "id_mapping")
     for cid, path in published.items():
-        tracking.log_artifact(run_id, path, f"audiences/campaign_id={cid}")
+        tracking.log_artifact(mlflow_run, path, f"audiences/campaign_id={cid}")
+    tracking.client().set_tag(mlflow_run, "lookalike.champion", decision["champion"])
+    tracking.client().set_tag(mlflow_run, "lookalike.champion_decision", decision["reason"])
 
 
-def summary_markdown(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict) -> str:
+def summary_markdown(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict,
+                     decision: dict) -> str:
     lines = [f"# Look-alike run `{run_id}`", "", f"MLflow run: [{mlflow_url}]({mlflow_url})", "",
-             f"Published audiences: {len(published)}; failed campaigns: {len(failed)}", ""]
+             f"Published audiences: {len(published)} (model `{decision['champion']}`: {decision['reason']}); "
+             f"failed campaigns: {len(failed)}", ""]
     overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
     if overall:
         keys = [k for k in overall[0] if k.startswith(("precision_at_", "recall_at_"))] + ["gauc"]
@@ -93,12 +113,12 @@ def summary_markdown(run_id: str, mlflow_url: str, report: dict, published: dict
 
 
 @task
-def post_summary(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict) -> str:
+def post_summary(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict, decision: dict) -> str:
     """The run at a glance in the Prefect UI: metrics table plus a markdown summary with the MLflow link."""
     overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
     if overall:
         create_table_artifact(overall, key="audience-metrics", description=f"Held-out metrics of run {run_id}")
-    text = summary_markdown(run_id, mlflow_url, report, published, failed)
+    text = summary_markdown(run_id, mlflow_url, report, published, failed, decision)
     create_markdown_artifact(text, key="audience-run-summary", description=f"Run {run_id}")
     return text
 

@@ -8,7 +8,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lookalike_models.config import DataSource, EvaluationConfig, ExpandConfig, ModelSpec, NightlyConfig, PublishConfig
+from lookalike_models.config import (
+    DataSource,
+    EvaluationConfig,
+    ExpandConfig,
+    ModelSpec,
+    NightlyConfig,
+    PublishConfig,
+    SelectionConfig,
+)
 from lookalike_models.contract import DataContractError
 from lookalike_models.publishing import read_latest
 
@@ -30,7 +38,7 @@ def nightly_config(folder, out, **overrides) -> NightlyConfig:
         data=DataSource(kind="folder", path=str(folder)),
         models=[ModelSpec(name="minhash", model="minhash"), ModelSpec(name="popularity", model="popularity")],
         evaluation=EvaluationConfig(audience_fractions=[0.02, 0.05]), output_root=str(out),
-        experiment="test-nightly", **overrides)
+        experiment="test-nightly", selection=SelectionConfig(registered_model=f"reg-{Path(out).name}"), **overrides)
 
 
 def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, synthetic_dir, synthetic_data, tmp_path):
@@ -40,6 +48,7 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
 
     first = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
     assert set(first["published"]) == set(synthetic_data.campaigns) and not first["failed"]
+    assert first["champion"]["champion"] == "minhash" and first["champion"]["promoted"]
     audience = pl.read_parquet(first["published"]["c000"])
     assert audience.columns == ["user_id", "score", "rank", "source"]
     assert audience["rank"].to_list() == list(range(1, audience.height + 1))
@@ -51,11 +60,14 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     run = MlflowClient().get_run(first["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["prefect.flow_run_id"]
     assert run.data.metrics["minhash.recall_at_5pct"] > run.data.metrics["popularity.recall_at_5pct"]
-    assert run.data.params["publish.model"] == "minhash"
+    assert run.data.params["publish.model"] == "champion" and run.data.tags["lookalike.champion"] == "minhash"
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "report")}
     assert "report/precision_recall_vs_audience_size.png" in artifacts
 
     second = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
+    assert not second["champion"]["promoted"] and second["champion"]["previous_champion"] == "minhash"
+    registry = MlflowClient().get_model_version_by_alias(f"reg-{tmp_path.name}", "champion")
+    assert registry.tags["model_name"] == "minhash" and registry.version == second["champion"]["versions"]["minhash"]
     assert second["run_id"] != first["run_id"]
     assert read_latest(tmp_path / "audiences") == second["run_id"]
     assert pl.read_parquet(first["published"]["c000"]).equals(audience)  # old run untouched
@@ -75,6 +87,12 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     reach = pl.read_parquet(Path(third["published"]["c000"]).parents[3] / "runs" / third["run_id"] / "report"
                             / "reach.parquet")
     assert reach.filter(pl.col("campaign_id") == "c000")["audience_fraction"].to_list() == [0.02, 0.05]
+
+    from tasks.registry import rank_runs
+
+    ranked = rank_runs("test-nightly", "recall_at_5pct", top=50)
+    assert ranked[0]["model"] == "minhash" and ranked[-1]["model"] == "popularity"
+    assert [r["recall_at_5pct"] for r in ranked] == sorted((r["recall_at_5pct"] for r in ranked), reverse=True)
 
 
 def test_a_failed_run_resumes_from_the_last_good_task(prefect_and_mlflow, synthetic_dir, tmp_path):
