@@ -11,6 +11,7 @@ from prefect import flow
 
 from lookalike_models.config import NightlyConfig, load_config
 from tasks.data import fingerprint_inputs, prepare_data, split_campaigns
+from tasks.distributed import dask_runner, stage_audiences_dask
 from tasks.modeling import evaluate_model, stage_audiences, train_model
 from tasks.registry import register_and_promote
 from tasks.reporting import (
@@ -45,8 +46,13 @@ def nightly_refresh(config: NightlyConfig = load_config()) -> dict:  # noqa: B00
         decision = register_and_promote(children, report, config.selection)
         publisher = decision["champion"] if publishing.model == "champion" else publishing.model
         spec = next(m for m in config.models if m.name == publisher)
-        staged = stage_audiences(spec, data_dir, split, trained[publisher], work, publishing.audience_fraction,
-                                 publishing.exclusions)
+        if config.execution.backend == "dask":
+            staged = stage_audiences_dask.with_options(task_runner=dask_runner(config.execution))(
+                spec, data_dir, split, trained[publisher], publishing.audience_fraction, publishing.exclusions,
+                config.execution.shards)
+        else:
+            staged = stage_audiences(spec, data_dir, split, trained[publisher], work, publishing.audience_fraction,
+                                     publishing.exclusions)
         previous_run = previous_published_run(config.output_root)
         published = publish_audiences(staged["staged"], config.output_root, run_id)
         drift = report_reach_and_drift(evaluated, publisher, data_dir, evaluation.seed_buckets,

@@ -55,6 +55,19 @@ class PublishConfig(BaseModel):
                                   "user_id, optional campaign_id (null = every campaign)")
 
 
+class ExecutionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "dask"] = Field("local", description="Where audiences are scored: this process, "
+                                              "or Dask workers (prefect-dask), users sharded")
+    dask_address: str | None = Field(None, description="Scheduler of an existing cluster, e.g. tcp://10.0.0.5:8786; "
+                                     "empty starts a LocalCluster")
+    n_workers: int = Field(2, ge=1, description="LocalCluster workers")
+    processes: bool = Field(False, description="LocalCluster with worker processes (best with a Prefect server; "
+                            "without one each process starts its own temporary server)")
+    shards: int = Field(4, ge=1, description="User shards per campaign")
+
+
 class SelectionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,6 +87,7 @@ class NightlyConfig(BaseModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     output_root: str = Field("runs", description="Where run folders and published audiences go")
     experiment: str = Field("lookalike-nightly", description="MLflow experiment")
 

@@ -26,16 +26,35 @@ class ScoredAudience:
 
 
 def score_campaign(scorer: AudienceScorer, data: LookalikeData, seeds: CampaignSeeds, size: int,
-                   excluded: np.ndarray | None = None) -> ScoredAudience:
+                   excluded: np.ndarray | None = None, user_range: tuple[int, int] | None = None) -> ScoredAudience:
     """Candidates -> scores -> top ``size`` users. Known seeds, known non-converters and ``excluded`` users
-    (exclusion lists) are removed before the top is taken, so the audience keeps its size."""
+    (exclusion lists) are removed before the top is taken, so the audience keeps its size.
+
+    ``user_range`` = (lo, hi) scores only user_idx in [lo, hi): one shard of a distributed run. The top
+    ``size`` of the union of every shard's top ``size`` is exactly the unsharded top (see ``merge_shards``).
+    """
     candidates = scorer.candidates(data, seeds)
+    if user_range is not None:
+        candidates = candidates[(candidates >= user_range[0]) & (candidates < user_range[1])]
     scores = np.asarray(scorer.score(data, seeds, candidates), np.float32)
     if scores.shape != candidates.shape:
         raise ValueError(f"{scorer.name} returned {scores.shape} scores for {candidates.shape} candidates")
     exclude = np.concatenate([seeds.positives, seeds.negatives] + ([excluded] if excluded is not None else []))
     users, top_scores = top_k(candidates, scores, size, exclude)
     return ScoredAudience(seeds.campaign_id, users, top_scores, candidates, scores)
+
+
+def merge_shards(parts: list[tuple[np.ndarray, np.ndarray]], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Combine per-shard (users, scores) top lists into the global top ``size``, with the same
+    tie-breaking as ``top_k``, so sharded and single-process audiences are identical."""
+    users = np.concatenate([u for u, _ in parts]) if parts else np.empty(0, np.int64)
+    scores = np.concatenate([s for _, s in parts]) if parts else np.empty(0, np.float32)
+    return top_k(users, scores, size)
+
+
+def shard_ranges(n_users: int, n_shards: int) -> list[tuple[int, int]]:
+    edges = np.linspace(0, n_users, n_shards + 1).astype(int)
+    return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
 
 
 def remove_campaign_leakage(data: LookalikeData, campaign_items: dict[str, int] | None) -> LookalikeData:

@@ -78,8 +78,16 @@ def top_k(candidates: np.ndarray, scores: np.ndarray, k: int, exclude: np.ndarra
     k = min(k, candidates.size)
     if k == 0:
         return candidates[:0], scores[:0]
-    part = np.argpartition(-scores, k - 1)[:k] if k < candidates.size else np.arange(candidates.size)
-    # Ties broken by user_idx so audiences are reproducible run to run.
+    if k < candidates.size:
+        # Total order (score desc, user_idx asc): of the users tied at the cut, the lowest ids get in, so
+        # the audience is reproducible and equal to the merge of per-shard top lists.
+        cut = np.partition(scores, candidates.size - k)[candidates.size - k]
+        better = np.flatnonzero(scores > cut)
+        tied = np.flatnonzero(scores == cut)
+        tied = tied[np.argsort(candidates[tied], kind="stable")[: k - better.size]]
+        part = np.concatenate([better, tied])
+    else:
+        part = np.arange(candidates.size)
     order = np.lexsort((candidates[part], -scores[part]))
     chosen = part[order]
     return candidates[chosen], scores[chosen]

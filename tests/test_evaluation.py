@@ -55,6 +55,18 @@ def test_top_k_matches_a_full_sort_and_excludes_seeds():
     assert (np.diff(best) <= 0).all()
 
 
+def test_top_k_breaks_ties_at_the_cut_by_user_id():
+    candidates = np.array([9, 3, 7, 1, 5])
+    scores = np.array([0.5, 0.5, 0.9, 0.5, 0.5], np.float32)
+    users, _ = top_k(candidates, scores, 3)
+    assert users.tolist() == [7, 1, 3]
+    # Sharding and merging gives the same answer.
+    from lookalike_models.pipeline import merge_shards
+
+    parts = [top_k(candidates[:2], scores[:2], 3), top_k(candidates[2:], scores[2:], 3)]
+    assert merge_shards(parts, 3)[0].tolist() == [7, 1, 3]
+
+
 def test_user_precision_at_k_follows_the_ralm_formula():
     scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.8, 0.7], [0.1, 0.2, 0.3]])
     clicked = np.array([[1, 0, 0], [1, 0, 1], [0, 0, 0]], bool)

@@ -115,6 +115,18 @@ def test_a_failed_run_resumes_from_the_last_good_task(prefect_and_mlflow, synthe
     assert again["data_dir"] != fixed["data_dir"]
 
 
+def test_dask_backend_publishes_the_same_audiences(prefect_and_mlflow, synthetic_dir, tmp_path):
+    from flows.nightly_refresh import nightly_refresh
+    from lookalike_models.config import ExecutionConfig
+
+    local = nightly_refresh(nightly_config(synthetic_dir, tmp_path / "local"))
+    dask = nightly_refresh(nightly_config(synthetic_dir, tmp_path / "dask",
+                                          execution=ExecutionConfig(backend="dask", n_workers=2, shards=3)))
+    assert set(dask["published"]) == set(local["published"])
+    for cid, path in local["published"].items():
+        assert pl.read_parquet(dask["published"][cid]).equals(pl.read_parquet(path)), cid
+
+
 def test_bad_campaigns_fail_alone_and_publish_nothing(prefect_and_mlflow, synthetic_dir, tmp_path):
     from flows.nightly_refresh import nightly_refresh
 
