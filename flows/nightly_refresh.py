@@ -1,6 +1,9 @@
 """Nightly audience refresh: prepare data -> train -> evaluate on held-out seeds -> choose the champion
 -> score every campaign with it -> publish -> track.
 
+Incremental: models and audiences start from the last published run's, recomputing only users whose
+activity changed and campaigns whose seeds did (lookalike_models/incremental.py).
+
 Tasks up to scoring are cached on inputs and code (tasks/caching.py): a re-run after a failure resumes
 at the first task that did not complete.
 """
@@ -13,6 +16,7 @@ from lookalike_models.config import NightlyConfig, load_config
 from tasks.data import fingerprint_inputs, prepare_data, split_campaigns
 from tasks.distributed import dask_runner, stage_audiences_dask
 from tasks.modeling import evaluate_model, stage_audiences, train_model
+from tasks.refresh import previous_refresh, record_refresh
 from tasks.registry import register_and_promote
 from tasks.reporting import (
     close_mlflow_run,
@@ -38,7 +42,10 @@ def nightly_refresh(config: NightlyConfig = load_config()) -> dict:  # noqa: B00
         fingerprint = fingerprint_inputs(config.data, publishing.exclusions)
         data_dir = prepare_data(config.data, fingerprint, work)
         split = split_campaigns(data_dir, evaluation, work)
-        trained = {m.name: train_model(m, data_dir, split, work) for m in config.models}
+        previous_run = previous_published_run(config.output_root)
+        previous = previous_refresh(config.output_root, previous_run, data_dir, publishing.incremental)
+        trained = {m.name: train_model(m, data_dir, split, work, previous["models"].get(m.name))
+                   for m in config.models}
         evaluated = [evaluate_model(m, data_dir, split, trained[m.name], work, evaluation.audience_fractions,
                                     evaluation.seed_buckets) for m in config.models]
         report = evaluate_run(evaluated, data_dir, evaluation.audience_fractions, run_dir)
@@ -51,9 +58,8 @@ def nightly_refresh(config: NightlyConfig = load_config()) -> dict:  # noqa: B00
                 spec, data_dir, split, trained[publisher], publishing.audience_fraction, publishing.exclusions,
                 config.execution.shards)
         else:
-            staged = stage_audiences(spec, data_dir, split, trained[publisher], work, publishing.audience_fraction,
-                                     publishing.exclusions)
-        previous_run = previous_published_run(config.output_root)
+            staged = stage_audiences(spec, data_dir, split, trained[publisher], work, publishing, previous["staging"])
+        record_refresh(run_dir, data_dir, trained, staged)
         published = publish_audiences(staged["staged"], config.output_root, run_id)
         drift = report_reach_and_drift(evaluated, publisher, data_dir, evaluation.seed_buckets,
                                        config.output_root, run_id, previous_run, run_dir, mlflow_run)
@@ -66,7 +72,9 @@ def nightly_refresh(config: NightlyConfig = load_config()) -> dict:  # noqa: B00
     close_mlflow_run(mlflow_run)
     print(summary)
     return {"run_id": run_id, "mlflow_run_id": mlflow_run, "published": published, "failed": failed,
-            "summary": report["summary"], "drift": drift, "data_dir": data_dir, "champion": decision}
+            "summary": report["summary"], "drift": drift, "data_dir": data_dir, "champion": decision,
+            "users_embedded": {name: info.get("users_embedded") for name, info in trained.items()},
+            "campaigns_refreshed": staged.get("incremental_campaigns", [])}
 
 
 if __name__ == "__main__":

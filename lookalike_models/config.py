@@ -53,6 +53,10 @@ class PublishConfig(BaseModel):
     audience_fraction: float = Field(0.05, gt=0, le=1, description="Published audience size / population")
     exclusions: list[str] = Field(default_factory=list, description="Parquet files of users never to target: "
                                   "user_id, optional campaign_id (null = every campaign)")
+    incremental: bool = Field(True, description="Reuse the previous run's per-user state and campaign top lists "
+                              "where activity and seeds did not change (exact for pointwise models)")
+    keep_depth: float = Field(2.0, ge=1.0, description="Top list kept for the next incremental run, as a "
+                              "multiple of the audience size (deeper survives more churn)")
 
 
 class ExecutionConfig(BaseModel):

@@ -98,8 +98,9 @@ class LookalikeData:
 
     def without_interactions(self, keep: np.ndarray) -> LookalikeData:
         """A copy keeping only the interactions where ``keep`` is True (leakage removal)."""
+        fields = {k: v for k, v in self.__dict__.items() if k in self.__dataclass_fields__}  # not cached views
         return LookalikeData(
-            **{**self.__dict__, "user_idx": self.user_idx[keep], "item_idx": self.item_idx[keep],
+            **{**fields, "user_idx": self.user_idx[keep], "item_idx": self.item_idx[keep],
                "weight": self.weight[keep], "domain": self.domain[keep],
                "ts": None if self.ts is None else self.ts[keep]}
         )

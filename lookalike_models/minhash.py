@@ -25,6 +25,7 @@ from datasketch.hashfunc import sha1_hash32
 from pydantic import BaseModel, Field
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
+from lookalike_models.incremental import USER_STATE, load_user_state, match_previous, user_state
 from lookalike_models.scorers import AudienceScorer, register
 
 log = logging.getLogger(__name__)
@@ -140,13 +141,46 @@ class MinHashScorer(AudienceScorer):
 
     config_class = MinHashConfig
 
+    pointwise = True  # score = mean Jaccard of the user's own signature to the seeds' signatures
+
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
+        self.refit(data, train_seeds, None)
+
+    def refit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds], previous: Path | None) -> int:
+        """Signatures are a function of the user's item-id set alone, so users whose set did not change
+        keep yesterday's signature: the result is bit-identical to a full fit."""
         indptr, items = data.user_items
         cfg = self.config
-        self.sigs = signatures(indptr, items, item_hashes(data.item_ids.to_list()), cfg.num_perm, cfg.seed)
+        hashes = item_hashes(data.item_ids.to_list())
+        old = self._previous_signatures(data, previous)
+        if old is None:
+            self.sigs, redo = signatures(indptr, items, hashes, cfg.num_perm, cfg.seed), data.n_users
+        else:
+            rows, unchanged = old[1], old[2]
+            self.sigs = np.empty((data.n_users, cfg.num_perm), _U32)
+            self.sigs[unchanged] = old[0][rows[unchanged]]
+            todo = np.flatnonzero(~unchanged)
+            lo, hi = indptr[todo], indptr[todo + 1]
+            sub_indptr = np.concatenate([[0], np.cumsum(hi - lo)])
+            self.sigs[todo] = signatures(sub_indptr, items[_expand_ranges(lo, hi)], hashes, cfg.num_perm, cfg.seed)
+            redo = int(todo.size)
         self.index = MinHashLSHIndex(self.sigs, cfg.threshold)
-        log.info("minhash: %d users signed, LSH %d bands x %d rows", data.n_users, self.index.bands,
+        self.user_state = user_state(data)
+        log.info("minhash: %d of %d users signed, LSH %d bands x %d rows", redo, data.n_users, self.index.bands,
                  self.index.rows)
+        return redo
+
+    def _previous_signatures(self, data: LookalikeData, previous: Path | None):
+        """(signatures, previous row per user, unchanged mask), or None when no usable previous model."""
+        if previous is None or not (Path(previous) / "minhash.npz").exists():
+            return None
+        state = load_user_state(previous)
+        with np.load(Path(previous) / "minhash.npz", allow_pickle=False) as npz:
+            sigs, meta = npz["signatures"], npz["config"] if "config" in npz else None
+        if state is None or meta is None or meta.tolist() != [self.config.num_perm, self.config.seed]:
+            return None
+        rows, unchanged = match_previous(data, state)
+        return sigs, rows, unchanged
 
     def candidates(self, data: LookalikeData, seeds: CampaignSeeds) -> np.ndarray:
         found = self.index.candidates(seeds.positives)
@@ -159,10 +193,15 @@ class MinHashScorer(AudienceScorer):
 
     def save(self, folder: Path) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        np.savez(Path(folder) / "minhash.npz", signatures=self.sigs)
+        np.savez(Path(folder) / "minhash.npz", signatures=self.sigs,
+                 config=np.array([self.config.num_perm, self.config.seed]))
+        self.user_state.write_parquet(Path(folder) / USER_STATE)  # who each signature row belongs to
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         with np.load(Path(folder) / "minhash.npz", allow_pickle=False) as npz:
             self.sigs = npz["signatures"]
+        self.user_state = load_user_state(folder)
+        if self.user_state is None:
+            self.user_state = user_state(data)
         # The banding index is a sort of the signatures: cheaper to rebuild than to store.
         self.index = MinHashLSHIndex(self.sigs, self.config.threshold)

@@ -21,6 +21,9 @@ SCORERS: dict[str, type[AudienceScorer]] = {}
 class AudienceScorer(ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[BaseModel]]
+    # True when a user's score depends only on that user's state and the seeds' state: then a campaign's
+    # previous top list stays valid for unchanged users (incremental refresh, lookalike_models/incremental.py).
+    pointwise: ClassVar[bool] = False
 
     def __init__(self, config: BaseModel | dict[str, Any] | None = None):
         if isinstance(config, BaseModel):
@@ -30,6 +33,12 @@ class AudienceScorer(ABC):
     @abstractmethod
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         """Learn whatever is shared across campaigns. Must only see training seeds."""
+
+    def refit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds], previous: Path | None) -> int:
+        """``fit`` reusing the per-user state of a previous run's model folder where activity did not change
+        (incremental refresh). Returns how many users were (re-)embedded; by default all of them."""
+        self.fit(data, train_seeds)
+        return data.n_users
 
     def candidates(self, data: LookalikeData, seeds: CampaignSeeds) -> np.ndarray:
         """user_idx [n_candidates] worth scoring for this campaign; everyone by default."""

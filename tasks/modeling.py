@@ -11,8 +11,16 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
-from lookalike_models.config import ModelSpec
+from lookalike_models.config import ModelSpec, PublishConfig
 from lookalike_models.evaluation import audience_sizes, campaign_metrics, load_split, seed_bucket
+from lookalike_models.incremental import (
+    USER_STATE,
+    PreviousTop,
+    load_user_state,
+    match_previous,
+    refresh_campaign,
+    user_state,
+)
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import score_campaign
 from lookalike_models.publishing import audience_frame
@@ -37,25 +45,29 @@ def fitted_scorer(spec: ModelSpec, data_dir: str, model_dir: str, split_path: st
 
 
 @task(**CACHED)
-def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str) -> dict:
-    """Fit on the training seeds of all campaigns; persist the model where the scorer supports it."""
+def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str,
+                previous_model_dir: str | None = None) -> dict:
+    """Fit on the training seeds of all campaigns; persist the model where the scorer supports it. With the
+    previous run's model folder, users whose activity did not change keep their state (incremental)."""
     logger = get_run_logger()
     data = load_data(data_dir)
     train, _ = load_split(split_path)
     scorer = build_scorer(spec.model, spec.params)
-    start = time.perf_counter()
-    scorer.fit(data, train)
-    seconds = time.perf_counter() - start
     model_dir = Path(data_dir).parent / "models" / f"{spec.name}-{stable_hash(spec, split_path)}"
+    if previous_model_dir and Path(previous_model_dir).resolve() == model_dir.resolve():
+        previous_model_dir = None  # same data as last run: nothing to reuse that a full fit would not give
+    start = time.perf_counter()
+    embedded = scorer.refit(data, train, Path(previous_model_dir) if previous_model_dir else None)
+    seconds = time.perf_counter() - start
     try:
         scorer.save(model_dir)
     except NotImplementedError:
         logger.info("%s keeps its fitted state in memory only", spec.name)
     _FITTED[str(model_dir)] = scorer
-    logger.info("trained %s (%s) in %.1fs on %d users (%.0f users/s)", spec.name, spec.model, seconds,
-                data.n_users, data.n_users / max(seconds, 1e-9))
+    logger.info("trained %s (%s) in %.1fs on %d users (%.0f users/s), %d users (re-)embedded", spec.name,
+                spec.model, seconds, data.n_users, data.n_users / max(seconds, 1e-9), embedded)
     history = getattr(scorer, "history", {}) or {}
-    return {"model_dir": str(model_dir), "fit_seconds": seconds,
+    return {"model_dir": str(model_dir), "fit_seconds": seconds, "users_embedded": embedded,
             "history": {k: [float(x) for x in v] for k, v in history.items()}}
 
 
@@ -103,28 +115,61 @@ def evaluate_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dic
 
 @task(**CACHED)
 def stage_audiences(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, work_root: str,
-                    audience_fraction: float, exclusions: list[str]) -> dict:
+                    publish: PublishConfig, previous: dict | None = None) -> dict:
     """Score every campaign from all of its seeds and stage its audience for publishing. Exclusion lists
-    are applied before the top is taken, so audiences keep their size."""
+    are applied before the top is taken, so audiences keep their size. With the previous run's staging
+    (``previous``), campaigns whose seeds did not change only rescore the users whose activity did."""
+    logger = get_run_logger()
     data = load_data(data_dir)
     scorer = fitted_scorer(spec, data_dir, trained["model_dir"], split_path)
-    everywhere, by_campaign = load_exclusions(exclusions, data)
-    if exclusions:
-        get_run_logger().info("exclusion lists: %d users for every campaign, %d campaign-specific lists",
-                              everywhere.size, len(by_campaign))
-    size = max(1, int(round(audience_fraction * data.n_users)))
-    key = stable_hash(spec, split_path, trained, audience_fraction, exclusions)
-    stage = Path(data_dir).parent / "staged" / f"{spec.name}-{key}"
-    staged = {}
+    everywhere, by_campaign = load_exclusions(publish.exclusions, data)
+    if publish.exclusions:
+        logger.info("exclusion lists: %d users for every campaign, %d campaign-specific lists",
+                    everywhere.size, len(by_campaign))
+    size = max(1, int(round(publish.audience_fraction * data.n_users)))
+    depth = int(size * publish.keep_depth)
+    stage = Path(data_dir).parent / "staged" / f"{spec.name}-{stable_hash(spec, split_path, trained, publish)}"
+    usable = previous if publish.incremental and previous and previous.get("model") == spec.model_dump_json() \
+        else None
+    changed = changed_since(data, usable)
+    tops, staged, reused = {}, {}, []
 
     def stage_one(cid: str) -> None:
         excluded = np.concatenate([everywhere, by_campaign.get(cid, everywhere[:0])])
-        scored = score_campaign(scorer, data, data.campaigns[cid], size, excluded)
-        frame = audience_frame(data, scored.users, scored.scores, spec.name)
-        staged[cid] = str(write_parquet_atomic(frame, stage / f"{cid}.parquet"))
+        users, scores, key, was_reused = refresh_campaign(scorer, data, data.campaigns[cid], size, depth, excluded,
+                                                          changed, previous_top(usable, cid, size))
+        write_parquet_atomic(audience_frame(data, users, scores, spec.name), stage / "tops" / f"{cid}.parquet")
+        tops[cid] = key
+        staged[cid] = str(write_parquet_atomic(audience_frame(data, users[:size], scores[:size], spec.name),
+                                               stage / f"{cid}.parquet"))
+        if was_reused:
+            reused.append(cid)
 
     failed = for_each_campaign(list(data.campaigns), f"audiences of {spec.name}", stage_one)
-    return {"model": spec.name, "staged": staged, "failed": failed}
+    user_state(data).write_parquet(stage / USER_STATE)
+    if usable:
+        logger.info("incremental: %d of %d users changed since the last run; %d of %d campaigns refreshed from "
+                    "their previous top list", int(changed.sum()), data.n_users, len(reused), len(staged))
+    state = {"model": spec.model_dump_json(), "stage": str(stage), "size": size, "keys": tops}
+    return {"model": spec.name, "staged": staged, "failed": failed, "refresh_state": state,
+            "incremental_campaigns": reused}
+
+
+def changed_since(data, previous: dict | None) -> np.ndarray:
+    """bool [n_users]: activity differs from the previous run's (everyone, without a previous run)."""
+    state = load_user_state(Path(previous["stage"])) if previous else None
+    if state is None:
+        return np.ones(data.n_users, bool)
+    _, unchanged = match_previous(data, state)
+    return ~unchanged
+
+
+def previous_top(previous: dict | None, campaign_id: str, size: int) -> PreviousTop | None:
+    path = Path(previous["stage"]) / "tops" / f"{campaign_id}.parquet" if previous else None
+    if path is None or campaign_id not in previous["keys"] or not path.exists() or previous["size"] != size:
+        return None
+    top = pl.read_parquet(path)
+    return PreviousTop(top["user_id"], top["score"].to_numpy(), size, previous["keys"][campaign_id])
 
 
 @task

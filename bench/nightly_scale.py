@@ -1,0 +1,106 @@
+"""Whole nightly refresh at scale: wall time and peak memory per population size, and a killed run resumed.
+
+    python bench/nightly_scale.py --users 100000 300000 1000000 --campaigns 100 --models minhash
+    python bench/nightly_scale.py --users 300000 --kill-after evaluate-model --models minhash
+
+Each size gets a synthetic contract folder (generated first, not timed: a nightly job reads its input,
+it does not make it), then ``lookalike nightly`` runs on it in a fresh process with a fresh work folder,
+as cron would start it. Peak memory is the child's max RSS. ``--kill-after TASK`` SIGKILLs the run as
+soon as TASK first starts (the machine dies mid-run), then starts it again and counts the tasks that
+came back from the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+LOOKALIKE = [sys.executable, "-m", "flows.cli"]
+
+
+def write_config(folder: Path, data_dir: Path, models: list[str], out: Path) -> Path:
+    config = yaml.safe_load((ROOT / "conf" / "nightly.yaml").read_text())
+    config["data"] = {"kind": "folder", "path": str(data_dir)}
+    config["models"] = [{"name": m, "model": m} for m in models]
+    config["selection"]["not_eligible"] = []
+    config["output_root"] = str(out)
+    config["experiment"] = "bench-nightly-scale"
+    path = folder / "nightly.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_nightly(config: Path, env: dict, kill_after: str | None = None) -> dict:
+    """One ``lookalike nightly`` process; returns wall seconds, peak RSS and how many tasks were cached."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([*LOOKALIKE, "nightly", "--config", str(config)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, killed = [], False
+    for line in proc.stdout:
+        lines.append(line)
+        if kill_after and re.search(rf"Created task run '{re.escape(kill_after)}", line):
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the max over earlier runs
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    text = "".join(lines)
+    if proc.returncode != 0 and not killed:
+        raise RuntimeError(f"nightly failed:\n{text[-3000:]}")
+    return {"wall_s": wall, "peak_rss_gb": usage.ru_maxrss / 1e6, "killed": killed,
+            "cached_tasks": len(re.findall(r"Finished in state Cached", text)),
+            "cached_names": sorted(set(re.findall(r"Task run '([a-z-]+)-[0-9a-z]+' - Finished in state Cached", text))),
+            "completed_tasks": len(re.findall(r"Finished in state Completed", text))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--campaigns", type=int, default=100)
+    parser.add_argument("--interactions-per-user", type=float, default=30.0,
+                        help="log-normal mean before de-duplication; 30 gives ~20 distinct items per user")
+    parser.add_argument("--models", nargs="+", default=["minhash"])
+    parser.add_argument("--kill-after", help="task name whose start kills the first run (then it is resumed)")
+    args = parser.parse_args()
+
+    from lookalike_models.synthetic import SyntheticConfig, write_synthetic
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"models: {', '.join(args.models)}")
+    print("| users | interactions | campaigns | run | wall (s) | peak RSS (GB) | tasks cached / completed |")
+    print("|---|---|---|---|---|---|---|")
+    for n_users in args.users:
+        with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
+            tmp = Path(tmp)
+            synthetic = SyntheticConfig(n_users=n_users, n_items=max(5000, n_users // 20), n_campaigns=args.campaigns,
+                                        interactions_per_user=args.interactions_per_user, max_seeds=2000, seed=3)
+            data_dir = write_synthetic(synthetic, tmp / "data")
+            import polars as pl
+
+            n_inter = pl.scan_parquet(data_dir / "interactions.parquet").select(pl.len()).collect().item()
+            config = write_config(tmp, data_dir, args.models, tmp / "runs")
+            env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/ml.db",
+                   "PYTHONPATH": str(ROOT)}
+            first = run_nightly(config, env, args.kill_after)
+            runs = [(f"killed at {args.kill_after}" if first["killed"] else "cold", first)]
+            runs.append(("resumed" if args.kill_after else "re-run", run_nightly(config, env)))
+            for label, r in runs:
+                print(f"| {n_users:,} | {n_inter:,} | {args.campaigns} | {label} | {r['wall_s']:.0f} "
+                      f"| {r['peak_rss_gb']:.1f} "
+                      f"| {r['cached_tasks']} / {r['completed_tasks']} {', '.join(r['cached_names'])} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
