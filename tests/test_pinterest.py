@@ -41,7 +41,7 @@ def test_trained_encoder_beats_random_embeddings_on_transfer_task(synthetic_data
     trained = transfer_error(fitted.embeddings, task)
     gaussian = transfer_error(np.random.default_rng(0).standard_normal(fitted.embeddings.shape), task)
     untrained = fitted.history[0]["transfer_error"]  # the same architecture before any update
-    # Measured: trained 0.25, untrained 0.62, random vectors 0.95 (audience 5%, 24 proxy items).
+    # Measured: trained 0.23, untrained 0.77, random vectors 0.95 (audience 5%, 24 proxy items).
     assert trained < untrained - 0.15
     assert trained < gaussian - 0.4
     assert trained == pytest.approx(min(h["transfer_error"] for h in fitted.history))  # best checkpoint kept
@@ -138,7 +138,7 @@ def test_scorers_beat_random_and_popularity_on_held_out_seeds(synthetic_data, tm
                                     fractions=[0.02, 0.05, 0.1])
     overall = summarize(per_campaign).filter(pl.col("seed_bucket") == "all")
     recall = {r["model"]: r["recall_at_5pct"] for r in overall.iter_rows(named=True)}
-    # Measured (8 campaigns): lsh_density 0.62, ensemble 0.69, affinity 0.64, centroid 0.60, popularity 0.09,
+    # Measured (8 campaigns): lsh_density 0.69, ensemble 0.73, affinity 0.71, centroid 0.61, popularity 0.09,
     # random 0.08.
     for name in models:
         assert recall[name] > recall["popularity"] + 0.3, (name, recall)

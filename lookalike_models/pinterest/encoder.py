@@ -38,9 +38,11 @@ log = logging.getLogger(__name__)
 class EncoderConfig(BaseModel):
     dim: int = Field(32, ge=4, le=512, description="Embedding dimension d of users and topics")
     field_dim: int = Field(16, ge=2, description="Embedding size of each categorical field")
-    history_len: int = Field(50, ge=1, description="Most items of a user's history bag (most weighted kept)")
+    history_len: int = Field(200, ge=1, description="Most items of a user's history bag (most weighted kept)")
+    activity_field: bool = Field(True, description="Add log organic activity (scaled to [0, 1]) as a continuous field")
+    history_pool_power: float = Field(0.0, ge=0, le=1, description="History bag = sum / n^p (StarSpace -p)")
     negatives: int = Field(10, ge=1, description="Sampled negative topics per positive")
-    positives_per_user: int = Field(4, ge=1, description="Positive topics sampled per user per epoch")
+    positives_per_user: int = Field(8, ge=1, description="Positive topics sampled per user per epoch")
     margin: float = Field(0.2, gt=0, le=2, description="Margin of the ranking loss (cosine scale)")
     lr: float = Field(0.02, gt=0)
     batch_users: int = Field(512, ge=8)
@@ -56,8 +58,10 @@ class StarSpaceUserEncoder(nn.Module):
     """User fields -> one dense layer -> unit vector; item (topic) embeddings of the same dimension."""
 
     def __init__(self, single_sizes: list[int], multi_sizes: list[int], n_continuous: int, n_items: int,
-                 dim: int = 32, field_dim: int = 16):
+                 dim: int = 32, field_dim: int = 16, history_pool_power: float = 0.0):
         super().__init__()
+        # p < 1 keeps some of the history's size in the pooled vector, so activity can shape the direction.
+        self.history_pool_power = history_pool_power
         self.single = nn.ModuleList(nn.Embedding(s, field_dim, padding_idx=0) for s in single_sizes)
         self.multi = nn.ModuleList(nn.EmbeddingBag(s, field_dim, mode="sum", padding_idx=0) for s in multi_sizes)
         # Row n_items is the history padding; it stays zero.
@@ -81,7 +85,7 @@ class StarSpaceUserEncoder(nn.Module):
         for bag, codes in zip(self.multi, multi):
             n = (codes > 0).sum(1, keepdim=True).clamp(min=1)
             parts.append(bag(codes) / n)
-        parts += [continuous, history_sum / history_count.clamp(min=1).unsqueeze(1)]
+        parts += [continuous, history_sum / history_count.clamp(min=1).pow(self.history_pool_power).unsqueeze(1)]
         return F.normalize(self.dense(torch.cat(parts, 1)), dim=1)
 
     def topic_vectors(self, items: torch.Tensor) -> torch.Tensor:
@@ -155,7 +159,7 @@ def transfer_error(embeddings: np.ndarray | torch.Tensor, task: TransferTask) ->
     return float(1.0 - np.mean(recalls)) if recalls else float("nan")
 
 
-def user_inputs(data: LookalikeData, keep: np.ndarray, history_len: int) -> UserInputs:
+def user_inputs(data: LookalikeData, keep: np.ndarray, history_len: int, activity_field: bool = True) -> UserInputs:
     """Tensors of every user's fields and history bag from the kept (organic, non-proxy) interactions."""
     users, items, weight = data.user_idx[keep].astype(np.int64), data.item_idx[keep], data.weight[keep]
     # Strongest engagements first within each user, so a long history keeps what matters most.
@@ -167,18 +171,24 @@ def user_inputs(data: LookalikeData, keep: np.ndarray, history_len: int) -> User
     starts = np.searchsorted(users, users, side="left")
     position = np.arange(users.size) - starts
     take = position < history_len
-    history = np.full((data.n_users, history_len), data.n_items, np.int64)
+    width = max(1, min(history_len, int(position.max()) + 1 if position.size else 1))
+    history = np.full((data.n_users, width), data.n_items, np.int64)
     history[users[take], position[take]] = items[take]
     fields = data.users
+    continuous = fields.continuous.astype(np.float32)
+    if activity_field:
+        activity = np.log1p(np.bincount(users, minlength=data.n_users)).astype(np.float32)
+        continuous = np.concatenate([continuous, (activity / max(float(activity.max()), 1e-9))[:, None]], 1)
     return UserInputs(torch.as_tensor(fields.single, dtype=torch.long),
                       [torch.as_tensor(m, dtype=torch.long) for m in fields.multi],
-                      torch.as_tensor(fields.continuous, dtype=torch.float32), torch.as_tensor(history))
+                      torch.as_tensor(continuous), torch.as_tensor(history))
 
 
 def make_encoder(data: LookalikeData, cfg: EncoderConfig) -> StarSpaceUserEncoder:
     u = data.users
-    return StarSpaceUserEncoder(u.single_sizes, u.multi_sizes, u.continuous.shape[1], data.n_items, cfg.dim,
-                                cfg.field_dim)
+    n_continuous = u.continuous.shape[1] + int(cfg.activity_field)
+    return StarSpaceUserEncoder(u.single_sizes, u.multi_sizes, n_continuous, data.n_items, cfg.dim,
+                                cfg.field_dim, cfg.history_pool_power)
 
 
 @torch.no_grad()
@@ -214,7 +224,7 @@ def train_encoder(data: LookalikeData, cfg: EncoderConfig | None = None) -> Fitt
     keep = organic_mask(data)
     task = build_transfer_task(data, keep, cfg)
     keep &= ~np.isin(data.item_idx, task.items)
-    inputs = user_inputs(data, keep, cfg.history_len)
+    inputs = user_inputs(data, keep, cfg.history_len, cfg.activity_field)
     model = make_encoder(data, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     pad = data.n_items
@@ -274,4 +284,4 @@ def train_encoder(data: LookalikeData, cfg: EncoderConfig | None = None) -> Fitt
 def organic_inputs(data: LookalikeData, cfg: EncoderConfig, task: TransferTask) -> UserInputs:
     """The inputs ``train_encoder`` used (to re-embed users after loading a saved model)."""
     keep = organic_mask(data) & ~np.isin(data.item_idx, task.items)
-    return user_inputs(data, keep, cfg.history_len)
+    return user_inputs(data, keep, cfg.history_len, cfg.activity_field)
