@@ -71,13 +71,21 @@ class RegionTable:
         with np.load(path, allow_pickle=False) as npz:
             return cls(npz["partition"], npz["region"], npz["score"], int(npz["n_partitions"]))
 
-    def lookup(self, codes: np.ndarray) -> np.ndarray:
-        """float32 [n]: mean over partitions of the scores of the regions in ``codes`` [n, n_partitions]."""
+    def lookup(self, codes: np.ndarray, n_bits: int | None = None) -> np.ndarray:
+        """float32 [n]: mean over partitions of the scores of the regions in ``codes`` [n, n_partitions].
+
+        With ``n_bits`` up to 22 each partition's table is spread into a dense array (a gather per user);
+        otherwise regions are found by binary search."""
         total = np.zeros(codes.shape[0], np.float32)
         for p in range(self.n_partitions):
             sel = self.partition == p
             regions, scores = self.region[sel], self.score[sel]
             if regions.size == 0:
+                continue
+            if n_bits is not None and n_bits <= 22:
+                dense = np.zeros(1 << n_bits, np.float32)
+                dense[regions] = scores
+                total += dense[codes[:, p]]
                 continue
             order = np.argsort(regions)
             regions, scores = regions[order], scores[order]
@@ -111,8 +119,9 @@ class HyperplaneLSH:
         return self
 
     def _build(self) -> None:
-        self.order = np.argsort(self.codes, axis=0, kind="stable")  # [n_users, P]
-        self.sorted_codes = np.take_along_axis(self.codes, self.order, axis=0)
+        # Partition-major copies: one partition's users are contiguous, so a region is a slice.
+        self.order = np.ascontiguousarray(np.argsort(self.codes, axis=0, kind="stable").T)  # [P, n_users]
+        self.sorted_codes = np.take_along_axis(self.codes.T, self.order, axis=1)  # [P, n_users]
         self.populations = _count_by_region(self.codes, self.n_bits)
 
     @property
@@ -132,12 +141,14 @@ class HyperplaneLSH:
     def users_in(self, p: int, regions: np.ndarray) -> np.ndarray:
         """user_idx of every user in the given regions of partition p (unsorted)."""
         regions = np.unique(regions)
-        lo = np.searchsorted(self.sorted_codes[:, p], regions, side="left")
-        hi = np.searchsorted(self.sorted_codes[:, p], regions, side="right")
+        lo = np.searchsorted(self.sorted_codes[p], regions, side="left")
+        hi = np.searchsorted(self.sorted_codes[p], regions, side="right")
+        if regions.size == 1:
+            return self.order[p, lo[0]:hi[0]]
         lengths = hi - lo
         offsets = np.cumsum(lengths) - lengths
         rows = np.arange(lengths.sum()) - np.repeat(offsets, lengths) + np.repeat(lo, lengths)
-        return self.order[rows, p]
+        return self.order[p, rows]
 
     def candidates(self, users: np.ndarray, min_partitions: int = 1) -> np.ndarray:
         """Sorted user_idx sharing a region with one of ``users`` in at least ``min_partitions`` partitions."""
@@ -166,13 +177,18 @@ class HyperplaneLSH:
 
     def score(self, table: RegionTable, users: np.ndarray | None = None) -> np.ndarray:
         """float32 [n]: the table looked up for ``users`` (everyone when None)."""
-        return table.lookup(self.codes if users is None else self.codes[users])
+        return table.lookup(self.codes if users is None else self.codes[users], self.n_bits)
 
     def nearest(self, query: np.ndarray, embeddings: np.ndarray, k: int, query_codes: np.ndarray | None = None):
         """Approximate top-k by cosine: users sharing a region with the query in any partition, reranked
         exactly. query: float32 [d]. Returns (user_idx [<=k], candidates examined)."""
         codes = region_codes(query[None, :], self.planes)[0] if query_codes is None else query_codes
-        cand = np.unique(np.concatenate([self.users_in(p, codes[p:p + 1]) for p in range(self.n_partitions)]))
+        slices = []
+        for p in range(self.n_partitions):
+            lo = np.searchsorted(self.sorted_codes[p], codes[p], side="left")
+            hi = np.searchsorted(self.sorted_codes[p], codes[p], side="right")
+            slices.append(self.order[p, lo:hi])
+        cand = np.unique(np.concatenate(slices))
         sims = embeddings[cand] @ query
         k = min(k, cand.size)
         top = np.argpartition(-sims, k - 1)[:k] if k < cand.size else np.arange(cand.size)
