@@ -1,12 +1,14 @@
 """Held-out precision/recall@K of the Pinterest act-alike scorers vs the baselines, by seed-list bucket.
 
-    LOOKALIKE_DATA_ROOT=/work/shared/data python bench/pinterest_quality.py --out bench/results/pinterest_quality.md
+    LOOKALIKE_DATA_ROOT=/work/shared/data python bench/pinterest_quality.py --sweep --campaigns 24 \
+        --out bench/results/pinterest_quality.md
 
 Protocol: ``evaluate_scorers`` (Pinterest's offline protocol: 10% of each campaign's seeds held out plus as
 many non-seeds, fit on the rest, rank every user). Data: MovieLens-100K (40 movie campaigns, the movies'
-own ratings removed) and the synthetic set (20,000 users, 12 campaigns by default). The StarSpace encoder
-is trained once per data set and shared by every embedding scorer (``shared_encoder``). ``--sweep`` also
-measures the ensemble with fixed embedding shares, which is what the seed-size defaults come from.
+own ratings removed) and the synthetic set (20,000 users, ``--campaigns`` campaigns of 20-800 seeds).
+The StarSpace encoder is trained once per data set and shared by every embedding scorer
+(``shared_encoder``). ``--sweep`` also measures ensembles with other members and embedding shares,
+which is what the ensemble's defaults come from.
 """
 
 from __future__ import annotations
@@ -59,17 +61,25 @@ def main() -> None:
     parser.add_argument("--synthetic-users", type=int, default=20_000)
     parser.add_argument("--campaigns", type=int, default=12)
     parser.add_argument("--sweep", action="store_true", help="also ensemble with fixed embedding shares")
+    parser.add_argument("--models", default=None, help="comma-separated subset of the models (sweep kept)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     models = dict(MODELS)
     if args.sweep:
-        for share in (0.2, 0.5, 0.8):
-            models[f"ensemble_share{share}"] = {"model": "pinterest_ensemble", "embedding_share_small": share,
-                                                "embedding_share_large": share}
+        # (embedding member, embedding share at <= small_seeds, share at >= large_seeds)
+        for member, small, large in [("lsh_density", 0.2, 0.2), ("lsh_density", 0.8, 0.8), ("lsh_density", 0.7, 0.3),
+                                     ("affinity_mlp", 0.2, 0.2), ("affinity_mlp", 0.7, 0.3),
+                                     ("affinity_mlp", 0.5, 0.2)]:
+            models[f"ens_{member.split('_')[0]}_{small}to{large}"] = {
+                "model": "pinterest_ensemble", "embedding_model": member, "embedding_share_small": small,
+                "embedding_share_large": large}
+    if args.models:
+        models = {k: v for k, v in models.items() if k in args.models.split(",") or k.startswith("ens_")}
     out = ["# Pinterest act-alike: held-out quality", "",
            "Command: `LOOKALIKE_DATA_ROOT=/work/shared/data python bench/pinterest_quality.py"
-           + (" --sweep" if args.sweep else "") + "`; machine: 2-core CPU, shared; one torch thread.", ""]
+           + (" --sweep" if args.sweep else "") + f" --campaigns {args.campaigns}`; "
+           "machine: 2-core CPU, shared; one torch thread.", ""]
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.data:
             start = time.perf_counter()
