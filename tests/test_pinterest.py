@@ -158,3 +158,13 @@ def test_save_then_load_scores_the_same(name, synthetic_data, tmp_path):
     restored = build_scorer(name, params)
     restored.load(tmp_path / name, synthetic_data)
     np.testing.assert_allclose(restored.score(synthetic_data, seeds, candidates), before, rtol=1e-5, atol=1e-6)
+
+
+def test_embeddings_parquet_has_one_row_per_user(synthetic_data, tmp_path):
+    from lookalike_models.pinterest.scorers import write_embeddings
+
+    emb = np.random.default_rng(0).standard_normal((synthetic_data.n_users, 8)).astype(np.float32)
+    frame = pl.read_parquet(write_embeddings(synthetic_data, emb, tmp_path / "embeddings.parquet"))
+    assert frame.height == synthetic_data.n_users
+    assert frame["user_id"].to_list() == synthetic_data.user_ids.to_list()
+    np.testing.assert_array_equal(np.stack(frame["embedding"].to_list()), emb)
