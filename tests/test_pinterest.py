@@ -168,3 +168,20 @@ def test_embeddings_parquet_has_one_row_per_user(synthetic_data, tmp_path):
     assert frame.height == synthetic_data.n_users
     assert frame["user_id"].to_list() == synthetic_data.user_ids.to_list()
     np.testing.assert_array_equal(np.stack(frame["embedding"].to_list()), emb)
+
+
+def test_on_movielens_density_beats_voting_and_learned_scorers_beat_popularity(movielens_data):
+    enc = EncoderConfig().model_dump()  # 943 users: the default encoder trains in a few seconds
+    models = {name: {"encoder": enc} for name in ("lsh_density", "lsh_voting", "affinity_mlp")}
+    per_campaign = evaluate_scorers(movielens_data, {**models, "classifier": {"model": "pinterest_classifier"},
+                                                     "popularity": {}, "random": {}}, fractions=[0.05, 0.1])
+    overall = summarize(per_campaign).filter(pl.col("seed_bucket") == "all")
+    recall = {r["model"]: r["recall_at_5pct"] for r in overall.iter_rows(named=True)}
+    gauc = {r["model"]: r["gauc"] for r in overall.iter_rows(named=True)}
+    # Measured (40 campaigns, recall@5%): classifier 0.50, affinity 0.37, density 0.31, popularity 0.31,
+    # voting 0.22, random 0.05; GAUC density 0.84 vs voting 0.77.
+    assert recall["lsh_density"] > recall["lsh_voting"] + 0.03
+    assert gauc["lsh_density"] > gauc["lsh_voting"] + 0.03
+    assert recall["classifier"] > recall["popularity"] + 0.1
+    assert recall["affinity_mlp"] > recall["popularity"]
+    assert recall["lsh_density"] > 4 * recall["random"]
