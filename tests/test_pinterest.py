@@ -185,3 +185,12 @@ def test_on_movielens_density_beats_voting_and_learned_scorers_beat_popularity(m
     assert recall["classifier"] > recall["popularity"] + 0.1
     assert recall["affinity_mlp"] > recall["popularity"]
     assert recall["lsh_density"] > 4 * recall["random"]
+
+
+def test_scorers_expose_encoder_curves_for_tracking(synthetic_data):
+    scorer = build_scorer("pinterest_ensemble", {"encoder": SMALL.model_dump()})
+    assert scorer.history == {}
+    scorer.fit(synthetic_data, synthetic_data.campaigns)
+    curves = scorer.history
+    assert len(curves["encoder_transfer_error"]) == len(curves["encoder_loss"]) + 1
+    assert all(np.isfinite(curves["encoder_loss"]))

@@ -65,6 +65,13 @@ def shared_encoder(data: LookalikeData, cfg: EncoderConfig) -> FittedEncoder:
     return fitted
 
 
+def encoder_curves(fitted: FittedEncoder | None) -> dict[str, list[float]]:
+    if fitted is None:
+        return {}
+    return {"encoder_transfer_error": [h["transfer_error"] for h in fitted.history],
+            "encoder_loss": [h["loss"] for h in fitted.history if h["epoch"] > 0]}
+
+
 def embed_users(data: LookalikeData, cfg: EncoderConfig | None = None) -> np.ndarray:
     """float32 [n_users, d]: every user's unit-norm StarSpace embedding (trained on organic data)."""
     return shared_encoder(data, cfg or EncoderConfig()).embeddings
@@ -105,6 +112,11 @@ class EmbeddingScorer(AudienceScorer):
     @property
     def embeddings(self) -> np.ndarray:
         return self.fitted.embeddings
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Training curves for tracking: transfer error from the untrained model on, loss per epoch."""
+        return encoder_curves(self.fitted)
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         if self.fitted is None or self.fitted.embeddings.shape[0] != data.n_users:
@@ -433,6 +445,10 @@ class PinterestEnsembleScorer(AudienceScorer):
         for member in (self.embedding, self.classifier):
             member.use_encoder(fitted)
             member.fit(data, train_seeds)
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        return encoder_curves(getattr(getattr(self, "embedding", None), "fitted", None))
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         emb = self.embedding.score(data, seeds, candidates)
