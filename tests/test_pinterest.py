@@ -138,7 +138,7 @@ def test_scorers_beat_random_and_popularity_on_held_out_seeds(synthetic_data, tm
                                     fractions=[0.02, 0.05, 0.1])
     overall = summarize(per_campaign).filter(pl.col("seed_bucket") == "all")
     recall = {r["model"]: r["recall_at_5pct"] for r in overall.iter_rows(named=True)}
-    # Measured (8 campaigns): lsh_density 0.69, ensemble 0.73, affinity 0.71, centroid 0.61, popularity 0.09,
+    # Measured (8 campaigns): lsh_density 0.69, ensemble 0.70, affinity 0.71, centroid 0.61, popularity 0.09,
     # random 0.08.
     for name in models:
         assert recall[name] > recall["popularity"] + 0.3, (name, recall)
@@ -170,19 +170,17 @@ def test_embeddings_parquet_has_one_row_per_user(synthetic_data, tmp_path):
     np.testing.assert_array_equal(np.stack(frame["embedding"].to_list()), emb)
 
 
-def test_on_movielens_density_beats_voting_and_learned_scorers_beat_popularity(movielens_data):
+def test_on_movielens_density_beats_voting_and_affinity_mlp_beats_popularity(movielens_data):
     enc = EncoderConfig().model_dump()  # 943 users: the default encoder trains in a few seconds
     models = {name: {"encoder": enc} for name in ("lsh_density", "lsh_voting", "affinity_mlp")}
-    per_campaign = evaluate_scorers(movielens_data, {**models, "classifier": {"model": "pinterest_classifier"},
-                                                     "popularity": {}, "random": {}}, fractions=[0.05, 0.1])
+    per_campaign = evaluate_scorers(movielens_data, {**models, "popularity": {}, "random": {}}, fractions=[0.05, 0.1])
     overall = summarize(per_campaign).filter(pl.col("seed_bucket") == "all")
     recall = {r["model"]: r["recall_at_5pct"] for r in overall.iter_rows(named=True)}
     gauc = {r["model"]: r["gauc"] for r in overall.iter_rows(named=True)}
-    # Measured (40 campaigns, recall@5%): classifier 0.50, affinity 0.37, density 0.31, popularity 0.31,
+    # Measured (40 campaigns, recall@5%): affinity 0.37, density 0.31, popularity 0.31,
     # voting 0.22, random 0.05; GAUC density 0.84 vs voting 0.77.
     assert recall["lsh_density"] > recall["lsh_voting"] + 0.03
     assert gauc["lsh_density"] > gauc["lsh_voting"] + 0.03
-    assert recall["classifier"] > recall["popularity"] + 0.1
     assert recall["affinity_mlp"] > recall["popularity"]
     assert recall["lsh_density"] > 4 * recall["random"]
 
@@ -194,3 +192,13 @@ def test_scorers_expose_encoder_curves_for_tracking(synthetic_data):
     curves = scorer.history
     assert len(curves["encoder_transfer_error"]) == len(curves["encoder_loss"]) + 1
     assert all(np.isfinite(curves["encoder_loss"]))
+
+
+def test_affinity_mlp_without_usable_campaigns_falls_back_to_cosine(synthetic_data):
+    scorer = build_scorer("affinity_mlp", {"encoder": SMALL.model_dump()})
+    scorer.fit(synthetic_data, {})
+    seeds = next(iter(synthetic_data.campaigns.values()))
+    cosine = build_scorer("centroid_cosine", {"encoder": SMALL.model_dump()})
+    cosine.fit(synthetic_data, {})
+    users = np.arange(100)
+    np.testing.assert_allclose(scorer.score(synthetic_data, seeds, users), cosine.score(synthetic_data, seeds, users))

@@ -283,6 +283,8 @@ class AffinityMLPScorer(EmbeddingScorer):
                 users.append(batch_users)
                 vectors.append(np.repeat(vector[None, :], batch_users.size, 0))
                 labels.append(np.concatenate([np.ones(targets.size), np.zeros(negatives.size)]))
+        if not users:
+            return None
         return (torch.as_tensor(emb[np.concatenate(users)]), torch.as_tensor(np.concatenate(vectors)),
                 torch.as_tensor(np.concatenate(labels), dtype=torch.float32))
 
@@ -290,7 +292,12 @@ class AffinityMLPScorer(EmbeddingScorer):
         cfg = self.config
         torch.manual_seed(cfg.seed)
         self.mlp = AffinityMLP(self.embeddings.shape[1], cfg.hidden)
-        users, vectors, labels = self._examples(data, train_seeds)
+        examples = self._examples(data, train_seeds)
+        self.trained = examples is not None
+        if not self.trained:
+            log.warning("affinity_mlp: no campaign with 4+ training seeds; scoring falls back to centroid cosine")
+            return
+        users, vectors, labels = examples
         pos_weight = torch.tensor((labels == 0).sum().item() / max((labels == 1).sum().item(), 1))
         opt = torch.optim.Adam(self.mlp.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -306,6 +313,8 @@ class AffinityMLPScorer(EmbeddingScorer):
     @torch.no_grad()
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         vector = torch.as_tensor(_unit_centroid(self.embeddings, seeds.positives))
+        if not getattr(self, "trained", True):
+            return (self.embeddings[candidates] @ vector.numpy()).astype(np.float32)
         return self.mlp(torch.as_tensor(self.embeddings[candidates]), vector).numpy().astype(np.float32)
 
     def save(self, folder: Path) -> None:
