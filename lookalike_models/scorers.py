@@ -48,6 +48,14 @@ class AudienceScorer(ABC):
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         """float32 [n_candidates]: higher means more like the seeds."""
 
+    def user_embeddings(self) -> np.ndarray | None:
+        """float32 [n_users, d] when the model embeds users (written to Parquet and tracked), else None."""
+        return None
+
+    def serving_module(self, data: LookalikeData) -> tuple[Any, np.ndarray] | None:
+        """(torch module, example float32 input) of a one-tensor user encoder to register, else None."""
+        return None
+
     def save(self, folder: Path) -> None:
         """Persist what ``fit`` learned (tensors via ``torch.save``, arrays via ``np.savez``; no pickle).
 

@@ -26,6 +26,7 @@ from lookalike_models.pipeline import score_campaign
 from lookalike_models.publishing import audience_frame
 from lookalike_models.reach import load_exclusions
 from lookalike_models.scorers import AudienceScorer, build_scorer
+from tasks import tracking
 from tasks.caching import CACHED, stable_hash
 from tasks.data import load_data
 
@@ -63,12 +64,27 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str,
         scorer.save(model_dir)
     except NotImplementedError:
         logger.info("%s keeps its fitted state in memory only", spec.name)
+    export_user_encoder(scorer, data, model_dir)
     _FITTED[str(model_dir)] = scorer
     logger.info("trained %s (%s) in %.1fs on %d users (%.0f users/s), %d users (re-)embedded", spec.name,
                 spec.model, seconds, data.n_users, data.n_users / max(seconds, 1e-9), embedded)
     history = getattr(scorer, "history", {}) or {}
     return {"model_dir": str(model_dir), "fit_seconds": seconds, "users_embedded": embedded,
             "history": {k: [float(x) for x in v] for k, v in history.items()}}
+
+
+def export_user_encoder(scorer: AudienceScorer, data, model_dir: Path) -> None:
+    """Models that embed users leave ``embeddings.parquet`` (user_id, embedding) and an MLflow pytorch model
+    with a signature (``user_encoder/``) in their folder; the folder is logged to MLflow as the model."""
+    embeddings = scorer.user_embeddings()
+    if embeddings is None:
+        return
+    frame = pl.DataFrame({"user_id": data.user_ids,
+                          "embedding": pl.Series(embeddings.astype(np.float32)).cast(pl.List(pl.Float32))})
+    write_parquet_atomic(frame, model_dir / "embeddings.parquet")
+    serving = scorer.serving_module(data)
+    if serving is not None:
+        tracking.save_torch_model(*serving, model_dir / "user_encoder")
 
 
 def for_each_campaign(campaign_ids: list[str], label: str, work) -> dict[str, str]:

@@ -90,3 +90,27 @@ def run_url(run_id: str, experiment: str) -> str:
     """Where the run opens in the MLflow UI (``make mlflow-ui`` serves 127.0.0.1:5000)."""
     base = os.environ.get("LOOKALIKE_MLFLOW_UI", "http://127.0.0.1:5000")
     return f"{base}/#/experiments/{experiment_id(experiment)}/runs/{run_id}"
+
+
+def save_torch_model(module, example, folder: str | Path) -> Path:
+    """An MLflow pytorch model folder with its input/output signature, replaced atomically.
+
+    MLflow's pytorch flavour stores the whole module object (pickle): it is our own model, written here and
+    read only by MLflow serving; the pipeline itself reloads state dicts with ``weights_only=True``."""
+    import shutil
+    import tempfile
+
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    folder = Path(folder)
+    with torch.no_grad():
+        output = module(torch.as_tensor(example)).numpy()
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-")) / "model"
+    mlflow.pytorch.save_model(module, tmp, signature=infer_signature(example, output), input_example=example)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    shutil.rmtree(tmp.parent, ignore_errors=True)
+    return folder

@@ -200,3 +200,33 @@ def test_incremental_refresh_equals_a_full_refresh(prefect_and_mlflow, synthetic
         "campaigns_refreshed"]
     for cid, path in full["published"].items():
         assert pl.read_parquet(incremental["published"][cid]).equals(pl.read_parquet(path)), cid
+
+
+def test_embedding_models_track_user_embeddings_and_a_servable_encoder(prefect_and_mlflow, synthetic_dir,
+                                                                        synthetic_data, tmp_path):
+    import mlflow.pyfunc
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from flows.nightly_refresh import nightly_refresh
+
+    small = {"encoder": {"max_epochs": 2, "dim": 16}}
+    result = nightly_refresh(nightly_config(synthetic_dir, tmp_path, models=[
+        ModelSpec(name="lsh_density", model="lsh_density", params=small)], selection=SelectionConfig(
+            registered_model=f"reg-emb-{tmp_path.name}", not_eligible=[])))
+    child = MlflowClient().search_runs(
+        [MlflowClient().get_run(result["mlflow_run_id"]).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{result['mlflow_run_id']}'")[0]
+    local = MlflowClient().download_artifacts(child.info.run_id, "model", str(tmp_path / "download"))
+    embeddings = pl.read_parquet(Path(local) / "embeddings.parquet")
+    assert embeddings.height == synthetic_data.n_users and embeddings["user_id"].equals(synthetic_data.user_ids)
+    vectors = np.stack(embeddings["embedding"].to_numpy())
+    assert vectors.shape[1] == 16 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+
+    served = mlflow.pyfunc.load_model(f"runs:/{child.info.run_id}/model/user_encoder")
+    assert served.metadata.signature is not None
+    from mlflow.models import Model
+
+    folder = Path(local) / "user_encoder"
+    example = np.asarray(Model.load(folder).load_input_example(folder), np.float32)
+    assert np.allclose(served.predict(example), vectors[: example.shape[0]], atol=1e-5)

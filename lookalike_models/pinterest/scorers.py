@@ -36,10 +36,12 @@ from lookalike_models.pinterest.encoder import (
     FittedEncoder,
     TransferTask,
     make_encoder,
+    organic_inputs,
     organic_mask,
     train_encoder,
 )
 from lookalike_models.pinterest.lsh import HyperplaneLSH, RegionTable, default_bits
+from lookalike_models.pinterest.serving import pack_inputs, packed_encoder
 from lookalike_models.scorers import AudienceScorer, build_scorer, register
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,14 @@ class EmbeddingScorer(AudienceScorer):
 
     def fit_campaigns(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         """What the scorer learns on top of the embeddings (nothing by default)."""
+
+    def user_embeddings(self) -> np.ndarray:
+        return self.embeddings
+
+    def serving_module(self, data: LookalikeData):
+        """The encoder as one packed float32 tensor in, unit vectors out, with a few example rows."""
+        inputs = organic_inputs(data, self.config.encoder, self.fitted.transfer_task)
+        return packed_encoder(self.fitted.model, inputs), pack_inputs(inputs, np.arange(min(5, data.n_users)))
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)
@@ -464,6 +474,12 @@ class PinterestEnsembleScorer(AudienceScorer):
         clf = self.classifier.score(data, seeds, candidates)
         top = max(1, int(round(self.config.reference_share * data.n_users)))
         return merge_rankings(emb, clf, top, embedding_share(seeds.size, self.config))
+
+    def user_embeddings(self) -> np.ndarray:
+        return self.embedding.user_embeddings()
+
+    def serving_module(self, data: LookalikeData):
+        return self.embedding.serving_module(data)
 
     def save(self, folder: Path) -> None:
         self.embedding.save(Path(folder) / "embedding")

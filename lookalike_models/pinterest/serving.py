@@ -1,0 +1,47 @@
+"""The StarSpace encoder as one tensor in, one tensor out: what a model registry and a serving endpoint
+can describe with a signature.
+
+A row packs a user's inputs side by side as float32: single-valued field codes, each multi-valued field's
+codes (padded with 0), continuous fields, then the history item ids (padded with ``n_items``). Codes are
+exact in float32 below 2^24, far above any vocabulary here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from lookalike_models.pinterest.encoder import StarSpaceUserEncoder, UserInputs
+
+
+class PackedUserEncoder(nn.Module):
+    def __init__(self, encoder: StarSpaceUserEncoder, multi_widths: list[int], n_continuous: int):
+        super().__init__()
+        self.encoder = encoder
+        self.n_single = len(encoder.single)
+        self.multi_widths = list(multi_widths)
+        self.n_continuous = n_continuous
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        """packed float32 [B, width] -> unit user vectors float32 [B, dim]."""
+        at = self.n_single
+        single = packed[:, :at].long()
+        multi = []
+        for width in self.multi_widths:
+            multi.append(packed[:, at:at + width].long())
+            at += width
+        continuous = packed[:, at:at + self.n_continuous]
+        history = packed[:, at + self.n_continuous:].long()
+        mask = (history != self.encoder.history.padding_idx).float()
+        return self.encoder(single, multi, continuous, self.encoder.history(history).sum(1), mask.sum(1))
+
+
+def pack_inputs(inputs: UserInputs, users: np.ndarray) -> np.ndarray:
+    """float32 [len(users), width]: the packed rows ``PackedUserEncoder`` reads."""
+    single, multi, continuous, history = inputs.rows(torch.as_tensor(users, dtype=torch.long))
+    return torch.cat([single.float(), *[m.float() for m in multi], continuous, history.float()], 1).numpy()
+
+
+def packed_encoder(encoder: StarSpaceUserEncoder, inputs: UserInputs) -> PackedUserEncoder:
+    return PackedUserEncoder(encoder, [m.shape[1] for m in inputs.multi], inputs.continuous.shape[1]).eval()
