@@ -56,7 +56,7 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 10, ini
         np.add.at(sums, labels, rows)
         counts = np.bincount(labels, minlength=k)
         empty = counts == 0
-        out = sums / np.maximum(counts, 1)[:, None]
+        out = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
         if empty.any():
             out[empty] = rows[rng.choice(rows.shape[0], int(empty.sum()))]
         return out

@@ -50,7 +50,7 @@ class RalmConfig(BaseModel):
     item_history: bool = Field(True, description="the user's items as one more multi-valued field")
     max_history: int = Field(50, ge=1)
     drop_fields: list[str] = Field(default_factory=list, description="multi-valued fields left out")
-    user_epochs: int = Field(2, ge=0)
+    user_epochs: int = Field(3, ge=0)
     user_batch_size: int = Field(512, ge=1, description="paper: 256")
     user_lr: float = Field(0.003, gt=0, description="paper: 0.001")
     n_negatives: int = Field(10, ge=1, description="sampled-softmax negatives per positive")
