@@ -8,6 +8,12 @@ training, and once per seed refresh when serving), so scoring costs O(k) per use
     global:  E_global = softmax_i(mean_j tanh(e_i W_g e_j^T)) E_s   (self-attention reduced to one vector)
     score  = sigmoid(s * (alpha cos(E_u, E_global) + beta cos(E_u, E_local)) + b)
 
+With ``size_prior`` (default) both attentions add log(cluster size) to their logits. k-means drops how
+many seeds each centroid stands for, and tanh bounds the logits to [-1, 1], so the paper's attention is
+close to a plain mean of the centroids: a centroid of 3 noise seeds weighs as much as one of 300 seeds.
+With the prior, a flat attention gives back the seed mean and the learned part re-weights from there.
+``size_prior=False`` is the paper's formula as printed.
+
 ``s`` (> 0) and ``b`` are a learned scale and bias: a raw cosine mix lives in [-1, 1], so without them
 the probability could never leave [0.27, 0.73] and the log loss would stay flat. They are monotone, so
 the ranking is the paper's. The "RALM with average" ablation replaces both attentions by the seed mean.
@@ -73,14 +79,17 @@ def seeds_fingerprint(positives: np.ndarray) -> int:
 
 
 class LocalAttention(nn.Module):
-    """(E_u [B, h], E_s [k, h]) -> (E_local [B, h], weights [B, k]); rows of weights sum to 1."""
+    """(E_u [B, h], E_s [k, h], optional log cluster sizes [k]) -> (E_local [B, h], weights [B, k]);
+    rows of weights sum to 1."""
 
     def __init__(self, h: int):
         super().__init__()
         self.w = nn.Linear(h, h, bias=False)
 
-    def forward(self, eu: torch.Tensor, es: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weights = torch.softmax(torch.tanh(self.w(eu) @ es.T), dim=-1)
+    def forward(self, eu: torch.Tensor, es: torch.Tensor,
+                log_sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = torch.tanh(self.w(eu) @ es.T)
+        weights = torch.softmax(logits if log_sizes is None else logits + log_sizes, dim=-1)
         return weights @ es, weights
 
 
@@ -92,8 +101,9 @@ class GlobalAttention(nn.Module):
         super().__init__()
         self.w = nn.Linear(h, h, bias=False)
 
-    def forward(self, es: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weights = torch.softmax(torch.tanh(self.w(es) @ es.T).mean(1), dim=0)
+    def forward(self, es: torch.Tensor, log_sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = torch.tanh(self.w(es) @ es.T).mean(1)
+        weights = torch.softmax(logits if log_sizes is None else logits + log_sizes, dim=0)
         return weights @ es, weights
 
 
@@ -102,11 +112,11 @@ class LookalikeModel(nn.Module):
     to the seed mean (``mode='average'``). ``transform=False`` keeps the user embeddings as they are."""
 
     def __init__(self, d: int, h: int = 32, alpha: float = 0.3, beta: float = 0.7, mode: str = "attention",
-                 transform: bool = True, init_scale: float = 5.0):
+                 transform: bool = True, size_prior: bool = True, init_scale: float = 5.0):
         super().__init__()
         if mode not in ("attention", "average"):
             raise ValueError(f"mode must be 'attention' or 'average', not {mode!r}")
-        self.mode, self.alpha, self.beta = mode, alpha, beta
+        self.mode, self.alpha, self.beta, self.size_prior = mode, alpha, beta, size_prior
         self.transform = nn.Sequential(nn.Linear(d, h), nn.ReLU()) if transform else nn.Identity()
         width = h if transform else d
         self.local = LocalAttention(width)
@@ -114,17 +124,19 @@ class LookalikeModel(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(float(np.log(init_scale))))
         self.bias = nn.Parameter(torch.tensor(0.0))
 
-    def similarity(self, eu: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
-        """Transformed target users [B, h] and centroids [k, h] -> the cosine mix [B] (before sigmoid)."""
+    def similarity(self, eu: torch.Tensor, es: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
+        """Transformed target users [B, h], centroids [k, h] and their seed counts [k] -> the cosine mix [B]
+        (before the sigmoid)."""
         if self.mode == "average":
             return nn.functional.cosine_similarity(eu, es.mean(0, keepdim=True), dim=-1)
-        local, _ = self.local(eu, es)
-        glob, _ = self.glob(es)
+        log_sizes = torch.log(sizes.float().clamp(min=1.0)) if self.size_prior and sizes is not None else None
+        local, _ = self.local(eu, es, log_sizes)
+        glob, _ = self.glob(es, log_sizes)
         return (self.alpha * nn.functional.cosine_similarity(eu, glob.unsqueeze(0), dim=-1)
                 + self.beta * nn.functional.cosine_similarity(eu, local, dim=-1))
 
-    def logit(self, eu: torch.Tensor, es: torch.Tensor) -> torch.Tensor:
-        return self.log_scale.exp() * self.similarity(eu, es) + self.bias
+    def logit(self, eu: torch.Tensor, es: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
+        return self.log_scale.exp() * self.similarity(eu, es, sizes) + self.bias
 
 
 @dataclass
@@ -132,6 +144,7 @@ class CampaignCentroids:
     """The serving artifact of one campaign: centroids in the transformed space, and what they summarise."""
 
     centroids: np.ndarray  # float32 [k, h]
+    sizes: np.ndarray  # int64 [k]: seeds in each cluster
     fingerprint: int  # seeds_fingerprint of the seed list they were computed from
     n_seeds: int
 
@@ -149,19 +162,22 @@ def campaign_centroids(model: LookalikeModel, transformed_seeds: np.ndarray, pos
     """k-means of a campaign's transformed seeds (one mean for the average ablation)."""
     if model.mode == "average":
         centroids = transformed_seeds.mean(0, keepdims=True).astype(np.float32)
+        sizes = np.array([positives.size], np.int64)
     else:
         rng = np.random.default_rng([seed, seeds_fingerprint(positives) & 0xFFFFFFFF])
-        centroids, _ = kmeans(transformed_seeds, k, rng, iters)
-    return CampaignCentroids(centroids, seeds_fingerprint(positives), int(positives.size))
+        centroids, labels = kmeans(transformed_seeds, k, rng, iters)
+        sizes = np.bincount(labels, minlength=centroids.shape[0]).astype(np.int64)
+    return CampaignCentroids(centroids, sizes, seeds_fingerprint(positives), int(positives.size))
 
 
 @torch.no_grad()
-def score_users(model: LookalikeModel, transformed_users: np.ndarray, centroids: np.ndarray,
+def score_users(model: LookalikeModel, transformed_users: np.ndarray, campaign: CampaignCentroids,
                 batch_size: int = 65_536) -> np.ndarray:
     """float32 [n]: click probability of each (already transformed) user for one campaign. O(n k h)."""
     model.eval()
-    es = torch.from_numpy(np.ascontiguousarray(centroids, np.float32))
-    out = [torch.sigmoid(model.logit(torch.from_numpy(transformed_users[s:s + batch_size]), es)).numpy()
+    es = torch.from_numpy(np.ascontiguousarray(campaign.centroids, np.float32))
+    sizes = torch.from_numpy(campaign.sizes)
+    out = [torch.sigmoid(model.logit(torch.from_numpy(transformed_users[s:s + batch_size]), es, sizes)).numpy()
            for s in range(0, transformed_users.shape[0], batch_size)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
@@ -225,8 +241,10 @@ def train_lookalike(model: LookalikeModel, embeddings: np.ndarray, campaigns: di
         for i in rng.permutation(len(batches)):
             context, labels, users, y = batches[i]
             seeds_t = model.transform(emb[torch.from_numpy(context)])
-            es = _membership(labels, int(labels.max()) + 1) @ seeds_t
-            logit = model.logit(model.transform(emb[torch.from_numpy(users)]), es)
+            k_used = int(labels.max()) + 1
+            es = _membership(labels, k_used) @ seeds_t
+            sizes = torch.bincount(torch.from_numpy(labels), minlength=k_used)
+            logit = model.logit(model.transform(emb[torch.from_numpy(users)]), es, sizes)
             loss = nn.functional.binary_cross_entropy_with_logits(logit, torch.from_numpy(y))
             opt.zero_grad()
             loss.backward()

@@ -58,6 +58,7 @@ class RalmConfig(BaseModel):
     transform: bool = Field(True, description="shared FC+ReLU transform; False compares raw embeddings")
     transform_dim: int = Field(32, ge=2, description="h")
     k: int = Field(20, ge=1, description="k-means centroids per campaign (capped at the seed count)")
+    size_prior: bool = Field(True, description="attention logits + log(seeds per centroid); False = paper as printed")
     alpha: float = Field(0.3, description="weight of cos(user, global attention)")
     beta: float = Field(0.7, description="weight of cos(user, local attention)")
     lookalike_epochs: int = Field(15, ge=0)
@@ -77,7 +78,8 @@ class RalmScorer(AudienceScorer):
         c = self.config
         self.spec = spec
         self.user_model = UserModel(spec, c.field_dim, c.attention_dim, c.hidden, c.dim, c.user_model)
-        self.lookalike = LookalikeModel(c.dim, c.transform_dim, c.alpha, c.beta, self.mode, c.transform)
+        self.lookalike = LookalikeModel(c.dim, c.transform_dim, c.alpha, c.beta, self.mode, c.transform,
+                                        c.size_prior)
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         c = self.config
@@ -114,7 +116,7 @@ class RalmScorer(AudienceScorer):
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         if seeds.positives.size == 0:
             return np.zeros(candidates.size, np.float32)
-        return score_users(self.lookalike, self.transformed[candidates], self.campaign(seeds).centroids)
+        return score_users(self.lookalike, self.transformed[candidates], self.campaign(seeds))
 
     def field_attention(self, users: np.ndarray) -> np.ndarray:
         """float32 [n, n_fields]: the attention merge's weight on each user field."""
@@ -163,10 +165,12 @@ class RalmAverage(RalmScorer):
 
 
 def write_centroids(folder: Path, centroids: dict[str, CampaignCentroids]) -> Path:
-    """``centroids.npz``: per campaign ``c::<id>`` float32 [k, h] and ``m::<id>`` [fingerprint, n_seeds]."""
+    """``centroids.npz``: per campaign ``c::<id>`` float32 [k, h], ``s::<id>`` cluster sizes [k] and
+    ``m::<id>`` [fingerprint, n_seeds]."""
     arrays = {}
     for cid, cc in centroids.items():
         arrays[f"c::{cid}"] = cc.centroids
+        arrays[f"s::{cid}"] = cc.sizes
         arrays[f"m::{cid}"] = np.array([cc.fingerprint, cc.n_seeds], np.int64)
     path = Path(folder) / "centroids.npz"
     tmp = path.with_name("centroids.tmp.npz")
@@ -182,7 +186,7 @@ def read_centroids(folder: Path) -> dict[str, CampaignCentroids]:
             if key.startswith("c::"):
                 cid = key[3:]
                 fingerprint, n_seeds = npz[f"m::{cid}"].tolist()
-                out[cid] = CampaignCentroids(npz[key], int(fingerprint), int(n_seeds))
+                out[cid] = CampaignCentroids(npz[key], npz[f"s::{cid}"], int(fingerprint), int(n_seeds))
     return out
 
 
