@@ -1,6 +1,6 @@
 """RALM quality on MovieLens-100K: RALM vs RALM-average, attention merge vs concat, centroid cosine.
 
-    LOOKALIKE_DATA_ROOT=/path/to/shared/data python bench/ralm_quality.py --repeats 2 --out bench/results/ralm.md
+    LOOKALIKE_DATA_ROOT=../shared/data python bench/ralm_quality.py --repeats 1 --out bench/results/ralm_quality.md
 
 Each movie with 50-400 raters is a campaign (its raters the converters, its own ratings removed before
 training); 10% of each campaign's seeds are held out with as many sampled non-raters. Every model is fitted
@@ -92,7 +92,7 @@ def run_once(data, split_seed: int, models: dict[str, dict]) -> tuple[pl.DataFra
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", type=Path, default=None)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -119,7 +119,7 @@ def main() -> None:
                      *[c for c in summary.columns if c.startswith(("precision_at", "recall_at"))], "fit_seconds")
              .sort("gauc", descending=True))
     with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
-                   float_precision=4, tbl_cols=-1, tbl_rows=-1, tbl_width_chars=400):
+                   float_precision=4, fmt_str_lengths=60, tbl_cols=-1, tbl_rows=-1, tbl_width_chars=400):
         text = str(table)
     header = (f"MovieLens-100K: {data.n_users} users, {len(data.campaigns)} campaigns, {args.repeats} splits "
               f"(10% of seeds held out + as many sampled non-raters); audience sizes {FRACTIONS} of users.\n\n")
