@@ -123,8 +123,8 @@ def field_spec(data: LookalikeData, item_history: bool, drop_multi: list[str] | 
 
 def masked_mean(emb: nn.Embedding, codes: torch.Tensor) -> torch.Tensor:
     """[B, L] codes (0 = padding) -> [B, m] mean of the non-padding embeddings (zeros if none)."""
-    mask = (codes > 0).unsqueeze(-1).float()
-    return (emb(codes) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    # embedding_bag leaves padding out of the mean and gives empty rows zeros, without a [B, L, m] tensor.
+    return nn.functional.embedding_bag(codes, emb.weight, mode="mean", padding_idx=0)
 
 
 class FieldEmbedder(nn.Module):
@@ -205,7 +205,7 @@ class UserModel(nn.Module):
         Negatives that happen to be the positive are masked out (TF's ``remove_accidental_hits``)."""
         u = self.tower(x, mask_items=positives)  # [B, d]
         candidates = torch.cat([positives.unsqueeze(1), negatives], 1)  # [B, 1 + n_neg]
-        logits = torch.einsum("bd,bcd->bc", u, self.items(candidates))
+        logits = (u.unsqueeze(1) * self.items(candidates)).sum(-1)  # batched 1 x d @ d x c is slow as bmm
         hit = torch.zeros_like(candidates, dtype=torch.bool)
         hit[:, 1:] = negatives == positives.unsqueeze(1)
         logits = logits.masked_fill(hit, float("-inf"))
