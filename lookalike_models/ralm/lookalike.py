@@ -191,14 +191,16 @@ def _membership(labels: np.ndarray, k: int) -> torch.Tensor:
 
 def train_lookalike(model: LookalikeModel, embeddings: np.ndarray, campaigns: dict[str, CampaignSeeds], *,
                     k: int, epochs: int, batch_size: int, lr: float, negatives_per_positive: int,
-                    target_frac: float, max_seeds: int, seed: int,
+                    target_frac: float, max_seeds: int, seed: int, negatives_from: str = "population",
                     centroid_log: dict[str, list[np.ndarray]] | None = None) -> list[float]:
     """Train on (campaign seeds, target user, label) samples drawn from training seeds only.
 
     Each epoch, every campaign's training seeds are split at random: ``target_frac`` become positive
     targets, the rest the context the target is compared with (so a target is never its own seed), and
     the context is re-clustered with the current transform. Negatives per positive: the campaign's
-    labelled non-converters when it has some (half of them), and random users outside its seeds.
+    labelled non-converters when it has some (half of them), and random users outside its seeds: from the
+    whole population (``negatives_from='population'``) or from the other campaigns' training seeds
+    (``'other_seeds'``: users known to convert elsewhere, so activity alone does not separate the classes).
     ``centroid_log`` (campaign_id -> list) receives each epoch's k-means centroids (for tests).
     Returns the mean log loss of each epoch."""
     rng = np.random.default_rng(seed)
@@ -207,6 +209,9 @@ def train_lookalike(model: LookalikeModel, embeddings: np.ndarray, campaigns: di
     emb = torch.from_numpy(embeddings)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     usable = {cid: s for cid, s in campaigns.items() if s.positives.size >= 2}
+    if negatives_from not in ("population", "other_seeds"):
+        raise ValueError(f"negatives_from must be 'population' or 'other_seeds', not {negatives_from!r}")
+    all_seeds = np.unique(np.concatenate([s.positives for s in usable.values()])) if usable else np.zeros(0, np.int64)
     warm: dict[str, np.ndarray] = {}
     curve = []
     for epoch in range(epochs):
@@ -227,7 +232,10 @@ def train_lookalike(model: LookalikeModel, embeddings: np.ndarray, campaigns: di
             n_neg = negatives_per_positive * targets.size
             n_labelled = min(s.negatives.size, n_neg // 2)
             negs = [rng.choice(s.negatives, n_labelled, replace=False)] if n_labelled else []
-            randoms = rng.integers(0, n_users, n_neg - n_labelled)
+            if negatives_from == "other_seeds" and all_seeds.size > s.positives.size:
+                randoms = rng.choice(all_seeds, n_neg - n_labelled)
+            else:
+                randoms = rng.integers(0, n_users, n_neg - n_labelled)
             negs.append(randoms[~np.isin(randoms, s.positives)])
             negs = np.concatenate(negs)
             users = np.concatenate([targets, negs])

@@ -65,6 +65,8 @@ class RalmConfig(BaseModel):
     lookalike_batch_size: int = Field(256, ge=1)
     lookalike_lr: float = Field(0.003, gt=0)
     negatives_per_positive: int = Field(3, ge=1)
+    negatives_from: Literal["population", "other_seeds"] = Field(
+        "population", description="random negatives from all users, or from other campaigns' training seeds")
     target_frac: float = Field(0.3, gt=0, lt=1, description="share of seeds used as targets each epoch")
     max_train_seeds: int = Field(2000, ge=2, description="seeds sampled per campaign and epoch in training")
     seed: int = 0
@@ -93,7 +95,7 @@ class RalmScorer(AudienceScorer):
         look_curve = train_lookalike(
             self.lookalike, self.embeddings, train_seeds, k=c.k, epochs=c.lookalike_epochs,
             batch_size=c.lookalike_batch_size, lr=c.lookalike_lr, negatives_per_positive=c.negatives_per_positive,
-            target_frac=c.target_frac, max_seeds=c.max_train_seeds, seed=c.seed)
+            target_frac=c.target_frac, max_seeds=c.max_train_seeds, seed=c.seed, negatives_from=c.negatives_from)
         self.history = {"user_loss": user_curve, "lookalike_loss": look_curve}
         self._refresh_population()
         self.centroids = {cid: self.recluster(s) for cid, s in train_seeds.items() if s.positives.size}
