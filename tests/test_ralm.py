@@ -156,3 +156,10 @@ def test_save_load_scores_identically_and_recluster_refreshes_centroids(fitted, 
     reloaded.load(tmp_path, synthetic_data)
     np.testing.assert_array_equal(reloaded.centroids[cid].centroids, fresh.centroids)
     assert reloaded.campaign(grown) is reloaded.centroids[cid]  # served without re-clustering
+
+
+def test_recluster_refuses_seeds_unknown_to_the_model(fitted, synthetic_data, tmp_path):
+    fitted.save(tmp_path)
+    with pytest.raises(ValueError, match="known users"):
+        recluster_campaign(tmp_path, synthetic_data, CampaignSeeds("new", np.array([0, synthetic_data.n_users])),
+                           "ralm", SMALL)

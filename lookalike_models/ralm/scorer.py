@@ -218,6 +218,9 @@ def recluster_campaigns(folder: str | Path, data: LookalikeData, campaigns: dict
     stored = read_centroids(folder)
     refreshed = {}
     for cid, seeds in campaigns.items():
+        if seeds.positives.size == 0 or seeds.positives.min() < 0 or seeds.positives.max() >= embeddings.shape[0]:
+            raise ValueError(f"campaign {cid!r}: seeds must be known users of the model's index "
+                             f"(0..{embeddings.shape[0] - 1}); users new since training need a refit first")
         current = stored.get(cid)
         if not force and current is not None and current.fingerprint == seeds_fingerprint(seeds.positives):
             refreshed[cid] = current
