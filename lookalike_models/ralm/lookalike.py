@@ -189,10 +189,15 @@ def _membership(labels: np.ndarray, k: int) -> torch.Tensor:
     return m / m.sum(1, keepdim=True).clamp(min=1.0)
 
 
+def _n_targets(n_seeds: int, target_frac: float) -> int:
+    """Seeds used as positive targets in one epoch; the rest (at least one) are the context."""
+    return min(max(1, int(round(target_frac * n_seeds))), n_seeds - 1)
+
+
 def train_lookalike(model: LookalikeModel, embeddings: np.ndarray, campaigns: dict[str, CampaignSeeds], *,
                     k: int, epochs: int, batch_size: int, lr: float, negatives_per_positive: int,
                     target_frac: float, max_seeds: int, seed: int, negatives_from: str = "population",
-                    centroid_log: dict[str, list[np.ndarray]] | None = None) -> list[float]:
+                    min_samples: int = 0, centroid_log: dict[str, list[np.ndarray]] | None = None) -> list[float]:
     """Train on (campaign seeds, target user, label) samples drawn from training seeds only.
 
     Each epoch, every campaign's training seeds are split at random: ``target_frac`` become positive
@@ -201,6 +206,8 @@ def train_lookalike(model: LookalikeModel, embeddings: np.ndarray, campaigns: di
     labelled non-converters when it has some (half of them), and random users outside its seeds: from the
     whole population (``negatives_from='population'``) or from the other campaigns' training seeds
     (``'other_seeds'``: users known to convert elsewhere, so activity alone does not separate the classes).
+    At least ``min_samples`` samples are seen in all: small data gets more epochs, so that a few campaigns
+    with few seeds still train the transform and attention (an epoch is a pass over every campaign).
     ``centroid_log`` (campaign_id -> list) receives each epoch's k-means centroids (for tests).
     Returns the mean log loss of each epoch."""
     rng = np.random.default_rng(seed)
@@ -212,13 +219,17 @@ def train_lookalike(model: LookalikeModel, embeddings: np.ndarray, campaigns: di
     if negatives_from not in ("population", "other_seeds"):
         raise ValueError(f"negatives_from must be 'population' or 'other_seeds', not {negatives_from!r}")
     all_seeds = np.unique(np.concatenate([s.positives for s in usable.values()])) if usable else np.zeros(0, np.int64)
+    per_epoch = sum(_n_targets(min(s.positives.size, max_seeds), target_frac) * (1 + negatives_per_positive)
+                    for s in usable.values())
+    if per_epoch and epochs:
+        epochs = max(epochs, -(-min_samples // per_epoch))
     warm: dict[str, np.ndarray] = {}
     curve = []
     for epoch in range(epochs):
         batches = []  # (campaign_id, context seeds, cluster labels, target users, labels)
         for cid, s in usable.items():
             pos = rng.permutation(s.positives)[:max_seeds]
-            n_target = min(max(1, int(round(target_frac * pos.size))), pos.size - 1)
+            n_target = _n_targets(pos.size, target_frac)
             targets, context = pos[:n_target], pos[n_target:]
             if model.mode == "attention":
                 with torch.no_grad():

@@ -61,7 +61,8 @@ class RalmConfig(BaseModel):
     size_prior: bool = Field(True, description="attention logits + log(seeds per centroid); False = paper as printed")
     alpha: float = Field(0.3, description="weight of cos(user, global attention)")
     beta: float = Field(0.7, description="weight of cos(user, local attention)")
-    lookalike_epochs: int = Field(15, ge=0)
+    lookalike_epochs: int = Field(15, ge=0, description="0 = no look-alike training")
+    lookalike_min_samples: int = Field(40_000, ge=0, description="more epochs on small data, up to this many samples")
     lookalike_batch_size: int = Field(256, ge=1)
     lookalike_lr: float = Field(0.003, gt=0)
     negatives_per_positive: int = Field(3, ge=1)
@@ -95,7 +96,8 @@ class RalmScorer(AudienceScorer):
         look_curve = train_lookalike(
             self.lookalike, self.embeddings, train_seeds, k=c.k, epochs=c.lookalike_epochs,
             batch_size=c.lookalike_batch_size, lr=c.lookalike_lr, negatives_per_positive=c.negatives_per_positive,
-            target_frac=c.target_frac, max_seeds=c.max_train_seeds, seed=c.seed, negatives_from=c.negatives_from)
+            target_frac=c.target_frac, max_seeds=c.max_train_seeds, seed=c.seed, negatives_from=c.negatives_from,
+            min_samples=c.lookalike_min_samples)
         self.history = {"user_loss": user_curve, "lookalike_loss": look_curve}
         self._refresh_population()
         self.centroids = {cid: self.recluster(s) for cid, s in train_seeds.items() if s.positives.size}
