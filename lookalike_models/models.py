@@ -1,4 +1,4 @@
 """Imports every scorer module so that each registers itself under its config name."""
 
 from lookalike_models import baselines, minhash  # noqa: F401
-from lookalike_models import ralm  # noqa: F401
+from lookalike_models.ralm import scorer as ralm_scorer  # noqa: F401
