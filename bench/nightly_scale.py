@@ -2,6 +2,8 @@
 
     python bench/nightly_scale.py --users 100000 300000 1000000 --campaigns 100 --models minhash
     python bench/nightly_scale.py --users 300000 --kill-after evaluate-model --models minhash
+    python bench/nightly_scale.py --users 1000000 --models pinterest_ensemble \
+        --params '{"pinterest_ensemble": {"encoder": {"max_epochs": 3}}}'
 
 Each size gets a synthetic contract folder (generated first, not timed: a nightly job reads its input,
 it does not make it), then ``lookalike nightly`` runs on it in a fresh process with a fresh work folder,
@@ -13,6 +15,7 @@ came back from the cache.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -29,10 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LOOKALIKE = [sys.executable, "-m", "flows.cli"]
 
 
-def write_config(folder: Path, data_dir: Path, models: list[str], out: Path) -> Path:
+def write_config(folder: Path, data_dir: Path, models: list[str], out: Path, params: dict) -> Path:
     config = yaml.safe_load((ROOT / "conf" / "nightly.yaml").read_text())
     config["data"] = {"kind": "folder", "path": str(data_dir)}
-    config["models"] = [{"name": m, "model": m} for m in models]
+    config["models"] = [{"name": m, "model": m, "params": params.get(m, {})} for m in models]
     config["selection"]["not_eligible"] = []
     config["output_root"] = str(out)
     config["experiment"] = "bench-nightly-scale"
@@ -72,6 +75,8 @@ def main() -> None:
     parser.add_argument("--interactions-per-user", type=float, default=30.0,
                         help="log-normal mean before de-duplication; 30 gives ~20 distinct items per user")
     parser.add_argument("--models", nargs="+", default=["minhash"])
+    parser.add_argument("--params", default="{}", help='JSON of model -> params, e.g. '
+                        '\'{"pinterest_ensemble": {"encoder": {"max_epochs": 3}}}\'')
     parser.add_argument("--kill-after", help="task name whose start kills the first run (then it is resumed)")
     args = parser.parse_args()
 
@@ -90,7 +95,7 @@ def main() -> None:
             import polars as pl
 
             n_inter = pl.scan_parquet(data_dir / "interactions.parquet").select(pl.len()).collect().item()
-            config = write_config(tmp, data_dir, args.models, tmp / "runs")
+            config = write_config(tmp, data_dir, args.models, tmp / "runs", json.loads(args.params))
             env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/ml.db",
                    "PYTHONPATH": str(ROOT)}
             first = run_nightly(config, env, args.kill_after)
