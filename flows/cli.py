@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--metric", default="recall_at_5pct")
     compare.add_argument("--top", type=int, default=10)
     compare.add_argument("--registered-model", default="lookalike-audience")
+    recluster = sub.add_parser("recluster", help="refresh the live RALM model's centroids from current seeds")
+    recluster.add_argument("--seeds", required=True, help="Parquet of current seeds (campaign_id, user_id)")
+    recluster.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     serve = sub.add_parser("serve", help="serve both flows (nightly on a cron) for a running Prefect server")
     serve.add_argument("--cron", default="0 2 * * *", help="nightly schedule (default 02:00 every day)")
     args = parser.parse_args(argv)
@@ -78,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| model | {args.metric} | run | parent run |\n|---|---|---|---|")
         for row in rank_runs(args.experiment, args.metric, args.top):
             print(f"| {row['model']} | {row[args.metric]} | {row['run_id']} | {row['parent']} |")
+        return 0
+    if args.command == "recluster":
+        from flows.recluster_centroids import recluster_centroids
+        from lookalike_models.config import ReclusterConfig
+
+        print(recluster_centroids(apply_overrides(ReclusterConfig(seeds_path=args.seeds), args.set)))
         return 0
     if args.command == "serve":
         from prefect import serve as prefect_serve

@@ -59,7 +59,7 @@ def nightly_refresh(config: NightlyConfig = load_config()) -> dict:  # noqa: B00
                 config.execution.shards)
         else:
             staged = stage_audiences(spec, data_dir, split, trained[publisher], work, publishing, previous["staging"])
-        record_refresh(run_dir, data_dir, trained, staged)
+        record_refresh(run_dir, data_dir, trained, staged, config.models)
         published = publish_audiences(staged["staged"], config.output_root, run_id)
         drift = report_reach_and_drift(evaluated, publisher, data_dir, evaluation.seed_buckets,
                                        config.output_root, run_id, previous_run, run_dir, mlflow_run)

@@ -132,6 +132,18 @@ class ExpandConfig(BaseModel):
     experiment: str = "lookalike-adhoc"
 
 
+class ReclusterConfig(BaseModel):
+    """Between nightly runs: refresh the RALM serving centroids of campaigns whose seed lists grew."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds_path: str = Field(..., description="Parquet of the current seeds (campaign_id, user_id[, label]), "
+                            "as in the data contract")
+    models: list[str] = Field(["ralm", "ralm_average"], description="Models (ModelSpec.name) of the live run "
+                              "whose centroids are refreshed, where present")
+    output_root: str = Field("runs", description="Where the nightly runs publish (its LATEST run is used)")
+
+
 def load_config(path: str | Path | None = None, cls: type[BaseModel] = NightlyConfig,
                 default: str = "nightly.yaml") -> Any:
     """Read a YAML file (default ``conf/<default>``) into the config model, with validation."""

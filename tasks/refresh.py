@@ -34,8 +34,22 @@ def previous_refresh(output_root: str, previous_run: str | None, data_dir: str, 
 
 
 @task
-def record_refresh(run_dir: str, data_dir: str, trained: dict[str, dict], staged: dict) -> str:
-    """Leave in the run folder what the next run needs to refresh incrementally."""
+def record_refresh(run_dir: str, data_dir: str, trained: dict[str, dict], staged: dict, specs: list) -> str:
+    """Leave in the run folder what the next run (and the re-clustering flow) needs: the encoded data,
+    each model's folder and spec, and the staging of the published audiences."""
     state = {"data_dir": data_dir, "models": {name: info["model_dir"] for name, info in trained.items()},
+             "specs": {spec.name: spec.model_dump(mode="json") for spec in specs},
              "staging": staged.get("refresh_state")}
     return str(write_bytes_atomic(json.dumps(state, indent=1).encode(), Path(run_dir) / REFRESH_FILE))
+
+
+@task
+def live_models(output_root: str) -> dict:
+    """The refresh record of the run whose audiences are live (LATEST)."""
+    from lookalike_models.publishing import read_latest
+
+    run = read_latest(Path(output_root) / "audiences")
+    path = Path(output_root) / "runs" / str(run) / REFRESH_FILE
+    if not run or not path.exists():
+        raise FileNotFoundError(f"no published nightly run under {output_root}: run the nightly flow first")
+    return json.loads(path.read_text()) | {"run_id": run}

@@ -230,3 +230,29 @@ def test_embedding_models_track_user_embeddings_and_a_servable_encoder(prefect_a
     folder = Path(local) / "user_encoder"
     example = np.asarray(Model.load(folder).load_input_example(folder), np.float32)
     assert np.allclose(served.predict(example), vectors[: example.shape[0]], atol=1e-5)
+
+
+def test_recluster_flow_refreshes_only_campaigns_whose_seeds_changed(prefect_and_mlflow, synthetic_dir,
+                                                                       synthetic_data, tmp_path):
+    from flows.nightly_refresh import nightly_refresh
+    from flows.recluster_centroids import recluster_centroids
+    from lookalike_models.config import ReclusterConfig
+
+    small = {"user_epochs": 1, "lookalike_epochs": 2, "lookalike_min_samples": 0, "dim": 16, "field_dim": 8,
+             "transform_dim": 16, "k": 4}
+    nightly_refresh(nightly_config(synthetic_dir, tmp_path, models=[ModelSpec(name="ralm", model="ralm", params=small)],
+                                   selection=SelectionConfig(registered_model=f"reg-ralm-{tmp_path.name}",
+                                                             not_eligible=[])))
+    seeds = pl.read_parquet(synthetic_dir / "seeds.parquet").filter(pl.col("label") == 1)
+    config = ReclusterConfig(seeds_path=str(tmp_path / "seeds.parquet"), output_root=str(tmp_path))
+    seeds.write_parquet(config.seeds_path)
+    first = recluster_centroids(config)["ralm"]  # the model was fitted on training seeds: all lists differ
+    assert first["reclustered"] == sorted(synthetic_data.campaigns)
+
+    in_c003 = set(seeds.filter(pl.col("campaign_id") == "c003")["user_id"].to_list())
+    newcomers = [u for u in synthetic_data.user_ids.to_list() if u not in in_c003][:25]
+    grown = pl.concat([seeds, pl.DataFrame({"campaign_id": ["c003"] * 25, "user_id": newcomers}).with_columns(
+        label=pl.lit(1)).select(seeds.columns).cast(seeds.schema)])
+    grown.write_parquet(config.seeds_path)
+    second = recluster_centroids(config)["ralm"]
+    assert second["reclustered"] == ["c003"] and second["campaigns"] == len(synthetic_data.campaigns)

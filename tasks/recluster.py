@@ -1,0 +1,46 @@
+"""Tasks of the re-clustering flow: current seeds into the live model's index, RALM centroids refreshed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from prefect import task
+from prefect.logging import get_run_logger
+
+from lookalike_models.contract import SEEDS, read_table, validate_seeds
+from lookalike_models.dataset import CampaignSeeds
+from tasks.data import load_data, retry_unless_bad_input
+
+
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_unless_bad_input)
+def current_seeds(seeds_path: str, data_dir: str) -> dict[str, CampaignSeeds]:
+    """Converters per campaign, in the live model's user index. Users the model has never seen are left
+    for the next nightly run (they have no embedding yet); how many is logged."""
+    logger = get_run_logger()
+    seeds = validate_seeds(read_table(seeds_path), Path(seeds_path))
+    if "label" in seeds.columns:
+        seeds = seeds.filter(pl.col("label").fill_null(1) == 1)
+    data = load_data(data_dir)
+    campaigns, unknown = {}, 0
+    for (cid,), group in seeds.group_by(["campaign_id"], maintain_order=True):
+        idx = data.index_of(group["user_id"].to_list())
+        unknown += int((idx < 0).sum())
+        if (idx >= 0).any():
+            campaigns[str(cid)] = CampaignSeeds(str(cid), np.unique(idx[idx >= 0]))
+    logger.info("%s: %d campaigns, %d seeds unknown to the live model (wait for the nightly refit)",
+                SEEDS, len(campaigns), unknown)
+    return campaigns
+
+
+@task
+def recluster_model(model_dir: str, data_dir: str, spec: dict, campaigns: dict[str, CampaignSeeds]) -> dict:
+    """Refresh the centroids of campaigns whose seeds changed; the others keep theirs."""
+    from lookalike_models.ralm.scorer import read_centroids, recluster_campaigns
+
+    before = {cid: c.fingerprint for cid, c in read_centroids(model_dir).items()}
+    after = recluster_campaigns(model_dir, load_data(data_dir), campaigns, spec["model"], spec.get("params"))
+    changed = sorted(cid for cid, c in after.items() if before.get(cid) != c.fingerprint)
+    get_run_logger().info("%s: %d of %d campaigns re-clustered", spec["name"], len(changed), len(after))
+    return {"model": spec["name"], "reclustered": changed, "campaigns": len(after)}
