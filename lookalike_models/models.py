@@ -1,3 +1,4 @@
 """Imports every scorer module so that each registers itself under its config name."""
 
+import lookalike_models.metaheac  # noqa: F401
 from lookalike_models import baselines, minhash  # noqa: F401
