@@ -125,3 +125,18 @@ def test_tencent_sample_meta_trains_and_adapts(tmp_path):
     assert scores.shape == (data.n_users,) and np.isfinite(scores).all()
     assert scorer.params()["negatives_sampled"]  # the public sample has positives only
     assert scorer.campaign_kind(train[cid]) == "hot" and cid in scorer.adapt_seconds
+
+
+def test_stage_one_runs_only_when_due(synthetic_data, tmp_path):
+    path = tmp_path / "meta" / "weights.pt"
+    first = build_scorer("metaheac", {**FAST, "meta_steps": 4, "meta_weights_path": str(path)})
+    first.fit(synthetic_data, synthetic_data.campaigns)
+    assert path.exists() and len(first.history["meta_loss"]) == 4
+    again = build_scorer("metaheac", {**FAST, "meta_steps": 4, "meta_weights_path": str(path)})
+    again.fit(synthetic_data, synthetic_data.campaigns)  # fresh weights on disk: reused, not re-trained
+    assert again.history == {"stage1_reused": [1.0]}
+    assert all(torch.equal(a, b) for a, b in zip(first.net.parameters(), again.net.parameters()))
+    overdue = build_scorer("metaheac", {**FAST, "meta_steps": 4, "meta_weights_path": str(path),
+                                        "meta_max_age_hours": 1e-9})
+    overdue.fit(synthetic_data, synthetic_data.campaigns)
+    assert "meta_loss" in overdue.history

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
+from lookalike_models.io import write_bytes_atomic
 from lookalike_models.metaheac.training import (
     MetaHeacConfig,
     TrainStats,
@@ -32,7 +33,6 @@ from lookalike_models.metaheac.training import (
 from lookalike_models.scorers import AudienceScorer, register
 
 WEIGHTS = "metaheac_weights.pt"
-META = "metaheac_meta.json"
 
 
 class _MetaHeacBase(AudienceScorer):
@@ -43,10 +43,19 @@ class _MetaHeacBase(AudienceScorer):
         torch.manual_seed(self.config.seed)
         self.users = UserTable(data)
         self.net = build_net(data, self.config)
+        self.adapt_seconds: dict[str, float] = {}
+        cached = self.config.meta_weights_path and Path(self.config.meta_weights_path)
+        if cached and cached.exists() and time.time() - cached.stat().st_mtime < 3600 * self.config.meta_max_age_hours:
+            self.load(cached.parent, data, cached.name)
+            self.history = {"stage1_reused": [1.0]}
+            return
         tasks = usable_tasks(data, train_seeds, self.config.meta_campaigns)
         self.stats = meta_train(self.net, self.users, tasks, self.config, meta=self.meta_learning)
-        self.adapt_seconds: dict[str, float] = {}
         self.negatives_sampled = self.stats.negatives_sampled
+        # Logged by the nightly flow as training curves; negatives_sampled = 1 flags sampled labels.
+        self.history = {"meta_loss": self.stats.losses, "negatives_sampled": [float(self.negatives_sampled)]}
+        if cached:
+            self.save(cached.parent, cached.name)
 
     def _adapt_epochs(self) -> int:
         return self.config.adapt_epochs
@@ -68,19 +77,23 @@ class _MetaHeacBase(AudienceScorer):
         return {"negatives_sampled": self.negatives_sampled, "meta_steps_done": self.stats.steps,
                 "train_samples_per_s": round(self.stats.samples_per_s, 1), "train_seconds": self.stats.seconds}
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, weights: str = WEIGHTS) -> None:
+        """The meta-learned weights (``torch.save`` of the state dict) and the stage-1 figures (JSON)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save(self.net.state_dict(), folder / WEIGHTS)
+        tmp = folder / f".{weights}.tmp"
+        torch.save(self.net.state_dict(), tmp)
+        tmp.replace(folder / weights)  # a reader never sees half a file
         stats = {k: getattr(self.stats, k) for k in ("steps", "samples", "seconds", "final_loss", "negatives_sampled")}
-        (folder / META).write_text(json.dumps({"model": self.name, "stats": stats}, indent=1))
+        write_bytes_atomic(json.dumps({"model": self.name, "stats": stats}, indent=1).encode(),
+                           folder / f"{weights}.json")
 
-    def load(self, folder: Path, data: LookalikeData) -> None:
+    def load(self, folder: Path, data: LookalikeData, weights: str = WEIGHTS) -> None:
         folder = Path(folder)
         self.users = UserTable(data)
         self.net = build_net(data, self.config)
-        self.net.load_state_dict(torch.load(folder / WEIGHTS, weights_only=True))
-        meta = json.loads((folder / META).read_text())
+        self.net.load_state_dict(torch.load(folder / weights, weights_only=True))
+        meta = json.loads((folder / f"{weights}.json").read_text())
         self.stats = TrainStats(**meta["stats"])
         self.adapt_seconds, self.negatives_sampled = {}, self.stats.negatives_sampled
 
@@ -107,7 +120,7 @@ class ScratchBaselineScorer(_MetaHeacBase):
         self.users = UserTable(data)
         self.net = build_net(data, cfg)  # random weights, copied fresh for each campaign
         self.stats = TrainStats()
-        self.adapt_seconds, self.negatives_sampled = {}, False
+        self.adapt_seconds, self.negatives_sampled, self.history = {}, False, {}
 
     def _adapt_epochs(self) -> int:
         return self.config.scratch_epochs

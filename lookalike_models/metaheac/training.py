@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -54,6 +54,10 @@ class MetaHeacConfig(BaseModel):
     cold_threshold: int = Field(2000, ge=0, description="Campaigns with at most this many positives are cold")
     meta_campaigns: list[str] | None = Field(None, description="Campaigns for stage 1 (None: all given)")
     score_batch: int = Field(8192, ge=1)
+    meta_weights_path: str | None = Field(None, description="Nightly reuse: stage-1 weights are loaded from "
+                                          "this file when younger than meta_max_age_hours, else re-trained "
+                                          "and written there (meta-train when due, adapt every night)")
+    meta_max_age_hours: float = Field(168.0, gt=0, description="Age at which stage 1 is due again")
     seed: int = 0
 
 
@@ -172,6 +176,7 @@ class TrainStats:
     seconds: float = 0.0
     final_loss: float = float("nan")
     negatives_sampled: bool = False
+    losses: list[float] = field(default_factory=list)
 
     @property
     def samples_per_s(self) -> float:
@@ -228,6 +233,7 @@ def meta_train(net: MetaHeacNet, users: UserTable, tasks: list[Task], cfg: MetaH
         opt.step()
         stats.steps += 1
         stats.final_loss = step_loss
+        stats.losses.append(step_loss)
     stats.seconds = time.perf_counter() - start
     stats.negatives_sampled = sampler.sampled_any
     return stats
