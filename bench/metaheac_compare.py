@@ -1,14 +1,16 @@
 """MetaHeac vs the same network trained jointly and trained from scratch, on new hot and cold campaigns.
 
-    LOOKALIKE_DATA_ROOT=../shared/data .venv/bin/python bench/metaheac_compare.py [--repeats 3] [--out bench/results/metaheac.md]
+    LOOKALIKE_DATA_ROOT=../shared/data .venv/bin/python bench/metaheac_compare.py [--repeats 3] [--few 10]
 
 Protocol (MetaHeac, KDD 2021, sec. 5): campaigns split 50/50 into meta-training campaigns and new (test)
 campaigns; stage 1 sees only the meta-training campaigns' seeds. Each new campaign holds out
 ``--holdout`` of its seeds (plus as many non-seeds: labelled non-converters where the data has them,
 otherwise sampled, flagged) and is adapted on the rest; new campaigns with at most ``--cold`` training
 seeds are "cold". Metrics: pooled AUC over all held-out users of a group, GAUC (mean per-campaign AUC),
-precision/recall of the held-out seeds in the top 5% of users. All three models get the same stage-2
-budget (``adapt_epochs``/``adapt_min_steps``); scratch starts from random weights.
+precision/recall of the held-out seeds in the top 5% of users. metaheac and joint_baseline get the same
+stage-2 budget (``adapt_epochs``/``adapt_min_steps``); scratch starts from random weights and gets more
+(``scratch_epochs``, ``scratch_lr``). "N seeds" rows score
+the same new campaigns from only N of their training seeds (the few-seed regime meta-learning is for).
 Repeated over ``--repeats`` seeds (model seed and campaign split), reported as mean (min-max).
 Machine: 2-core CPU, shared; torch uses one thread.
 """
@@ -26,7 +28,7 @@ import polars as pl
 import torch
 
 from lookalike_models.contract import read_dataset
-from lookalike_models.dataset import LookalikeData, encode
+from lookalike_models.dataset import CampaignSeeds, LookalikeData, encode
 from lookalike_models.evaluation import audience_sizes, campaign_metrics, holdout_split, safe_auc
 from lookalike_models.metaheac.training import campaign_kind
 from lookalike_models.pipeline import remove_campaign_leakage, score_campaign
@@ -48,13 +50,24 @@ def load(name: str, workdir: Path) -> LookalikeData:
     return remove_campaign_leakage(data, data.campaign_items)
 
 
-def run_once(data: LookalikeData, params: dict, holdout: float, cold: int, seed: int):
+def few_seeds(seeds: CampaignSeeds, n: int, seed: int) -> CampaignSeeds:
+    """The campaign as if it had only ``n`` seeds (and at most ``n`` labelled non-converters)."""
+    rng = np.random.default_rng([seed, zlib.crc32(seeds.campaign_id.encode())])
+    pick = np.sort(rng.choice(seeds.positives, min(n, seeds.size), replace=False))
+    neg = np.sort(rng.choice(seeds.negatives, min(n, seeds.negatives.size), replace=False))
+    return CampaignSeeds(seeds.campaign_id, pick, neg)
+
+
+def run_once(data: LookalikeData, params: dict, holdout: float, cold: int, seed: int, few: int,
+             only: tuple[str, ...] = tuple(MODELS)):
     train, heldout = holdout_split(data.campaigns, data.n_users, holdout, seed)
     names = sorted(heldout, key=lambda c: zlib.crc32(f"{seed}:{c}".encode()))
     meta_campaigns, new = names[: len(names) // 2], names[len(names) // 2:]
     size = audience_sizes(data.n_users, [0.05])
     rows, timing = [], {}
     for label, model in MODELS.items():
+        if label not in only:
+            continue
         p = {**params, "seed": seed, "meta_campaigns": meta_campaigns} if model in (
             "metaheac", "joint_baseline", "scratch_baseline") else {}
         scorer = build_scorer(model, p)
@@ -63,13 +76,15 @@ def run_once(data: LookalikeData, params: dict, holdout: float, cold: int, seed:
         fit_s = time.perf_counter() - start
         for cid in new:
             held = heldout[cid]
-            scored = score_campaign(scorer, data, train[cid], max(size.values()))
-            row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, held, size)
-            lookup = dict(zip(scored.candidates.tolist(), scored.candidate_scores.tolist()))
-            rows.append({**row, "model": label, "campaign_id": cid, "seed": seed,
-                         "kind": campaign_kind(train[cid].size, cold), "sampled": held.negatives_sampled,
-                         "pos_scores": [lookup.get(u, -np.inf) for u in held.positives.tolist()],
-                         "neg_scores": [lookup.get(u, -np.inf) for u in held.negatives.tolist()]})
+            for kind, seeds in ((campaign_kind(train[cid].size, cold), train[cid]),
+                                (f"{few} seeds", few_seeds(train[cid], few, seed))):
+                scored = score_campaign(scorer, data, seeds, max(size.values()))
+                row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, held, size)
+                lookup = dict(zip(scored.candidates.tolist(), scored.candidate_scores.tolist()))
+                rows.append({**row, "model": label, "campaign_id": cid, "seed": seed, "kind": kind,
+                             "sampled": held.negatives_sampled,
+                             "pos_scores": [lookup.get(u, -np.inf) for u in held.positives.tolist()],
+                             "neg_scores": [lookup.get(u, -np.inf) for u in held.negatives.tolist()]})
         if hasattr(scorer, "stats"):
             timing[label] = {"fit_s": fit_s, "samples_per_s": scorer.stats.samples_per_s,
                              "adapt_s": float(np.mean(list(scorer.adapt_seconds.values())))}
@@ -86,12 +101,13 @@ def summarize_groups(rows: list[dict]) -> pl.DataFrame:
     """Per (model, kind, seed): pooled AUC, GAUC, precision/recall at 5%; then mean (min-max) over seeds."""
     out = []
     frame = pl.DataFrame([{k: v for k, v in r.items() if k not in ("pos_scores", "neg_scores")} for r in rows])
-    for kind in ("cold", "hot", "all"):
+    for kind in frame["kind"].unique().to_list() + ["all"]:
         for (model, seed), group in frame.group_by("model", "seed"):
-            sel = [r for r in rows if r["model"] == model and r["seed"] == seed and kind in ("all", r["kind"])]
+            sel = [r for r in rows if r["model"] == model and r["seed"] == seed
+                   and (r["kind"] == kind or (kind == "all" and r["kind"] in ("cold", "hot")))]
             if not sel:
                 continue
-            g = group if kind == "all" else group.filter(pl.col("kind") == kind)
+            g = group.filter(pl.col("kind").is_in(["cold", "hot"]) if kind == "all" else pl.col("kind") == kind)
             pooled = safe_auc(np.concatenate([r["pos_scores"] for r in sel]),
                               np.concatenate([r["neg_scores"] for r in sel]))
             out.append({"model": model, "kind": kind, "seed": seed, "campaigns": g.height, "auc": pooled,
@@ -112,6 +128,8 @@ def main() -> None:
     ap.add_argument("--meta-steps", type=int, default=300)
     ap.add_argument("--cold", type=str, default="movielens=100,synthetic=100",
                     help="cold threshold (training seeds) per data set")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--few", type=int, default=10, help="also score each new campaign from only this many seeds")
     ap.add_argument("--set", action="append", default=[], help="MetaHeacConfig override key=value (YAML value)")
     ap.add_argument("--out", default="bench/results/metaheac.md")
     args = ap.parse_args()
@@ -120,21 +138,23 @@ def main() -> None:
     import yaml
 
     params = {"meta_steps": args.meta_steps, **{k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in args.set)}}
-    lines = [f"# MetaHeac vs joint and scratch baselines on new campaigns\n",
+    lines = ["# MetaHeac vs joint and scratch baselines on new campaigns\n",
              "```\n" + "LOOKALIKE_DATA_ROOT=../shared/data .venv/bin/python bench/metaheac_compare.py "
              f"--datasets {args.datasets} --repeats {args.repeats} --holdout {args.holdout} "
-             f"--meta-steps {args.meta_steps} --cold {args.cold}"
+             f"--meta-steps {args.meta_steps} --cold {args.cold} --few {args.few}"
              + "".join(f" --set {x}" for x in args.set) + "\n```\n",
              "Machine: 2-core CPU, shared with other jobs; torch 1 thread. Model config: defaults of "
              f"`MetaHeacConfig` (dim 16, hidden 32, 8 experts, 5 critics, batch 256, 5 tasks/step, "
-             f"inner SGD 0.05, outer Adam 1e-3, first-order) with meta_steps={args.meta_steps}; stage 2 for all "
-             "three: Adam 1e-2, max(2 epochs, 20 steps). Values: mean (min-max) over the repeats.\n"]
+             f"inner SGD 0.05, outer Adam 1e-3, first-order) with meta_steps={args.meta_steps}; stage 2 for "
+             "metaheac and joint: Adam 1e-3, max(2 epochs, 20 steps); scratch: Adam 1e-2, max(20 epochs, 20 steps). "
+             "Overrides (--set) apply to all three. Values: mean (min-max) over the repeats.\n"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets.split(","):
             data = load(name, Path(tmp))
             all_rows, timings = [], []
             for seed in range(args.repeats):
-                rows, timing = run_once(data, params, args.holdout, cold[name], seed)
+                rows, timing = run_once(data, params, args.holdout, cold[name], seed, args.few,
+                                       args.models.split(","))
                 all_rows += rows
                 timings.append(timing)
                 print(name, seed, {k: round(v["fit_s"], 1) for k, v in timing.items()}, flush=True)
@@ -156,7 +176,7 @@ def main() -> None:
             so = second_order_throughput(data, params)
             lines.append("\n| model | stage-1 seconds | stage-1 samples/s | adaptation s/campaign |")
             lines.append("|---|---|---|---|")
-            for label in ("metaheac", "joint_baseline", "scratch_baseline"):
+            for label in [m for m in ("metaheac", "joint_baseline", "scratch_baseline") if m in timings[0]]:
                 fit = np.mean([t[label]["fit_s"] for t in timings])
                 sps = np.mean([t[label]["samples_per_s"] for t in timings])
                 ad = np.mean([t[label]["adapt_s"] for t in timings])

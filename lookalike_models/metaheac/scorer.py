@@ -46,9 +46,13 @@ class _MetaHeacBase(AudienceScorer):
         self.adapt_seconds: dict[str, float] = {}
         cached = self.config.meta_weights_path and Path(self.config.meta_weights_path)
         if cached and cached.exists() and time.time() - cached.stat().st_mtime < 3600 * self.config.meta_max_age_hours:
-            self.load(cached.parent, data, cached.name)
-            self.history = {"stage1_reused": [1.0]}
-            return
+            try:
+                self.load(cached.parent, data, cached.name)
+                self.history = {"stage1_reused": [1.0]}
+                return
+            except (RuntimeError, FileNotFoundError, ValueError):
+                pass  # weights of other data or sizes: stage 1 is due now
+            self.net = build_net(data, self.config)
         tasks = usable_tasks(data, train_seeds, self.config.meta_campaigns)
         self.stats = meta_train(self.net, self.users, tasks, self.config, meta=self.meta_learning)
         self.negatives_sampled = self.stats.negatives_sampled
@@ -60,11 +64,14 @@ class _MetaHeacBase(AudienceScorer):
     def _adapt_epochs(self) -> int:
         return self.config.adapt_epochs
 
+    def _adapt_config(self) -> MetaHeacConfig:
+        return self.config
+
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         task = make_task(data, seeds)
         rng = np.random.default_rng([self.config.seed, len(seeds.campaign_id), task.positives.size])
         start = time.perf_counter()
-        adapted, sampled = adapt(self.net, self.users, task, self.config, self._adapt_epochs(), rng)
+        adapted, sampled = adapt(self.net, self.users, task, self._adapt_config(), self._adapt_epochs(), rng)
         self.adapt_seconds[seeds.campaign_id] = time.perf_counter() - start
         self.negatives_sampled = self.negatives_sampled or sampled
         return score_users(adapted, self.users, task, np.asarray(candidates, np.int64), self.config)
@@ -124,3 +131,6 @@ class ScratchBaselineScorer(_MetaHeacBase):
 
     def _adapt_epochs(self) -> int:
         return self.config.scratch_epochs
+
+    def _adapt_config(self) -> MetaHeacConfig:
+        return self.config.model_copy(update={"adapt_lr": self.config.scratch_lr})

@@ -44,11 +44,12 @@ class MetaHeacConfig(BaseModel):
     outer_lr: float = Field(1e-3, gt=0, description="Outer Adam learning rate")
     second_order: bool = Field(False, description="Differentiate through the inner step (heavy on CPU)")
     adapt_epochs: int = Field(2, ge=0, description="Stage-2 epochs on a campaign's seeds")
-    adapt_lr: float = Field(1e-2, gt=0, description="Stage-2 Adam rate (paper: 1e-3 with thousands of rows "
-                            "per campaign; small seed lists need a larger step)")
+    adapt_lr: float = Field(1e-3, gt=0, description="Stage-2 Adam rate (paper: 1e-3)")
     adapt_min_steps: int = Field(20, ge=0, description="At least this many stage-2 updates: a cold campaign's "
                                  "seeds fill one or two batches, so 2 epochs alone would barely move the weights")
     scratch_epochs: int = Field(20, ge=1, description="scratch_baseline only: epochs from random weights")
+    scratch_lr: float = Field(1e-2, gt=0, description="scratch_baseline only: Adam rate (1e-3 barely moves "
+                              "random weights in a cold campaign's few steps)")
     neg_ratio: float = Field(1.0, gt=0, description="Sampled non-seeds per positive when labels lack them")
     task_seeds: int = Field(64, ge=1, description="Seed users averaged into the task vector")
     cold_threshold: int = Field(2000, ge=0, description="Campaigns with at most this many positives are cold")
