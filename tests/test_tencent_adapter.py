@@ -59,3 +59,23 @@ def test_encoded_fields_keep_the_sample_vocabularies(tencent):
     cid = f"aid_{aid}"
     decode_ad = np.array(["<missing>", *sorted(vocab["productType"])])
     assert decode_ad[data.campaign_fields[cid][adapter.AD_FIELDS.index("productType")]] == str(rows["productType"][0])
+
+
+def test_original_pickle_reads_like_the_derived_csv(tencent):
+    adapter, source, _ = tencent
+    pytest.importorskip("pandas")
+    from_pickle = adapter.read_sample(source / "simuler-metaheac/processed_data/train_stage2.pkl").sort("row_id")
+    from_csv = adapter.read_sample(adapter.sample_file(source)).sort("row_id")
+    assert from_pickle.select(from_csv.columns).equals(from_csv)
+
+
+def test_a_pickle_naming_other_classes_is_refused(tencent, tmp_path):
+    import os
+    import pickle
+
+    adapter = tencent[0]
+    pytest.importorskip("pandas")
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(pickle.dumps(os.getcwd))
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        adapter.read_sample(bad)

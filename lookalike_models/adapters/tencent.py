@@ -39,20 +39,60 @@ DEFAULT_SAMPLE = "derived/simuler_metaheac_train_stage2.csv"
 
 
 def sample_file(source: str | Path | None = None) -> Path:
-    """The MetaHeac-format CSV to read: ``source`` itself if a file, else the default sample under it."""
+    """The MetaHeac-format file to read (``.csv`` of ``derived/`` or an original ``.pkl``): ``source`` itself
+    if a file, else the default sample under it."""
     source = Path(source) if source else shared_data_root() / "tencent-lookalike-2018"
     return source if source.is_file() else source / DEFAULT_SAMPLE
 
 
+# The only classes a MetaHeac sample pickle needs (pandas < 2 wrote it); anything else is refused.
+_PICKLE_CLASSES = {
+    ("builtins", "slice"), ("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
+    ("pandas.core.frame", "DataFrame"), ("pandas.core.indexes.base", "Index"),
+    ("pandas.core.indexes.base", "_new_Index"), ("pandas.core.indexes.numeric", "Int64Index"),
+    ("pandas.core.indexes.range", "RangeIndex"), ("pandas.core.internals.managers", "BlockManager"),
+}
+
+
+def _read_pickle(path: Path) -> pl.DataFrame:
+    """A MetaHeac pickle (pandas DataFrame) read with a whitelisting unpickler; pandas >= 2 is fine."""
+    import pickle
+
+    import pandas as pd
+
+    class SampleUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            if (module, name) not in _PICKLE_CLASSES:
+                raise pickle.UnpicklingError(f"{path}: refusing to load {module}.{name}")
+            if name == "Int64Index":  # removed in pandas 2
+                return pd.Index
+            if module == "numpy.core.multiarray":  # numpy 2 moved it
+                import numpy.core.multiarray as multiarray
+
+                return multiarray._reconstruct
+            return super().find_class(module, name)
+
+    with open(path, "rb") as f:
+        df = SampleUnpickler(f).load()
+    columns = {"row_id": np.asarray(df.index, np.int64)}
+    for col in df.columns:
+        values = df[col].to_numpy()
+        columns[col] = [np.asarray(v, np.int64).tolist() for v in values] if col in MULTI_FIELDS else values
+    return pl.DataFrame(columns)
+
+
 def read_sample(path: str | Path) -> pl.DataFrame:
-    """The MetaHeac-format rows with the multi-valued fields as int lists cut to their lengths."""
-    frame = pl.read_csv(path, schema_overrides={f: pl.String for f in MULTI_FIELDS})
+    """The MetaHeac-format rows (derived CSV or the original pickle) with the multi-valued fields as int
+    lists cut to their ``<field>_length``."""
+    path = Path(path)
+    if path.suffix == ".pkl":
+        frame = _read_pickle(path)
+    else:
+        frame = pl.read_csv(path, schema_overrides={f: pl.String for f in MULTI_FIELDS}).with_columns(
+            [pl.col(f).str.split(" ").list.eval(pl.element().cast(pl.Int64)) for f in MULTI_FIELDS])
     if "row_id" not in frame.columns:
         frame = frame.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
-    return frame.with_columns([
-        pl.col(f).str.split(" ").list.eval(pl.element().cast(pl.Int64)).list.head(pl.col(f"{f}_length")).alias(f)
-        for f in MULTI_FIELDS
-    ])
+    return frame.with_columns([pl.col(f).list.head(pl.col(f"{f}_length")).alias(f) for f in MULTI_FIELDS])
 
 
 def build(out_dir: str | Path, source_path: str | Path | None = None, seed: int = 0) -> Path:
