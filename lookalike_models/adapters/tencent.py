@@ -95,9 +95,8 @@ def read_sample(path: str | Path) -> pl.DataFrame:
     return frame.with_columns([pl.col(f).list.head(pl.col(f"{f}_length")).alias(f) for f in MULTI_FIELDS])
 
 
-def build(out_dir: str | Path, source_path: str | Path | None = None, seed: int = 0) -> Path:
-    """Write the Tencent sample at ``source_path`` (folder or CSV) as a contract folder; returns it."""
-    del seed  # deterministic: nothing is sampled here
+def build(out_dir: str | Path, source_path: str | Path | None = None) -> Path:
+    """Write the Tencent sample at ``source_path`` (folder, CSV or pickle) as a contract folder; returns it."""
     rows = read_sample(sample_file(source_path))
     rows = rows.with_columns(pl.format("aid_{}", "aid").alias("campaign_id"), pl.col("row_id").alias("user_id"))
     seeds = rows.select("campaign_id", "user_id", pl.col("label").clip(0, 1).cast(pl.Int8))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ class _MetaHeacBase(AudienceScorer):
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         task = make_task(data, seeds)
-        rng = np.random.default_rng([self.config.seed, len(seeds.campaign_id), task.positives.size])
+        rng = np.random.default_rng([self.config.seed, zlib.crc32(seeds.campaign_id.encode()), task.positives.size])
         start = time.perf_counter()
         adapted, sampled = adapt(self.net, self.users, task, self._adapt_config(), self._adapt_epochs(), rng)
         self.adapt_seconds[seeds.campaign_id] = time.perf_counter() - start
