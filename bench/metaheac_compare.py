@@ -160,7 +160,7 @@ def main() -> None:
                 print(name, seed, {k: round(v["fit_s"], 1) for k, v in timing.items()}, flush=True)
             table = summarize_groups(all_rows)
             agg = (table.group_by("model", "kind").agg(
-                pl.col("campaigns").first(),
+                pl.format("{}-{}", pl.col("campaigns").min(), pl.col("campaigns").max()).alias("campaigns"),
                 *[pl.col(m).map_batches(lambda s: pl.Series([fmt(s)]), returns_scalar=True).alias(m)
                   for m in ("auc", "gauc", "precision_at_5pct", "recall_at_5pct")])
                 .sort("kind", "model"))
@@ -168,7 +168,7 @@ def main() -> None:
             lines.append(f"## {name}: {data.n_users} users, {len(data.campaigns)} campaigns; half meta-train, "
                          f"half new; cold = at most {cold[name]} training seeds; held-out negatives "
                          f"{'sampled non-seeds' if sampled else 'labelled non-converters'}\n")
-            lines.append("| model | new campaigns | n | AUC (pooled) | GAUC | precision@5% | recall@5% |")
+            lines.append("| model | new campaigns | n per repeat | AUC (pooled) | GAUC | precision@5% | recall@5% |")
             lines.append("|---|---|---|---|---|---|---|")
             for r in agg.iter_rows(named=True):
                 lines.append(f"| {r['model']} | {r['kind']} | {r['campaigns']} | {r['auc']} | {r['gauc']} | "
