@@ -48,6 +48,10 @@ class AudienceScorer(ABC):
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         """float32 [n_candidates]: higher means more like the seeds."""
 
+    def params(self) -> dict[str, Any]:
+        """Facts of the fit a run should log beside the config (e.g. whether negatives were sampled)."""
+        return {}
+
     def user_embeddings(self) -> np.ndarray | None:
         """float32 [n_users, d] when the model embeds users (written to Parquet and tracked), else None."""
         return None

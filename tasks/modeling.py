@@ -70,6 +70,8 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str,
                 spec.model, seconds, data.n_users, data.n_users / max(seconds, 1e-9), embedded)
     history = getattr(scorer, "history", {}) or {}
     return {"model_dir": str(model_dir), "fit_seconds": seconds, "users_embedded": embedded,
+            "params": {k: v if isinstance(v, str | int | float | bool) else str(v)  # JSON-cached result
+                       for k, v in {"model": spec.model, **spec.params, **scorer.params()}.items()},
             "history": {k: [float(x) for x in v] for k, v in history.items()}}
 
 

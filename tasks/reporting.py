@@ -62,6 +62,7 @@ def log_models_to_mlflow(mlflow_run: str, experiment: str, trained: dict[str, di
     children = {}
     for model, info in trained.items():
         child = tracking.start_run(experiment, model, {"model": model}, parent_run_id=mlflow_run)
+        tracking.log_params(child, info.get("params", {}))
         for row in (r for r in report["summary"] if r["model"] == model):
             metrics = {k: v for k, v in row.items() if isinstance(v, float)}
             # MLflow metric names allow no '<' or '>': '<50' -> 'lt50', '>=200' -> 'ge200'.
