@@ -1,7 +1,7 @@
 """Look-alike on Amazon Books -> Movies where some converters never acted in Movies: recall@K with and
 without PTUPCDR bridges.
 
-    LOOKALIKE_DATA_ROOT=../shared/data python bench/ptupcdr_lookalike.py --cold-frac 0.3 --seeds 0 1 2
+    LOOKALIKE_DATA_ROOT=../shared/data python bench/ptupcdr_lookalike.py --cold-frac 0.3 --seeds 1 2 3
 
 Campaigns: 40 movies with 50-400 raters (Amazon adapter), converters = raters, the movie's own ratings removed
 (leakage). Per seed, ``--cold-frac`` of the users active in both domains lose *all* their Movies ratings: they
@@ -31,6 +31,8 @@ from lookalike_models.scorers import build_scorer
 MODELS = {
     "ptupcdr_bridge": ("ptupcdr_bridge", {"use_bridge": True}),
     "ptupcdr_no_bridge": ("ptupcdr_bridge", {"use_bridge": False}),
+    "ptupcdr_rating_bridge": ("ptupcdr_bridge", {"use_bridge": True, "objective": "rating"}),
+    "ptupcdr_rating_no_bridge": ("ptupcdr_bridge", {"use_bridge": False, "objective": "rating"}),
     "minhash": ("minhash", {}),
     "popularity": ("popularity", {}),
     "random": ("random", {}),
@@ -53,7 +55,7 @@ def cold_target_data(data, cold_frac: float, seed: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold-frac", type=float, default=0.3)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--holdout-frac", type=float, default=0.2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

@@ -75,6 +75,21 @@ class RatingMF(nn.Module):
         return self.predict_with(self.user(users), items)
 
 
+def with_negatives(positives: Ratings, item_pool: np.ndarray, n_neg: int, rng: np.random.Generator) -> Ratings:
+    """Implicit-feedback examples: every observed pair labelled 1, plus ``n_neg`` uniformly sampled items of
+    ``item_pool`` per observed pair labelled 0 (unobserved pairs; a rare sampled positive is tolerated)."""
+    neg_users = np.repeat(positives.users, n_neg)
+    negatives = Ratings(neg_users, rng.choice(item_pool, neg_users.size), np.zeros(neg_users.size, np.float32))
+    return Ratings.concat(Ratings(positives.users, positives.items, np.ones(len(positives), np.float32)), negatives)
+
+
+def example_loss(pred: torch.Tensor, target: torch.Tensor, objective: str) -> torch.Tensor:
+    """``rating``: MSE on explicit ratings; ``implicit``: logistic loss on observed (1) vs sampled (0) pairs."""
+    if objective == "rating":
+        return ((pred - target) ** 2).mean()
+    return nn.functional.binary_cross_entropy_with_logits(pred, target)
+
+
 def _batches(n: int, batch_size: int, gen: torch.Generator):
     order = torch.randperm(n, generator=gen)
     for start in range(0, n, batch_size):
@@ -88,27 +103,32 @@ def _tensors(r: Ratings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def fit_mf(ratings: Ratings, n_users: int, n_items: int, dim: int = 10, biases: bool = True, epochs: int = 60,
            lr: float = 0.01, reg: float = 0.05, batch_size: int = 1024, val_frac: float = 0.05, patience: int = 5,
-           seed: int = 0) -> RatingMF:
-    """MSE matrix factorisation; the epoch is chosen on a random ``val_frac`` of the given ratings.
+           objective: str = "rating", n_neg: int = 4, seed: int = 0) -> RatingMF:
+    """Matrix factorisation; the epoch is chosen on a random ``val_frac`` of the given ratings.
 
-    ``reg``: L2 weight on the embeddings of each batch (per rating), the usual MF regulariser.
+    ``objective``: ``rating`` (MSE on the ratings, the paper's) or ``implicit`` (logistic loss on observed
+    pairs vs ``n_neg`` sampled unobserved items of the same domain, resampled every epoch: a space of *what*
+    users engage with, which is what look-alike needs). ``reg``: L2 weight on the embeddings of each batch.
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     is_val = rng.random(len(ratings)) < val_frac
     train, val = ratings.subset(~is_val), ratings.subset(is_val)
-    model = RatingMF(n_users, n_items, dim, float(train.ratings.mean()), biases)
+    pool = np.unique(ratings.items)
+    if objective == "implicit":
+        val = with_negatives(val, pool, n_neg, rng)
+    model = RatingMF(n_users, n_items, dim, float(train.ratings.mean()) if objective == "rating" else 0.0, biases)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    u, i, r = _tensors(train)
     vu, vi, vr = _tensors(val)
     best, best_state, waited = np.inf, copy.deepcopy(model.state_dict()), 0
     for _ in range(epochs):
         model.train()
-        for b in _batches(len(train), batch_size, gen):
+        u, i, r = _tensors(train if objective == "rating" else with_negatives(train, pool, n_neg, rng))
+        for b in _batches(len(u), batch_size, gen):
             pu, qi = model.user(u[b]), model.item(i[b])
             pred = model.mean + model.item_bias(i[b]).squeeze(-1) + (pu * qi).sum(-1)
-            loss = ((pred - r[b]) ** 2).mean() + reg * ((pu**2).sum(-1) + (qi**2).sum(-1)).mean()
+            loss = example_loss(pred, r[b], objective) + reg * ((pu**2).sum(-1) + (qi**2).sum(-1)).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -116,9 +136,9 @@ def fit_mf(ratings: Ratings, n_users: int, n_items: int, dim: int = 10, biases: 
             best_state = copy.deepcopy(model.state_dict())
             continue
         with torch.no_grad():
-            val_mse = float(((model(vu, vi) - vr) ** 2).mean())
-        if val_mse < best - 1e-5:
-            best, best_state, waited = val_mse, copy.deepcopy(model.state_dict()), 0
+            val_loss = float(example_loss(model(vu, vi), vr, objective))
+        if val_loss < best - 1e-5:
+            best, best_state, waited = val_loss, copy.deepcopy(model.state_dict()), 0
         else:
             waited += 1
             if waited >= patience:
@@ -198,37 +218,42 @@ class PTUPCDR(nn.Module):
 
 def fit_ptupcdr(source_mf: RatingMF, target_mf: RatingMF, histories: np.ndarray, train: Ratings, val: Ratings,
                 epochs: int = 60, lr: float = 0.005, batch_size: int = 256, patience: int = 6,
-                meta_hidden: int = 50, reg: float = 0.0, weight_decay: float = 0.0,
-                seed: int = 0) -> tuple[PTUPCDR, list[float]]:
+                meta_hidden: int = 50, reg: float = 0.0, weight_decay: float = 0.0, objective: str = "rating",
+                n_neg: int = 4, seed: int = 0) -> tuple[PTUPCDR, list[float]]:
     """Task-oriented meta training: MSE of mean + b_i + u_tgt_hat . v_i against real target ratings.
 
     Only the encoder and meta network train; the MF tables are frozen. The epoch is chosen on ``val``
     (target ratings of held-out overlapping users, never the test users). ``reg`` penalises the bridged
     vectors like MF's L2 term, ``weight_decay`` the meta network. Returns the model and the validation MSE
-    per epoch."""
+    per epoch. With ``objective="implicit"`` the task is the target MF's: observed target pairs vs sampled
+    unobserved target items (logistic loss), and the returned curve holds that validation loss."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    pool = np.unique(np.concatenate([train.items, val.items]))
+    if objective == "implicit":
+        val = with_negatives(val, pool, n_neg, rng)
     model = PTUPCDR(source_mf.user.weight, source_mf.item.weight, meta_hidden)
     hist = torch.as_tensor(histories, dtype=torch.long)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    u, i, r = _tensors(train)
     vu, vi, vr = _tensors(val)
     best, best_state, waited, curve = np.inf, copy.deepcopy(model.state_dict()), 0, []
     for _ in range(epochs):
         model.train()
-        for b in _batches(len(train), batch_size, gen):
+        u, i, r = _tensors(train if objective == "rating" else with_negatives(train, pool, n_neg, rng))
+        for b in _batches(len(u), batch_size, gen):
             bridged = model(u[b], hist[u[b]])
             pred = target_mf.predict_with(bridged, i[b])
-            loss = ((pred - r[b]) ** 2).mean() + reg * (bridged**2).sum(-1).mean()
+            loss = example_loss(pred, r[b], objective) + reg * (bridged**2).sum(-1).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
         model.eval()
         with torch.no_grad():
-            val_mse = float(((target_mf.predict_with(model(vu, hist[vu]), vi) - vr) ** 2).mean())
-        curve.append(val_mse)
-        if val_mse < best - 1e-5:
-            best, best_state, waited = val_mse, copy.deepcopy(model.state_dict()), 0
+            val_loss = float(example_loss(target_mf.predict_with(model(vu, hist[vu]), vi), vr, objective))
+        curve.append(val_loss)
+        if val_loss < best - 1e-5:
+            best, best_state, waited = val_loss, copy.deepcopy(model.state_dict()), 0
         else:
             waited += 1
             if waited >= patience:
