@@ -294,3 +294,21 @@ def bridged_vectors(model: PTUPCDR, users: np.ndarray, histories: np.ndarray) ->
     with torch.no_grad():
         u = torch.as_tensor(users, dtype=torch.long)
         return model(u, torch.as_tensor(histories, dtype=torch.long)[u]).numpy()
+
+
+def fine_tune_vectors(target_mf: RatingMF, users: np.ndarray, init: np.ndarray, ratings: Ratings,
+                      epochs: int = 50, lr: float = 0.01, reg: float = 0.2) -> np.ndarray:
+    """Warm start: user vectors [len(users), d] fitted to the users' first target ratings, starting from
+    ``init`` (bridged vectors, or zeros for a plain target MF); item tables stay frozen. Full batch, Adam."""
+    rows = np.searchsorted(users, ratings.users)
+    vectors = nn.Parameter(torch.as_tensor(np.asarray(init), dtype=torch.float32).clone())
+    opt = torch.optim.Adam([vectors], lr=lr)
+    r_rows = torch.as_tensor(rows, dtype=torch.long)
+    items, target = torch.as_tensor(ratings.items, dtype=torch.long), torch.as_tensor(ratings.ratings)
+    for _ in range(epochs):
+        chosen = vectors[r_rows]
+        loss = ((target_mf.predict_with(chosen, items) - target) ** 2).mean() + reg * (chosen**2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return vectors.detach().numpy()

@@ -18,6 +18,7 @@ from lookalike_models.dataset import LookalikeData
 from lookalike_models.ptupcdr.model import (
     Ratings,
     bridged_vectors,
+    fine_tune_vectors,
     fit_emcdr,
     fit_mf,
     fit_ptupcdr,
@@ -134,4 +135,56 @@ def run_cold_start(domains: TwoDomains, beta: float, seed: int = 0,
     results["emcdr"]["ridge"] = best_ridge
     for name in results:
         results[name].update(n_test_users=float(split.test_users.size), n_test_ratings=float(len(test)))
+    return results
+
+
+def reveal(ratings: Ratings, n_known: int, seed: int) -> tuple[Ratings, Ratings]:
+    """Split each user's ratings into ``n_known`` random known ones and the rest (users left with no rest
+    are dropped from both)."""
+    order = np.lexsort((np.random.default_rng(seed).random(len(ratings)), ratings.users))
+    sorted_users = ratings.users[order]
+    rank = np.empty(len(ratings), np.int64)
+    rank[order] = np.arange(len(ratings)) - np.searchsorted(sorted_users, sorted_users)
+    known, rest = ratings.subset(rank < n_known), ratings.subset(rank >= n_known)
+    return known.of_users(np.unique(rest.users)), rest
+
+
+def run_warm_start(domains: TwoDomains, beta: float, n_known: int = 5, seed: int = 0,
+                   config: ColdStartConfig | None = None,
+                   epoch_grid: tuple[int, ...] = (10, 25, 50, 100, 200)) -> dict[str, dict[str, float]]:
+    """Cold test users reveal ``n_known`` target ratings each (random); MAE/RMSE on their other ratings for:
+    the bridge alone, a zero-initialised vector fitted to the known ratings (target MF's way for a new
+    user), and the bridged vector fine-tuned on them (warm start). Fine-tuning epochs are chosen per method
+    on the validation users treated the same way. Same split and models as :func:`run_cold_start`."""
+    cfg = config or ColdStartConfig()
+    split = cold_start_split(domains, beta, cfg.val_frac, seed)
+    cold = np.concatenate([split.val_users, split.test_users])
+    target_train = domains.target.subset(~np.isin(domains.target.users, cold))
+    val = domains.target.of_users(split.val_users)
+    n_u, n_i = domains.n_users, domains.n_items
+    mf = dict(dim=cfg.dim, biases=cfg.biases, epochs=cfg.mf_epochs, lr=cfg.mf_lr, reg=cfg.mf_reg, seed=seed)
+    source_mf, target_mf = fit_mf(domains.source, n_u, n_i, **mf), fit_mf(target_train, n_u, n_i, **mf)
+    histories = liked_histories(domains.source, n_u, n_i, cfg.history_len, cfg.like_threshold)
+    model, _ = fit_ptupcdr(source_mf, target_mf, histories, target_train.of_users(split.train_users), val,
+                           epochs=cfg.meta_epochs, lr=cfg.meta_lr, meta_hidden=cfg.meta_hidden, reg=cfg.meta_reg,
+                           patience=cfg.meta_patience, seed=seed)
+
+    def evaluate(ratings: Ratings, init: str, epochs: int) -> tuple[float, float, Ratings]:
+        known, rest = reveal(ratings, n_known, seed + 1)
+        users = np.unique(rest.users)
+        bridged = bridged_vectors(model, users, histories)
+        start = bridged if init == "bridge" else np.zeros_like(bridged)
+        vectors = fine_tune_vectors(target_mf, users, start, known, epochs, reg=cfg.mf_reg) if epochs else start
+        mae, rmse = mae_rmse(predict(target_mf, vectors[np.searchsorted(users, rest.users)], rest.items),
+                             rest.ratings)
+        return mae, rmse, rest
+
+    test = domains.target.of_users(split.test_users)
+    results = {}
+    for name, init, grid in (("ptupcdr_cold", "bridge", (0,)), ("target_mf_fitted", "zeros", epoch_grid),
+                             ("ptupcdr_warm_start", "bridge", epoch_grid)):
+        epochs = min(grid, key=lambda e: evaluate(val, init, e)[1])
+        mae, rmse, rest = evaluate(test, init, epochs)
+        results[name] = {"mae": mae, "rmse": rmse, "fine_tune_epochs": float(epochs),
+                         "n_users": float(np.unique(rest.users).size), "n_ratings": float(len(rest))}
     return results
