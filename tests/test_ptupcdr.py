@@ -147,6 +147,7 @@ def test_bridge_scorer_save_load_gives_the_same_scores(lookalike_planted, tmp_pa
     seeds = next(iter(data.campaigns.values()))
     candidates = scorer.candidates(data, seeds)
     assert cold[candidates].any()  # bridged cold users are candidates
+    assert np.isfinite(scorer.embed_users(np.flatnonzero(cold))).all()  # cold-start inference: every cold user
     scorer.save(tmp_path / "m")
     loaded = build_scorer("ptupcdr_bridge", {**SMALL, "meta_epochs": 3, "mf_epochs": 5})
     loaded.load(tmp_path / "m", data)

@@ -114,6 +114,11 @@ class PTUPCDRBridgeScorer(AudienceScorer):
         norms = np.linalg.norm(np.nan_to_num(vectors), axis=1, keepdims=True)
         self.unit = np.where(norms > 0, vectors / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
+    def embed_users(self, users: np.ndarray | None = None) -> np.ndarray:
+        """float32 [n, d] target-domain vectors (all users by default): target MF vectors for users with target
+        activity, bridged ones for users with source activity only (with ``use_bridge``), NaN otherwise."""
+        return self.vectors.copy() if users is None else self.vectors[users]
+
     @property
     def reachable(self) -> np.ndarray:
         """bool [n_users]: users with a target-domain vector (bridged ones included with ``use_bridge``)."""
