@@ -55,6 +55,7 @@ class PTUPCDRBridgeConfig(BaseModel):
     meta_lr: float = Field(0.001, gt=0)
     meta_reg: float | None = Field(None, ge=0, description="L2 on bridged vectors; default 0.05 / 0.01")
     meta_hidden: int = Field(50, ge=1)
+    meta_batch_size: int = Field(256, ge=1, description="Target interactions per meta step (larger = faster fit)")
     history_len: int = Field(20, ge=1, description="Liked source items the characteristic encoder attends to")
     like_threshold: float = Field(3.0, description="A source rating above this is a liked item")
     val_frac: float = Field(0.1, gt=0, lt=1, description="Overlapping users held out to choose the bridge epoch")
@@ -94,7 +95,8 @@ class PTUPCDRBridgeScorer(AudienceScorer):
         self.bridge, curve = fit_ptupcdr(
             self.source_mf, self.target_mf, self.histories, domains.target.of_users(train_users),
             domains.target.of_users(val_users), epochs=cfg.meta_epochs, lr=cfg.meta_lr, meta_hidden=cfg.meta_hidden,
-            reg=cfg.meta_reg, objective=cfg.objective, n_neg=cfg.n_neg, seed=cfg.seed)
+            reg=cfg.meta_reg, batch_size=cfg.meta_batch_size, objective=cfg.objective, n_neg=cfg.n_neg,
+            seed=cfg.seed)
         self.has_target = np.zeros(data.n_users, bool)
         self.has_target[domains.target.users] = True
         self.has_source = np.zeros(data.n_users, bool)
