@@ -1,0 +1,59 @@
+"""Amazon Books -> Movies & TV dense subset as two-domain look-alike data (Ni, Li & McAuley, EMNLP 2019).
+
+Source: ``amazon-books-movies-dense`` (explicit 1-5 star ratings, Amazon reviewer ids, ASINs read as strings:
+many have leading zeros). Books is the source domain, Movies & TV the target domain; each interaction carries
+its ``domain`` ("books" / "movies") and its star rating as ``rating`` and ``weight``.
+
+The raw files repeat some (user, item) pairs (re-reviews); the last row in file order is kept. This is the
+deduplication under which predicting the global mean gives MAE 0.830 / RMSE 1.083 on Movies.
+
+Campaigns follow the MovieLens adapter: a target-domain movie with enough raters is a campaign, its raters
+the converters, and the campaign names its movie (``campaign_features.item_id``) so the pipeline drops that
+movie's ratings before training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from lookalike_models.adapters import shared_data_root
+from lookalike_models.contract import FeatureSchema, write_dataset
+
+FILES = {"books": "Amazon-Books-Dense.inter", "movies": "Amazon-Movies-Dense.inter"}
+SOURCE_DOMAIN, TARGET_DOMAIN = "books", "movies"
+
+
+def read_ratings(source: str | Path | None = None) -> pl.DataFrame:
+    """Deduplicated ratings of both domains: user_id, item_id (str), rating (float32), domain (str)."""
+    source = Path(source) if source else shared_data_root() / "amazon-books-movies-dense"
+    parts = []
+    for domain, name in FILES.items():
+        raw = pl.read_csv(source / name, separator="\t",
+                          schema_overrides={"user_id": pl.String, "item_id": pl.String, "rating": pl.Float32})
+        parts.append(raw.unique(["user_id", "item_id"], keep="last", maintain_order=True)
+                     .with_columns(pl.lit(domain).alias("domain")))
+    books, movies = parts
+    shared = books.join(movies, on="item_id", how="semi")
+    if shared.height:  # the domains must not share item ids, or encode() would merge their items
+        raise ValueError(f"item ids shared by books and movies, e.g. {shared['item_id'][0]}")
+    return pl.concat(parts)
+
+
+def build(out_dir: str | Path, source_path: str | Path | None = None, n_campaigns: int = 40, min_raters: int = 50,
+          max_raters: int = 400, seed: int = 0) -> Path:
+    """Write the Books/Movies subset as a contract folder at ``out_dir``; returns it."""
+    ratings = read_ratings(source_path)
+    movies = ratings.filter(pl.col("domain") == TARGET_DOMAIN)
+    raters = movies.group_by("item_id").len()
+    eligible = raters.filter(pl.col("len").is_between(min_raters, max_raters)).sort("item_id")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(eligible["item_id"].to_numpy(), min(n_campaigns, eligible.height), replace=False))
+    seeds = (movies.filter(pl.col("item_id").is_in(chosen.tolist()))
+             .select(pl.format("movie_{}", "item_id").alias("campaign_id"), "user_id",
+                     pl.lit(1, pl.Int8).alias("label")))
+    interactions = ratings.select("user_id", "item_id", "rating", pl.col("rating").alias("weight"), "domain")
+    campaign_features = pl.DataFrame({"campaign_id": [f"movie_{i}" for i in chosen], "item_id": chosen.tolist()})
+    return write_dataset(out_dir, interactions, seeds, FeatureSchema(), None, campaign_features)
