@@ -61,10 +61,11 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None) -> dict:
     wall = time.perf_counter() - start
     text = "".join(lines)
     if proc.returncode != 0 and not killed:
-        raise RuntimeError(f"nightly failed:\n{text[-3000:]}")
+        errors = [line for line in lines if re.search(r"Error|Exception|Traceback|failed", line)]
+        raise RuntimeError("nightly failed:\n" + "".join(errors[:20])[:6000])
     return {"wall_s": wall, "peak_rss_gb": usage.ru_maxrss / 1e6, "killed": killed,
             "cached_tasks": len(re.findall(r"Finished in state Cached", text)),
-            "cached_names": sorted(set(re.findall(r"Task run '([a-z-]+)-[0-9a-z]+' - Finished in state Cached", text))),
+            "cached_names": sorted(set(re.findall(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state Cached", text))),
             "completed_tasks": len(re.findall(r"Finished in state Completed", text))}
 
 
@@ -99,12 +100,13 @@ def main() -> None:
             env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/ml.db",
                    "PYTHONPATH": str(ROOT)}
             first = run_nightly(config, env, args.kill_after)
-            runs = [(f"killed at {args.kill_after}" if first["killed"] else "cold", first)]
-            runs.append(("resumed" if args.kill_after else "re-run", run_nightly(config, env)))
-            for label, r in runs:
-                print(f"| {n_users:,} | {n_inter:,} | {args.campaigns} | {label} | {r['wall_s']:.0f} "
-                      f"| {r['peak_rss_gb']:.1f} "
-                      f"| {r['cached_tasks']} / {r['completed_tasks']} {', '.join(r['cached_names'])} |", flush=True)
+            show(n_users, n_inter, args.campaigns, f"killed at {args.kill_after}" if first["killed"] else "cold", first)
+            show(n_users, n_inter, args.campaigns, "resumed" if args.kill_after else "re-run", run_nightly(config, env))
+
+
+def show(n_users: int, n_inter: int, campaigns: int, label: str, r: dict) -> None:
+    print(f"| {n_users:,} | {n_inter:,} | {campaigns} | {label} | {r['wall_s']:.0f} | {r['peak_rss_gb']:.1f} "
+          f"| {r['cached_tasks']} / {r['completed_tasks']} {', '.join(r['cached_names'])} |", flush=True)
 
 
 if __name__ == "__main__":
