@@ -50,6 +50,8 @@ class EncoderConfig(BaseModel):
     batch_users: int = Field(512, ge=8)
     max_epochs: int = Field(15, ge=1)
     patience: int = Field(2, ge=1, description="Epochs without transfer-task improvement before stopping")
+    users_per_epoch: int | None = Field(None, ge=1, description="Random active users trained per epoch (None: all); "
+                                        "bounds an epoch's cost at millions of users, every user is still embedded")
     proxy_items: int = Field(24, ge=2, description="Items withheld for the transfer task")
     proxy_min_users: int = Field(20, ge=4, description="Fewest engagers for a proxy item")
     transfer_audience: float = Field(0.05, gt=0, lt=1, description="Audience share for the transfer recall")
@@ -241,7 +243,7 @@ def train_encoder(data: LookalikeData, cfg: EncoderConfig | None = None) -> Fitt
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         start = time.perf_counter()
-        order = active[torch.as_tensor(rng.permutation(active.numel()))]
+        order = active[torch.as_tensor(rng.permutation(active.numel()))][:cfg.users_per_epoch]
         total, batches = 0.0, 0
         for lo in range(0, order.numel(), cfg.batch_users):
             users = order[lo:lo + cfg.batch_users]
