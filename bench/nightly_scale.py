@@ -65,7 +65,8 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None) -> dict:
         raise RuntimeError("nightly failed:\n" + "".join(errors[:20])[:6000])
     return {"wall_s": wall, "peak_rss_gb": usage.ru_maxrss / 1e6, "killed": killed,
             "cached_tasks": len(re.findall(r"Finished in state Cached", text)),
-            "cached_names": sorted(set(re.findall(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state Cached", text))),
+            "cached_names": sorted(set(re.findall(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state Cached",
+                                                  text))),
             "completed_tasks": len(re.findall(r"Finished in state Completed", text))}
 
 
