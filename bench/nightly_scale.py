@@ -1,14 +1,15 @@
 """Whole nightly refresh at scale: wall time and peak memory per population size, and a killed run resumed.
 
     python bench/nightly_scale.py --users 100000 300000 1000000 --campaigns 100 --models minhash
-    python bench/nightly_scale.py --users 300000 --kill-after evaluate-model --models minhash
+    python bench/nightly_scale.py --users 300000 --kill-after train_model --models minhash
+    python bench/nightly_scale.py --users 1000000 --set execution.backend=dask --set execution.n_workers=2
     python bench/nightly_scale.py --users 1000000 --models pinterest_ensemble \
         --params '{"pinterest_ensemble": {"encoder": {"max_epochs": 3}}}'
 
 Each size gets a synthetic contract folder (generated first, not timed: a nightly job reads its input,
 it does not make it), then ``lookalike nightly`` runs on it in a fresh process with a fresh work folder,
 as cron would start it. Peak memory is the child's max RSS. ``--kill-after TASK`` SIGKILLs the run as
-soon as TASK first starts (the machine dies mid-run), then starts it again and counts the tasks that
+soon as TASK has completed (the machine dies mid-run), then starts it again and counts the tasks that
 came back from the cache.
 """
 
@@ -44,15 +45,17 @@ def write_config(folder: Path, data_dir: Path, models: list[str], out: Path, par
     return path
 
 
-def run_nightly(config: Path, env: dict, kill_after: str | None = None) -> dict:
+def run_nightly(config: Path, env: dict, kill_after: str | None = None, overrides: tuple[str, ...] = ()) -> dict:
     """One ``lookalike nightly`` process; returns wall seconds, peak RSS and how many tasks were cached."""
     start = time.perf_counter()
-    proc = subprocess.Popen([*LOOKALIKE, "nightly", "--config", str(config)], cwd=ROOT, env=env,
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    proc = subprocess.Popen([*LOOKALIKE, "nightly", "--config", str(config), *sets], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines, killed = [], False
     for line in proc.stdout:
         lines.append(line)
-        if kill_after and re.search(rf"Created task run '{re.escape(kill_after)}", line):
+        done = rf"Task run '{re.escape(kill_after or '')}-[0-9a-z]+' - Finished in state Completed"
+        if kill_after and re.search(done, line):
             os.killpg(proc.pid, signal.SIGKILL)
             killed = True
             break
@@ -79,7 +82,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["minhash"])
     parser.add_argument("--params", default="{}", help='JSON of model -> params, e.g. '
                         '\'{"pinterest_ensemble": {"encoder": {"max_epochs": 3}}}\'')
-    parser.add_argument("--kill-after", help="task name whose start kills the first run (then it is resumed)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="nightly config override, e.g. execution.backend=dask")
+    parser.add_argument("--kill-after", help="task (function name, e.g. train_model) whose completion kills "
+                        "the first run; then it is resumed")
     args = parser.parse_args()
 
     from lookalike_models.synthetic import SyntheticConfig, write_synthetic
@@ -100,9 +106,10 @@ def main() -> None:
             config = write_config(tmp, data_dir, args.models, tmp / "runs", json.loads(args.params))
             env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/ml.db",
                    "PYTHONPATH": str(ROOT)}
-            first = run_nightly(config, env, args.kill_after)
+            first = run_nightly(config, env, args.kill_after, tuple(args.set))
             show(n_users, n_inter, args.campaigns, f"killed at {args.kill_after}" if first["killed"] else "cold", first)
-            show(n_users, n_inter, args.campaigns, "resumed" if args.kill_after else "re-run", run_nightly(config, env))
+            show(n_users, n_inter, args.campaigns, "resumed" if args.kill_after else "re-run",
+                 run_nightly(config, env, overrides=tuple(args.set)))
 
 
 def show(n_users: int, n_inter: int, campaigns: int, label: str, r: dict) -> None:
