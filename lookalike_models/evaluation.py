@@ -24,7 +24,7 @@ class HeldOut:
     negatives_sampled: bool  # True when the data had no labelled non-converters to hold out
 
 
-def _rng(seed: int, campaign_id: str) -> np.random.Generator:
+def campaign_rng(seed: int, campaign_id: str) -> np.random.Generator:
     # Per-campaign stream: adding a campaign does not change any other campaign's split.
     return np.random.default_rng([seed, zlib.crc32(campaign_id.encode())])
 
@@ -40,7 +40,7 @@ def holdout_split(
     """
     train, heldout = {}, {}
     for cid, seeds in campaigns.items():
-        rng = _rng(seed, cid)
+        rng = campaign_rng(seed, cid)
         pos = rng.permutation(seeds.positives)
         n_hold = max(1, int(round(holdout_frac * pos.size)))
         if pos.size - n_hold < min_train_seeds:

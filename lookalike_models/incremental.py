@@ -126,3 +126,24 @@ def refresh_campaign(scorer: AudienceScorer, data: LookalikeData, seeds: Campaig
     scores = np.asarray(scorer.score(data, seeds, candidates), np.float32)
     top, top_scores = top_k(candidates, scores, depth, exclude)
     return top, top_scores, key, False
+
+
+def changed_since(data: LookalikeData, previous_stage: Path | None) -> np.ndarray:
+    """bool [n_users]: activity differs from the previous run's staging (everyone, without one)."""
+    state = load_user_state(previous_stage) if previous_stage else None
+    if state is None:
+        return np.ones(data.n_users, bool)
+    _, unchanged = match_previous(data, state)
+    return ~unchanged
+
+
+def load_previous_top(previous: dict | None, campaign_id: str, size: int) -> PreviousTop | None:
+    """Yesterday's deep top list of a campaign from the previous run's staging record
+    (``{"stage": folder, "size": int, "keys": {campaign_id: key}}``), if it can serve today's size."""
+    if not previous or campaign_id not in previous["keys"] or previous["size"] != size:
+        return None
+    path = Path(previous["stage"]) / "tops" / f"{campaign_id}.parquet"
+    if not path.exists():
+        return None
+    top = pl.read_parquet(path)
+    return PreviousTop(top["user_id"], top["score"].to_numpy(), size, previous["keys"][campaign_id])

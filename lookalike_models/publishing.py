@@ -24,6 +24,13 @@ def audience_frame(data: LookalikeData, users: np.ndarray, scores: np.ndarray, s
     })
 
 
+def write_embeddings(data: LookalikeData, embeddings: np.ndarray, path: str | Path) -> Path:
+    """User embeddings as Parquet: user_id, user_idx, embedding (list[float32])."""
+    frame = pl.DataFrame({"user_id": data.user_ids, "user_idx": np.arange(data.n_users),
+                          "embedding": pl.Series(embeddings.astype(np.float32)).cast(pl.List(pl.Float32))})
+    return write_parquet_atomic(frame, path)
+
+
 def audience_path(root: str | Path, run_id: str, campaign_id: str) -> Path:
     """``<root>/run_id=<run>/campaign_id=<cid>/audience.parquet``; ids are checked, so no '../' escapes."""
     check_campaign_id(run_id, "run_id")

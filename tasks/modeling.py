@@ -13,17 +13,10 @@ from prefect.logging import get_run_logger
 
 from lookalike_models.config import ModelSpec, PublishConfig
 from lookalike_models.evaluation import audience_sizes, campaign_metrics, load_split, seed_bucket
-from lookalike_models.incremental import (
-    USER_STATE,
-    PreviousTop,
-    load_user_state,
-    match_previous,
-    refresh_campaign,
-    user_state,
-)
+from lookalike_models.incremental import USER_STATE, changed_since, load_previous_top, refresh_campaign, user_state
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import score_campaign
-from lookalike_models.publishing import audience_frame
+from lookalike_models.publishing import audience_frame, write_embeddings
 from lookalike_models.reach import load_exclusions
 from lookalike_models.scorers import AudienceScorer, build_scorer
 from tasks import tracking
@@ -81,9 +74,7 @@ def export_user_encoder(scorer: AudienceScorer, data, model_dir: Path) -> None:
     embeddings = scorer.user_embeddings()
     if embeddings is None:
         return
-    frame = pl.DataFrame({"user_id": data.user_ids,
-                          "embedding": pl.Series(embeddings.astype(np.float32)).cast(pl.List(pl.Float32))})
-    write_parquet_atomic(frame, model_dir / "embeddings.parquet")
+    write_embeddings(data, embeddings, model_dir / "embeddings.parquet")
     serving = scorer.serving_module(data)
     if serving is not None:
         tracking.save_torch_model(*serving, model_dir / "user_encoder")
@@ -149,13 +140,13 @@ def stage_audiences(spec: ModelSpec, data_dir: str, split_path: str, trained: di
     stage = Path(data_dir).parent / "staged" / f"{spec.name}-{stable_hash(spec, split_path, trained, publish)}"
     usable = previous if publish.incremental and previous and previous.get("model") == spec.model_dump_json() \
         else None
-    changed = changed_since(data, usable)
+    changed = changed_since(data, Path(usable["stage"]) if usable else None)
     tops, staged, reused = {}, {}, []
 
     def stage_one(cid: str) -> None:
         excluded = np.concatenate([everywhere, by_campaign.get(cid, everywhere[:0])])
         users, scores, key, was_reused = refresh_campaign(scorer, data, data.campaigns[cid], size, depth, excluded,
-                                                          changed, previous_top(usable, cid, size))
+                                                          changed, load_previous_top(usable, cid, size))
         write_parquet_atomic(audience_frame(data, users, scores, spec.name), stage / "tops" / f"{cid}.parquet")
         tops[cid] = key
         staged[cid] = str(write_parquet_atomic(audience_frame(data, users[:size], scores[:size], spec.name),
@@ -171,23 +162,6 @@ def stage_audiences(spec: ModelSpec, data_dir: str, split_path: str, trained: di
     state = {"model": spec.model_dump_json(), "stage": str(stage), "size": size, "keys": tops}
     return {"model": spec.name, "staged": staged, "failed": failed, "refresh_state": state,
             "incremental_campaigns": reused}
-
-
-def changed_since(data, previous: dict | None) -> np.ndarray:
-    """bool [n_users]: activity differs from the previous run's (everyone, without a previous run)."""
-    state = load_user_state(Path(previous["stage"])) if previous else None
-    if state is None:
-        return np.ones(data.n_users, bool)
-    _, unchanged = match_previous(data, state)
-    return ~unchanged
-
-
-def previous_top(previous: dict | None, campaign_id: str, size: int) -> PreviousTop | None:
-    path = Path(previous["stage"]) / "tops" / f"{campaign_id}.parquet" if previous else None
-    if path is None or campaign_id not in previous["keys"] or not path.exists() or previous["size"] != size:
-        return None
-    top = pl.read_parquet(path)
-    return PreviousTop(top["user_id"], top["score"].to_numpy(), size, previous["keys"][campaign_id])
 
 
 @task

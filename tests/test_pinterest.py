@@ -161,7 +161,7 @@ def test_save_then_load_scores_the_same(name, synthetic_data, tmp_path):
 
 
 def test_embeddings_parquet_has_one_row_per_user(synthetic_data, tmp_path):
-    from lookalike_models.pinterest.scorers import write_embeddings
+    from lookalike_models.publishing import write_embeddings
 
     emb = np.random.default_rng(0).standard_normal((synthetic_data.n_users, 8)).astype(np.float32)
     frame = pl.read_parquet(write_embeddings(synthetic_data, emb, tmp_path / "embeddings.parquet"))

@@ -3,7 +3,8 @@ scoring, affinity MLP, per-campaign classifier and their ensemble."""
 
 from lookalike_models.pinterest.encoder import EncoderConfig, StarSpaceUserEncoder, train_encoder, transfer_error
 from lookalike_models.pinterest.lsh import HyperplaneLSH, RegionTable
-from lookalike_models.pinterest.scorers import embed_users, shared_encoder, write_embeddings
+from lookalike_models.pinterest.scorers import embed_users, shared_encoder
+from lookalike_models.publishing import write_embeddings
 
 __all__ = ["EncoderConfig", "HyperplaneLSH", "RegionTable", "StarSpaceUserEncoder", "embed_users", "shared_encoder",
            "train_encoder", "transfer_error", "write_embeddings"]

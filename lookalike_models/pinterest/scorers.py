@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import weakref
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.io import write_parquet_atomic
+from lookalike_models.evaluation import campaign_rng
 from lookalike_models.pinterest.encoder import (
     EncoderConfig,
     FittedEncoder,
@@ -77,19 +76,6 @@ def encoder_curves(fitted: FittedEncoder | None) -> dict[str, list[float]]:
 def embed_users(data: LookalikeData, cfg: EncoderConfig | None = None) -> np.ndarray:
     """float32 [n_users, d]: every user's unit-norm StarSpace embedding (trained on organic data)."""
     return shared_encoder(data, cfg or EncoderConfig()).embeddings
-
-
-def write_embeddings(data: LookalikeData, embeddings: np.ndarray, path: str | Path) -> Path:
-    """Parquet with columns user_id, user_idx, embedding (list[float32])."""
-    import polars as pl
-
-    frame = pl.DataFrame({"user_id": data.user_ids, "user_idx": np.arange(data.n_users),
-                          "embedding": pl.Series(embeddings.astype(np.float32)).cast(pl.List(pl.Float32))})
-    return write_parquet_atomic(frame, path)
-
-
-def _rng(seed: int, campaign_id: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(campaign_id.encode())])
 
 
 def _unit_centroid(embeddings: np.ndarray, users: np.ndarray) -> np.ndarray:
@@ -278,7 +264,7 @@ class AffinityMLPScorer(EmbeddingScorer):
         for cid, seeds in train_seeds.items():
             if seeds.size < 4:
                 continue
-            rng = _rng(cfg.seed, cid)
+            rng = campaign_rng(cfg.seed, cid)
             for _ in range(cfg.splits_per_campaign):
                 perm = rng.permutation(seeds.positives)
                 n_ctx = int(np.clip(round(cfg.context_share * perm.size), 2, perm.size - 1))
@@ -377,7 +363,7 @@ class PinterestClassifierScorer(EmbeddingScorer):
         return sp.hstack(blocks, format="csr", dtype=np.float32)
 
     def campaign_model(self, data: LookalikeData, seeds: CampaignSeeds) -> LogisticRegression:
-        rng = _rng(self.config.seed, seeds.campaign_id)
+        rng = campaign_rng(self.config.seed, seeds.campaign_id)
         pool = np.setdiff1d(np.arange(data.n_users), seeds.positives)
         negatives = rng.choice(pool, min(seeds.size, pool.size), replace=False)
         x = self.features[np.concatenate([seeds.positives, negatives])]

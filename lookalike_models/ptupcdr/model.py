@@ -48,6 +48,22 @@ class Ratings:
         return int(self.users.size)
 
 
+class EarlyStopping:
+    """Keeps the weights of the epoch with the lowest validation loss; ``stop`` says when ``patience``
+    epochs in a row brought no improvement (model selection on validation users only)."""
+
+    def __init__(self, model: torch.nn.Module, patience: int):
+        self.best, self.waited, self.patience = np.inf, 0, patience
+        self.state = copy.deepcopy(model.state_dict())
+
+    def stop(self, model: torch.nn.Module, val_loss: float) -> bool:
+        if val_loss < self.best - 1e-5:
+            self.best, self.state, self.waited = val_loss, copy.deepcopy(model.state_dict()), 0
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+
 def mae_rmse(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     err = np.asarray(pred, np.float64) - np.asarray(truth, np.float64)
     return float(np.abs(err).mean()), float(np.sqrt((err**2).mean()))
@@ -121,7 +137,7 @@ def fit_mf(ratings: Ratings, n_users: int, n_items: int, dim: int = 10, biases: 
     model = RatingMF(n_users, n_items, dim, float(train.ratings.mean()) if objective == "rating" else 0.0, biases)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     vu, vi, vr = _tensors(val)
-    best, best_state, waited = np.inf, copy.deepcopy(model.state_dict()), 0
+    stopper = EarlyStopping(model, patience)
     for _ in range(epochs):
         model.train()
         u, i, r = _tensors(train if objective == "rating" else with_negatives(train, pool, n_neg, rng))
@@ -133,17 +149,13 @@ def fit_mf(ratings: Ratings, n_users: int, n_items: int, dim: int = 10, biases: 
             loss.backward()
             opt.step()
         if len(val) == 0:
-            best_state = copy.deepcopy(model.state_dict())
+            stopper.state = copy.deepcopy(model.state_dict())
             continue
         with torch.no_grad():
             val_loss = float(example_loss(model(vu, vi), vr, objective))
-        if val_loss < best - 1e-5:
-            best, best_state, waited = val_loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            waited += 1
-            if waited >= patience:
-                break
-    model.load_state_dict(best_state)
+        if stopper.stop(model, val_loss):
+            break
+    model.load_state_dict(stopper.state)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -237,7 +249,7 @@ def fit_ptupcdr(source_mf: RatingMF, target_mf: RatingMF, histories: np.ndarray,
     hist = torch.as_tensor(histories, dtype=torch.long)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     vu, vi, vr = _tensors(val)
-    best, best_state, waited, curve = np.inf, copy.deepcopy(model.state_dict()), 0, []
+    stopper, curve = EarlyStopping(model, patience), []
     for _ in range(epochs):
         model.train()
         u, i, r = _tensors(train if objective == "rating" else with_negatives(train, pool, n_neg, rng))
@@ -252,13 +264,9 @@ def fit_ptupcdr(source_mf: RatingMF, target_mf: RatingMF, histories: np.ndarray,
         with torch.no_grad():
             val_loss = float(example_loss(target_mf.predict_with(model(vu, hist[vu]), vi), vr, objective))
         curve.append(val_loss)
-        if val_loss < best - 1e-5:
-            best, best_state, waited = val_loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            waited += 1
-            if waited >= patience:
-                break
-    model.load_state_dict(best_state)
+        if stopper.stop(model, val_loss):
+            break
+    model.load_state_dict(stopper.state)
     model.eval()
     return model, curve
 
