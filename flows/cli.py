@@ -193,17 +193,18 @@ def expand_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
+class DropUserErrorTracebacks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and is_user_error(record.exc_info[1]):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def quiet_user_error_tracebacks() -> None:
     """Prefect logs each failed task and flow with its traceback (2-4 of them per error). For a user
     mistake the one-line message is the whole story: drop the traceback from the console (the Prefect UI
     and API logs keep it); ``--debug`` keeps everything."""
     from prefect.logging.handlers import PrefectConsoleHandler
-
-    class DropUserErrorTracebacks(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            if record.exc_info and record.exc_info[1] is not None and is_user_error(record.exc_info[1]):
-                record.exc_info, record.exc_text = None, None
-            return True
 
     for handler in logging.getLogger().handlers:
         if isinstance(handler, PrefectConsoleHandler) and not any(

@@ -68,15 +68,18 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str,
         logger.info("%s keeps its fitted state in memory only", spec.name)
     export_user_encoder(scorer, data, model_dir)
     _FITTED[str(model_dir)] = scorer
-    # A rate over an instant step (1805706148 users/s) is noise: only report it over a measurable time.
-    rate = f" ({data.n_users / seconds:.0f} users/s)" if seconds >= 1.0 else ""
     logger.info("trained %s (%s) in %.1fs on %d users%s, %d users (re-)embedded", spec.name, spec.model, seconds,
-                data.n_users, rate, embedded)
+                data.n_users, rate_note(data.n_users, seconds, "users"), embedded)
     history = getattr(scorer, "history", {}) or {}
     return {"model_dir": str(model_dir), "fit_seconds": seconds, "users_embedded": embedded,
             "params": {k: v if isinstance(v, str | int | float | bool) else str(v)  # JSON-cached result
                        for k, v in {"model": spec.model, **spec.params, **scorer.params()}.items()},
             "history": {k: [float(x) for x in v] for k, v in history.items()}}
+
+
+def rate_note(count: int, seconds: float, unit: str) -> str:
+    """' (N units/s)' over a measurable time; nothing for an instant step, where a rate is noise."""
+    return f" ({count / seconds:.0f} {unit}/s)" if seconds >= 1.0 else ""
 
 
 def export_user_encoder(scorer: AudienceScorer, data, model_dir: Path) -> None:
@@ -105,8 +108,8 @@ def for_each_campaign(campaign_ids: list[str], label: str, work) -> dict[str, st
             logger.error("%s: campaign %s failed: %s", label, cid, failed[cid])
         update_progress_artifact(progress, 100.0 * done / len(campaign_ids))
         if done % 10 == 0 or done == len(campaign_ids):
-            rate = done / (time.perf_counter() - start)
-            logger.info("%s: %d/%d campaigns (%.1f campaigns/s)", label, done, len(campaign_ids), rate)
+            logger.info("%s: %d/%d campaigns%s", label, done, len(campaign_ids),
+                        rate_note(done, time.perf_counter() - start, "campaigns"))
     return failed
 
 
