@@ -186,7 +186,7 @@ def test_deployments_never_collide_and_need_no_unset_variables():
 
 def small_run_overrides(tmp_path) -> list[str]:
     return ["--set", "data.synthetic.n_users=1200", "--set", "data.synthetic.n_items=300",
-            "--set", "data.synthetic.n_campaigns=3", "--set", "data.synthetic.max_seeds=120",
+            "--set", "data.synthetic.n_campaigns=5", "--set", "data.synthetic.max_seeds=120",
             "--set", f"output_root={tmp_path / 'out'}"]
 
 
