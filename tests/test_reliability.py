@@ -330,3 +330,60 @@ def test_no_throughput_for_instant_steps():
 
     assert rate_note(20_000, 0.00001, "users") == ""
     assert rate_note(20_000, 4.0, "users") == " (5000 users/s)"
+
+
+# ---- end to end through the CLI (Prefect test server): the nights of the issue ----
+
+@pytest.fixture(scope="module")
+def prefect_and_mlflow(tmp_path_factory):
+    from prefect.testing.utilities import prefect_test_harness
+
+    root = tmp_path_factory.mktemp("tracking")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    with prefect_test_harness(server_startup_timeout=120):
+        yield root
+    patch.undo()
+
+
+def cli_night(folder: Path, out: Path) -> int:
+    from flows import cli
+
+    return cli.main(["nightly", "--set", "data.kind=folder", "--set", f"data.path={folder}",
+                     "--set", f"output_root={out}", "--set", "models=[{name: minhash, model: minhash}]",
+                     "--set", "selection.not_eligible=[]", "--set", f"selection.registered_model=reg-{out.name}",
+                     "--set", "experiment=reliability"])
+
+
+@pytest.mark.slow
+def test_a_night_with_skipped_campaigns_is_partial_every_time(prefect_and_mlflow, dataset, synthetic_data, tmp_path,
+                                                              capsys):
+    from mlflow.tracking import MlflowClient
+
+    everyone = synthetic_data.user_ids
+    with_seeds(dataset, pl.DataFrame({"campaign_id": ["ghost", *["everyone"] * len(everyone)],
+                                      "user_id": [-1, *everyone], "label": [1] * (len(everyone) + 1)}))
+    for _ in range(2):  # the second night is served from the cache and must report the same
+        assert cli_night(dataset, tmp_path / "out") == 3
+        out = capsys.readouterr().out
+        assert "skipped campaigns (invalid input): 2" in out and "- skipped `everyone`:" in out
+    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("reliability").experiment_id],
+                                      "tags.`lookalike.status` = 'partial'")
+    assert [r.data.metrics["campaigns_skipped"] for r in runs] == [2, 2]
+    published = (tmp_path / "out" / "audiences").glob("run_id=*/campaign_id=*")
+    assert {p.name.split("=")[1] for p in published} == set(synthetic_data.campaigns)
+
+
+@pytest.mark.slow
+def test_ids_that_change_type_between_nights_do_not_wedge_the_pipeline(prefect_and_mlflow, dataset, tmp_path):
+    from lookalike_models.publishing import read_latest
+
+    strings = Path(shutil.copytree(dataset, tmp_path / "strings"))
+    for name in ("interactions.parquet", "seeds.parquet", "user_features.parquet"):
+        frame = pl.read_parquet(strings / name)
+        frame.with_columns(pl.col("user_id").cast(pl.String)).write_parquet(strings / name)
+    out = tmp_path / "out"
+    assert cli_night(strings, out) == 0
+    first = read_latest(out / "audiences")
+    assert cli_night(dataset, out) == 0  # was: polars join of i64 vs str, every night after
+    assert read_latest(out / "audiences") != first
