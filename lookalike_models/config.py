@@ -197,6 +197,10 @@ def with_file_defaults(config: BaseModel, default: str = "nightly.yaml") -> Base
     merged = _deep_merge(load_config(None, type(config), default).model_dump(), given)
     if isinstance(config, ExpandConfig) and given.get("seed_user_ids") and "campaign_id" not in given:
         merged["campaign_id"] = None  # an inline seed list asks for no campaign of the data
+    if isinstance(config, NightlyConfig) and "reference" not in given.get("evaluation", {}):
+        names = {m["name"] for m in merged["models"]}
+        if merged["evaluation"].get("reference") not in names:  # the file's reference is not among these models
+            merged["evaluation"]["reference"] = None
     return type(config).model_validate(merged)
 
 

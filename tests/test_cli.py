@@ -221,6 +221,7 @@ def test_readme_commands_run_on_small_data(argv, prefect_and_mlflow, tmp_path, c
     extra = small_run_overrides(tmp_path)
     if argv[0] == "nightly":
         extra += ["--set", "models=[{name: minhash, model: minhash}, {name: popularity, model: popularity}]",
+                  "--set", "evaluation.reference=popularity", "--set", "evaluation.split_seeds=[0]",
                   "--set", f"selection.registered_model=reg-{tmp_path.name}", "--set", "execution.n_workers=2",
                   "--set", "execution.shards=2"]
     code, out, err = run_cli([*argv, *extra], capsys)

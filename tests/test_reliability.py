@@ -305,6 +305,10 @@ def test_partial_deployment_parameters_take_the_rest_from_the_yaml_defaults():
     assert config.models == load_config().models and config.data == load_config().data
     assert config.publish.audience_fraction == 0.02
     assert with_file_defaults(load_config()) == load_config()
+    # The file's reference model is dropped, not forced on a caller whose models do not include it.
+    minhash = {"config": {"models": [{"name": "minhash", "model": "minhash"}]}}
+    only_minhash = nightly_refresh.validate_parameters(minhash)
+    assert with_file_defaults(only_minhash["config"]).evaluation.reference is None
 
     inline = expand_audience.validate_parameters({"config": {"seed_user_ids": ["1000004"], "name": "vip"}})
     expand = with_file_defaults(inline["config"], "expand.yaml")
@@ -352,6 +356,7 @@ def cli_night(folder: Path, out: Path) -> int:
     return cli.main(["nightly", "--set", "data.kind=folder", "--set", f"data.path={folder}",
                      "--set", f"output_root={out}", "--set", "models=[{name: minhash, model: minhash}]",
                      "--set", "selection.not_eligible=[]", "--set", f"selection.registered_model=reg-{out.name}",
+                     "--set", "evaluation.reference=null", "--set", "evaluation.split_seeds=[0]",
                      "--set", "experiment=reliability"])
 
 
