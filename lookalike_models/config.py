@@ -187,3 +187,26 @@ def apply_overrides(config: BaseModel, overrides: list[str]) -> BaseModel:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(raw)
     return type(config).model_validate(doc)
+
+
+def with_file_defaults(config: BaseModel, default: str = "nightly.yaml") -> BaseModel:
+    """Fill what the caller left unset from ``conf/<default>``: a deployment run given only
+    ``{"publish": {...}}`` gets the YAML file's models and data, not the classes' fallbacks, so the YAML file
+    is the one source of defaults however a run starts. Set fields win; lists are replaced whole."""
+    given = config.model_dump(exclude_unset=True)
+    merged = _deep_merge(load_config(None, type(config), default).model_dump(), given)
+    if isinstance(config, ExpandConfig) and given.get("seed_user_ids") and "campaign_id" not in given:
+        merged["campaign_id"] = None  # an inline seed list asks for no campaign of the data
+    if isinstance(config, NightlyConfig) and "reference" not in given.get("evaluation", {}):
+        names = {m["name"] for m in merged["models"]}
+        if merged["evaluation"].get("reference") not in names:  # the file's reference is not among these models
+            merged["evaluation"]["reference"] = None
+    return type(config).model_validate(merged)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out

@@ -45,6 +45,8 @@ def score_shard(spec: ModelSpec, data_dir: str, split_path: str, model_dir: str,
 @task
 def merge_and_stage(spec: ModelSpec, data_dir: str, campaign_id: str, parts: list, size: int, stage: str) -> str:
     users, scores = merge_shards(parts, size)
+    if users.size == 0:  # as in stage_audiences: an empty audience fails its campaign, it is not published
+        raise ValueError("nothing left to rank: every candidate is a seed, a known non-converter or excluded")
     frame = audience_frame(load_data(data_dir), users, scores, spec.name)
     return str(write_parquet_atomic(frame, Path(stage) / f"{campaign_id}.parquet"))
 

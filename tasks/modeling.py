@@ -65,7 +65,16 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str,
     if previous_model_dir and Path(previous_model_dir).resolve() == model_dir.resolve():
         previous_model_dir = None  # same data as last run: nothing to reuse that a full fit would not give
     start = time.perf_counter()
-    embedded = scorer.refit(data, train, Path(previous_model_dir) if previous_model_dir else None)
+    try:
+        embedded = scorer.refit(data, train, Path(previous_model_dir) if previous_model_dir else None)
+    except Exception as exc:
+        if not previous_model_dir:
+            raise
+        # Yesterday's state must never wedge tonight: a full fit gives the same model, only slower.
+        logger.warning("%s: previous model %s unusable (%s: %s); full fit", spec.name, previous_model_dir,
+                       type(exc).__name__, exc)
+        scorer = build_scorer(spec.model, spec.params)
+        embedded = scorer.refit(data, train, None)
     seconds = time.perf_counter() - start
     try:
         scorer.save(model_dir)
@@ -73,13 +82,18 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str,
         logger.info("%s keeps its fitted state in memory only", spec.name)
     export_user_encoder(scorer, data, model_dir)
     remember_fitted(str(model_dir), scorer)
-    logger.info("trained %s (%s) in %.1fs on %d users (%.0f users/s), %d users (re-)embedded", spec.name,
-                spec.model, seconds, data.n_users, data.n_users / max(seconds, 1e-9), embedded)
+    logger.info("trained %s (%s) in %.1fs on %d users%s, %d users (re-)embedded", spec.name, spec.model, seconds,
+                data.n_users, rate_note(data.n_users, seconds, "users"), embedded)
     history = getattr(scorer, "history", {}) or {}
     return {"model_dir": str(model_dir), "fit_seconds": seconds, "users_embedded": embedded,
             "params": {k: v if isinstance(v, str | int | float | bool) else str(v)  # JSON-cached result
                        for k, v in {"model": spec.model, **spec.params, **scorer.params()}.items()},
             "history": {k: [float(x) for x in v] for k, v in history.items()}}
+
+
+def rate_note(count: int, seconds: float, unit: str) -> str:
+    """' (N units/s)' over a measurable time; nothing for an instant step, where a rate is noise."""
+    return f" ({count / seconds:.0f} {unit}/s)" if seconds >= 1.0 else ""
 
 
 def export_user_encoder(scorer: AudienceScorer, data, model_dir: Path) -> None:
@@ -108,8 +122,8 @@ def for_each_campaign(campaign_ids: list[str], label: str, work) -> dict[str, st
             logger.error("%s: campaign %s failed: %s", label, cid, failed[cid])
         update_progress_artifact(progress, 100.0 * done / len(campaign_ids))
         if done % 10 == 0 or done == len(campaign_ids):
-            rate = done / (time.perf_counter() - start)
-            logger.info("%s: %d/%d campaigns (%.1f campaigns/s)", label, done, len(campaign_ids), rate)
+            logger.info("%s: %d/%d campaigns%s", label, done, len(campaign_ids),
+                        rate_note(done, time.perf_counter() - start, "campaigns"))
     return failed
 
 
@@ -152,13 +166,21 @@ def stage_audiences(spec: ModelSpec, data_dir: str, split_path: str, trained: di
     stage = Path(data_dir).parent / "staged" / f"{spec.name}-{stable_hash(spec, split_path, trained, publish)}"
     usable = previous if publish.incremental and previous and previous.get("model") == spec.model_dump_json() \
         else None
-    changed = changed_since(data, Path(usable["stage"]) if usable else None)
+    try:
+        changed = changed_since(data, Path(usable["stage"]) if usable else None)
+    except Exception as exc:  # unreadable previous staging: rescore everything rather than fail the night
+        logger.warning("previous staging %s unusable (%s: %s); full rescore", usable and usable["stage"],
+                       type(exc).__name__, exc)
+        usable, changed = None, changed_since(data, None)
     tops, staged, reused = {}, {}, []
 
     def stage_one(cid: str) -> None:
         excluded = np.concatenate([everywhere, by_campaign.get(cid, everywhere[:0])])
         users, scores, key, was_reused = refresh_campaign(scorer, data, data.campaigns[cid], size, depth, excluded,
                                                           changed, load_previous_top(usable, cid, size))
+        if users.size == 0:  # an empty audience is not a success: fail this campaign with the reason
+            raise ValueError(f"nothing left to rank: every candidate is a seed, a known non-converter or excluded "
+                             f"({excluded.size} excluded)")
         write_parquet_atomic(audience_frame(data, users, scores, spec.name), stage / "tops" / f"{cid}.parquet")
         tops[cid] = key
         staged[cid] = str(write_parquet_atomic(audience_frame(data, users[:size], scores[:size], spec.name),

@@ -106,11 +106,17 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
 
 def test_a_failed_run_resumes_from_the_last_good_task(prefect_and_mlflow, synthetic_dir, tmp_path):
     from flows.nightly_refresh import nightly_refresh
+    from lookalike_models.baselines import RandomScorer
+    from lookalike_models.scorers import register
+
+    @register("test_breaks_mid_run")
+    class BreaksMidRun(RandomScorer):  # a valid config whose model fails while training (the flow re-validates)
+        def fit(self, data, train_seeds):
+            raise RuntimeError("broken mid-run")
 
     broken = nightly_config(synthetic_dir, tmp_path)
-    # A model that breaks mid-run (configs are validated when read, so this one bypasses validation).
-    broken.models.append(ModelSpec.model_construct(name="typo", model="no_such_model", params={}))
-    with pytest.raises(KeyError, match="no_such_model"):
+    broken.models.append(ModelSpec(name="breaks", model="test_breaks_mid_run"))
+    with pytest.raises(RuntimeError, match="broken mid-run"):
         nightly_refresh(broken)
     work = tmp_path / "work"
     encoded = next(work.glob("data-*/encoded/meta.json"))
