@@ -11,11 +11,12 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
-from lookalike_models.config import ModelSpec, PublishConfig
-from lookalike_models.evaluation import audience_sizes, campaign_metrics, load_split, seed_bucket
+from lookalike_models.config import EvaluationConfig, ModelSpec, PublishConfig
+from lookalike_models.evaluation import audience_sizes, load_split
 from lookalike_models.incremental import USER_STATE, changed_since, load_previous_top, refresh_campaign, user_state
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import score_campaign
+from lookalike_models.protocol import evaluate_campaigns
 from lookalike_models.publishing import audience_frame, write_embeddings
 from lookalike_models.reach import load_exclusions
 from lookalike_models.scorers import AudienceScorer, build_scorer
@@ -100,25 +101,23 @@ def for_each_campaign(campaign_ids: list[str], label: str, work) -> dict[str, st
 
 
 @task(**CACHED)
-def evaluate_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, work_root: str,
-                   fractions: list[float], bucket_edges: list[int]) -> dict:
-    """Rank every eligible user from each campaign's training seeds; measure the held-out seeds."""
+def evaluate_model(spec: ModelSpec, data_dir: str, split_path: str, split_seed: int, trained: dict, work_root: str,
+                   evaluation: EvaluationConfig) -> dict:
+    """Rank every eligible user from each campaign's training seeds; measure the held-out seeds
+    (``protocol.evaluate_campaigns``, the protocol the benchmarks and tests use)."""
     data = load_data(data_dir)
     train, heldout = load_split(split_path)
     scorer = fitted_scorer(spec, data_dir, trained["model_dir"], split_path)
-    sizes = audience_sizes(data.n_users, fractions)
+    sizes = audience_sizes(data.n_users, evaluation.audience_fractions)
     rows = []
 
     def evaluate(cid: str) -> None:
-        scored = score_campaign(scorer, data, train[cid], max(sizes.values()))
-        row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, heldout[cid], sizes)
-        rows.append(row | {"model": spec.name, "campaign_id": cid, "n_train_seeds": train[cid].size,
-                           "seed_bucket": seed_bucket(train[cid].size, bucket_edges),
-                           "n_candidates": scored.candidates.size})
+        rows.extend(evaluate_campaigns(scorer, data, train, {cid: heldout[cid]}, sizes, evaluation.seed_buckets))
 
-    failed = for_each_campaign(list(heldout), f"held-out evaluation of {spec.name}", evaluate)
-    out = Path(data_dir).parent / "scored" / f"{spec.name}-{stable_hash(spec, split_path, trained, fractions)}"
-    metrics_path = write_parquet_atomic(pl.DataFrame(rows), out / "metrics.parquet") if rows else None
+    failed = for_each_campaign(list(heldout), f"held-out evaluation of {spec.name} (split {split_seed})", evaluate)
+    out = Path(data_dir).parent / "scored" / f"{spec.name}-{stable_hash(spec, split_path, trained, evaluation)}"
+    metrics = pl.DataFrame(rows).with_columns(pl.lit(spec.name).alias("model"), pl.lit(split_seed).alias("split_seed"))
+    metrics_path = write_parquet_atomic(metrics, out / "metrics.parquet") if rows else None
     return {"model": spec.name, "metrics_path": str(metrics_path) if metrics_path else None, "failed": failed}
 
 

@@ -37,7 +37,7 @@ def nightly_config(folder, out, **overrides) -> NightlyConfig:
     defaults = dict(
         data=DataSource(kind="folder", path=str(folder)),
         models=[ModelSpec(name="minhash", model="minhash"), ModelSpec(name="popularity", model="popularity")],
-        evaluation=EvaluationConfig(audience_fractions=[0.02, 0.05]), output_root=str(out),
+        evaluation=EvaluationConfig(audience_fractions=[0.02, 0.05], split_seeds=[0, 1]), output_root=str(out),
         experiment="test-nightly", selection=SelectionConfig(registered_model=f"reg-{Path(out).name}"))
     return NightlyConfig(**(defaults | overrides))
 
@@ -63,7 +63,12 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     assert run.data.metrics["minhash.recall_at_5pct"] > run.data.metrics["popularity.recall_at_5pct"]
     assert run.data.params["publish.model"] == "champion" and run.data.tags["lookalike.champion"] == "minhash"
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "report")}
-    assert "report/precision_recall_vs_audience_size.png" in artifacts
+    assert {"report/precision_recall_vs_audience_size.png", "report/comparison_to_reference.csv"} <= artifacts
+    per_campaign = pl.read_parquet(tmp_path / "runs" / first["run_id"] / "report" / "metrics_per_campaign.parquet")
+    assert set(per_campaign["split_seed"]) == {0, 1}  # both held-out splits evaluated
+    [child] = MlflowClient().search_runs([run.info.experiment_id], filter_string=(
+        f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.model = 'minhash'"))
+    assert child.data.metrics["vs_popularity.recall_at_5pct.ci_low"] > 0  # minhash beats popularity, paired CI
 
     second = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
     assert not second["champion"]["promoted"] and second["champion"]["previous_champion"] == "minhash"

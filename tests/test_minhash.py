@@ -8,7 +8,7 @@ from datasketch import MinHash, MinHashLSH
 
 from lookalike_models.evaluation import summarize
 from lookalike_models.minhash import MinHashLSHIndex, item_hashes, mean_jaccard_to_seeds, signatures
-from lookalike_models.pipeline import evaluate_scorers
+from lookalike_models.protocol import evaluate_scorers
 
 
 def _csr(sets: list[list[int]]):
