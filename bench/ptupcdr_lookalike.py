@@ -29,6 +29,7 @@ from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import encode
 from lookalike_models.evaluation import HeldOut, audience_sizes, campaign_metrics, holdout_split, summarize
 from lookalike_models.pipeline import remove_campaign_leakage, score_campaign
+from lookalike_models.protocol import compare_to_reference, format_comparison
 from lookalike_models.ptupcdr.hybrid import PTUPCDRHybridScorer, interleave_keys
 from lookalike_models.scorers import build_scorer, top_k
 
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--holdout-frac", type=float, default=0.2)
     parser.add_argument("--models", nargs="+", default=list(MODELS) + list(HYBRIDS))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--frame-out", type=Path, help="per-campaign rows as Parquet")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,12 +139,15 @@ def main() -> None:
                     if cid in split:
                         row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores,
                                                split[cid], sizes)
-                        rows.append({**row, "model": name, "campaign_id": cid, "seed_bucket": part, "seed": seed})
+                        rows.append({**row, "model": name, "campaign_id": cid, "held_out": part, "seed_bucket": "all",
+                                     "split_seed": seed})
         n_cold_held = sum(h.positives.size for h in parts["cold_converters"].values())
         n_held = sum(h.positives.size for h in heldout.values())
         print(f"seed {seed}: {int(cold.sum())} cold users, {n_cold_held} of {n_held} held-out converters cold",
               flush=True)
     frame = pl.DataFrame(rows)
+    if args.frame_out:
+        frame.write_parquet(args.frame_out)
     text = results_table(frame, args, sizes) + "\n" + paired_table(frame, args) + "\n" + scales_table(chosen)
     print(text)
     if args.out:
@@ -150,43 +155,34 @@ def main() -> None:
 
 
 def results_table(frame: pl.DataFrame, args: argparse.Namespace, sizes: dict) -> str:
-    # summarize() macro-averages per (model, bucket); the bucket here is the held-out part; its own 'all'
-    # row (parts pooled) is dropped.
-    summary = summarize(frame).filter(pl.col("seed_bucket") != "all").rename({"seed_bucket": "held_out"})
+    """Per held-out part: summarize() (each campaign's mean over split seeds, then the mean over campaigns)."""
     metrics = [f"recall_at_{k}" for k in sizes]
     header = "| held-out converters | model | " + " | ".join(f"recall@{k} ({v} users)" for k, v in sizes.items()) \
         + " | GAUC |"
     lines = [header, "|" + "---|" * (len(metrics) + 3)]
     for part in ("all_converters", "warm_converters", "cold_converters"):
+        summary = summarize(frame.filter(pl.col("held_out") == part)).filter(pl.col("seed_bucket") == "all")
         for name in args.models:
-            r = summary.filter((pl.col("held_out") == part) & (pl.col("model") == name))
+            r = summary.filter(pl.col("model") == name)
             if r.height:
                 r = r.row(0, named=True)
                 lines.append(f"| {part} | {name} | " + " | ".join(f"{r[m]:.3f}" for m in metrics)
                              + f" | {r['gauc']:.3f} |")
     return "\n".join(lines) + (f"\n\nCold fraction {args.cold_frac:.0%} of overlapping users, split seeds "
-                               f"{args.seeds} (macro-average over campaigns and seeds), holdout "
-                               f"{args.holdout_frac:.0%}.\n")
+                               f"{args.seeds} (each campaign's mean over splits, then the mean over campaigns), "
+                               f"holdout {args.holdout_frac:.0%}.\n")
 
 
 def paired_table(frame: pl.DataFrame, args: argparse.Namespace) -> str:
-    """Each hybrid minus each reference on all converters: mean over (seed, campaign) pairs with a paired 95%
-    CI (t over the per-campaign differences, campaigns of all seeds pooled)."""
-    from scipy import stats
-
-    part = frame.filter(pl.col("seed_bucket") == "all_converters")
-    lines = ["| hybrid | vs | metric | mean difference | paired 95% CI | pairs |", "|---|---|---|---|---|---|"]
-    for hybrid in [m for m in args.models if m in HYBRIDS]:
-        for ref in [m for m in ("minhash", "item_logreg", "ptupcdr_bridge") if m in args.models]:
-            for metric in ("recall_at_5pct", "recall_at_10pct"):
-                a = part.filter(pl.col("model") == hybrid).select("seed", "campaign_id", pl.col(metric).alias("a"))
-                b = part.filter(pl.col("model") == ref).select("seed", "campaign_id", pl.col(metric).alias("b"))
-                d = a.join(b, on=["seed", "campaign_id"]).with_columns((pl.col("a") - pl.col("b")).alias("d"))["d"]
-                d = d.to_numpy()
-                half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else np.nan
-                lines.append(f"| {hybrid} | {ref} | {metric} | {d.mean():+.3f} | "
-                             f"[{d.mean() - half:+.3f}, {d.mean() + half:+.3f}] | {d.size} |")
-    return "\n".join(lines) + "\n"
+    """All held-out converters: every model against each reference, paired bootstrap 95% CI over campaigns
+    (each campaign's mean over the split seeds), ``lookalike_models.protocol``'s comparison."""
+    part = frame.filter(pl.col("held_out") == "all_converters")
+    out = []
+    for ref in [m for m in ("item_logreg", "minhash") if m in args.models]:
+        comparison = compare_to_reference(part, ref, ["recall_at_5pct", "recall_at_10pct"], by_bucket=False)
+        for metric in ("recall_at_5pct", "recall_at_10pct"):
+            out.append(format_comparison(comparison, metric))
+    return "\n\n".join(out) + "\n"
 
 
 def scales_table(chosen: list[dict]) -> str:

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.ptupcdr.scorer import PTUPCDRBridgeScorer
+from lookalike_models.ptupcdr.scorer import PTUPCDRBridgeConfig, PTUPCDRBridgeScorer
 from lookalike_models.scorers import AudienceScorer, build_scorer, register
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,12 @@ class PTUPCDRHybridConfig(BaseModel, extra="forbid"):
     bridge_params: dict[str, Any] = Field(default_factory=dict, description="ptupcdr_bridge's config")
     cold_share_scale: float = Field(1.0, ge=0, description="q = scale x the smoothed cold share of the seeds")
     prior_seeds: float = Field(2.0, ge=0, description="Smoothing: q starts from (n_cold + p/2) / (n + p)")
+
+    @field_validator("bridge_params")
+    @classmethod
+    def _valid_bridge(cls, params: dict[str, Any]) -> dict[str, Any]:
+        PTUPCDRBridgeConfig.model_validate(params)  # fail at config time, not after the warm fit
+        return params
 
 
 def interleave_keys(warm_order: np.ndarray, cold_order: np.ndarray, cold_share: float,

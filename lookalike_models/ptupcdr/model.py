@@ -265,21 +265,24 @@ def fit_ptupcdr(source_mf: RatingMF, target_mf: RatingMF, histories: np.ndarray,
                 epochs: int = 60, lr: float = 0.005, batch_size: int = 256, patience: int = 6,
                 meta_hidden: int = 50, reg: float = 0.0, weight_decay: float = 0.0, objective: str = "rating",
                 n_neg: int = 4, seed: int = 0, personal: bool = True, map_embedding: bool = True,
-                map_offset: bool = True) -> tuple[PTUPCDR, list[float]]:
+                map_offset: bool = True, source_offsets: np.ndarray | None = None) -> tuple[PTUPCDR, list[float]]:
     """Task-oriented meta training: MSE of mean + b_i + b_tgt_hat + u_tgt_hat . v_i against real target ratings.
 
     Only the encoder and meta network train; the MF tables are frozen. The epoch (0 = untrained: the source
     offset as is, no embedding) is chosen on ``val`` (target ratings of held-out overlapping users, never the
     test users). ``reg`` penalises the bridged vectors like MF's L2 term, ``weight_decay`` the meta network.
     Returns the model and the validation loss per epoch, epoch 0 first. With ``objective="implicit"`` the task
-    is the target MF's: observed target pairs vs sampled unobserved target items (logistic loss)."""
+    is the target MF's: observed target pairs vs sampled unobserved target items (logistic loss).
+    ``source_offsets`` float [n_users]: the offsets b_src the bridge maps (default: the source MF's user
+    biases; the cold-start protocol passes the bias baseline's alpha x o_u)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     pool = np.unique(np.concatenate([train.items, val.items]))
     if objective == "implicit":
         val = with_negatives(val, pool, n_neg, rng)
-    model = PTUPCDR(source_mf.user.weight, source_mf.item.weight, source_mf.user_bias.weight, meta_hidden,
+    offsets = source_mf.user_bias.weight if source_offsets is None else torch.as_tensor(source_offsets).float()
+    model = PTUPCDR(source_mf.user.weight, source_mf.item.weight, offsets, meta_hidden,
                     personal, map_embedding, map_offset)
     hist = torch.as_tensor(histories, dtype=torch.long)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -310,6 +313,15 @@ def fit_ptupcdr(source_mf: RatingMF, target_mf: RatingMF, histories: np.ndarray,
     model.load_state_dict(stopper.state)
     model.eval()
     return model, curve
+
+
+def with_biases(target_mf: RatingMF, mean: float, item_bias: np.ndarray) -> RatingMF:
+    """A copy of ``target_mf`` whose global mean and item biases are replaced (e.g. by the bias baseline's):
+    the head a bridge is trained on when it should refine a bias model rather than the MF's own biases."""
+    head = copy.deepcopy(target_mf)
+    head.mean.fill_(float(mean))
+    head.item_bias.weight.data = torch.as_tensor(np.asarray(item_bias), dtype=torch.float32).reshape(-1, 1)
+    return head
 
 
 @dataclass

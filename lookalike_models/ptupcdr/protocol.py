@@ -28,6 +28,7 @@ from lookalike_models.ptupcdr.model import (
     liked_histories,
     mae_rmse,
     predict,
+    with_biases,
 )
 
 
@@ -71,8 +72,8 @@ class ColdStartConfig:
     biases: bool = True  # mean + user and item biases in every MF (every method alike); the paper has none
     mf_epochs: int = 60
     mf_lr: float = 0.01
-    mf_reg: float = 0.2  # source and target MF (target MF, EMCDR, PTUPCDR)
-    merged_mf_reg: float = 0.2  # the merged MF (CMF), tuned on its own
+    mf_reg: float = 0.3  # source and target MF (target MF, EMCDR, PTUPCDR)
+    merged_mf_reg: float = 0.3  # the merged MF (CMF), tuned on its own
     meta_objective: str = "rating_mae"  # "rating" (MSE, the paper's) or "rating_mae" (absolute error)
     meta_epochs: int = 60
     meta_lr: float = 0.001
@@ -87,12 +88,15 @@ class ColdStartConfig:
     ablations: bool = False
 
 
-# name -> (personal, map_embedding, map_offset) of fit_ptupcdr; "ptupcdr" itself is (True, True, True).
+# name -> (personal, map_embedding, map_offset, on_baseline). personal/map_*: fit_ptupcdr's switches;
+# on_baseline: the bridge refines the bias baseline (its mean, item biases and alpha x o_u as the offset it
+# maps) rather than the target MF's own mean and item biases with the source MF's user bias.
+PTUPCDR_VARIANT = (True, True, True, False)
 ABLATIONS = {
-    "ptupcdr_no_offset": (True, True, False),  # the paper's bridge: embedding only
-    "shared_bridge": (False, True, True),  # one bridge for all users, trained on the same task
-    "shared_bridge_no_offset": (False, True, False),
-    "offset_bridge": (True, False, True),  # personal offset map only, no embedding
+    "ptupcdr_no_offset": (True, True, False, False),  # the paper's bridge: embedding only
+    "shared_bridge": (False, True, True, False),  # one bridge for all users, trained on the same task
+    "offset_bridge": (True, False, True, False),  # personal offset map only, no embedding
+    "ptupcdr_on_baseline": (True, True, True, True),  # the bridge as a refinement of the bias baseline
 }
 
 
@@ -181,17 +185,20 @@ def run_cold_start(domains: TwoDomains, beta: float, seed: int = 0, config: Cold
     record("emcdr", emcdr_predict(bridges[best_ridge]), ridge=best_ridge)
 
     histories = liked_histories(domains.source, n_u, n_i, cfg.history_len, cfg.like_threshold)
-    variants = {"ptupcdr": (True, True, True), **(ABLATIONS if cfg.ablations else {})}
-    for name, (personal, map_embedding, map_offset) in variants.items():
-        model, curve = fit_ptupcdr(source_mf, target_mf, histories, target_train.of_users(split.train_users), val,
+    variants = {"ptupcdr": PTUPCDR_VARIANT, **(ABLATIONS if cfg.ablations else {})}
+    baseline_head = with_biases(target_mf, baseline.mean, baseline.item_bias)
+    for name, (personal, map_embedding, map_offset, on_baseline) in variants.items():
+        head = baseline_head if on_baseline else target_mf
+        model, curve = fit_ptupcdr(source_mf, head, histories, target_train.of_users(split.train_users), val,
                                    epochs=cfg.meta_epochs, lr=cfg.meta_lr, meta_hidden=cfg.meta_hidden,
                                    reg=cfg.meta_reg, patience=cfg.meta_patience, seed=seed, personal=personal,
-                                   objective=cfg.meta_objective,
-                                   map_embedding=map_embedding, map_offset=map_offset)
+                                   objective=cfg.meta_objective, map_embedding=map_embedding,
+                                   map_offset=map_offset,
+                                   source_offsets=baseline.alpha * baseline.source_offset if on_baseline else None)
 
-        def bridge_predict(u, i, model=model):
+        def bridge_predict(u, i, model=model, head=head):
             vectors, offsets = bridged_users(model, u, histories)
-            return predict(target_mf, vectors, i, offsets)
+            return predict(head, vectors, i, offsets)
 
         record(name, bridge_predict, epochs=float(int(np.argmin(curve))))
     for name in results:
