@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = encode(read_dataset(amazon.build(Path(tmp) / "amazon")))
     domains = TwoDomains.from_data(data, amazon.SOURCE_DOMAIN, amazon.TARGET_DOMAIN)
-    config = ColdStartConfig(biases=not args.no_biases, ablations=args.ablations)
+    config = ColdStartConfig(biases=not args.no_biases, ablations=tuple(ABLATIONS) if args.ablations else ())
     if args.tune:
         tune(domains, config, args)
         return

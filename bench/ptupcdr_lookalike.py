@@ -41,7 +41,9 @@ MODELS = {
     "item_logreg": ("item_logreg", {}),
     "popularity": ("popularity", {}),
 }
-HYBRIDS = {"ptupcdr_hybrid_minhash": "minhash", "ptupcdr_hybrid_item_logreg": "item_logreg"}
+# name -> (warm scorer, how source-only users are ranked)
+HYBRIDS = {"ptupcdr_hybrid_minhash": ("minhash", "bridge"), "ptupcdr_hybrid_item_logreg": ("item_logreg", "bridge"),
+           "ptupcdr_hybrid_item_logreg_mixed": ("item_logreg", "bridge+warm")}
 SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)  # cold_share_scale grid, chosen on an inner cut of the training seeds
 FRACTIONS = [0.01, 0.02, 0.05, 0.1]
 SELECT_ON = "recall_at_5pct"
@@ -107,7 +109,7 @@ def main() -> None:
                  "warm_converters": {c: HeldOut(h.positives[~cold[h.positives]], h.negatives, h.negatives_sampled)
                                      for c, h in heldout.items() if (~cold[h.positives]).any()}}
         fitted = {}
-        needed = {m for m in args.models if m in MODELS} | {HYBRIDS[m] for m in args.models if m in HYBRIDS}
+        needed = {m for m in args.models if m in MODELS} | {HYBRIDS[m][0] for m in args.models if m in HYBRIDS}
         if any(m in HYBRIDS for m in args.models):
             needed.add("ptupcdr_bridge")
         for name in [m for m in MODELS if m in needed]:
@@ -121,9 +123,10 @@ def main() -> None:
                 scorer.fit(data, train)
             fitted[name] = scorer
             print(f"seed {seed} {name}: fitted in {time.perf_counter() - start:.1f}s", flush=True)
-        for name, warm in HYBRIDS.items():
+        for name, (warm, cold_ranking) in HYBRIDS.items():
             if name in args.models:
-                hybrid = PTUPCDRHybridScorer.from_fitted({"warm_model": warm}, fitted["ptupcdr_bridge"], fitted[warm])
+                hybrid = PTUPCDRHybridScorer.from_fitted({"warm_model": warm, "cold_ranking": cold_ranking},
+                                                         fitted["ptupcdr_bridge"], fitted[warm])
                 scale, means = choose_scale(hybrid, data, train, sizes, seed)
                 hybrid.config.cold_share_scale = scale
                 fitted[name] = hybrid

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
+from scipy.stats import rankdata
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.ptupcdr.scorer import PTUPCDRBridgeConfig, PTUPCDRBridgeScorer
@@ -39,6 +40,10 @@ class PTUPCDRHybridConfig(BaseModel, extra="forbid"):
     warm_params: dict[str, Any] = Field(default_factory=dict)
     bridge_params: dict[str, Any] = Field(default_factory=dict, description="ptupcdr_bridge's config")
     cold_share_scale: float = Field(1.0, ge=0, description="q = scale x the smoothed cold share of the seeds")
+    cold_ranking: Literal["bridge", "bridge+warm"] = Field(
+        "bridge", description="How source-only users are ranked: by the bridge alone, or by the sum of their "
+        "percentile ranks under the bridge and under the warm scorer (when it can score them, e.g. item_logreg "
+        "through their source-domain items)")
     prior_seeds: float = Field(2.0, ge=0, description="Smoothing: q starts from (n_cold + p/2) / (n + p)")
 
     @field_validator("bridge_params")
@@ -61,6 +66,12 @@ def interleave_keys(warm_order: np.ndarray, cold_order: np.ndarray, cold_share: 
     keys[warm_order] = warm_rank / (1 - q) if q < 1 else warm_rank + cold_order.size + 1e6
     keys[cold_order] = cold_rank / q if q > 0 else cold_rank + warm_order.size + 1e6
     return keys
+
+
+def percentile_ranks(scores: np.ndarray) -> np.ndarray:
+    """float64 [n] in (0, 1]: each score's rank among ``scores`` over n (ties share their mean rank)."""
+    scores = np.asarray(scores, np.float64)
+    return rankdata(scores) / max(scores.size, 1)
 
 
 @register("ptupcdr_hybrid")
@@ -116,7 +127,13 @@ class PTUPCDRHybridScorer(AudienceScorer):
         cold = np.flatnonzero(self.is_cold & ~known)
         # Stable sorts on -score keep ties in user order: the same ranking in every process.
         warm_order = warm[np.argsort(-np.asarray(self.warm.score(data, seeds, warm), np.float64), kind="stable")]
-        cold_order = cold[np.argsort(-np.asarray(self.bridge.score(data, seeds, cold), np.float64), kind="stable")]
+        cold_scores = percentile_ranks(self.bridge.score(data, seeds, cold))
+        if self.config.cold_ranking == "bridge+warm":
+            scorable = np.isin(cold, self.warm.candidates(data, seeds))
+            warm_view = np.full(cold.size, -np.inf)
+            warm_view[scorable] = self.warm.score(data, seeds, cold[scorable])
+            cold_scores = cold_scores + percentile_ranks(warm_view)
+        cold_order = cold[np.argsort(-cold_scores, kind="stable")]
         return warm_order, cold_order
 
     def merged_keys(self, data: LookalikeData, seeds: CampaignSeeds) -> np.ndarray:

@@ -84,8 +84,8 @@ class ColdStartConfig:
     like_threshold: float = 3.0
     val_frac: float = 0.1
     ridges: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
-    # Ablation rows of the bridge (see ABLATIONS); off by default (each is one more meta training).
-    ablations: bool = False
+    # Ablation rows of the bridge, names of ABLATIONS; none by default (each is one more meta training).
+    ablations: tuple[str, ...] = ()
 
 
 # name -> (personal, map_embedding, map_offset, on_baseline). personal/map_*: fit_ptupcdr's switches;
@@ -129,7 +129,7 @@ def run_cold_start(domains: TwoDomains, beta: float, seed: int = 0, config: Cold
                    mf_cache: dict | None = None) -> dict[str, dict[str, float]]:
     """MAE/RMSE on the cold-start users' target ratings (and on the validation users', ``val_mae``) for:
     global mean, target-only MF, merged-domain MF, the bias baseline, EMCDR and PTUPCDR (plus the ablation
-    bridges of ``ABLATIONS`` with ``config.ablations``). Target-only MF has no vector or offset for a cold
+    bridges of ``ABLATIONS`` named in ``config.ablations``). Target-only MF has no vector or offset for a cold
     user: it predicts mean + item bias. Merged MF's user bias is shared by both domains; EMCDR maps the user
     vector and offset [u_src, b_src] -> [u_tgt, b_tgt] with one ridge map; PTUPCDR's bridge maps both.
     ``mf_cache``: a dict shared by calls on the same (beta, seed) that differ in other settings (tuning), so
@@ -185,7 +185,7 @@ def run_cold_start(domains: TwoDomains, beta: float, seed: int = 0, config: Cold
     record("emcdr", emcdr_predict(bridges[best_ridge]), ridge=best_ridge)
 
     histories = liked_histories(domains.source, n_u, n_i, cfg.history_len, cfg.like_threshold)
-    variants = {"ptupcdr": PTUPCDR_VARIANT, **(ABLATIONS if cfg.ablations else {})}
+    variants = {"ptupcdr": PTUPCDR_VARIANT, **{name: ABLATIONS[name] for name in cfg.ablations}}
     baseline_head = with_biases(target_mf, baseline.mean, baseline.item_bias)
     for name, (personal, map_embedding, map_offset, on_baseline) in variants.items():
         head = baseline_head if on_baseline else target_mf
