@@ -50,7 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.2, 0.5, 0.8])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORTED_SEEDS))
-    parser.add_argument("--ablations", action="store_true", help="also the bridge's ablation rows")
+    parser.add_argument("--ablations", nargs="*", choices=list(ABLATIONS),
+                        help="also the bridge's ablation rows (these, or all when none is named)")
     parser.add_argument("--tune", action="store_true", help="hyper-parameter grid on the tuning seeds 100-104")
     parser.add_argument("--on-tuning-seeds", action="store_true", help="the table on the tuning seeds 100-104")
     parser.add_argument("--no-biases", action="store_true", help="plain dot-product MF, as in the paper")
@@ -61,7 +62,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = encode(read_dataset(amazon.build(Path(tmp) / "amazon")))
     domains = TwoDomains.from_data(data, amazon.SOURCE_DOMAIN, amazon.TARGET_DOMAIN)
-    config = ColdStartConfig(biases=not args.no_biases, ablations=tuple(ABLATIONS) if args.ablations else ())
+    ablations = () if args.ablations is None else tuple(args.ablations or ABLATIONS)
+    config = ColdStartConfig(biases=not args.no_biases, ablations=ablations)
     if args.tune:
         tune(domains, config, args)
         return
@@ -69,7 +71,7 @@ def main() -> None:
         args.seeds = list(TUNING_SEEDS)
     elif set(args.seeds) & set(TUNING_SEEDS):
         raise SystemExit(f"seeds {TUNING_SEEDS} are the tuning seeds; report other seeds")
-    methods = METHODS + (list(ABLATIONS) if args.ablations else [])
+    methods = METHODS + list(ablations)
     if args.warm_known:
         warm_start(domains, config, args)
         return
