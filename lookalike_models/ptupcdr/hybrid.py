@@ -11,7 +11,12 @@ q is the campaign's own evidence: the (smoothed) share of its seeds with no targ
 ``cold_share_scale``. Held-out converters are drawn like the seeds, so that share estimates how many
 converters sit in the cold group; the scale (< 1 when the bridge ranks its group less precisely than the
 warm scorer ranks its own) is chosen on an inner validation cut of the training seeds
-(``bench/ptupcdr_lookalike.py --tune-scale``), never on reported split seeds.
+(``choose_scale`` in ``bench/ptupcdr_lookalike.py``), never on reported split seeds. ``cold_ranking``
+``bridge+warm`` ranks the cold group by the sum of its bridge and warm-scorer percentile ranks, for warm
+scorers that see source-domain items too (item_logreg).
+
+Measured (bench/results/ptupcdr.md section 2): level with MinHash as the warm part, below item_logreg alone
+with item_logreg (which already reaches source-only users through their source items).
 
 Ranks are computed over the whole candidate population (known seeds left out) whatever subset ``score``
 is asked for, so sharded scoring gives the same keys as one process.
