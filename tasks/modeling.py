@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from lookalike_models.config import EvaluationConfig, ModelSpec, PublishConfig
-from lookalike_models.evaluation import audience_sizes, load_split
+from lookalike_models.evaluation import audience_size, audience_sizes, load_split
 from lookalike_models.incremental import USER_STATE, changed_since, load_previous_top, refresh_campaign, user_state
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import score_campaign
@@ -24,18 +25,30 @@ from tasks import tracking
 from tasks.caching import CACHED, stable_hash
 from tasks.data import load_data
 
-_FITTED: dict[str, AudienceScorer] = {}  # model_dir -> scorer, for scorers that cannot be saved
+# model_dir -> scorer fitted in this process, newest last. Bounded: a long-lived `lookalike serve` process
+# runs night after night, and a model evicted here is restored from its folder (or refitted) on demand.
+_FITTED: OrderedDict[str, AudienceScorer] = OrderedDict()
+_MAX_FITTED = 8
+
+
+def remember_fitted(model_dir: str, scorer: AudienceScorer) -> None:
+    _FITTED[model_dir] = scorer
+    _FITTED.move_to_end(model_dir)
+    while len(_FITTED) > _MAX_FITTED:
+        _FITTED.popitem(last=False)
 
 
 def fitted_scorer(spec: ModelSpec, data_dir: str, model_dir: str, split_path: str) -> AudienceScorer:
     """The scorer ``train_model`` fitted: from memory, else restored from ``model_dir``, else refitted."""
     if model_dir in _FITTED:
+        _FITTED.move_to_end(model_dir)
         return _FITTED[model_dir]
     scorer = build_scorer(spec.model, spec.params)
     try:
         scorer.load(Path(model_dir), load_data(data_dir))
     except (NotImplementedError, FileNotFoundError):
         scorer.fit(load_data(data_dir), load_split(split_path)[0])
+    remember_fitted(model_dir, scorer)
     return scorer
 
 
@@ -59,7 +72,7 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str,
     except NotImplementedError:
         logger.info("%s keeps its fitted state in memory only", spec.name)
     export_user_encoder(scorer, data, model_dir)
-    _FITTED[str(model_dir)] = scorer
+    remember_fitted(str(model_dir), scorer)
     logger.info("trained %s (%s) in %.1fs on %d users (%.0f users/s), %d users (re-)embedded", spec.name,
                 spec.model, seconds, data.n_users, data.n_users / max(seconds, 1e-9), embedded)
     history = getattr(scorer, "history", {}) or {}
@@ -134,7 +147,7 @@ def stage_audiences(spec: ModelSpec, data_dir: str, split_path: str, trained: di
     if publish.exclusions:
         logger.info("exclusion lists: %d users for every campaign, %d campaign-specific lists",
                     everywhere.size, len(by_campaign))
-    size = max(1, int(round(publish.audience_fraction * data.n_users)))
+    size = audience_size(data.n_users, publish.audience_fraction)
     depth = int(size * publish.keep_depth)
     stage = Path(data_dir).parent / "staged" / f"{spec.name}-{stable_hash(spec, split_path, trained, publish)}"
     usable = previous if publish.incremental and previous and previous.get("model") == spec.model_dump_json() \
@@ -174,7 +187,7 @@ def expand_one(spec: ModelSpec, data_dir: str, campaign_id: str | None, seed_use
     seeds = resolve_seeds(data, campaign_id, seed_user_ids, name)
     scorer = build_scorer(spec.model, spec.params)
     scorer.fit(data, {**data.campaigns, seeds.campaign_id: seeds})
-    size = max(1, int(round(audience_fraction * data.n_users)))
+    size = audience_size(data.n_users, audience_fraction)
     scored = score_campaign(scorer, data, seeds, size)
     frame = audience_frame(data, scored.users, scored.scores, spec.name)
     path = write_parquet_atomic(frame, Path(run_dir) / "audiences" / spec.name / f"{seeds.campaign_id}.parquet")
