@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, model_validator
 from scipy.stats import rankdata
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.ptupcdr.scorer import PTUPCDRBridgeConfig, PTUPCDRBridgeScorer
-from lookalike_models.scorers import AudienceScorer, build_scorer, register
+from lookalike_models.scorers import AudienceScorer, build_scorer, check_params, register, scorer_class
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,13 @@ class PTUPCDRHybridConfig(BaseModel, extra="forbid"):
         "through their source-domain items)")
     prior_seeds: float = Field(2.0, ge=0, description="Smoothing: q starts from (n_cold + p/2) / (n + p)")
 
-    @field_validator("bridge_params")
-    @classmethod
-    def _valid_bridge(cls, params: dict[str, Any]) -> dict[str, Any]:
-        PTUPCDRBridgeConfig.model_validate(params)  # fail at config time, not after the warm fit
-        return params
+    @model_validator(mode="after")
+    def _valid_parts(self) -> PTUPCDRHybridConfig:
+        # Fail at config time (typos included), not after a long fit of the other part.
+        PTUPCDRBridgeConfig.model_validate(check_params(PTUPCDRBridgeConfig, self.bridge_params, "ptupcdr_bridge"))
+        warm_config = scorer_class(self.warm_model).config_class
+        warm_config.model_validate(check_params(warm_config, self.warm_params, self.warm_model))
+        return self
 
 
 def interleave_keys(warm_order: np.ndarray, cold_order: np.ndarray, cold_share: float,
