@@ -158,7 +158,8 @@ class PTUPCDRBridgeScorer(AudienceScorer):
             model.eval().requires_grad_(False)
             mfs.append(model)
         self.source_mf, self.target_mf = mfs
-        self.bridge = PTUPCDR(self.source_mf.user.weight, self.source_mf.item.weight, self.config.meta_hidden)
+        self.bridge = PTUPCDR(self.source_mf.user.weight, self.source_mf.item.weight,
+                              self.source_mf.user_bias.weight, self.config.meta_hidden)
         self.bridge.load_state_dict(states["bridge"])
         self.bridge.eval()
         self._set_vectors()
