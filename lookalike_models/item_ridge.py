@@ -29,7 +29,7 @@ from lookalike_models.scorers import AudienceScorer, register
 class ItemRidgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    strength: float = Field(3.5, gt=0, description="Ridge strength in units of the mean item count "
+    strength: float = Field(7.0, gt=0, description="Ridge strength in units of the mean item count "
                             "(chosen on tuning splits 100-104)")
     max_items: int = Field(8000, ge=1, description="Most active items kept as features (O(n_items³) fit)")
 
