@@ -27,14 +27,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import load_data, machine, write_results  # noqa: E402
-from lookalike_models.evaluation import campaign_means  # noqa: E402
+from lookalike_models.evaluation import audience_sizes, campaign_means, holdout_split  # noqa: E402
 from lookalike_models.protocol import (  # noqa: E402
     REPORTED_SPLITS,
     TUNING_SPLITS,
     compare_to_reference,
+    evaluate_campaigns,
     evaluate_over_splits,
     format_comparison,
 )
+from lookalike_models.scorers import build_scorer  # noqa: E402
 
 MODELS = {"popularity": {}, "item_logreg": {}, "affinity_mlp": {}, "pinterest_classifier": {},
           "pinterest_ensemble": {}, "ensemble_paper": {"model": "pinterest_ensemble", "mode": "paper"}}
@@ -59,12 +61,33 @@ def vs_best_member(per_campaign: pl.DataFrame, ensembles: list[str], members: li
     return lines
 
 
+def scope_rows(data, splits: list[int], scopes: list[str], params: dict) -> pl.DataFrame:
+    """The ensemble fitted once per split and measured with its blend chosen per each ``scopes`` entry
+    (campaign, bucket, all): rows named ``pinterest_ensemble[scope=...]``."""
+    frames = []
+    for split_seed in splits:
+        train, heldout = holdout_split(data.campaigns, data.n_users, 0.1, split_seed)
+        scorer = build_scorer("pinterest_ensemble", params)
+        start = time.perf_counter()
+        scorer.fit(data, train)
+        fit_seconds = time.perf_counter() - start
+        for scope in scopes:
+            scorer.config = scorer.config.model_copy(update={"scope": scope})
+            rows = evaluate_campaigns(scorer, data, train, heldout, audience_sizes(data.n_users, [0.05]), BUCKETS)
+            frames.append(pl.DataFrame(rows).with_columns(
+                pl.lit(f"pinterest_ensemble[scope={scope}]").alias("model"), pl.lit(split_seed).alias("split_seed"),
+                pl.lit(fit_seconds).alias("fit_seconds")))
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", nargs="+", default=["movielens", "amazon"])
     parser.add_argument("--splits", default="reported", help="reported (0-4), tuning (100-104) or e.g. 0,1,2")
     parser.add_argument("--models", nargs="+", default=None, help="subset of the default models")
     parser.add_argument("--variants", default="{}", help='JSON name -> params of extra models ("model": scorer)')
+    parser.add_argument("--scopes", nargs="+", default=None, help="also the default ensemble, fitted once per "
+                        "split, with its blend chosen per campaign / bucket / all (for choosing the default scope)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--frames", type=Path, default=None, help="folder for the per-campaign rows (Parquet)")
     args = parser.parse_args()
@@ -74,6 +97,7 @@ def main() -> None:
     models = {k: v for k, v in MODELS.items() if not args.models or k in args.models}
     models = {"item_logreg": {}, **models, **json.loads(args.variants)}
     ensembles = [k for k, v in models.items() if v.get("model", k) == "pinterest_ensemble"]
+    ensembles += [f"pinterest_ensemble[scope={s}]" for s in args.scopes or []]
     command = " ".join(["python bench/classifier_ensemble.py", *sys.argv[1:]])
     out = ["# Per-campaign classifier and ensemble vs item_logreg and the ensemble's members", "",
            f"Command: `LOOKALIKE_DATA_ROOT=/work/shared/data {command}`; machine: {machine()}; one torch thread.",
@@ -84,6 +108,9 @@ def main() -> None:
             start = time.perf_counter()
             data = load_data(kind, Path(tmp))
             per_campaign = evaluate_over_splits(data, models, splits, fractions=[0.05], bucket_edges=BUCKETS)
+            if args.scopes:
+                per_campaign = pl.concat([per_campaign, scope_rows(data, splits, args.scopes, {})],
+                                         how="diagonal_relaxed")
             comparison = compare_to_reference(per_campaign, "item_logreg", METRICS)
             seconds = per_campaign.group_by("model").agg(pl.col("fit_seconds").mean(),
                                                          pl.col("score_seconds").sum() / len(splits))

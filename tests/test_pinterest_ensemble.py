@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from lookalike_models.dataset import CampaignSeeds
-from lookalike_models.evaluation import summarize
+from lookalike_models.evaluation import audience_sizes, holdout_split, summarize
 from lookalike_models.pinterest.encoder import EncoderConfig
 from lookalike_models.pinterest.ensemble import blend_grid, rank_scores
 from lookalike_models.pinterest.inner_validation import competing_users, validation_recall
-from lookalike_models.protocol import compare_to_reference, evaluate_over_splits
+from lookalike_models.protocol import compare_to_reference, evaluate_campaigns, evaluate_over_splits
 from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)
@@ -39,7 +39,7 @@ def test_classifier_learns_planted_signal_at_least_as_well_as_item_logreg(synthe
 
 
 def test_classifier_chooses_its_regularisation_per_campaign_on_the_inner_cut(synthetic_data):
-    scorer = build_scorer("pinterest_classifier", {"C_grid": [0.01, 4.0]})
+    scorer = build_scorer("pinterest_classifier", {"C_grid": [0.01, 4.0], "tuning": "campaign"})
     scorer.fit(synthetic_data, synthetic_data.campaigns)
     for seeds in list(synthetic_data.campaigns.values())[:3]:
         scorer.score(synthetic_data, seeds, np.arange(synthetic_data.n_users))
@@ -53,13 +53,18 @@ def test_classifier_chooses_its_regularisation_per_campaign_on_the_inner_cut(syn
 
 def test_validated_ensemble_drops_a_useless_member(synthetic_data):
     # The 'embedding' member is a random audience: the inner cut must leave it out of the blend.
-    params = {"embedding_model": "random", "encoder": SMALL}
-    ensemble = build_scorer("pinterest_ensemble", params)
-    ensemble.fit(synthetic_data, synthetic_data.campaigns)
-    assert ensemble.blends[ensemble.overall][0] == 0.0  # no weight on the random member
-    frame = evaluate_over_splits(synthetic_data, {"ensemble": {"model": "pinterest_ensemble", **params},
-                                                  "pinterest_classifier": {}, "random": {}}, [0], fractions=[0.05])
-    recall = recall_by_model(frame)
+    train, heldout = holdout_split(synthetic_data.campaigns, synthetic_data.n_users, 0.1, seed=0)
+    sizes = audience_sizes(synthetic_data.n_users, [0.05])
+    recall = {}
+    for name, params in {"ensemble": {"embedding_model": "random", "encoder": SMALL}, "random": {},
+                         "pinterest_classifier": {}}.items():
+        scorer = build_scorer("pinterest_ensemble" if name == "ensemble" else name, params)
+        scorer.fit(synthetic_data, train)
+        rows = evaluate_campaigns(scorer, synthetic_data, train, heldout, sizes, [50, 200])
+        recall[name] = np.mean([r["recall_at_5pct"] for r in rows])
+        if name == "ensemble":
+            assert scorer.blends[scorer.choice.overall][0] == 0.0  # no weight on the random member
+    # Measured (8 campaigns): ensemble 0.70 = classifier 0.70, random 0.05.
     assert recall["ensemble"] >= recall["pinterest_classifier"] - 0.01, recall
     assert recall["ensemble"] > recall["random"] + 0.4, recall
 

@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng
-from lookalike_models.pinterest.inner_validation import competing_users, validation_recall
+from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
 from lookalike_models.pinterest.scorers import EmbeddingScorer, EmbeddingScorerConfig
 from lookalike_models.protocol import inner_validation_cut
 from lookalike_models.reference import campaign_labels, user_item_tfidf
@@ -41,10 +41,12 @@ class ClassifierConfig(EmbeddingScorerConfig):
     model_config = ConfigDict(extra="forbid")
 
     C_grid: list[float] = Field([0.5, 1.0, 2.0, 4.0, 8.0, 16.0], min_length=1,
-                                description="Inverse L2 strengths tried on each campaign's inner validation cut")
-    C: float = Field(4.0, gt=0, description="Inverse L2 strength where a seed list is too small to cut")
-    tuning: Literal["campaign", "fixed"] = Field(
-        "campaign", description="campaign: choose C per campaign on its inner cut; fixed: always C")
+                                description="Inverse L2 strengths tried on the campaigns' inner validation cuts")
+    C: float = Field(4.0, gt=0, description="Inverse L2 strength for tuning=fixed")
+    tuning: Literal["all", "bucket", "campaign", "fixed"] = Field(
+        "all", description="Where C is chosen on the inner cuts: once over all campaigns (mean validation "
+        "recall), per seed-list bucket, per campaign; fixed: always C")
+    bucket_edges: list[int] = Field([50, 200], description="Seed-list size buckets for tuning=bucket")
     validation_share: float = Field(0.2, gt=0, lt=1, description="Share of the training seeds held out to choose C")
     validation_audience: float = Field(0.05, gt=0, lt=1, description="Audience share at which the cut's recall counts")
     embedding_weight: float = Field(0.0, ge=0, description="Scale of the StarSpace embedding block appended to the "
@@ -70,8 +72,12 @@ class PinterestClassifierScorer(EmbeddingScorer):
 
     config_class = ClassifierConfig
 
+    @property
+    def needs_encoder(self) -> bool:
+        return self.config.embedding_weight > 0
+
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
-        if self.config.embedding_weight > 0:
+        if self.needs_encoder:
             super().fit(data, train_seeds)  # trains (or reuses) the shared encoder, then fit_campaigns
         else:
             self.fit_campaigns(data, train_seeds)
@@ -79,6 +85,7 @@ class PinterestClassifierScorer(EmbeddingScorer):
     def fit_campaigns(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         self.features = self._features(data)
         self.chosen_C: dict[str, float] = {}
+        self.choice = self.choose_C(train_seeds) if self.config.tuning != "fixed" else None
 
     def _features(self, data: LookalikeData) -> sp.csr_matrix:
         tfidf = user_item_tfidf(data)
@@ -87,12 +94,13 @@ class PinterestClassifierScorer(EmbeddingScorer):
         emb = sp.csr_matrix(self.config.embedding_weight * self.embeddings)
         return sp.hstack([tfidf, emb], format="csr", dtype=np.float32)
 
-    def choose_C(self, seeds: CampaignSeeds) -> float:
-        """The grid's C with the best recall of held-back training seeds (fit on the rest)."""
+    def validation_results(self, seeds: CampaignSeeds) -> np.ndarray | None:
+        """float [len(C_grid)]: validation recall of each C, fitted on the campaign's training seeds less an
+        inner cut and measured on the cut; None when the seed list is too small to cut."""
         cfg = self.config
-        cut = inner_validation_cut(seeds, cfg.validation_share, cfg.seed) if cfg.tuning == "campaign" else None
-        if cut is None or len(cfg.C_grid) == 1:
-            return cfg.C if cut is None else cfg.C_grid[0]
+        cut = inner_validation_cut(seeds, cfg.validation_share, cfg.seed)
+        if cut is None:
+            return None
         fit_seeds, val = cut
         others = competing_users(self.features.shape[0], fit_seeds, val, cfg.max_validation_users,
                                  campaign_rng(cfg.seed + 1, seeds.campaign_id))
@@ -102,10 +110,29 @@ class PinterestClassifierScorer(EmbeddingScorer):
             model = fit_campaign(self.features, fit_seeds, C, cfg.max_negatives, cfg.max_iter, cfg.seed)
             results.append(validation_recall(model.decision_function(x_val), model.decision_function(x_others),
                                              cfg.validation_audience))
-        return float(cfg.C_grid[int(np.nanargmax(results))])
+        return np.array(results)
+
+    def choose_C(self, train_seeds: dict[str, CampaignSeeds]) -> ScopedChoice:
+        results = {cid: r for cid, s in train_seeds.items() if (r := self.validation_results(s)) is not None}
+        choice = ScopedChoice.from_results(results, {cid: s.size for cid, s in train_seeds.items()},
+                                           len(self.config.C_grid), self.config.bucket_edges)
+        log.info("pinterest_classifier: C %s over all campaigns (validation recall by C %s)",
+                 self.config.C_grid[choice.overall],
+                 np.nanmean(np.array(list(results.values())), 0).round(3).tolist() if results else [])
+        return choice
+
+    def campaign_C(self, seeds: CampaignSeeds) -> float:
+        cfg = self.config
+        if self.choice is None:
+            return cfg.C
+        if cfg.tuning == "campaign" and seeds.campaign_id not in self.choice.by_campaign:
+            results = self.validation_results(seeds)  # a seed list the fit did not see (ad-hoc expansion)
+            if results is not None:
+                return float(cfg.C_grid[int(np.nanargmax(results))])
+        return float(cfg.C_grid[self.choice.pick(cfg.tuning, seeds)])
 
     def campaign_model(self, data: LookalikeData, seeds: CampaignSeeds) -> LogisticRegression:
-        C = self.choose_C(seeds)
+        C = self.campaign_C(seeds)
         self.chosen_C[seeds.campaign_id] = C
         cfg = self.config
         return fit_campaign(self.features, seeds, C, cfg.max_negatives, cfg.max_iter, cfg.seed)
@@ -128,11 +155,14 @@ class PinterestClassifierScorer(EmbeddingScorer):
         folder.mkdir(parents=True, exist_ok=True)
         if self.fitted is not None:
             super().save(folder)
-        # Per-campaign fits are redone from the data; the chosen strengths are kept for audit.
-        (folder / "chosen_C.json").write_text(json.dumps(getattr(self, "chosen_C", {}), indent=1))
+        # Per-campaign fits are redone from the data with the C chosen in fit.
+        (folder / "classifier.json").write_text(json.dumps(
+            {"choice": self.choice.to_json() if self.choice else None, "chosen_C": self.chosen_C}, indent=1))
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         if self.config.embedding_weight > 0:
             super().load(folder, data)
         self.features = self._features(data)
         self.chosen_C = {}
+        saved = json.loads((Path(folder) / "classifier.json").read_text())["choice"]
+        self.choice = ScopedChoice(**saved) if saved else None

@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import rankdata
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.evaluation import campaign_rng, seed_bucket
+from lookalike_models.evaluation import campaign_rng
 from lookalike_models.pinterest.encoder import EncoderConfig
-from lookalike_models.pinterest.inner_validation import competing_users, validation_recall
+from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
 from lookalike_models.pinterest.scorers import EmbeddingScorer, encoder_curves, shared_encoder
 from lookalike_models.protocol import inner_validation_cut
 from lookalike_models.scorers import AudienceScorer, build_scorer, register
@@ -142,10 +142,12 @@ class PinterestEnsembleScorer(AudienceScorer):
 
     def _fit_members(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> list[AudienceScorer]:
         members = self._members()
-        fitted = shared_encoder(data, self.config.encoder)  # trained once, handed to every embedding member
-        for member in members:
-            if isinstance(member, EmbeddingScorer):
+        needing = [m for m in members if isinstance(m, EmbeddingScorer) and getattr(m, "needs_encoder", True)]
+        if needing:
+            fitted = shared_encoder(data, self.config.encoder)  # trained once, handed to every embedding member
+            for member in needing:
                 member.use_encoder(fitted)
+        for member in members:
             member.fit(data, train_seeds)
         return members
 
@@ -175,26 +177,16 @@ class PinterestEnsembleScorer(AudienceScorer):
             results[cid] = np.array([validation_recall(blended_val[:, b], blended_others[:, b], cfg.reference_share)
                                      for b in range(len(self.blends))])
         self.validation = results
-        self.by_campaign = {cid: int(np.argmax(r)) for cid, r in results.items()}
-        table = np.array(list(results.values())) if results else np.zeros((1, len(self.blends)))
-        self.overall = int(np.argmax(table.mean(0)))
-        buckets: dict[str, list[np.ndarray]] = {}
-        for cid, r in results.items():
-            buckets.setdefault(seed_bucket(train_seeds[cid].size, cfg.bucket_edges), []).append(r)
-        self.by_bucket = {b: int(np.argmax(np.mean(rs, 0))) for b, rs in buckets.items()}
+        self.choice = ScopedChoice.from_results(results, {cid: s.size for cid, s in train_seeds.items()},
+                                                len(self.blends), cfg.bucket_edges)
+        mean = np.nanmean(np.array(list(results.values())), 0) if results else np.zeros(len(self.blends))
         log.info("pinterest_ensemble: blend over all campaigns %s (validation recall by member %s)",
-                 self.blends[self.overall].round(2).tolist(), table.mean(0)[: len(members)].round(3).tolist())
+                 self.blends[self.choice.overall].round(2).tolist(), mean[: len(members)].round(3).tolist())
 
     def weights_for(self, seeds: CampaignSeeds) -> np.ndarray:
         """float64 [n_members]: the campaign's chosen blend (by the configured scope, falling back to the
         bucket's and then the overall choice for campaigns the fit did not see)."""
-        cfg = self.config
-        pick = self.overall
-        if cfg.scope in ("campaign", "bucket"):
-            pick = self.by_bucket.get(seed_bucket(seeds.size, cfg.bucket_edges), pick)
-        if cfg.scope == "campaign":
-            pick = self.by_campaign.get(seeds.campaign_id, pick)
-        return self.blends[pick]
+        return self.blends[self.choice.pick(self.config.scope, seeds)]
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -217,8 +209,8 @@ class PinterestEnsembleScorer(AudienceScorer):
     def params(self) -> dict[str, Any]:
         if self.config.mode != "validated" or not hasattr(self, "blends"):
             return {}
-        return {"blend_overall": self.blends[self.overall].tolist(),
-                "blend_by_bucket": {b: self.blends[i].tolist() for b, i in self.by_bucket.items()}}
+        return {"blend_overall": self.blends[self.choice.overall].tolist(),
+                "blend_by_bucket": {b: self.blends[i].tolist() for b, i in self.choice.by_bucket.items()}}
 
     def user_embeddings(self) -> np.ndarray | None:
         return self.members[0].user_embeddings()
@@ -231,9 +223,8 @@ class PinterestEnsembleScorer(AudienceScorer):
         for i, member in enumerate(self.members):
             member.save(folder / f"member_{i}_{member.name}")
         if self.config.mode == "validated":
-            (folder / "blend.json").write_text(json.dumps({
-                "blends": self.blends.tolist(), "overall": self.overall, "by_bucket": self.by_bucket,
-                "by_campaign": self.by_campaign}, indent=1))
+            (folder / "blend.json").write_text(json.dumps({"blends": self.blends.tolist(),
+                                                           "choice": self.choice.to_json()}, indent=1))
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         folder = Path(folder)
@@ -242,6 +233,5 @@ class PinterestEnsembleScorer(AudienceScorer):
             member.load(folder / f"member_{i}_{member.name}", data)
         if self.config.mode == "validated":
             saved = json.loads((folder / "blend.json").read_text())
-            self.blends, self.overall = np.array(saved["blends"]), saved["overall"]
-            self.by_bucket, self.by_campaign = saved["by_bucket"], saved["by_campaign"]
+            self.blends, self.choice = np.array(saved["blends"]), ScopedChoice(**saved["choice"])
 

@@ -1,11 +1,15 @@
 """Scoring an inner validation cut (``protocol.inner_validation_cut``) the way the outer protocol scores the
-held-out seeds: validation seeds compete for a top share of the users who are not fit seeds."""
+held-out seeds (validation seeds compete for a top share of the users who are not fit seeds), and choosing
+an option per campaign, per seed-list bucket or once for all campaigns from the cuts' results."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from lookalike_models.dataset import CampaignSeeds
+from lookalike_models.evaluation import seed_bucket
 
 
 def competing_users(n_users: int, fit_seeds: CampaignSeeds, val: np.ndarray, max_users: int,
@@ -31,3 +35,41 @@ def validation_recall(scores_val: np.ndarray, scores_others: np.ndarray, audienc
     cutoff = np.quantile(scores_others, 1 - audience_share)
     percentile = np.searchsorted(np.sort(scores_others), scores_val) / scores_others.size
     return float((scores_val > cutoff).mean() + 1e-3 * percentile.mean())
+
+
+@dataclass
+class ScopedChoice:
+    """Index of the chosen option per campaign, per seed bucket and over all campaigns, each the argmax of
+    the mean validation result of the campaigns it covers (the first option wins ties)."""
+
+    overall: int
+    by_bucket: dict[str, int]
+    by_campaign: dict[str, int]
+    bucket_edges: list[int]
+
+    @classmethod
+    def from_results(cls, results: dict[str, np.ndarray], seed_counts: dict[str, int], n_options: int,
+                     bucket_edges: list[int]) -> ScopedChoice:
+        """``results``: campaign_id -> float [n_options] validation results; ``seed_counts``: campaign_id ->
+        its training seeds (the size ``pick`` sees later)."""
+        table = np.array(list(results.values())) if results else np.zeros((1, n_options))
+        buckets: dict[str, list[np.ndarray]] = {}
+        for cid, r in results.items():
+            buckets.setdefault(seed_bucket(seed_counts[cid], bucket_edges), []).append(r)
+        return cls(int(np.nanargmax(np.nanmean(table, 0))),
+                   {b: int(np.nanargmax(np.nanmean(rs, 0))) for b, rs in buckets.items()},
+                   {cid: int(np.nanargmax(r)) for cid, r in results.items()}, list(bucket_edges))
+
+    def pick(self, scope: str, seeds: CampaignSeeds) -> int:
+        """The option for ``seeds`` under ``scope`` (campaign, bucket, all); a campaign or bucket that had no
+        validation cut falls back to the wider choice."""
+        pick = self.overall
+        if scope in ("campaign", "bucket"):
+            pick = self.by_bucket.get(seed_bucket(seeds.size, self.bucket_edges), pick)
+        if scope == "campaign":
+            pick = self.by_campaign.get(seeds.campaign_id, pick)
+        return pick
+
+    def to_json(self) -> dict:
+        return {"overall": self.overall, "by_bucket": self.by_bucket, "by_campaign": self.by_campaign,
+                "bucket_edges": self.bucket_edges}
