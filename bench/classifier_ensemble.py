@@ -63,7 +63,8 @@ def vs_best_member(per_campaign: pl.DataFrame, ensembles: list[str], members: li
 
 def scope_rows(data, splits: list[int], scopes: list[str], params: dict) -> pl.DataFrame:
     """The ensemble fitted once per split and measured with its blend chosen per each ``scopes`` entry
-    (campaign, bucket, all): rows named ``pinterest_ensemble[scope=...]``."""
+    (campaign, bucket or all, optionally ``:min_gain``, e.g. ``all:0.01``): rows named
+    ``pinterest_ensemble[scope=...]``."""
     frames = []
     for split_seed in splits:
         train, heldout = holdout_split(data.campaigns, data.n_users, 0.1, split_seed)
@@ -72,7 +73,9 @@ def scope_rows(data, splits: list[int], scopes: list[str], params: dict) -> pl.D
         scorer.fit(data, train)
         fit_seconds = time.perf_counter() - start
         for scope in scopes:
-            scorer.config = scorer.config.model_copy(update={"scope": scope})
+            where, _, gain = scope.partition(":")
+            scorer.config = scorer.config.model_copy(update={"scope": where, "min_gain": float(gain or 0)})
+            scorer.choice = scorer.make_choice()
             rows = evaluate_campaigns(scorer, data, train, heldout, audience_sizes(data.n_users, [0.05]), BUCKETS)
             frames.append(pl.DataFrame(rows).with_columns(
                 pl.lit(f"pinterest_ensemble[scope={scope}]").alias("model"), pl.lit(split_seed).alias("split_seed"),

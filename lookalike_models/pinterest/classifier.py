@@ -31,7 +31,7 @@ from lookalike_models.evaluation import campaign_rng
 from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
 from lookalike_models.pinterest.scorers import EmbeddingScorer, EmbeddingScorerConfig
 from lookalike_models.protocol import inner_validation_cut
-from lookalike_models.reference import campaign_labels, user_item_tfidf
+from lookalike_models.reference import campaign_labels, user_item_matrix, user_item_tfidf
 from lookalike_models.scorers import register
 
 log = logging.getLogger(__name__)
@@ -51,17 +51,22 @@ class ClassifierConfig(EmbeddingScorerConfig):
     validation_audience: float = Field(0.05, gt=0, lt=1, description="Audience share at which the cut's recall counts")
     embedding_weight: float = Field(0.0, ge=0, description="Scale of the StarSpace embedding block appended to the "
                                     "unit TF-IDF rows; 0: no embedding, no encoder trained")
+    weighting: Literal["tfidf", "binary"] = Field(
+        "tfidf", description="Item rows: TF-IDF (sublinear tf, idf, unit rows) or the old unweighted multi-hot")
+    negatives: Literal["all", "equal"] = Field(
+        "all", description="Every non-seed user (capped) or, as the paper, as many random non-seeds as seeds")
     max_negatives: int = Field(200_000, ge=1, description="Non-seed users sampled as negatives at most")
     max_validation_users: int = Field(100_000, ge=100, description="Non-seed users scored to place the cut's cutoff")
     max_iter: int = Field(200, ge=10)
     seed: int = 0
 
 
-def fit_campaign(features: sp.csr_matrix, seeds: CampaignSeeds, C: float, max_negatives: int, max_iter: int,
-                 seed: int) -> LogisticRegression:
-    """L2 logistic regression of the seeds against every other user (capped sample), on ``features`` rows."""
-    rows, labels = campaign_labels(features.shape[0], seeds, max_negatives, seed)
-    return LogisticRegression(C=C, solver="liblinear", max_iter=max_iter).fit(features[rows], labels)
+def fit_campaign(features: sp.csr_matrix, seeds: CampaignSeeds, C: float, cfg: ClassifierConfig) -> LogisticRegression:
+    """L2 logistic regression of the seeds against every other user (capped sample) or, with
+    ``negatives="equal"``, against as many random non-seeds as seeds, on ``features`` rows."""
+    max_negatives = seeds.size if cfg.negatives == "equal" else cfg.max_negatives
+    rows, labels = campaign_labels(features.shape[0], seeds, max_negatives, cfg.seed)
+    return LogisticRegression(C=C, solver="liblinear", max_iter=cfg.max_iter).fit(features[rows], labels)
 
 
 @register("pinterest_classifier")
@@ -88,7 +93,11 @@ class PinterestClassifierScorer(EmbeddingScorer):
         self.choice = self.choose_C(train_seeds) if self.config.tuning != "fixed" else None
 
     def _features(self, data: LookalikeData) -> sp.csr_matrix:
-        tfidf = user_item_tfidf(data)
+        if self.config.weighting == "tfidf":
+            tfidf = user_item_tfidf(data)
+        else:
+            tfidf = user_item_matrix(data)
+            tfidf.data[:] = 1.0
         if self.config.embedding_weight <= 0:
             return tfidf
         emb = sp.csr_matrix(self.config.embedding_weight * self.embeddings)
@@ -107,7 +116,7 @@ class PinterestClassifierScorer(EmbeddingScorer):
         x_val, x_others = self.features[val], self.features[others]
         results = []
         for C in cfg.C_grid:
-            model = fit_campaign(self.features, fit_seeds, C, cfg.max_negatives, cfg.max_iter, cfg.seed)
+            model = fit_campaign(self.features, fit_seeds, C, cfg)
             results.append(validation_recall(model.decision_function(x_val), model.decision_function(x_others),
                                              cfg.validation_audience))
         return np.array(results)
@@ -135,7 +144,7 @@ class PinterestClassifierScorer(EmbeddingScorer):
         C = self.campaign_C(seeds)
         self.chosen_C[seeds.campaign_id] = C
         cfg = self.config
-        return fit_campaign(self.features, seeds, C, cfg.max_negatives, cfg.max_iter, cfg.seed)
+        return fit_campaign(self.features, seeds, C, cfg)
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         return self.campaign_model(data, seeds).decision_function(self.features[candidates]).astype(np.float32)

@@ -53,6 +53,8 @@ class EnsembleConfig(BaseModel):
     scope: Literal["campaign", "bucket", "all"] = Field(
         "all", description="Where blend weights are chosen: per campaign, per seed bucket, or once")
     bucket_edges: list[int] = Field([50, 200], description="Seed-list size buckets for scope=bucket")
+    min_gain: float = Field(0.0, ge=0, description="A blend replaces the best single member only where its mean "
+                            "validation recall is higher by more than this")
     weight_step: float = Field(0.25, gt=0, le=1, description="Grid step of the blend weights (they sum to 1)")
     validation_share: float = Field(0.2, gt=0, lt=1, description="Share of training seeds held out to choose weights")
     max_validation_users: int = Field(100_000, ge=100, description="Non-seed users scored to place the cutoff")
@@ -177,11 +179,18 @@ class PinterestEnsembleScorer(AudienceScorer):
             results[cid] = np.array([validation_recall(blended_val[:, b], blended_others[:, b], cfg.reference_share)
                                      for b in range(len(self.blends))])
         self.validation = results
-        self.choice = ScopedChoice.from_results(results, {cid: s.size for cid, s in train_seeds.items()},
-                                                len(self.blends), cfg.bucket_edges)
+        self.seed_counts = {cid: s.size for cid, s in train_seeds.items()}
+        self.choice = self.make_choice()
         mean = np.nanmean(np.array(list(results.values())), 0) if results else np.zeros(len(self.blends))
         log.info("pinterest_ensemble: blend over all campaigns %s (validation recall by member %s)",
                  self.blends[self.choice.overall].round(2).tolist(), mean[: len(members)].round(3).tolist())
+
+    def make_choice(self) -> ScopedChoice:
+        """Blend per campaign, bucket and overall from the stored validation results and the config."""
+        cfg = self.config
+        n_members = int((self.blends == 1).sum())  # the one-hot rows: each member alone
+        return ScopedChoice.from_results(self.validation, self.seed_counts, len(self.blends), cfg.bucket_edges,
+                                         n_protected=n_members, min_gain=cfg.min_gain)
 
     def weights_for(self, seeds: CampaignSeeds) -> np.ndarray:
         """float64 [n_members]: the campaign's chosen blend (by the configured scope, falling back to the

@@ -49,16 +49,27 @@ class ScopedChoice:
 
     @classmethod
     def from_results(cls, results: dict[str, np.ndarray], seed_counts: dict[str, int], n_options: int,
-                     bucket_edges: list[int]) -> ScopedChoice:
+                     bucket_edges: list[int], n_protected: int = 0, min_gain: float = 0.0) -> ScopedChoice:
         """``results``: campaign_id -> float [n_options] validation results; ``seed_counts``: campaign_id ->
-        its training seeds (the size ``pick`` sees later)."""
-        table = np.array(list(results.values())) if results else np.zeros((1, n_options))
+        its training seeds (the size ``pick`` sees later). The first ``n_protected`` options are the safe
+        defaults (an ensemble's single members): another option is chosen only where its mean result beats
+        the best of them by more than ``min_gain``, since a choice among many options on a small cut
+        overrates the winner."""
+
+        def best(rows: list[np.ndarray] | np.ndarray) -> int:
+            mean = np.nanmean(np.asarray(rows), 0)
+            top = int(np.nanargmax(mean))
+            if n_protected and top >= n_protected:
+                safe = int(np.nanargmax(mean[:n_protected]))
+                return top if mean[top] > mean[safe] + min_gain else safe
+            return top
+
+        table = list(results.values()) or [np.zeros(n_options)]
         buckets: dict[str, list[np.ndarray]] = {}
         for cid, r in results.items():
             buckets.setdefault(seed_bucket(seed_counts[cid], bucket_edges), []).append(r)
-        return cls(int(np.nanargmax(np.nanmean(table, 0))),
-                   {b: int(np.nanargmax(np.nanmean(rs, 0))) for b, rs in buckets.items()},
-                   {cid: int(np.nanargmax(r)) for cid, r in results.items()}, list(bucket_edges))
+        return cls(best(table), {b: best(rs) for b, rs in buckets.items()},
+                   {cid: best([r]) for cid, r in results.items()}, list(bucket_edges))
 
     def pick(self, scope: str, seeds: CampaignSeeds) -> int:
         """The option for ``seeds`` under ``scope`` (campaign, bucket, all); a campaign or bucket that had no
