@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -101,7 +102,7 @@ def main() -> None:
     models = {"item_logreg": {}, **models, **json.loads(args.variants)}
     ensembles = [k for k, v in models.items() if v.get("model", k) == "pinterest_ensemble"]
     ensembles += [f"pinterest_ensemble[scope={s}]" for s in args.scopes or []]
-    command = " ".join(["python bench/classifier_ensemble.py", *sys.argv[1:]])
+    command = shlex.join(["python", "bench/classifier_ensemble.py", *sys.argv[1:]])
     out = ["# Per-campaign classifier and ensemble vs item_logreg and the ensemble's members", "",
            f"Command: `LOOKALIKE_DATA_ROOT=/work/shared/data {command}`; machine: {machine()}; one torch thread.",
            f"Split seeds {splits}; each campaign's metric is its mean over the splits; differences are paired over "

@@ -1,14 +1,16 @@
 """Per-campaign classifier: the per-advertiser logistic regression of deWet & Ou (KDD 2019, sec. 4.3),
 the ensemble's partner for large seed lists.
 
-The paper's recipe (seeds vs an equal number of random users, on the embedding plus an unweighted
-multi-hot of items) lost to a plain TF-IDF logistic regression (``reference.item_logreg``) by 0.07
-recall@5% on MovieLens (issue 10). Ablation on tuning splits 100-104 (bench/results/classifier_ensemble.md):
-the TF-IDF weighting (sublinear tf, idf, unit rows) and using every non-seed user as a negative are what
-the plain regression does better; raw one-hot user fields beside unit TF-IDF rows hurt. So the classifier
-now fits on the reference's TF-IDF rows and labels, and adds what the reference lacks: its L2 strength is
-chosen on an inner validation cut of each campaign's training seeds (``protocol.inner_validation_cut``),
-and the StarSpace embedding can be appended as a scaled extra block.
+The paper's recipe as first built here (seeds vs an equal number of random users, on the StarSpace
+embedding plus one-hot user fields and an unweighted multi-hot of items) lost to a plain TF-IDF logistic
+regression (``reference.item_logreg``) by 0.07 recall@5% on MovieLens (issue 10). The ablation on tuning
+splits 100-104 (bench/results/classifier_ensemble.md) says why: the TF-IDF weighting (sublinear tf, idf,
+unit rows) and using every non-seed user as a negative; one-hot user fields and the StarSpace block beside
+unit TF-IDF rows lowered recall. So the classifier fits on the reference's TF-IDF rows and labels and adds
+what the reference fixes by hand: its L2 strength is chosen on inner validation cuts of the campaigns'
+training seeds (``protocol.inner_validation_cut``), once over all campaigns by default; per campaign the
+cut is too small and the choice overfits it (tuning splits). The embedding block stays available
+(``embedding_weight``), as do the old recipe's switches (``weighting``, ``negatives``) for the ablation.
 
 Scales like the reference: features are one sparse matrix; a campaign's negatives are capped by a uniform
 sample (``max_negatives``); the validation recall is read off a bounded sample of non-seed scores.
