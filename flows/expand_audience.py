@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from lookalike_models.config import ExpandConfig, load_config
+from lookalike_models.config import ExpandConfig, load_config, with_file_defaults
+from lookalike_models.locking import exclusive_run
 from tasks.data import fingerprint_inputs, prepare_data
 from tasks.modeling import expand_one
 from tasks.reporting import close_mlflow_run, open_mlflow_run, publish_audiences, start_run_folder
@@ -12,17 +13,20 @@ from tasks.reporting import close_mlflow_run, open_mlflow_run, publish_audiences
 
 @flow(name="expand-audience")
 def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expand.yaml")) -> dict:  # noqa: B008
-    run_id, run_dir = start_run_folder(config.output_root)
-    mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump())
-    try:
-        data_dir = prepare_data(config.data, fingerprint_inputs(config.data, []), f"{config.output_root}/work")
-        staged = expand_one(config.model, data_dir, config.campaign_id, config.seed_user_ids, config.name,
-                            config.audience_fraction, run_dir)
-        published = publish_audiences(staged, f"{config.output_root}/adhoc", run_id)
-    except BaseException:
-        close_mlflow_run(mlflow_run, "FAILED")
-        raise
-    close_mlflow_run(mlflow_run)
+    config = with_file_defaults(config, "expand.yaml")  # partial parameters take the rest from conf/expand.yaml
+    adhoc_root = f"{config.output_root}/adhoc"
+    with exclusive_run(adhoc_root, "expand-audience"):  # one ad-hoc run at a time per output root
+        run_id, run_dir = start_run_folder(config.output_root)
+        mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump(), adhoc_root)
+        try:
+            data_dir = prepare_data(config.data, fingerprint_inputs(config.data, []), f"{config.output_root}/work")
+            staged = expand_one(config.model, data_dir, config.campaign_id, config.seed_user_ids, config.name,
+                                config.audience_fraction, run_dir)
+            published = publish_audiences(staged, adhoc_root, run_id)
+        except BaseException:
+            close_mlflow_run(mlflow_run, "FAILED")
+            raise
+        close_mlflow_run(mlflow_run)
     return {"run_id": run_id, "published": published}
 
 

@@ -1,5 +1,6 @@
 """Nightly audience refresh: prepare data -> train -> evaluate on held-out seeds -> choose the champion
--> score every campaign with it -> publish -> track.
+-> score every campaign with it -> publish -> promote the champion -> track. One run per output root at a
+time (a lock file; a second run stops with a message naming the first).
 
 Incremental: models and audiences start from the last published run's, recomputing only users whose
 activity changed and campaigns whose seeds did (lookalike_models/incremental.py).
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 from prefect import flow
 
-from lookalike_models.config import NightlyConfig, load_config
-from tasks.data import fingerprint_inputs, prepare_data, split_campaigns
+from lookalike_models.config import NightlyConfig, load_config, with_file_defaults
+from lookalike_models.locking import exclusive_run
+from tasks.data import fingerprint_inputs, prepare_data, skipped_campaigns, split_campaigns
 from tasks.distributed import dask_runner, stage_audiences_dask
 from tasks.modeling import evaluate_model, stage_audiences, train_model
 from tasks.refresh import previous_refresh, record_refresh
-from tasks.registry import register_and_promote
+from tasks.registry import promote_champion, register_and_choose
 from tasks.reporting import (
     close_mlflow_run,
     evaluate_run,
@@ -28,6 +30,7 @@ from tasks.reporting import (
     previous_published_run,
     publish_audiences,
     report_reach_and_drift,
+    run_status,
     start_run_folder,
 )
 from tasks.tracking import run_url
@@ -35,12 +38,19 @@ from tasks.tracking import run_url
 
 @flow(name="nightly-refresh")
 def nightly_refresh(config: NightlyConfig = load_config()) -> dict:  # noqa: B008 (a form default for the UI)
+    config = with_file_defaults(config)  # a run given partial parameters takes the rest from conf/nightly.yaml
+    with exclusive_run(config.output_root, "nightly-refresh"):  # one run per output root; a second one stops here
+        return refresh(config)
+
+
+def refresh(config: NightlyConfig) -> dict:
     run_id, run_dir = start_run_folder(config.output_root)
     work, evaluation, publishing = f"{config.output_root}/work", config.evaluation, config.publish
-    mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump())
+    mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump(), config.output_root)
     try:
         fingerprint = fingerprint_inputs(config.data, publishing.exclusions)
         data_dir = prepare_data(config.data, fingerprint, work)
+        skipped = skipped_campaigns(data_dir)
         splits = split_campaigns(data_dir, evaluation, work)  # one per evaluation.split_seeds
         split = splits[0]  # the first split's models are the ones registered and published
         previous_run = previous_published_run(config.output_root)
@@ -52,7 +62,7 @@ def nightly_refresh(config: NightlyConfig = load_config()) -> dict:  # noqa: B00
                      for seed, path in zip(evaluation.split_seeds, splits) for m in config.models]
         report = evaluate_run(evaluated, data_dir, evaluation, run_dir)
         children = log_models_to_mlflow(mlflow_run, config.experiment, trained, report)
-        decision = register_and_promote(children, report, config.selection)
+        decision = register_and_choose(children, report, config.selection, trained)
         publisher = decision["champion"] if publishing.model == "champion" else publishing.model
         spec = next(m for m in config.models if m.name == publisher)
         if config.execution.backend == "dask":
@@ -63,17 +73,20 @@ def nightly_refresh(config: NightlyConfig = load_config()) -> dict:  # noqa: B00
             staged = stage_audiences(spec, data_dir, split, trained[publisher], work, publishing, previous["staging"])
         record_refresh(run_dir, data_dir, trained, staged, config.models)
         published = publish_audiences(staged["staged"], config.output_root, run_id)
+        decision = promote_champion(decision, config.selection, published)  # only once its audiences are live
         drift = report_reach_and_drift(evaluated, publisher, data_dir, evaluation.seed_buckets,
                                        config.output_root, run_id, previous_run, run_dir, mlflow_run)
-        log_run_artifacts(mlflow_run, report, run_dir, data_dir, published, decision)
         failed = {f"{s['model']}/{cid}": why for s in [*evaluated, staged] for cid, why in s["failed"].items()}
-        summary = post_summary(run_id, run_url(mlflow_run, config.experiment), report, published, failed, decision)
+        log_run_artifacts(mlflow_run, report, run_dir, data_dir, published, decision, failed, skipped)
+        summary = post_summary(run_id, run_url(mlflow_run, config.experiment), report, published, failed, decision,
+                               skipped)
     except BaseException:
         close_mlflow_run(mlflow_run, "FAILED")
         raise
     close_mlflow_run(mlflow_run)
     print(summary)
     return {"run_id": run_id, "mlflow_run_id": mlflow_run, "published": published, "failed": failed,
+            "skipped": skipped, "status": run_status(published, failed, skipped),
             "summary": report["summary"], "drift": drift, "data_dir": data_dir, "champion": decision,
             "users_embedded": {name: info.get("users_embedded") for name, info in trained.items()},
             "campaigns_refreshed": staged.get("incremental_campaigns", [])}

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lookalike_models.synthetic import SyntheticConfig
 
@@ -34,6 +34,18 @@ class ModelSpec(BaseModel):
     model: str = Field(..., description="Registered scorer, e.g. minhash, popularity, random")
     params: dict[str, Any] = Field(default_factory=dict, description="The scorer's own config")
 
+    @model_validator(mode="after")
+    def _known_model_and_params(self) -> ModelSpec:
+        # Fail when the config is read, not after data preparation: unknown model, unknown or bad parameter.
+        from lookalike_models.scorers import check_params, scorer_class
+
+        try:
+            cls = scorer_class(self.model)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        cls.config_class.model_validate(check_params(cls.config_class, self.params, self.model))
+        return self
+
 
 class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -44,8 +56,8 @@ class EvaluationConfig(BaseModel):
     seed_buckets: list[int] = Field([50, 200], description="Seed-list size bucket edges")
     split_seeds: list[int] = Field([0], min_length=1, description="One held-out split per seed; metrics are "
                                    "each campaign's mean over the splits. The first split's models are published")
-    reference: str | None = Field("popularity", description="Model (ModelSpec.name) every model is compared with: "
-                                  "paired 95% bootstrap CI over campaigns of the difference")
+    reference: str | None = Field(None, description="Model (ModelSpec.name) every model is compared with: paired "
+                                  "95% bootstrap CI over campaigns of the difference (e.g. item_logreg)")
 
     @field_validator("split_seeds")
     @classmethod
@@ -175,3 +187,26 @@ def apply_overrides(config: BaseModel, overrides: list[str]) -> BaseModel:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(raw)
     return type(config).model_validate(doc)
+
+
+def with_file_defaults(config: BaseModel, default: str = "nightly.yaml") -> BaseModel:
+    """Fill what the caller left unset from ``conf/<default>``: a deployment run given only
+    ``{"publish": {...}}`` gets the YAML file's models and data, not the classes' fallbacks, so the YAML file
+    is the one source of defaults however a run starts. Set fields win; lists are replaced whole."""
+    given = config.model_dump(exclude_unset=True)
+    merged = _deep_merge(load_config(None, type(config), default).model_dump(), given)
+    if isinstance(config, ExpandConfig) and given.get("seed_user_ids") and "campaign_id" not in given:
+        merged["campaign_id"] = None  # an inline seed list asks for no campaign of the data
+    if isinstance(config, NightlyConfig) and "reference" not in given.get("evaluation", {}):
+        names = {m["name"] for m in merged["models"]}
+        if merged["evaluation"].get("reference") not in names:  # the file's reference is not among these models
+            merged["evaluation"]["reference"] = None
+    return type(config).model_validate(merged)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out

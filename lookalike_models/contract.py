@@ -138,9 +138,16 @@ def validate_interactions(df: pl.DataFrame, file: Path) -> pl.DataFrame:
     _require_columns(df, file, ["user_id", "item_id"])
     _require_id_column(df, file, "user_id")
     _require_id_column(df, file, "item_id")
+    # Report a problem under the column the advertiser wrote: ``rating`` when weight is derived from it.
+    source = "weight" if "weight" in df.columns else "rating" if "rating" in df.columns else None
+    if source:
+        _require_numeric(df, file, source)
+        negative = df.filter(pl.col(source) < 0)
+        if negative.height:
+            raise DataContractError(file, source, f"{negative.height} rows are negative (weights must be >= 0)",
+                                    negative.row(0, named=True))
     if "weight" not in df.columns:
-        df = df.with_columns((pl.col("rating") if "rating" in df.columns else pl.lit(1.0)).alias("weight"))
-    _require_numeric(df, file, "weight")
+        df = df.with_columns((pl.col("rating") if source else pl.lit(1.0)).alias("weight"))
     if "ts" in df.columns and not (df.schema["ts"].is_integer() or df.schema["ts"].is_temporal()):
         raise DataContractError(file, "ts", f"must be an integer or a timestamp, got {df.schema['ts']}", df["ts"][0])
     if "domain" not in df.columns:

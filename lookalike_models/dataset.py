@@ -190,6 +190,7 @@ def _campaign_problems(seeds: pl.DataFrame, known: pl.DataFrame, min_match_rate:
              .group_by("campaign_id")
              .agg(pl.len().alias("rows"), (pl.col("label") == 1).sum().alias("pos"),
                   ((pl.col("label") == 1) & pl.col("known").is_not_null()).sum().alias("pos_known"),
+                  pl.col("known").is_not_null().sum().alias("known"),
                   pl.col("user_id").filter(pl.col("known").is_null()).first().alias("unknown_example")))
     for row in stats.iter_rows(named=True):
         cid = row["campaign_id"]
@@ -205,7 +206,27 @@ def _campaign_problems(seeds: pl.DataFrame, known: pl.DataFrame, min_match_rate:
                 SEEDS, "user_id",
                 f"campaign '{cid}': only {row['pos_known']} of {row['pos']} seeds are known users "
                 f"(need {min_match_rate:.0%})", row["unknown_example"]))
+        elif row["known"] >= known.height:
+            # Every user is a seed or a known non-converter: an empty audience with a perfect precision.
+            problems[cid] = str(DataContractError(
+                SEEDS, "user_id", f"campaign '{cid}': its seeds and non-converters are all {known.height} users, "
+                "nothing is left to rank", cid))
     return problems
+
+
+def require_runnable_campaigns(data: LookalikeData) -> None:
+    """Refuse data where no campaign can run, with every campaign's reason in one message."""
+    if data.campaigns:
+        return
+    reasons = "; ".join(f"{cid}: {why}" for cid, why in sorted(data.campaign_problems.items()))
+    raise DataContractError(SEEDS, "campaign_id", f"no campaign can run ({len(data.campaign_problems)} skipped: "
+                            f"{reasons or 'no campaigns'})")
+
+
+def feature_only_users(data: LookalikeData) -> int:
+    """Users that appear in ``user_features`` but have no interaction. They stay in the population (feature
+    models score them; cold-start users are real prospects), so the pipeline counts and reports them."""
+    return int(data.n_users - np.unique(data.user_idx).size)
 
 
 def encode(raw: RawDataset, max_multi_len: int = 50, min_seed_match_rate: float = 0.5) -> LookalikeData:

@@ -91,9 +91,14 @@ def load_split(path: str | Path) -> tuple[dict[str, CampaignSeeds], dict[str, He
     return train, heldout
 
 
+def audience_size(n_users: int, fraction: float) -> int:
+    """Users in an audience of ``fraction`` of the population (at least one)."""
+    return max(1, int(round(fraction * n_users)))
+
+
 def audience_sizes(n_users: int, fractions: list[float]) -> dict[str, int]:
     """Metric label -> audience size, e.g. {'1pct': 200} for 1% of 20,000 users."""
-    return {f"{f * 100:g}pct".replace(".", "_"): max(1, int(round(f * n_users))) for f in fractions}
+    return {f"{f * 100:g}pct".replace(".", "_"): audience_size(n_users, f) for f in fractions}
 
 
 def seed_bucket(n_seeds: int, edges: list[int]) -> str:

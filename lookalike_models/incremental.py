@@ -58,9 +58,24 @@ def user_state(data: LookalikeData) -> pl.DataFrame:
     return pl.DataFrame({"user_id": data.user_ids, "fingerprint": user_fingerprints(data)})
 
 
+def state_mismatch(data: LookalikeData, previous: pl.DataFrame) -> str | None:
+    """Why the previous run's user state cannot be matched to today's users (None when it can). A night
+    whose ids changed type (strings yesterday, integers today) must start afresh, not crash every night."""
+    if set(previous.columns) != {"user_id", "fingerprint"}:
+        return f"previous user state has columns {previous.columns}"
+    if previous.schema["user_id"] != data.user_ids.dtype:
+        return f"user_id type changed from {previous.schema['user_id']} to {data.user_ids.dtype}"
+    if previous.schema["fingerprint"] != pl.UInt64:
+        return f"previous fingerprints are {previous.schema['fingerprint']}, not UInt64"
+    return None
+
+
 def match_previous(data: LookalikeData, previous: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """For each current user: its row in the previous run's arrays (-1 if new) and whether its activity
-    is unchanged. Returns (previous_row int64 [n_users], unchanged bool [n_users])."""
+    is unchanged. Returns (previous_row int64 [n_users], unchanged bool [n_users]). Previous state that does
+    not match (see :func:`state_mismatch`) makes every user new: a full refresh."""
+    if state_mismatch(data, previous):
+        return np.full(data.n_users, -1, np.int64), np.zeros(data.n_users, bool)
     current = user_state(data).with_row_index("row")
     joined = current.join(previous.with_row_index("previous_row").rename({"fingerprint": "previous_fp"}),
                           on="user_id", how="left").sort("row")

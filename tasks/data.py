@@ -11,7 +11,7 @@ from prefect.tasks import exponential_backoff
 
 from lookalike_models.config import DataSource, EvaluationConfig
 from lookalike_models.contract import DataContractError
-from lookalike_models.dataset import LookalikeData
+from lookalike_models.dataset import LookalikeData, feature_only_users, require_runnable_campaigns
 from lookalike_models.evaluation import holdout_split, save_split
 from lookalike_models.sources import load_encoded
 from tasks.caching import CACHED, file_fingerprint, stable_hash
@@ -50,12 +50,25 @@ def prepare_data(source: DataSource, input_fingerprint: str, work_root: str) -> 
     logger = get_run_logger()
     folder = Path(work_root) / f"data-{stable_hash(source, input_fingerprint)}"
     data = load_encoded(source, folder / "input")
+    require_runnable_campaigns(data)
     out = data.save(folder / "encoded")
     logger.info("encoded %d users, %d items, %d interactions, %d campaigns", data.n_users, data.n_items,
                 data.user_idx.size, len(data.campaigns))
-    for cid, problem in data.campaign_problems.items():
-        logger.warning("campaign %s skipped: %s", cid, problem)
+    feature_only = feature_only_users(data)
+    if feature_only:
+        logger.warning("%d of %d users appear only in user_features (no interactions): they are part of the "
+                       "population that audience sizes are shares of", feature_only, data.n_users)
     return str(out)
+
+
+@task
+def skipped_campaigns(data_dir: str) -> dict[str, str]:
+    """Campaigns the input made impossible to run (bad id, no seeds, unknown seeds, nothing left to rank),
+    with the reason. Read on every run, cached or not, so a re-run reports them too."""
+    problems = load_data(data_dir).campaign_problems
+    for cid, problem in sorted(problems.items()):
+        get_run_logger().warning("campaign %s skipped: %s", cid, problem)
+    return dict(problems)
 
 
 @task(**CACHED)

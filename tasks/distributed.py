@@ -13,6 +13,7 @@ import numpy as np
 from prefect import flow, task
 
 from lookalike_models.config import ExecutionConfig, ModelSpec
+from lookalike_models.evaluation import audience_size
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import merge_shards, score_campaign, shard_ranges
 from lookalike_models.publishing import audience_frame
@@ -26,7 +27,7 @@ from tasks.modeling import fitted_scorer
 def plan_shards(data_dir: str, n_shards: int, audience_fraction: float) -> tuple[list[str], list, int]:
     """Campaigns, user ranges and the audience size of a distributed scoring pass."""
     data = load_data(data_dir)
-    size = max(1, int(round(audience_fraction * data.n_users)))
+    size = audience_size(data.n_users, audience_fraction)
     return list(data.campaigns), shard_ranges(data.n_users, n_shards), size
 
 
@@ -44,6 +45,8 @@ def score_shard(spec: ModelSpec, data_dir: str, split_path: str, model_dir: str,
 @task
 def merge_and_stage(spec: ModelSpec, data_dir: str, campaign_id: str, parts: list, size: int, stage: str) -> str:
     users, scores = merge_shards(parts, size)
+    if users.size == 0:  # as in stage_audiences: an empty audience fails its campaign, it is not published
+        raise ValueError("nothing left to rank: every candidate is a seed, a known non-converter or excluded")
     frame = audience_frame(load_data(data_dir), users, scores, spec.name)
     return str(write_parquet_atomic(frame, Path(stage) / f"{campaign_id}.parquet"))
 

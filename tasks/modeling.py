@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from lookalike_models.config import EvaluationConfig, ModelSpec, PublishConfig
-from lookalike_models.evaluation import audience_sizes, load_split
+from lookalike_models.evaluation import audience_size, audience_sizes, load_split
 from lookalike_models.incremental import USER_STATE, changed_since, load_previous_top, refresh_campaign, user_state
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import score_campaign
@@ -24,18 +25,30 @@ from tasks import tracking
 from tasks.caching import CACHED, stable_hash
 from tasks.data import load_data
 
-_FITTED: dict[str, AudienceScorer] = {}  # model_dir -> scorer, for scorers that cannot be saved
+# model_dir -> scorer fitted in this process, newest last. Bounded: a long-lived `lookalike serve` process
+# runs night after night, and a model evicted here is restored from its folder (or refitted) on demand.
+_FITTED: OrderedDict[str, AudienceScorer] = OrderedDict()
+_MAX_FITTED = 8
+
+
+def remember_fitted(model_dir: str, scorer: AudienceScorer) -> None:
+    _FITTED[model_dir] = scorer
+    _FITTED.move_to_end(model_dir)
+    while len(_FITTED) > _MAX_FITTED:
+        _FITTED.popitem(last=False)
 
 
 def fitted_scorer(spec: ModelSpec, data_dir: str, model_dir: str, split_path: str) -> AudienceScorer:
     """The scorer ``train_model`` fitted: from memory, else restored from ``model_dir``, else refitted."""
     if model_dir in _FITTED:
+        _FITTED.move_to_end(model_dir)
         return _FITTED[model_dir]
     scorer = build_scorer(spec.model, spec.params)
     try:
         scorer.load(Path(model_dir), load_data(data_dir))
     except (NotImplementedError, FileNotFoundError):
         scorer.fit(load_data(data_dir), load_split(split_path)[0])
+    remember_fitted(model_dir, scorer)
     return scorer
 
 
@@ -52,21 +65,35 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str,
     if previous_model_dir and Path(previous_model_dir).resolve() == model_dir.resolve():
         previous_model_dir = None  # same data as last run: nothing to reuse that a full fit would not give
     start = time.perf_counter()
-    embedded = scorer.refit(data, train, Path(previous_model_dir) if previous_model_dir else None)
+    try:
+        embedded = scorer.refit(data, train, Path(previous_model_dir) if previous_model_dir else None)
+    except Exception as exc:
+        if not previous_model_dir:
+            raise
+        # Yesterday's state must never wedge tonight: a full fit gives the same model, only slower.
+        logger.warning("%s: previous model %s unusable (%s: %s); full fit", spec.name, previous_model_dir,
+                       type(exc).__name__, exc)
+        scorer = build_scorer(spec.model, spec.params)
+        embedded = scorer.refit(data, train, None)
     seconds = time.perf_counter() - start
     try:
         scorer.save(model_dir)
     except NotImplementedError:
         logger.info("%s keeps its fitted state in memory only", spec.name)
     export_user_encoder(scorer, data, model_dir)
-    _FITTED[str(model_dir)] = scorer
-    logger.info("trained %s (%s) in %.1fs on %d users (%.0f users/s), %d users (re-)embedded", spec.name,
-                spec.model, seconds, data.n_users, data.n_users / max(seconds, 1e-9), embedded)
+    remember_fitted(str(model_dir), scorer)
+    logger.info("trained %s (%s) in %.1fs on %d users%s, %d users (re-)embedded", spec.name, spec.model, seconds,
+                data.n_users, rate_note(data.n_users, seconds, "users"), embedded)
     history = getattr(scorer, "history", {}) or {}
     return {"model_dir": str(model_dir), "fit_seconds": seconds, "users_embedded": embedded,
             "params": {k: v if isinstance(v, str | int | float | bool) else str(v)  # JSON-cached result
                        for k, v in {"model": spec.model, **spec.params, **scorer.params()}.items()},
             "history": {k: [float(x) for x in v] for k, v in history.items()}}
+
+
+def rate_note(count: int, seconds: float, unit: str) -> str:
+    """' (N units/s)' over a measurable time; nothing for an instant step, where a rate is noise."""
+    return f" ({count / seconds:.0f} {unit}/s)" if seconds >= 1.0 else ""
 
 
 def export_user_encoder(scorer: AudienceScorer, data, model_dir: Path) -> None:
@@ -95,8 +122,8 @@ def for_each_campaign(campaign_ids: list[str], label: str, work) -> dict[str, st
             logger.error("%s: campaign %s failed: %s", label, cid, failed[cid])
         update_progress_artifact(progress, 100.0 * done / len(campaign_ids))
         if done % 10 == 0 or done == len(campaign_ids):
-            rate = done / (time.perf_counter() - start)
-            logger.info("%s: %d/%d campaigns (%.1f campaigns/s)", label, done, len(campaign_ids), rate)
+            logger.info("%s: %d/%d campaigns%s", label, done, len(campaign_ids),
+                        rate_note(done, time.perf_counter() - start, "campaigns"))
     return failed
 
 
@@ -134,18 +161,26 @@ def stage_audiences(spec: ModelSpec, data_dir: str, split_path: str, trained: di
     if publish.exclusions:
         logger.info("exclusion lists: %d users for every campaign, %d campaign-specific lists",
                     everywhere.size, len(by_campaign))
-    size = max(1, int(round(publish.audience_fraction * data.n_users)))
+    size = audience_size(data.n_users, publish.audience_fraction)
     depth = int(size * publish.keep_depth)
     stage = Path(data_dir).parent / "staged" / f"{spec.name}-{stable_hash(spec, split_path, trained, publish)}"
     usable = previous if publish.incremental and previous and previous.get("model") == spec.model_dump_json() \
         else None
-    changed = changed_since(data, Path(usable["stage"]) if usable else None)
+    try:
+        changed = changed_since(data, Path(usable["stage"]) if usable else None)
+    except Exception as exc:  # unreadable previous staging: rescore everything rather than fail the night
+        logger.warning("previous staging %s unusable (%s: %s); full rescore", usable and usable["stage"],
+                       type(exc).__name__, exc)
+        usable, changed = None, changed_since(data, None)
     tops, staged, reused = {}, {}, []
 
     def stage_one(cid: str) -> None:
         excluded = np.concatenate([everywhere, by_campaign.get(cid, everywhere[:0])])
         users, scores, key, was_reused = refresh_campaign(scorer, data, data.campaigns[cid], size, depth, excluded,
                                                           changed, load_previous_top(usable, cid, size))
+        if users.size == 0:  # an empty audience is not a success: fail this campaign with the reason
+            raise ValueError(f"nothing left to rank: every candidate is a seed, a known non-converter or excluded "
+                             f"({excluded.size} excluded)")
         write_parquet_atomic(audience_frame(data, users, scores, spec.name), stage / "tops" / f"{cid}.parquet")
         tops[cid] = key
         staged[cid] = str(write_parquet_atomic(audience_frame(data, users[:size], scores[:size], spec.name),
@@ -174,7 +209,7 @@ def expand_one(spec: ModelSpec, data_dir: str, campaign_id: str | None, seed_use
     seeds = resolve_seeds(data, campaign_id, seed_user_ids, name)
     scorer = build_scorer(spec.model, spec.params)
     scorer.fit(data, {**data.campaigns, seeds.campaign_id: seeds})
-    size = max(1, int(round(audience_fraction * data.n_users)))
+    size = audience_size(data.n_users, audience_fraction)
     scored = score_campaign(scorer, data, seeds, size)
     frame = audience_frame(data, scored.users, scored.scores, spec.name)
     path = write_parquet_atomic(frame, Path(run_dir) / "audiences" / spec.name / f"{seeds.campaign_id}.parquet")

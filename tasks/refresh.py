@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 from prefect import task
 from prefect.logging import get_run_logger
 
@@ -23,14 +24,36 @@ def previous_refresh(output_root: str, previous_run: str | None, data_dir: str, 
     path = Path(output_root) / "runs" / str(previous_run) / REFRESH_FILE
     if not incremental or not previous_run or not path.exists():
         return empty
-    state = json.loads(path.read_text())
-    if state["data_dir"] == data_dir:
+    try:
+        state = json.loads(path.read_text())
+        if state["data_dir"] == data_dir:
+            return empty
+        mismatch = index_mismatch(state["data_dir"], data_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        mismatch = f"unreadable refresh record {path} ({type(exc).__name__}: {exc})"
+    if mismatch:
+        # Reusing state that does not fit tonight's data would fail tonight and every night after it.
+        get_run_logger().warning("incremental refresh from run %s not possible: %s; full refresh", previous_run,
+                                 mismatch)
         return empty
     models = {name: folder for name, folder in state["models"].items() if Path(folder).exists()}
     staging = state["staging"] if state["staging"] and Path(state["staging"]["stage"]).exists() else None
     get_run_logger().info("incremental refresh from run %s: %d model folders, staging %s", previous_run,
                           len(models), "found" if staging else "missing")
     return {"models": models, "staging": staging}
+
+
+def index_mismatch(previous_data_dir: str, data_dir: str) -> str | None:
+    """Why the previous run's encoded ids cannot be matched to tonight's (None when they can)."""
+    for name in ("user_index.parquet", "item_index.parquet"):
+        before, now = Path(previous_data_dir) / name, Path(data_dir) / name
+        if not before.exists():
+            return f"previous {name} is gone"
+        column = name.split("_")[0] + "_id"
+        old_type, new_type = pl.read_parquet_schema(before)[column], pl.read_parquet_schema(now)[column]
+        if old_type != new_type:
+            return f"{column} type changed from {old_type} to {new_type}"
+    return None
 
 
 @task

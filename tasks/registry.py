@@ -1,7 +1,11 @@
-"""MLflow model registry: every trained model becomes a version of one registered model; the alias
-``champion`` marks the version whose audiences are published, ``challenger`` the best other one."""
+"""MLflow model registry: every eligible trained model with files becomes a version of one registered model;
+the alias ``champion`` marks the version whose audiences are published, ``challenger`` the best other one.
+Aliases move only after publishing, so ``champion`` never names a model whose audiences are not live."""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
 
 from prefect import task
 from prefect.logging import get_run_logger
@@ -20,31 +24,67 @@ def current_champion(registered_model: str) -> str | None:
 
 
 @task
-def register_and_promote(children: dict[str, str], report: dict, selection: SelectionConfig) -> dict:
-    """Register tonight's models, compare them with the champion on tonight's held-out split, and move
-    the aliases. The champion's newest version always carries the alias: its audiences come from tonight's
-    training; 'promoted' says whether another model took the title."""
+def register_and_choose(children: dict[str, str], report: dict, selection: SelectionConfig,
+                        trained: dict[str, dict]) -> dict:
+    """Register tonight's eligible models that left files (never the reference models, never a version with
+    no artifacts) and compare them with the champion on tonight's held-out split. No alias moves here:
+    ``promote_champion`` moves them once the champion's audiences are published."""
     logger = get_run_logger()
     client = tracking.client()
     name = selection.registered_model
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name, description="Look-alike audience models; alias 'champion' publishes")
     overall = {r["model"]: r for r in report["summary"] if r["seed_bucket"] == "all"}
+    eligible = {m for m in children if m not in selection.not_eligible and has_artifacts(trained.get(m, {}))}
+    for model in sorted(set(children) - eligible - set(selection.not_eligible)):
+        logger.warning("registry %s: %s left no model files and cannot be registered or promoted", name, model)
     versions = {}
-    for model, child in children.items():
+    for model in sorted(eligible):
         tags = {"model_name": model} | {k: str(v) for k, v in overall.get(model, {}).items() if isinstance(v, float)}
-        versions[model] = client.create_model_version(name, f"runs:/{child}/model", child, tags=tags).version
+        versions[model] = client.create_model_version(name, f"runs:/{children[model]}/model", children[model],
+                                                      tags=tags).version
     before = current_champion(name)
-    eligible = set(children) - set(selection.not_eligible)
     tonight = {m: float(overall[m][selection.metric]) for m in overall if overall[m].get(selection.metric) is not None}
-    decision = choose_champion(tonight, before, selection.min_improvement, eligible)
-    client.set_registered_model_alias(name, "champion", versions[decision.champion])
-    others = {m: v for m, v in tonight.items() if m in eligible and m != decision.champion}
-    if others:
-        client.set_registered_model_alias(name, "challenger", versions[max(sorted(others), key=others.__getitem__)])
-    logger.info("registry %s: %s", name, decision.reason)
-    return {"champion": decision.champion, "promoted": decision.promoted, "reason": decision.reason,
-            "previous_champion": before, "versions": versions}
+    try:
+        decision = choose_champion(tonight, before, selection.min_improvement, eligible)
+    except ValueError:
+        raise ValueError(f"no eligible model ({', '.join(sorted(eligible)) or 'none registered'}) has a held-out "
+                         f"{selection.metric}: no campaign could be evaluated, or every evaluation failed") from None
+    others = {m: v for m, v in tonight.items() if m in eligible and m != decision.champion and not math.isnan(v)}
+    challenger = max(sorted(others), key=others.__getitem__) if others else None
+    reason = decision.reason
+    if not decision.promoted:  # choose_champion's text may name the champion itself as "best challenger"
+        reason = f"champion {decision.champion} ({tonight[decision.champion]:.4f}) kept" + (
+            f"; best challenger {challenger} ({others[challenger]:.4f})" if challenger else "")
+    logger.info("registry %s: registered %s; %s", name, ", ".join(f"{m} v{v}" for m, v in sorted(versions.items())),
+                reason)
+    return {"champion": decision.champion, "promoted": decision.promoted, "reason": reason,
+            "previous_champion": before, "versions": versions, "challenger": challenger, "aliases_moved": False}
+
+
+def has_artifacts(trained_model: dict) -> bool:
+    folder = Path(trained_model.get("model_dir") or "/nonexistent")
+    return folder.is_dir() and any(folder.iterdir())
+
+
+@task
+def promote_champion(decision: dict, selection: SelectionConfig, published: dict[str, str]) -> dict:
+    """Point ``champion`` at tonight's version of the chosen model, and ``challenger`` at the best other one;
+    only once audiences are published, so the alias never names a model whose audiences are not live."""
+    logger = get_run_logger()
+    name, versions = selection.registered_model, decision["versions"]
+    if not published:
+        logger.warning("registry %s: nothing was published; aliases stay where they are", name)
+        return decision
+    client = tracking.client()
+    champion = decision["champion"]
+    client.set_registered_model_alias(name, "champion", versions[champion])
+    moved = f"champion -> {champion} v{versions[champion]}" + ("" if decision["promoted"] else " (tonight's version)")
+    if decision["challenger"]:
+        client.set_registered_model_alias(name, "challenger", versions[decision["challenger"]])
+        moved += f", challenger -> {decision['challenger']} v{versions[decision['challenger']]}"
+    logger.info("registry %s: %s", name, moved)
+    return decision | {"aliases_moved": True}
 
 
 def rank_runs(experiment: str, metric: str, top: int = 10) -> list[dict]:

@@ -96,8 +96,15 @@ def log_models_to_mlflow(mlflow_run: str, experiment: str, trained: dict[str, di
 
 @task
 def log_run_artifacts(mlflow_run: str, report: dict, run_dir: str, data_dir: str, published: dict[str, str],
-                      decision: dict) -> None:
-    """The run's report files, id mappings and published audiences, plus the champion decision."""
+                      decision: dict, failed: dict[str, str] | None = None,
+                      skipped: dict[str, str] | None = None) -> None:
+    """The run's report files, id mappings and published audiences, the champion decision, and every
+    campaign that failed or was skipped (counts as metrics, reasons as ``report/campaign_problems.json``)."""
+    import json
+
+    from lookalike_models.io import write_bytes_atomic
+
+    failed, skipped = failed or {}, skipped or {}
     for path in report["files"]:
         tracking.log_artifact(mlflow_run, path, "report")
     for table in ("metrics_summary.csv", "comparison_to_reference.csv"):
@@ -107,15 +114,31 @@ def log_run_artifacts(mlflow_run: str, report: dict, run_dir: str, data_dir: str
         tracking.log_artifact(mlflow_run, Path(data_dir) / name, "id_mapping")
     for cid, path in published.items():
         tracking.log_artifact(mlflow_run, path, f"audiences/campaign_id={cid}")
-    tracking.client().set_tag(mlflow_run, "lookalike.champion", decision["champion"])
-    tracking.client().set_tag(mlflow_run, "lookalike.champion_decision", decision["reason"])
+    problems = write_bytes_atomic(json.dumps({"failed": failed, "skipped": skipped}, indent=1).encode(),
+                                  Path(run_dir) / "report" / "campaign_problems.json")
+    tracking.log_artifact(mlflow_run, problems, "report")
+    tracking.log_metrics(mlflow_run, {"campaigns_published": float(len(published)),
+                                      "campaigns_failed": float(len(failed)), "campaigns_skipped": float(len(skipped))})
+    c = tracking.client()
+    c.set_tag(mlflow_run, "lookalike.status", run_status(published, failed, skipped))
+    c.set_tag(mlflow_run, "lookalike.champion", decision["champion"])
+    c.set_tag(mlflow_run, "lookalike.champion_decision", decision["reason"])
+
+
+def run_status(published: dict, failed: dict, skipped: dict) -> str:
+    """'complete' (every campaign published), 'partial' (some published, some failed or skipped) or 'failed'."""
+    if not published:
+        return "failed"
+    return "partial" if failed or skipped else "complete"
 
 
 def summary_markdown(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict,
-                     decision: dict) -> str:
-    lines = [f"# Look-alike run `{run_id}`", "", f"MLflow run: [{mlflow_url}]({mlflow_url})", "",
+                     decision: dict, skipped: dict | None = None) -> str:
+    skipped = skipped or {}
+    status = run_status(published, failed, skipped)
+    lines = [f"# Look-alike run `{run_id}`: {status}", "", f"MLflow run: [{mlflow_url}]({mlflow_url})", "",
              f"Published audiences: {len(published)} (model `{decision['champion']}`: {decision['reason']}); "
-             f"failed campaigns: {len(failed)}", ""]
+             f"failed campaigns: {len(failed)}; skipped campaigns (invalid input): {len(skipped)}", ""]
     overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
     if overall:
         keys = [k for k in overall[0] if k.startswith(("precision_at_", "recall_at_"))] + ["gauc"]
@@ -124,8 +147,12 @@ def summary_markdown(run_id: str, mlflow_url: str, report: dict, published: dict
             cells = [f"{r[k]:.4f}" if r[k] is not None else "-" for k in keys]
             lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     lines += comparison_markdown(report.get("comparison", []))
-    for key, why in failed.items():
+    if failed or skipped:
+        lines.append("")
+    for key, why in sorted(failed.items()):
         lines.append(f"- failed `{key}`: {why}")
+    for cid, why in sorted(skipped.items()):
+        lines.append(f"- skipped `{cid}`: {why}")
     return "\n".join(lines)
 
 
@@ -146,12 +173,14 @@ def comparison_markdown(comparison: list[dict]) -> list[str]:
 
 
 @task
-def post_summary(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict, decision: dict) -> str:
-    """The run at a glance in the Prefect UI: metrics table plus a markdown summary with the MLflow link."""
+def post_summary(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict, decision: dict,
+                 skipped: dict | None = None) -> str:
+    """The run at a glance in the Prefect UI: metrics table plus a markdown summary with the MLflow link,
+    the run's status and every failed or skipped campaign with its reason."""
     overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
     if overall:
         create_table_artifact(overall, key="audience-metrics", description=f"Held-out metrics of run {run_id}")
-    text = summary_markdown(run_id, mlflow_url, report, published, failed, decision)
+    text = summary_markdown(run_id, mlflow_url, report, published, failed, decision, skipped)
     create_markdown_artifact(text, key="audience-run-summary", description=f"Run {run_id}")
     return text
 
@@ -170,14 +199,49 @@ def start_run_folder(output_root: str) -> tuple[str, str]:
 
 
 @task
-def open_mlflow_run(experiment: str, run_id: str, config: dict) -> str:
+def open_mlflow_run(experiment: str, run_id: str, config: dict, locked_root: str | None = None) -> str:
+    """The flow run's parent MLflow run. ``locked_root``: the output root this flow run holds the lock of;
+    RUNNING runs left on it by killed flow runs are marked KILLED (none can be alive: the lock is ours)."""
     from prefect.runtime import deployment, flow_run
 
     tags = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name),
             "prefect.deployment": str(deployment.name or "none"), "lookalike.run_id": run_id}
-    mlflow_run = tracking.start_run(experiment, run_id, tags)
+    if locked_root:
+        tags["lookalike.output_root"] = str(Path(locked_root).resolve())
+    with tracking_store_initialisation():
+        mlflow_run = tracking.start_run(experiment, run_id, tags)
     tracking.log_params(mlflow_run, config)
+    if locked_root:
+        close_stale_runs(experiment, tags["lookalike.output_root"], mlflow_run)
     return mlflow_run
+
+
+def tracking_store_initialisation():
+    """Two runs started together on a fresh checkout race to create the local SQLite store's tables
+    (``table ... already exists``): the first contact with a local store is serialised."""
+    import contextlib
+
+    from lookalike_models.locking import serialized
+
+    uri = tracking.tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    return serialized(f"{uri.removeprefix('sqlite:///')}.init.lock")
+
+
+def close_stale_runs(experiment: str, output_root: str, current: str) -> list[str]:
+    """Mark RUNNING parent runs of ``output_root`` other than ``current`` as KILLED; returns their ids."""
+    client = tracking.client()
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], filter_string=(
+        f"attributes.status = 'RUNNING' and tags.`lookalike.output_root` = '{output_root}'")) if found else []
+    stale = [r.info.run_id for r in runs if r.info.run_id != current]
+    for run in stale:
+        client.set_tag(run, "lookalike.closed_by", f"run {current}: its flow run died while it was RUNNING")
+        client.set_terminated(run, "KILLED")
+    if stale:
+        get_run_logger().warning("marked %d MLflow runs of dead flow runs KILLED: %s", len(stale), ", ".join(stale))
+    return stale
 
 
 @task

@@ -86,10 +86,19 @@ def end_run(run_id: str, status: str = "FINISHED") -> None:
     client().set_terminated(run_id, status)
 
 
+def ui_base() -> str:
+    """The MLflow UI for this tracking store: ``$LOOKALIKE_MLFLOW_UI`` if set, else the tracking server itself
+    (an http(s) tracking URI serves the UI), else ``make mlflow-ui``'s address for the local SQLite store."""
+    explicit = os.environ.get("LOOKALIKE_MLFLOW_UI")
+    if explicit:
+        return explicit.rstrip("/")
+    uri = tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
 def run_url(run_id: str, experiment: str) -> str:
-    """Where the run opens in the MLflow UI (``make mlflow-ui`` serves 127.0.0.1:5000)."""
-    base = os.environ.get("LOOKALIKE_MLFLOW_UI", "http://127.0.0.1:5000")
-    return f"{base}/#/experiments/{experiment_id(experiment)}/runs/{run_id}"
+    """Where the run opens in the MLflow UI."""
+    return f"{ui_base()}/#/experiments/{experiment_id(experiment)}/runs/{run_id}"
 
 
 def save_torch_model(module, example, folder: str | Path) -> Path:

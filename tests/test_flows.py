@@ -20,6 +20,8 @@ from lookalike_models.config import (
 from lookalike_models.contract import DataContractError
 from lookalike_models.publishing import read_latest
 
+pytestmark = pytest.mark.slow  # each test runs whole flows on Prefect's temporary server
+
 
 @pytest.fixture(scope="module")
 def prefect_and_mlflow(tmp_path_factory):
@@ -37,7 +39,7 @@ def nightly_config(folder, out, **overrides) -> NightlyConfig:
     defaults = dict(
         data=DataSource(kind="folder", path=str(folder)),
         models=[ModelSpec(name="minhash", model="minhash"), ModelSpec(name="popularity", model="popularity")],
-        evaluation=EvaluationConfig(audience_fractions=[0.02, 0.05], split_seeds=[0, 1]), output_root=str(out),
+        evaluation=EvaluationConfig(audience_fractions=[0.02, 0.05]), output_root=str(out),
         experiment="test-nightly", selection=SelectionConfig(registered_model=f"reg-{Path(out).name}"))
     return NightlyConfig(**(defaults | overrides))
 
@@ -47,7 +49,8 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
 
     from flows.nightly_refresh import nightly_refresh
 
-    first = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
+    two_splits = EvaluationConfig(audience_fractions=[0.02, 0.05], split_seeds=[0, 1], reference="popularity")
+    first = nightly_refresh(nightly_config(synthetic_dir, tmp_path, evaluation=two_splits))
     assert set(first["published"]) == set(synthetic_data.campaigns) and not first["failed"]
     assert first["champion"]["champion"] == "minhash" and first["champion"]["promoted"]
     audience = pl.read_parquet(first["published"]["c000"])
@@ -70,7 +73,7 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
         f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.model = 'minhash'"))
     assert child.data.metrics["vs_popularity.recall_at_5pct.ci_low"] > 0  # minhash beats popularity, paired CI
 
-    second = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
+    second = nightly_refresh(nightly_config(synthetic_dir, tmp_path, evaluation=two_splits))
     assert not second["champion"]["promoted"] and second["champion"]["previous_champion"] == "minhash"
     registry = MlflowClient().get_model_version_by_alias(f"reg-{tmp_path.name}", "champion")
     assert registry.tags["model_name"] == "minhash" and registry.version == second["champion"]["versions"]["minhash"]
@@ -103,10 +106,17 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
 
 def test_a_failed_run_resumes_from_the_last_good_task(prefect_and_mlflow, synthetic_dir, tmp_path):
     from flows.nightly_refresh import nightly_refresh
+    from lookalike_models.baselines import RandomScorer
+    from lookalike_models.scorers import register
+
+    @register("test_breaks_mid_run")
+    class BreaksMidRun(RandomScorer):  # a valid config whose model fails while training (the flow re-validates)
+        def fit(self, data, train_seeds):
+            raise RuntimeError("broken mid-run")
 
     broken = nightly_config(synthetic_dir, tmp_path)
-    broken.models.append(ModelSpec(name="typo", model="no_such_model"))
-    with pytest.raises(KeyError, match="no_such_model"):
+    broken.models.append(ModelSpec(name="breaks", model="test_breaks_mid_run"))
+    with pytest.raises(RuntimeError, match="broken mid-run"):
         nightly_refresh(broken)
     work = tmp_path / "work"
     encoded = next(work.glob("data-*/encoded/meta.json"))
