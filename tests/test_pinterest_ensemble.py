@@ -29,7 +29,7 @@ def test_classifier_learns_planted_signal_at_least_as_well_as_item_logreg(synthe
     frame = evaluate_over_splits(synthetic_data, {"pinterest_classifier": {}, "item_logreg": {}, "popularity": {},
                                                   "random": {}}, [0], fractions=[0.05])
     recall = recall_by_model(frame)
-    # Measured (8 campaigns, split 0): classifier 0.70, item_logreg 0.70, popularity 0.11, random 0.05.
+    # Measured (8 campaigns, split 0): classifier 0.73, item_logreg 0.74, popularity 0.09, random 0.08.
     assert recall["pinterest_classifier"] > recall["popularity"] + 0.3, recall
     assert recall["pinterest_classifier"] > recall["random"] + 0.4, recall
     assert recall["pinterest_classifier"] >= recall["item_logreg"] - 0.02, recall
@@ -64,7 +64,7 @@ def test_validated_ensemble_drops_a_useless_member(synthetic_data):
         recall[name] = np.mean([r["recall_at_5pct"] for r in rows])
         if name == "ensemble":
             assert scorer.blends[scorer.choice.overall][0] == 0.0  # no weight on the random member
-    # Measured (8 campaigns): ensemble 0.70 = classifier 0.70, random 0.05.
+    # Measured (8 campaigns): ensemble 0.73 = classifier 0.73 (blend [0, 1]), random 0.08.
     assert recall["ensemble"] >= recall["pinterest_classifier"] - 0.01, recall
     assert recall["ensemble"] > recall["random"] + 0.4, recall
 
