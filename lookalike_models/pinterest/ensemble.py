@@ -28,7 +28,7 @@ from lookalike_models.pinterest.encoder import EncoderConfig
 from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
 from lookalike_models.pinterest.scorers import EmbeddingScorer, encoder_curves, shared_encoder
 from lookalike_models.protocol import inner_validation_cut
-from lookalike_models.scorers import AudienceScorer, build_scorer, register
+from lookalike_models.scorers import SCORERS, AudienceScorer, build_scorer, register
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +133,16 @@ class PinterestEnsembleScorer(AudienceScorer):
 
     def _members(self) -> list[AudienceScorer]:
         cfg = self.config
-        encoder = cfg.encoder.model_dump()
-        members = [build_scorer(cfg.embedding_model, {**cfg.embedding_params, "encoder": encoder}),
-                   build_scorer("pinterest_classifier", {**cfg.classifier_params, "encoder": encoder})]
+        specs = [(cfg.embedding_model, cfg.embedding_params), ("pinterest_classifier", cfg.classifier_params)]
         if cfg.mode == "validated":
-            for spec in cfg.extra_members:
-                params = dict(spec.params)
-                if issubclass(type(build_scorer(spec.model)), EmbeddingScorer):
-                    params["encoder"] = encoder
-                members.append(build_scorer(spec.model, params))
-        return members
+            specs += [(spec.model, spec.params) for spec in cfg.extra_members]
+        return [build_scorer(name, self._with_encoder(name, params)) for name, params in specs]
+
+    def _with_encoder(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Embedding members get the ensemble's encoder config (one shared encoder); others take none."""
+        if name in SCORERS and issubclass(SCORERS[name], EmbeddingScorer):
+            return {**params, "encoder": self.config.encoder.model_dump()}
+        return dict(params)
 
     def _fit_members(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> list[AudienceScorer]:
         members = self._members()
