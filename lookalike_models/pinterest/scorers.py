@@ -4,9 +4,9 @@
   - ``lsh_density`` / ``lsh_voting``: the paper's hyperplane-LSH region scores (see ``lsh.py``);
   - ``affinity_mlp``: MLP on (seed-set vector, user vector) pair features, labels = campaigns' training
     seeds vs non-seeds (never any model's ranking);
-  - ``pinterest_classifier``: per-campaign logistic regression, seeds vs an equal random sample;
-  - ``pinterest_ensemble``: embedding scorer + classifier, intersection first then round-robin fill,
-    the embedding share a function of seed-list size.
+
+The per-campaign classifier (``pinterest_classifier``) is in ``classifier.py``, the ensemble
+(``pinterest_ensemble``) in ``ensemble.py``.
 
 All of them share one trained encoder per data set within a process (``shared_encoder``), so an
 evaluation of several of them trains StarSpace once.
@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
@@ -36,12 +34,11 @@ from lookalike_models.pinterest.encoder import (
     TransferTask,
     make_encoder,
     organic_inputs,
-    organic_mask,
     train_encoder,
 )
 from lookalike_models.pinterest.lsh import HyperplaneLSH, RegionTable, default_bits
 from lookalike_models.pinterest.serving import pack_inputs, packed_encoder
-from lookalike_models.scorers import AudienceScorer, build_scorer, register
+from lookalike_models.scorers import AudienceScorer, register
 
 log = logging.getLogger(__name__)
 
@@ -322,156 +319,3 @@ class AffinityMLPScorer(EmbeddingScorer):
         self.mlp = AffinityMLP(self.embeddings.shape[1], self.config.hidden)
         self.mlp.load_state_dict(torch.load(Path(folder) / "affinity_mlp.pt", weights_only=True))
         self.mlp.eval()
-
-
-class ClassifierConfig(EmbeddingScorerConfig):
-    use_fields: bool = Field(True, description="Add one-hot user fields and continuous fields to the embedding")
-    use_history: bool = Field(True, description="Add the user's organic items (multi-hot)")
-    C: float = Field(1.0, gt=0, description="Inverse L2 strength of the logistic regression")
-    max_iter: int = Field(300, ge=10)
-    seed: int = 0
-
-
-@register("pinterest_classifier")
-class PinterestClassifierScorer(EmbeddingScorer):
-    """Per-campaign logistic regression (the paper's baseline and ensemble partner): seeds vs an equal
-    number of random non-seed users, on the embedding plus raw user fields and organic items. Fitted
-    from the campaign's seeds when it is scored; only the shared encoder is learned in ``fit``."""
-
-    config_class = ClassifierConfig
-
-    def fit_campaigns(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
-        self.features = self._features(data)
-
-    def _features(self, data: LookalikeData) -> sp.csr_matrix:
-        blocks = [sp.csr_matrix(self.embeddings)]
-        n = data.n_users
-        if self.config.use_fields:
-            u = data.users
-            for j, size in enumerate(u.single_sizes):
-                blocks.append(sp.csr_matrix((np.ones(n), (np.arange(n), u.single[:, j])), shape=(n, size)))
-            for codes, size in zip(u.multi, u.multi_sizes):
-                rows, cols = np.nonzero(codes)
-                blocks.append(sp.csr_matrix((np.ones(rows.size), (rows, codes[rows, cols])), shape=(n, size)))
-            blocks.append(sp.csr_matrix(u.continuous))
-        if self.config.use_history:
-            keep = organic_mask(data)
-            m = sp.csr_matrix((np.ones(int(keep.sum())), (data.user_idx[keep], data.item_idx[keep])),
-                              shape=(n, data.n_items))
-            m.data[:] = 1.0
-            blocks.append(m)
-        return sp.hstack(blocks, format="csr", dtype=np.float32)
-
-    def campaign_model(self, data: LookalikeData, seeds: CampaignSeeds) -> LogisticRegression:
-        rng = campaign_rng(self.config.seed, seeds.campaign_id)
-        pool = np.setdiff1d(np.arange(data.n_users), seeds.positives)
-        negatives = rng.choice(pool, min(seeds.size, pool.size), replace=False)
-        x = self.features[np.concatenate([seeds.positives, negatives])]
-        y = np.concatenate([np.ones(seeds.size), np.zeros(negatives.size)])
-        return LogisticRegression(C=self.config.C, max_iter=self.config.max_iter).fit(x, y)
-
-    def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
-        return self.campaign_model(data, seeds).decision_function(self.features[candidates]).astype(np.float32)
-
-    def load(self, folder: Path, data: LookalikeData) -> None:
-        super().load(folder, data)
-        self.features = self._features(data)
-
-
-class EnsembleConfig(BaseModel):
-    """Defaults from bench/pinterest_quality.py --sweep (bench/results/pinterest.md): the per-campaign
-    classifier is the stronger member on both MovieLens and the synthetic set, so the embedding member gets
-    the smaller share of the fill; small seed lists profit from a larger embedding share (synthetic, <50
-    seeds), as in the paper. The affinity MLP made a better partner than LSH density on both sets."""
-
-    embedding_model: str = Field("affinity_mlp", description="Embedding member (any Pinterest embedding scorer)")
-    embedding_params: dict[str, Any] = Field(default_factory=dict)
-    classifier_params: dict[str, Any] = Field(default_factory=dict)
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
-    reference_share: float = Field(0.05, gt=0, le=1, description="Top-list size for the intersection, share of users")
-    small_seeds: int = Field(50, ge=1, description="Seed-list size at and below which embedding_share_small holds")
-    large_seeds: int = Field(500, ge=2, description="Seed-list size at and above which embedding_share_large holds")
-    embedding_share_small: float = Field(0.5, ge=0, le=1, description="Embedding share of the fill, small lists")
-    embedding_share_large: float = Field(0.2, ge=0, le=1, description="Embedding share of the fill, large lists")
-
-
-def embedding_share(n_seeds: int, cfg: EnsembleConfig) -> float:
-    """Embedding member's share of the round-robin fill: log-linear between the small and large settings."""
-    lo, hi = np.log(cfg.small_seeds), np.log(max(cfg.large_seeds, cfg.small_seeds + 1))
-    t = float(np.clip((np.log(max(n_seeds, 1)) - lo) / (hi - lo), 0.0, 1.0))
-    return (1 - t) * cfg.embedding_share_small + t * cfg.embedding_share_large
-
-
-def merge_rankings(scores_a: np.ndarray, scores_b: np.ndarray, top: int, share_a: float) -> np.ndarray:
-    """float32 [n] merged scores (higher first) of two score vectors over the same candidates.
-
-    Users in both top-``top`` lists come first (by summed rank); then the two rankings are interleaved
-    round-robin, list A taking ``share_a`` of the slots, each user kept at its first appearance."""
-    n = scores_a.size
-    if n == 0:
-        return np.empty(0, np.float32)
-    order_a = np.lexsort((np.arange(n), -scores_a))
-    order_b = np.lexsort((np.arange(n), -scores_b))
-    rank_a, rank_b = np.empty(n, np.int64), np.empty(n, np.int64)
-    rank_a[order_a], rank_b[order_b] = np.arange(n), np.arange(n)
-    top = min(top, n)
-    both = np.flatnonzero((rank_a < top) & (rank_b < top))
-    both = both[np.lexsort((both, rank_a[both] + rank_b[both]))]
-    share_a = float(np.clip(share_a, 1e-6, 1 - 1e-6))
-    rest_a, rest_b = order_a[~np.isin(order_a, both)], order_b[~np.isin(order_b, both)]
-    # Slot times: A's i-th user at (i + .5) / share, B's j-th at (j + .5) / (1 - share); earliest wins.
-    times = np.concatenate([(np.arange(rest_a.size) + 0.5) / share_a, (np.arange(rest_b.size) + 0.5) / (1 - share_a)])
-    users = np.concatenate([rest_a, rest_b])
-    by_time = np.argsort(times, kind="stable")
-    users = users[by_time]
-    _, first = np.unique(users, return_index=True)
-    fill = users[np.sort(first)]
-    final = np.concatenate([both, fill])
-    merged = np.empty(n, np.float32)
-    merged[final] = (n - np.arange(n)).astype(np.float32)
-    return merged
-
-
-@register("pinterest_ensemble")
-class PinterestEnsembleScorer(AudienceScorer):
-    """Embedding scorer + per-campaign classifier, blended by seed-list size (paper, sec. 4.3)."""
-
-    config_class = EnsembleConfig
-
-    def _members(self) -> None:
-        cfg = self.config
-        encoder = cfg.encoder.model_dump()
-        self.embedding = build_scorer(cfg.embedding_model, {**cfg.embedding_params, "encoder": encoder})
-        self.classifier = build_scorer("pinterest_classifier", {**cfg.classifier_params, "encoder": encoder})
-
-    def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
-        self._members()
-        fitted = shared_encoder(data, self.config.encoder)  # trained once, handed to both members
-        for member in (self.embedding, self.classifier):
-            member.use_encoder(fitted)
-            member.fit(data, train_seeds)
-
-    @property
-    def history(self) -> dict[str, list[float]]:
-        return encoder_curves(getattr(getattr(self, "embedding", None), "fitted", None))
-
-    def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
-        emb = self.embedding.score(data, seeds, candidates)
-        clf = self.classifier.score(data, seeds, candidates)
-        top = max(1, int(round(self.config.reference_share * data.n_users)))
-        return merge_rankings(emb, clf, top, embedding_share(seeds.size, self.config))
-
-    def user_embeddings(self) -> np.ndarray:
-        return self.embedding.user_embeddings()
-
-    def serving_module(self, data: LookalikeData):
-        return self.embedding.serving_module(data)
-
-    def save(self, folder: Path) -> None:
-        self.embedding.save(Path(folder) / "embedding")
-        self.classifier.save(Path(folder) / "classifier")
-
-    def load(self, folder: Path, data: LookalikeData) -> None:
-        self._members()
-        self.embedding.load(Path(folder) / "embedding", data)
-        self.classifier.load(Path(folder) / "classifier", data)
