@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -44,8 +45,15 @@ class EncoderConfig(BaseModel):
     activity_field: bool = Field(True, description="Add log organic activity (scaled to [0, 1]) as a continuous field")
     history_pool_power: float = Field(0.0, ge=0, le=1, description="History bag = sum / n^p (StarSpace -p)")
     negatives: int = Field(10, ge=1, description="Sampled negative topics per positive")
+    negative_power: float = Field(0.0, ge=0, le=1, description="Negatives drawn with probability ~ engagers^power "
+                                  "(0: uniform over items; 1: StarSpace's draw from the training pairs)")
+    share_embeddings: bool = Field(False, description="One item table for the history bag and the topics")
+    dense_bias: bool = Field(True, description="Bias of the dense layer (a direction shared by every user)")
     positives_per_user: int = Field(8, ge=1, description="Positive topics sampled per user per epoch")
+    loss: Literal["margin", "softmax"] = Field("margin", description="margin ranking (the paper's) or softmax "
+                                               "over the positive and its sampled negatives")
     margin: float = Field(0.2, gt=0, le=2, description="Margin of the ranking loss (cosine scale)")
+    temperature: float = Field(0.1, gt=0, description="Softmax loss: cosines divided by this")
     lr: float = Field(0.02, gt=0)
     batch_users: int = Field(512, ge=8)
     max_epochs: int = Field(15, ge=1)
@@ -62,7 +70,8 @@ class StarSpaceUserEncoder(nn.Module):
     """User fields -> one dense layer -> unit vector; item (topic) embeddings of the same dimension."""
 
     def __init__(self, single_sizes: list[int], multi_sizes: list[int], n_continuous: int, n_items: int,
-                 dim: int = 32, field_dim: int = 16, history_pool_power: float = 0.0):
+                 dim: int = 32, field_dim: int = 16, history_pool_power: float = 0.0,
+                 share_embeddings: bool = False, dense_bias: bool = True):
         super().__init__()
         # p < 1 keeps some of the history's size in the pooled vector, so activity can shape the direction.
         self.history_pool_power = history_pool_power
@@ -70,13 +79,15 @@ class StarSpaceUserEncoder(nn.Module):
         self.multi = nn.ModuleList(nn.EmbeddingBag(s, field_dim, mode="sum", padding_idx=0) for s in multi_sizes)
         # Row n_items is the history padding; it stays zero.
         self.history = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
-        self.topics = nn.Embedding(n_items, dim)
+        self.share_embeddings = share_embeddings
+        self.topics = None if share_embeddings else nn.Embedding(n_items, dim)
         width = field_dim * (len(single_sizes) + len(multi_sizes)) + n_continuous + dim
-        self.dense = nn.Linear(width, dim)
+        self.dense = nn.Linear(width, dim, bias=dense_bias)
         for table in [*self.single, *self.multi]:
             nn.init.normal_(table.weight, std=0.1)
         nn.init.normal_(self.history.weight, std=0.1)
-        nn.init.normal_(self.topics.weight, std=0.1)
+        if self.topics is not None:
+            nn.init.normal_(self.topics.weight, std=0.1)
         with torch.no_grad():
             self.history.weight[n_items].zero_()
 
@@ -94,7 +105,8 @@ class StarSpaceUserEncoder(nn.Module):
 
     def topic_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """items int64 [...] -> unit topic vectors float32 [..., dim]."""
-        return F.normalize(self.topics(items), dim=-1)
+        table = self.history if self.topics is None else self.topics
+        return F.normalize(table(items), dim=-1)
 
 
 @dataclass
@@ -192,7 +204,7 @@ def make_encoder(data: LookalikeData, cfg: EncoderConfig) -> StarSpaceUserEncode
     u = data.users
     n_continuous = u.continuous.shape[1] + int(cfg.activity_field)
     return StarSpaceUserEncoder(u.single_sizes, u.multi_sizes, n_continuous, data.n_items, cfg.dim,
-                                cfg.field_dim, cfg.history_pool_power)
+                                cfg.field_dim, cfg.history_pool_power, cfg.share_embeddings, cfg.dense_bias)
 
 
 @torch.no_grad()
@@ -235,6 +247,9 @@ def train_encoder(data: LookalikeData, cfg: EncoderConfig | None = None) -> Fitt
     lengths = (inputs.history != pad).sum(1)
     active = torch.nonzero(lengths > 0).squeeze(1)
     trainable = np.setdiff1d(np.arange(data.n_items), task.items)
+    engagers = np.bincount(inputs.history[inputs.history != pad].numpy(), minlength=data.n_items)[trainable]
+    negative_cdf = np.cumsum(np.power(engagers.astype(np.float64), cfg.negative_power) * (engagers > 0))
+    negative_cdf /= negative_cdf[-1]
 
     best = (transfer_error(encode_users(model, inputs), task), {k: v.clone() for k, v in model.state_dict().items()})
     history = [{"epoch": 0, "loss": float("nan"), "transfer_error": best[0], "seconds": 0.0}]
@@ -259,10 +274,14 @@ def train_encoder(data: LookalikeData, cfg: EncoderConfig | None = None) -> Fitt
             rep = torch.arange(b).repeat_interleave(m)
             u = model(single[rep], [x[rep] for x in multi], cont[rep], left_out.reshape(b * m, -1),
                       count.reshape(-1))  # [B*m, d]
-            negatives = torch.as_tensor(trainable[rng.integers(0, trainable.size, (b * m, cfg.negatives))])
+            negatives = torch.as_tensor(trainable[np.searchsorted(negative_cdf, rng.random((b * m, cfg.negatives)))])
             pos_sim = (u * model.topic_vectors(positives.reshape(-1))).sum(1, keepdim=True)
             neg_sim = torch.einsum("nd,nkd->nk", u, model.topic_vectors(negatives))
-            loss = F.relu(cfg.margin - pos_sim + neg_sim).mean()
+            if cfg.loss == "softmax":
+                logits = torch.cat([pos_sim, neg_sim], 1) / cfg.temperature
+                loss = F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
+            else:
+                loss = F.relu(cfg.margin - pos_sim + neg_sim).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
