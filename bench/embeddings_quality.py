@@ -20,87 +20,41 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import torch
 
-from lookalike_models.config import DataSource
-from lookalike_models.pipeline import evaluate_scorers
-from lookalike_models.sources import load_encoded
+from bench.common import load_data
+from lookalike_models.protocol import compare_to_reference, evaluate_over_splits
 
-MODELS = {
-    "svd_centroid": {},
-    "popularity": {},
-    "centroid_cosine": {},
-    "lsh_density": {},
-    "affinity_mlp": {},
-    "ralm_average": {},
-    "ralm": {},
+# The encoder before issue 10 (its old defaults), kept as the "before" arm of the ablation.
+BEFORE = {"dim": 32, "history_len": 200, "history_weighting": "none", "init": "random", "negatives": 10,
+          "negative_power": 0.0, "share_embeddings": False, "dense_bias": True, "positives_per_user": 8, "lr": 0.02,
+          "batch_users": 512, "max_epochs": 15, "patience": 2, "min_improvement": 1e-4, "fold_in_proxy_items": False}
+# Today's training from a random item table: what StarSpace learns without the SVD warm start.
+RANDOM_INIT = {"init": "random", "lr": 0.01, "max_epochs": 30, "patience": 30}
+# Groups of models that share one StarSpace encoder: a group is evaluated over all splits before the next,
+# so the per-process encoder cache trains each encoder once per data set.
+GROUPS = {
+    "references": {"svd_centroid": {}, "popularity": {}},
+    "starspace": {"centroid_cosine": {}, "lsh_density": {}, "affinity_mlp": {}},
+    "starspace_random_init": {"centroid_cosine_random_init": {"model": "centroid_cosine",
+                                                              "encoder": RANDOM_INIT}},
+    "starspace_before": {"centroid_cosine_before": {"model": "centroid_cosine", "encoder": BEFORE},
+                         "lsh_density_before": {"model": "lsh_density", "encoder": BEFORE},
+                         "affinity_mlp_before": {"model": "affinity_mlp", "encoder": BEFORE}},
+    "ralm": {"ralm_average": {}},
 }
 METRIC = "recall_at_5pct"
 
 
-def ensure_svd_reference() -> None:
-    """Register a local ``svd_centroid`` until the library has one (issue 10 item 1)."""
-    import lookalike_models.models  # noqa: F401  (registers the library's scorers)
-    from lookalike_models.scorers import SCORERS
-
-    if "svd_centroid" in SCORERS:
-        return
-    import scipy.sparse as sp
-    from pydantic import BaseModel
-    from sklearn.decomposition import TruncatedSVD
-
-    from lookalike_models.scorers import AudienceScorer, register
-
-    class SvdConfig(BaseModel):
-        n_components: int = 64
-        seed: int = 0
-
-    @register("svd_centroid")
-    class SvdCentroid(AudienceScorer):
-        config_class = SvdConfig
-
-        def fit(self, data, train_seeds) -> None:
-            x = sp.csr_matrix((np.ones(data.user_idx.size, np.float32), (data.user_idx, data.item_idx)),
-                              shape=(data.n_users, data.n_items))
-            x.data[:] = 1.0
-            k = min(self.config.n_components, min(x.shape) - 1)
-            f = TruncatedSVD(k, random_state=self.config.seed).fit_transform(x)
-            self.factors = (f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-        def score(self, data, seeds, candidates):
-            c = self.factors[seeds.positives].mean(0)
-            return self.factors[candidates] @ (c / max(float(np.linalg.norm(c)), 1e-12))
-
-
-def evaluate(data, models: dict[str, dict], splits: list[int]) -> pl.DataFrame:
-    parts = []
-    for split in splits:
-        rows = evaluate_scorers(data, models, seed=split)
-        parts.append(rows.with_columns(pl.lit(split).alias("split")))
-    return pl.concat(parts, how="diagonal_relaxed")
-
-
-def paired_ci(rows: pl.DataFrame, model: str, reference: str, metric: str = METRIC, n_boot: int = 10_000,
-              seed: int = 0) -> tuple[float, float, float]:
-    """Mean difference model - reference and its 95% bootstrap CI over campaigns (split-averaged)."""
-    per = (rows.filter(pl.col("model").is_in([model, reference]))
-           .group_by("campaign_id", "model").agg(pl.col(metric).mean())
-           .pivot(on="model", index="campaign_id", values=metric).drop_nulls())
-    diff = (per[model] - per[reference]).to_numpy()
-    rng = np.random.default_rng(seed)
-    boots = diff[rng.integers(0, diff.size, (n_boot, diff.size))].mean(1)
-    return float(diff.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
-
-
 def table(rows: pl.DataFrame, reference: str = "svd_centroid") -> str:
-    lines = [f"| scorer | {METRIC.replace('_at_', '@')} | GAUC | diff vs {reference} [95% CI] |", "|---|---|---|---|"]
-    summary = rows.group_by("model").agg(pl.col(METRIC).mean(), pl.col("auc").mean()).sort(METRIC, descending=True)
-    for r in summary.iter_rows(named=True):
-        ci = "" if r["model"] == reference else "{:+.3f} [{:+.3f}, {:+.3f}]".format(*paired_ci(rows, r["model"],
-                                                                                              reference))
-        lines.append(f"| {r['model']} | {r[METRIC]:.3f} | {r['auc']:.3f} | {ci} |")
+    comparison = compare_to_reference(rows, reference, [METRIC, "auc"], by_bucket=False)
+    auc = {r["model"]: r["mean"] for r in comparison.filter(pl.col("metric") == "auc").iter_rows(named=True)}
+    lines = [f"| scorer | recall@5% | GAUC | recall@5% minus {reference} [95% CI] | wins |", "|---|---|---|---|---|"]
+    for r in comparison.filter(pl.col("metric") == METRIC).sort("mean", descending=True).iter_rows(named=True):
+        ci = "" if r["model"] == reference else f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+        wins = "" if r["model"] == reference else f"{r['wins']}/{r['campaigns']}"
+        lines.append(f"| {r['model']} | {r['mean']:.3f} | {auc[r['model']]:.3f} | {ci} | {wins} |")
     return "\n".join(lines)
 
 
@@ -108,21 +62,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", nargs="+", default=["movielens", "amazon"])
     parser.add_argument("--splits", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--models", default=None, help="comma-separated subset of MODELS")
-    parser.add_argument("--extra", default=None, help='JSON {name: {"model": ..., params...}} added to the models')
+    parser.add_argument("--groups", default=None, help="comma-separated subset of GROUPS")
+    parser.add_argument("--extra", default=None, help='JSON {name: {"model": ..., params...}}: one more group')
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--rows", type=Path, default=None, help="write per-campaign rows (parquet prefix)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ensure_svd_reference()
-    models = {k: v for k, v in MODELS.items() if not args.models or k in args.models.split(",")}
-    models.update(json.loads(args.extra) if args.extra else {})
+    groups = {k: v for k, v in GROUPS.items() if not args.groups or k in args.groups.split(",")}
+    if args.extra:
+        groups["extra"] = json.loads(args.extra)
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.data:
-            data = load_encoded(DataSource(kind=kind), Path(tmp))
+            data = load_data(kind, Path(tmp))
             start = time.perf_counter()
-            rows = evaluate(data, models, args.splits)
+            rows = pl.concat([evaluate_over_splits(data, models, args.splits) for models in groups.values()],
+                             how="diagonal_relaxed")
             if args.rows:
                 rows.write_parquet(f"{args.rows}_{kind}.parquet")
             text = (f"### {kind}: {data.n_users} users, {data.n_items} items, {len(data.campaigns)} campaigns, "

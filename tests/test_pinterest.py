@@ -18,7 +18,9 @@ from lookalike_models.protocol import evaluate_scorers
 from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)
-SMALL = EncoderConfig(max_epochs=8, dim=24)
+SMALL = EncoderConfig(max_epochs=3, dim=24, negatives=20, batch_users=128)
+# The StarSpace objective alone, from a random item table (no SVD warm start): does it learn?
+RANDOM_INIT = SMALL.model_copy(update={"init": "random", "lr": 0.01, "max_epochs": 5, "patience": 5})
 
 
 def _clusters(n_per_cluster: np.ndarray, dim: int, noise: float, seed: int):
@@ -36,15 +38,37 @@ def fitted(synthetic_data):
     return train_encoder(synthetic_data, SMALL)
 
 
-def test_trained_encoder_beats_random_embeddings_on_transfer_task(synthetic_data, fitted):
-    task = fitted.transfer_task
-    trained = transfer_error(fitted.embeddings, task)
-    gaussian = transfer_error(np.random.default_rng(0).standard_normal(fitted.embeddings.shape), task)
-    untrained = fitted.history[0]["transfer_error"]  # the same architecture before any update
-    # Measured: trained 0.23, untrained 0.77, random vectors 0.95 (audience 5%, 24 proxy items).
-    assert trained < untrained - 0.15
-    assert trained < gaussian - 0.4
-    assert trained == pytest.approx(min(h["transfer_error"] for h in fitted.history))  # best checkpoint kept
+def _popularity_transfer_error(data: LookalikeData, task) -> float:
+    """The transfer task answered by activity alone: the most active non-seed users."""
+    activity = data.activity()
+    recalls = []
+    for seeds, targets in zip(task.seeds, task.targets):
+        scores = activity.copy()
+        scores[seeds] = -np.inf
+        recalls.append(np.isin(targets, np.argsort(-scores, kind="stable")[:task.audience]).mean())
+    return 1.0 - float(np.mean(recalls))
+
+
+def test_starspace_from_random_init_beats_untrained_and_popularity_on_transfer_task(synthetic_data):
+    # The proxy items are withheld from training altogether: held-out organic signal.
+    fitted = train_encoder(synthetic_data, RANDOM_INIT)
+    errors = [h["transfer_error"] for h in fitted.history]
+    untrained, trained = errors[0], min(errors)
+    popularity = _popularity_transfer_error(synthetic_data, fitted.transfer_task)
+    # Measured: untrained 0.56, trained 0.23 (epoch 2+), popularity 0.82 (audience 5%, 24 proxy items).
+    assert trained < untrained - 0.2, errors
+    assert trained < popularity - 0.4, (errors, popularity)
+
+
+def test_default_encoder_keeps_its_best_checkpoint_and_beats_random_vectors(synthetic_data, fitted):
+    errors = [h["transfer_error"] for h in fitted.history]
+    gaussian = transfer_error(np.random.default_rng(0).standard_normal(fitted.embeddings.shape),
+                              fitted.transfer_task)
+    # Epoch 0 is the TF-IDF SVD warm start; a later epoch is kept only when it is better by min_improvement.
+    assert min(errors) < gaussian - 0.5, (errors, gaussian)  # measured 0.22 vs 0.95
+    kept = fitted.best_epoch
+    assert errors[kept] <= errors[0]
+    assert all(errors[kept] <= e + SMALL.min_improvement for e in errors)
 
 
 def test_embeddings_are_signed_unit_vectors(fitted, synthetic_data):
