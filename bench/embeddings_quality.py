@@ -68,7 +68,8 @@ def main() -> None:
     parser.add_argument("--rows", type=Path, default=None, help="write per-campaign rows (parquet prefix)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    groups = {k: v for k, v in GROUPS.items() if not args.groups or k in args.groups.split(",")}
+    # The reference is always measured: every table is a paired comparison with it.
+    groups = {k: v for k, v in GROUPS.items() if k == "references" or not args.groups or k in args.groups.split(",")}
     if args.extra:
         groups["extra"] = json.loads(args.extra)
     out = []
