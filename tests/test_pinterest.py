@@ -3,6 +3,8 @@ varies, LSH finds true neighbours, and the scorers beat random and popularity on
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
@@ -80,7 +82,8 @@ def test_embeddings_are_signed_unit_vectors(fitted, synthetic_data):
 
 
 def test_encoder_never_reads_campaign_seeds(synthetic_data, fitted):
-    no_campaigns = LookalikeData(**{**synthetic_data.__dict__, "campaigns": {}})
+    # dataclasses.replace, not __dict__: cached properties (user_items) of the shared fixture live there too.
+    no_campaigns = dataclasses.replace(synthetic_data, campaigns={})
     again = train_encoder(no_campaigns, SMALL)
     np.testing.assert_array_equal(again.embeddings, fitted.embeddings)
 
