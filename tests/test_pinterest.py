@@ -19,7 +19,9 @@ from lookalike_models.protocol import evaluate_scorers
 from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)
-SMALL = EncoderConfig(max_epochs=8, dim=24)
+SMALL = EncoderConfig(max_epochs=3, dim=24, negatives=20, batch_users=128)
+# The StarSpace objective alone, from a random item table (no SVD warm start): does it learn?
+RANDOM_INIT = SMALL.model_copy(update={"init": "random", "lr": 0.01, "max_epochs": 5, "patience": 5})
 
 
 def _clusters(n_per_cluster: np.ndarray, dim: int, noise: float, seed: int):
@@ -37,15 +39,37 @@ def fitted(synthetic_data):
     return train_encoder(synthetic_data, SMALL)
 
 
-def test_trained_encoder_beats_random_embeddings_on_transfer_task(synthetic_data, fitted):
-    task = fitted.transfer_task
-    trained = transfer_error(fitted.embeddings, task)
-    gaussian = transfer_error(np.random.default_rng(0).standard_normal(fitted.embeddings.shape), task)
-    untrained = fitted.history[0]["transfer_error"]  # the same architecture before any update
-    # Measured: trained 0.23, untrained 0.77, random vectors 0.95 (audience 5%, 24 proxy items).
-    assert trained < untrained - 0.15
-    assert trained < gaussian - 0.4
-    assert trained == pytest.approx(min(h["transfer_error"] for h in fitted.history))  # best checkpoint kept
+def _popularity_transfer_error(data: LookalikeData, task) -> float:
+    """The transfer task answered by activity alone: the most active non-seed users."""
+    activity = data.activity()
+    recalls = []
+    for seeds, targets in zip(task.seeds, task.targets):
+        scores = activity.copy()
+        scores[seeds] = -np.inf
+        recalls.append(np.isin(targets, np.argsort(-scores, kind="stable")[:task.audience]).mean())
+    return 1.0 - float(np.mean(recalls))
+
+
+def test_starspace_from_random_init_beats_untrained_and_popularity_on_transfer_task(synthetic_data):
+    # The proxy items are withheld from training altogether: held-out organic signal.
+    fitted = train_encoder(synthetic_data, RANDOM_INIT)
+    errors = [h["transfer_error"] for h in fitted.history]
+    untrained, trained = errors[0], min(errors)
+    popularity = _popularity_transfer_error(synthetic_data, fitted.transfer_task)
+    # Measured: untrained 0.56, trained 0.23 (epoch 2+), popularity 0.82 (audience 5%, 24 proxy items).
+    assert trained < untrained - 0.2, errors
+    assert trained < popularity - 0.4, (errors, popularity)
+
+
+def test_default_encoder_keeps_its_best_checkpoint_and_beats_random_vectors(synthetic_data, fitted):
+    errors = [h["transfer_error"] for h in fitted.history]
+    gaussian = transfer_error(np.random.default_rng(0).standard_normal(fitted.embeddings.shape),
+                              fitted.transfer_task)
+    # Epoch 0 is the TF-IDF SVD warm start; a later epoch is kept only when it is better by min_improvement.
+    assert min(errors) < gaussian - 0.5, (errors, gaussian)  # measured 0.22 vs 0.95
+    kept = fitted.best_epoch
+    assert errors[kept] <= errors[0]
+    assert all(errors[kept] <= e + SMALL.min_improvement for e in errors)
 
 
 def test_embeddings_are_signed_unit_vectors(fitted, synthetic_data):
@@ -57,7 +81,8 @@ def test_embeddings_are_signed_unit_vectors(fitted, synthetic_data):
 
 
 def test_encoder_never_reads_campaign_seeds(synthetic_data, fitted):
-    no_campaigns = dataclasses.replace(synthetic_data, campaigns={})  # fields only, not cached views
+    # dataclasses.replace, not __dict__: cached properties (user_items) of the shared fixture live there too.
+    no_campaigns = dataclasses.replace(synthetic_data, campaigns={})
     again = train_encoder(no_campaigns, SMALL)
     np.testing.assert_array_equal(again.embeddings, fitted.embeddings)
 
@@ -203,3 +228,16 @@ def test_affinity_mlp_without_usable_campaigns_falls_back_to_cosine(synthetic_da
     cosine.fit(synthetic_data, {})
     users = np.arange(100)
     np.testing.assert_allclose(scorer.score(synthetic_data, seeds, users), cosine.score(synthetic_data, seeds, users))
+
+
+@pytest.mark.slow
+def test_on_movielens_starspace_centroid_matches_svd_and_beats_popularity(movielens_data):
+    from lookalike_models.protocol import TUNING_SPLITS, evaluate_over_splits
+
+    models = {"centroid_cosine": {}, "svd_centroid": {}, "popularity": {}}
+    per_campaign = evaluate_over_splits(movielens_data, models, TUNING_SPLITS[:2], fractions=[0.05])
+    recall = {m: float(v) for m, v in per_campaign.group_by("model").agg(pl.col("recall_at_5pct").mean()).iter_rows()}
+    # Measured on tuning splits 100-104: centroid_cosine 0.440, svd_centroid 0.441, popularity 0.308
+    # (before issue 10: 0.245).
+    assert recall["centroid_cosine"] > recall["svd_centroid"] - 0.015, recall
+    assert recall["centroid_cosine"] > recall["popularity"] + 0.08, recall

@@ -2,7 +2,8 @@
 can describe with a signature.
 
 A row packs a user's inputs side by side as float32: single-valued field codes, each multi-valued field's
-codes (padded with 0), continuous fields, then the history item ids (padded with ``n_items``). Codes are
+codes (padded with 0), continuous fields, the history item ids (padded with ``n_items``), then the history
+weights (0 at padding). Codes are
 exact in float32 below 2^24, far above any vocabulary here.
 """
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lookalike_models.pinterest.encoder import StarSpaceUserEncoder, UserInputs
+from lookalike_models.pinterest.encoder import StarSpaceUserEncoder, UserInputs, history_bag
 
 
 class PackedUserEncoder(nn.Module):
@@ -32,15 +33,16 @@ class PackedUserEncoder(nn.Module):
             multi.append(packed[:, at:at + width].long())
             at += width
         continuous = packed[:, at:at + self.n_continuous]
-        history = packed[:, at + self.n_continuous:].long()
-        mask = (history != self.encoder.history.padding_idx).float()
-        return self.encoder(single, multi, continuous, self.encoder.history(history).sum(1), mask.sum(1))
+        bag = packed[:, at + self.n_continuous:]
+        width = bag.shape[1] // 2
+        history, weight = bag[:, :width].long(), bag[:, width:]
+        return self.encoder(single, multi, continuous, *history_bag(self.encoder, history, weight))
 
 
 def pack_inputs(inputs: UserInputs, users: np.ndarray) -> np.ndarray:
     """float32 [len(users), width]: the packed rows ``PackedUserEncoder`` reads."""
-    single, multi, continuous, history = inputs.rows(torch.as_tensor(users, dtype=torch.long))
-    return torch.cat([single.float(), *[m.float() for m in multi], continuous, history.float()], 1).numpy()
+    single, multi, continuous, history, weight = inputs.rows(torch.as_tensor(users, dtype=torch.long))
+    return torch.cat([single.float(), *[m.float() for m in multi], continuous, history.float(), weight], 1).numpy()
 
 
 def packed_encoder(encoder: StarSpaceUserEncoder, inputs: UserInputs) -> PackedUserEncoder:
