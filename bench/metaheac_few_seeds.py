@@ -1,0 +1,184 @@
+"""MetaHeac where the paper claims its gain: new campaigns given only 5, 10 or 20 seeds.
+
+    LOOKALIKE_DATA_ROOT=../shared/data .venv/bin/python bench/metaheac_few_seeds.py run \
+        --dataset movielens --split-seeds 0,1,2,3,4 --tag main
+    .venv/bin/python bench/metaheac_few_seeds.py report --tags main --out bench/results/metaheac.md
+
+Data (MovieLens-100K, or Amazon Movies with Books+Movies history fields): 40 movies with 50-400 raters are
+the evaluated **new campaigns**; ``--meta-pool`` other movies with >= 20 raters are ``meta_movie_*``
+campaigns, the only tasks stage 1 sees (disjoint from the new campaigns). All campaign movies are kept out
+of the user fields MetaHeac reads; only the new campaigns' own ratings are removed from the interactions
+the reference peers read (the meta movies' ratings stay there as features: the peers see the same
+information as plain features that MetaHeac sees as tasks).
+
+Per split seed s and new campaign: a nested random draw of 5 / 10 / 20 of its raters are the seeds; every
+other rater is a held-out positive, against as many sampled non-raters (fixed per s and campaign).
+Metrics per campaign: AUC (held-out positives vs the sampled non-raters; GAUC = mean over campaigns) and
+recall of the held-out positives in the top 5% of users (seeds excluded from the audience).
+metaheac and joint_baseline are fitted once per split seed (model seed = s) on the meta campaigns; every
+variant (``--variant name:key=value;key=value``) is one more stage 1.
+Machine: 2-core x86_64, shared with other jobs; torch 1 thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+import yaml
+
+from lookalike_models.contract import read_dataset
+from lookalike_models.dataset import CampaignSeeds, LookalikeData, encode
+from lookalike_models.evaluation import HeldOut, audience_sizes, campaign_metrics
+from lookalike_models.pipeline import remove_campaign_leakage, score_campaign
+from lookalike_models.scorers import build_scorer
+
+RAW = Path("runs/metaheac_bench")
+SEED_COUNTS = (5, 10, 20)
+METAHEAC_FAMILY = ("metaheac", "joint_baseline", "scratch_baseline")
+
+
+def load(dataset: str, workdir: Path, meta_pool: int) -> LookalikeData:
+    from lookalike_models.adapters import amazon, movielens, shared_data_root
+
+    if dataset == "movielens":
+        folder = movielens.build(workdir / dataset, shared_data_root() / "movielens-100k", n_campaigns=40,
+                                 n_meta_campaigns=meta_pool)
+    else:
+        folder = amazon.build(workdir / dataset, shared_data_root() / "amazon-books-movies-dense", n_campaigns=40,
+                              user_history=True, n_meta_campaigns=meta_pool)
+    data = encode(read_dataset(folder))
+    new_items = {c: i for c, i in data.campaign_items.items() if not c.startswith("meta_")}
+    return remove_campaign_leakage(data, new_items)
+
+
+def few_seed_split(data: LookalikeData, cid: str, seed: int) -> tuple[dict[int, CampaignSeeds], HeldOut]:
+    """Nested seed lists of each size in SEED_COUNTS and the held-out rest of the campaign (vs the 20)."""
+    rng = np.random.default_rng([seed, zlib.crc32(cid.encode())])
+    pos = rng.permutation(data.campaigns[cid].positives)
+    pool = np.setdiff1d(np.arange(data.n_users), pos)
+    held_pos = np.sort(pos[max(SEED_COUNTS):])
+    held_neg = np.sort(rng.choice(pool, min(held_pos.size, pool.size), replace=False))
+    seeds = {n: CampaignSeeds(cid, np.sort(pos[:n])) for n in SEED_COUNTS}
+    return seeds, HeldOut(held_pos, held_neg, True)
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    name, _, body = text.partition(":")
+    return name, {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in body.split(";") if kv)}
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    params = {k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in args.set)}
+    variants = dict(parse_variant(v) for v in args.variant)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = load(args.dataset, Path(tmp), args.meta_pool)
+    new = sorted(c for c in data.campaigns if not c.startswith("meta_"))
+    meta_all = sorted(c for c in data.campaigns if c.startswith("meta_"))
+    size = audience_sizes(data.n_users, [0.05])
+    rows = []
+    for s in (int(x) for x in args.split_seeds.split(",")):
+        meta = [meta_all[i] for i in np.sort(np.random.default_rng(s).permutation(len(meta_all))[:args.meta_tasks])]
+        splits = {c: few_seed_split(data, c, s) for c in new}
+        jobs = [(m, m, {}) for m in args.models.split(",") if m] + [(f"metaheac[{k}]", "metaheac", v)
+                                                                    for k, v in variants.items()]
+        for label, model, overrides in jobs:
+            p = {**params, **overrides, "seed": s, "meta_campaigns": meta} if model in METAHEAC_FAMILY else {}
+            if model == "scratch_baseline":
+                p = {k: v for k, v in p.items() if k != "meta_campaigns"}
+            scorer = build_scorer(model, p)
+            start = time.perf_counter()
+            if model in METAHEAC_FAMILY:
+                scorer.fit(data, {c: data.campaigns[c] for c in meta})
+            fit_s = time.perf_counter() - start
+            for n in SEED_COUNTS:
+                if model not in METAHEAC_FAMILY:
+                    scorer.fit(data, {c: splits[c][0][n] for c in new})
+                for cid in new:
+                    seeds, held = splits[cid][0][n], splits[cid][1]
+                    scored = score_campaign(scorer, data, seeds, max(size.values()))
+                    m = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, held, size)
+                    rows.append({"dataset": args.dataset, "tag": args.tag, "model": label, "split_seed": s,
+                                 "n_seeds": n, "campaign_id": cid, "auc": m["auc"],
+                                 "recall_at_5pct": m["recall_at_5pct"], "fit_s": fit_s,
+                                 "meta_tasks": len(meta)})
+            print(args.dataset, s, label, f"fit {fit_s:.1f}s", "auc",
+                  round(float(np.mean([r["auc"] for r in rows if r["model"] == label and r["split_seed"] == s])), 4),
+                  flush=True)
+        RAW.mkdir(parents=True, exist_ok=True)  # after every split seed: a killed run keeps what it finished
+        out = RAW / f"{args.dataset}_{args.tag}.parquet"
+        pl.DataFrame(rows).write_parquet(out)
+        (RAW / f"{args.dataset}_{args.tag}.json").write_text(json.dumps(vars(args)))
+    print("wrote", out)
+
+
+def paired_ci(diff_by_campaign: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% bootstrap CI over campaigns of a per-campaign paired difference."""
+    rng = np.random.default_rng(seed)
+    boots = diff_by_campaign[rng.integers(0, diff_by_campaign.size, (n_boot, diff_by_campaign.size))].mean(1)
+    return float(diff_by_campaign.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+
+
+def report(args: argparse.Namespace) -> None:
+    frames = [pl.read_parquet(p) for tag in args.tags.split(",") for p in RAW.glob(f"*_{tag}.parquet")]
+    df = pl.concat(frames, how="diagonal_relaxed")
+    lines = []
+    for (dataset, tag), part in df.group_by("dataset", "tag", maintain_order=True):
+        seeds = sorted(part["split_seed"].unique().to_list())
+        lines += [f"### {dataset} ({tag}): split seeds {seeds}, {part['campaign_id'].n_unique()} new campaigns, "
+                  f"{part['meta_tasks'].max()} meta-training tasks\n",
+                  "| model | seeds | GAUC | recall@5% | GAUC diff vs joint [95% CI] | recall diff vs joint [95% CI] "
+                  "| stage-1 s |", "|---|---|---|---|---|---|---|"]
+        for n in SEED_COUNTS:
+            at_n = part.filter(pl.col("n_seeds") == n)
+            joint = at_n.filter(pl.col("model") == args.reference)
+            for model in sorted(at_n["model"].unique().to_list()):
+                mine = at_n.filter(pl.col("model") == model)
+                cells = []
+                for metric in ("auc", "recall_at_5pct"):
+                    if model == args.reference or joint.height == 0:
+                        cells.append("")
+                        continue
+                    paired = (mine.join(joint, on=["split_seed", "campaign_id"], suffix="_ref")
+                              .group_by("campaign_id").agg((pl.col(metric) - pl.col(f"{metric}_ref")).mean()))
+                    mean, lo, hi = paired_ci(paired[metric].drop_nans().to_numpy())
+                    cells.append(f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+                lines.append(f"| {model} | {n} | {mine['auc'].mean():.4f} | {mine['recall_at_5pct'].mean():.4f} | "
+                             f"{cells[0]} | {cells[1]} | {mine['fit_s'].mean():.0f} |")
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--dataset", choices=["movielens", "amazon"], default="movielens")
+    r.add_argument("--split-seeds", default="100,101,102,103,104")
+    r.add_argument("--models", default="metaheac,joint_baseline,scratch_baseline,popularity")
+    r.add_argument("--variant", action="append", default=[], help="extra metaheac: name:key=value;key=value")
+    r.add_argument("--meta-pool", type=int, default=300, help="meta_movie_* campaigns built from the data")
+    r.add_argument("--meta-tasks", type=int, default=300, help="of which stage 1 uses this many (per split seed)")
+    r.add_argument("--set", action="append", default=[], help="MetaHeacConfig override key=value (YAML value)")
+    r.add_argument("--tag", default="dev")
+    p = sub.add_parser("report")
+    p.add_argument("--tags", default="dev")
+    p.add_argument("--reference", default="joint_baseline")
+    p.add_argument("--out", default=None)
+    args = ap.parse_args()
+    run(args) if args.cmd == "run" else report(args)
+
+
+if __name__ == "__main__":
+    main()
