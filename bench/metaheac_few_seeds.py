@@ -16,7 +16,7 @@ other rater is a held-out positive, against as many sampled non-raters (fixed pe
 Metrics per campaign: AUC (held-out positives vs the sampled non-raters; GAUC = mean over campaigns) and
 recall of the held-out positives in the top 5% of users (seeds excluded from the audience).
 metaheac and joint_baseline are fitted once per split seed (model seed = s) on the meta campaigns; every
-variant (``--variant name:key=value;key=value``) is one more stage 1.
+variant (``--variant name:key=value;key=value``, for each of ``--variant-models``) is one more fit.
 Machine: 2-core x86_64, shared with other jobs; torch 1 thread.
 """
 
@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> None:
     for s in (int(x) for x in args.split_seeds.split(",")):
         meta = [meta_all[i] for i in np.sort(np.random.default_rng(s).permutation(len(meta_all))[:args.meta_tasks])]
         splits = {c: few_seed_split(data, c, s) for c in new}
-        jobs = [(m, m, {}) for m in args.models.split(",") if m] + [(f"metaheac[{k}]", "metaheac", v)
-                                                                    for k, v in variants.items()]
+        jobs = [(m, m, {}) for m in args.models.split(",") if m] + [
+            (f"{m}[{k}]", m, v) for k, v in variants.items() for m in args.variant_models.split(",")]
         for label, model, overrides in jobs:
             p = {**params, **overrides, "seed": s, "meta_campaigns": meta} if model in METAHEAC_FAMILY else {}
             if model == "scratch_baseline":
@@ -167,7 +167,8 @@ def main() -> None:
     r.add_argument("--dataset", choices=["movielens", "amazon"], default="movielens")
     r.add_argument("--split-seeds", default="100,101,102,103,104")
     r.add_argument("--models", default="metaheac,joint_baseline,scratch_baseline,popularity")
-    r.add_argument("--variant", action="append", default=[], help="extra metaheac: name:key=value;key=value")
+    r.add_argument("--variant", action="append", default=[], help="extra configs: name:key=value;key=value")
+    r.add_argument("--variant-models", default="metaheac", help="models each variant runs for")
     r.add_argument("--meta-pool", type=int, default=300, help="meta_movie_* campaigns built from the data")
     r.add_argument("--meta-tasks", type=int, default=300, help="of which stage 1 uses this many (per split seed)")
     r.add_argument("--set", action="append", default=[], help="MetaHeacConfig override key=value (YAML value)")
