@@ -86,11 +86,13 @@ def run(args: argparse.Namespace) -> None:
     size = audience_sizes(data.n_users, [0.05])
     rows = []
     for s in (int(x) for x in args.split_seeds.split(",")):
-        meta = [meta_all[i] for i in np.sort(np.random.default_rng(s).permutation(len(meta_all))[:args.meta_tasks])]
+        task_order = np.random.default_rng(s).permutation(len(meta_all))
         splits = {c: few_seed_split(data, c, s) for c in new}
         jobs = [(m, m, {}) for m in args.models.split(",") if m] + [
             (f"{m}[{k}]", m, v) for k, v in variants.items() for m in args.variant_models.split(",")]
         for label, model, overrides in jobs:
+            overrides = dict(overrides)  # "meta_tasks" (a bench key, not a model's): fewer stage-1 tasks
+            meta = [meta_all[i] for i in np.sort(task_order[:overrides.pop("meta_tasks", args.meta_tasks)])]
             p = {**params, **overrides, "seed": s, "meta_campaigns": meta} if model in METAHEAC_FAMILY else {}
             if model == "scratch_baseline":
                 p = {k: v for k, v in p.items() if k != "meta_campaigns"}
