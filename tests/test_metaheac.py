@@ -217,3 +217,42 @@ def test_meta_learned_init_adapts_faster_than_random_init_and_joint_training_on_
     assert gauc["meta"] > 0.85, gauc
     assert gauc["meta"] > gauc["random_init"] + 0.2, gauc
     assert gauc["meta"] > gauc["joint"] + 0.1, gauc
+
+
+def test_row_gating_mixes_experts_per_user_and_campaign_gating_once_per_campaign(synthetic_data):
+    users = UserTable(synthetic_data)
+    task = make_task(synthetic_data, next(iter(synthetic_data.campaigns.values())))
+    mixes = {}
+    for gating in ("row", "campaign"):
+        torch.manual_seed(0)
+        net = build_net(synthetic_data, MetaHeacConfig(**FAST, gating=gating))
+        batch = users.batch(np.arange(20))
+        seeds = users.batch(task.positives[:8]) if gating == "campaign" else None
+        mixes[gating] = net.experts.gate(net.gate_input(net.fields(batch), task.campaign, seeds))
+    assert mixes["row"].std(0).max() > 1e-3  # users of one campaign get different expert mixes
+    assert torch.allclose(mixes["campaign"], mixes["campaign"][:1].expand(20, -1))
+
+
+def test_stage_one_episodes_keep_support_seeds_apart_from_query_positives():
+    from lookalike_models.metaheac.training import RowSampler, Task
+
+    task = Task("c", np.arange(100, 160), np.arange(0), torch.zeros(0, dtype=torch.long))
+    sampler = RowSampler(1000, 1.0, np.random.default_rng(0))
+    for _ in range(20):
+        support, query = sampler.support_query(task, [5, 10, 20], 32)
+        assert support.positives.size in (5, 10, 20) and query.positives.size > 0
+        assert not np.intersect1d(support.positives, query.positives).size
+        users, labels = sampler.label_rows(support, np.arange(support.n_rows))
+        assert not np.isin(users[labels == 0], task.positives).any()  # hidden query seeds never negatives
+
+
+def test_uniform_task_sampling_gives_the_cold_tail_its_share():
+    from lookalike_models.metaheac.training import Task, _task_sampler
+
+    tasks = [Task("hot", np.arange(5000), np.arange(0), torch.zeros(0, dtype=torch.long))] + [
+        Task(f"cold{i}", np.arange(10), np.arange(0), torch.zeros(0, dtype=torch.long)) for i in range(9)]
+    share = {}
+    for how in ("uniform", "proportional"):
+        draw = _task_sampler(tasks, np.random.default_rng(0), 1, how)
+        share[how] = np.mean([draw()[0].campaign_id == "hot" for _ in range(2000)])
+    assert abs(share["uniform"] - 0.1) < 0.03 and share["proportional"] > 0.95
