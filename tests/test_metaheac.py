@@ -256,3 +256,26 @@ def test_uniform_task_sampling_gives_the_cold_tail_its_share():
         draw = _task_sampler(tasks, np.random.default_rng(0), 1, how)
         share[how] = np.mean([draw()[0].campaign_id == "hot" for _ in range(2000)])
     assert abs(share["uniform"] - 0.1) < 0.03 and share["proportional"] > 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["movielens", "amazon"])
+def test_adapters_add_meta_training_tasks_disjoint_from_campaigns_and_kept_out_of_user_fields(name, tmp_path):
+    from lookalike_models.adapters import amazon, movielens
+    from lookalike_models.contract import read_dataset
+    from tests.conftest import require_shared
+
+    adapter, source = {"movielens": (movielens, "movielens-100k"),
+                       "amazon": (amazon, "amazon-books-movies-dense")}[name]
+    extra = {"user_history": True} if name == "amazon" else {}
+    plain = read_dataset(adapter.build(tmp_path / "plain", require_shared(source), n_campaigns=10, **extra))
+    more = read_dataset(adapter.build(tmp_path / "more", require_shared(source), n_campaigns=10,
+                                      n_meta_campaigns=50, **extra))
+    ids = set(more.seeds["campaign_id"].unique().to_list())
+    assert {c for c in ids if not c.startswith("meta_")} == set(plain.seeds["campaign_id"].unique().to_list())
+    assert len([c for c in ids if c.startswith("meta_")]) == 50
+    items = set(more.campaign_features["item_id"].cast(pl.String).to_list())
+    assert len(items) == 60  # a meta task never shares its movie with an evaluated campaign
+    for column in more.schema.user_multi:
+        used = set(more.user_features[column].explode().drop_nulls().cast(pl.String).to_list())
+        assert not used & items, column
