@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install run test lint bench mlflow-ui prefect-server clean
+.PHONY: install run test test-fast lint bench mlflow-ui prefect-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: install
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# Development lane: everything but the tests marked slow (flows end to end, real-data learning checks).
+test-fast: install
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

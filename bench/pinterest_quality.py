@@ -24,7 +24,8 @@ import torch
 from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import encode
 from lookalike_models.evaluation import summarize
-from lookalike_models.pipeline import evaluate_scorers, remove_campaign_leakage
+from lookalike_models.pipeline import remove_campaign_leakage
+from lookalike_models.protocol import evaluate_scorers
 from lookalike_models.synthetic import SyntheticConfig, write_synthetic
 
 MODELS = {

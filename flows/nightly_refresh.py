@@ -41,14 +41,16 @@ def nightly_refresh(config: NightlyConfig = load_config()) -> dict:  # noqa: B00
     try:
         fingerprint = fingerprint_inputs(config.data, publishing.exclusions)
         data_dir = prepare_data(config.data, fingerprint, work)
-        split = split_campaigns(data_dir, evaluation, work)
+        splits = split_campaigns(data_dir, evaluation, work)  # one per evaluation.split_seeds
+        split = splits[0]  # the first split's models are the ones registered and published
         previous_run = previous_published_run(config.output_root)
         previous = previous_refresh(config.output_root, previous_run, data_dir, publishing.incremental)
         trained = {m.name: train_model(m, data_dir, split, work, previous["models"].get(m.name))
                    for m in config.models}
-        evaluated = [evaluate_model(m, data_dir, split, trained[m.name], work, evaluation.audience_fractions,
-                                    evaluation.seed_buckets) for m in config.models]
-        report = evaluate_run(evaluated, data_dir, evaluation.audience_fractions, run_dir)
+        evaluated = [evaluate_model(m, data_dir, path, seed, trained[m.name] if path == split
+                                    else train_model(m, data_dir, path, work), work, evaluation)
+                     for seed, path in zip(evaluation.split_seeds, splits) for m in config.models]
+        report = evaluate_run(evaluated, data_dir, evaluation, run_dir)
         children = log_models_to_mlflow(mlflow_run, config.experiment, trained, report)
         decision = register_and_promote(children, report, config.selection)
         publisher = decision["champion"] if publishing.model == "champion" else publishing.model

@@ -6,6 +6,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
+from lookalike_models.evaluation import campaign_rng
 from lookalike_models.scorers import AudienceScorer, register
 
 
@@ -24,7 +25,7 @@ class RandomScorer(AudienceScorer):
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         # Seeded per campaign so a re-run publishes the same audience.
-        rng = np.random.default_rng([self.config.seed, *seeds.campaign_id.encode()])
+        rng = campaign_rng(self.config.seed, seeds.campaign_id)
         return rng.random(candidates.size).astype(np.float32)
 
     def save(self, folder) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lookalike_models.synthetic import SyntheticConfig
 
@@ -34,6 +34,18 @@ class ModelSpec(BaseModel):
     model: str = Field(..., description="Registered scorer, e.g. minhash, popularity, random")
     params: dict[str, Any] = Field(default_factory=dict, description="The scorer's own config")
 
+    @model_validator(mode="after")
+    def _known_model_and_params(self) -> ModelSpec:
+        # Fail when the config is read, not after data preparation: unknown model, unknown or bad parameter.
+        from lookalike_models.scorers import check_params, scorer_class
+
+        try:
+            cls = scorer_class(self.model)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        cls.config_class.model_validate(check_params(cls.config_class, self.params, self.model))
+        return self
+
 
 class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,7 +54,17 @@ class EvaluationConfig(BaseModel):
     audience_fractions: list[float] = Field([0.01, 0.02, 0.05, 0.1],
                                             description="Audience sizes as shares of the population")
     seed_buckets: list[int] = Field([50, 200], description="Seed-list size bucket edges")
-    seed: int = 0
+    split_seeds: list[int] = Field([0], min_length=1, description="One held-out split per seed; metrics are "
+                                   "each campaign's mean over the splits. The first split's models are published")
+    reference: str | None = Field(None, description="Model (ModelSpec.name) every model is compared with: paired "
+                                  "95% bootstrap CI over campaigns of the difference (e.g. item_logreg)")
+
+    @field_validator("split_seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"split_seeds must be distinct, got {seeds}")
+        return seeds
 
 
 class PublishConfig(BaseModel):
@@ -109,6 +131,9 @@ class NightlyConfig(BaseModel):
         names = {m.name for m in self.models}
         if self.publish.model != "champion" and self.publish.model not in names:
             raise ValueError(f"publish.model '{self.publish.model}' is neither 'champion' nor a configured model")
+        if self.evaluation.reference is not None and self.evaluation.reference not in names:
+            raise ValueError(f"evaluation.reference '{self.evaluation.reference}' is not a configured model; "
+                             f"one of {sorted(names)}")
         if not names - set(self.selection.not_eligible):
             raise ValueError("every configured model is in selection.not_eligible: nothing can be champion")
         metrics = {f"{kind}_at_{label}" for label in audience_sizes(1, self.evaluation.audience_fractions)

@@ -91,9 +91,14 @@ def load_split(path: str | Path) -> tuple[dict[str, CampaignSeeds], dict[str, He
     return train, heldout
 
 
+def audience_size(n_users: int, fraction: float) -> int:
+    """Users in an audience of ``fraction`` of the population (at least one)."""
+    return max(1, int(round(fraction * n_users)))
+
+
 def audience_sizes(n_users: int, fractions: list[float]) -> dict[str, int]:
     """Metric label -> audience size, e.g. {'1pct': 200} for 1% of 20,000 users."""
-    return {f"{f * 100:g}pct".replace(".", "_"): max(1, int(round(f * n_users))) for f in fractions}
+    return {f"{f * 100:g}pct".replace(".", "_"): audience_size(n_users, f) for f in fractions}
 
 
 def seed_bucket(n_seeds: int, edges: list[int]) -> str:
@@ -157,12 +162,33 @@ def user_precision_at_k(scores: np.ndarray, clicked: np.ndarray, k: int) -> floa
     return float(np.mean(hits / np.minimum(k, clicked.sum(1))))
 
 
+METRIC_PREFIXES = ("precision_at_", "recall_at_")
+
+
+def metric_columns(per_campaign: pl.DataFrame) -> list[str]:
+    """Precision/recall columns of per-campaign rows, then ``auc``."""
+    return [c for c in per_campaign.columns if c.startswith(METRIC_PREFIXES)] + ["auc"]
+
+
+def campaign_means(per_campaign: pl.DataFrame) -> pl.DataFrame:
+    """Each (model, campaign)'s metrics averaged over the splits it was evaluated in (``split_seed``), so
+    every campaign weighs the same however many splits could evaluate it. The seed bucket is the one of
+    its first split (buckets only move for a campaign that sits on an edge)."""
+    metrics = metric_columns(per_campaign)
+    if "split_seed" not in per_campaign.columns:
+        per_campaign = per_campaign.with_columns(pl.lit(0).alias("split_seed"))
+    return (per_campaign.sort("split_seed").group_by("model", "campaign_id", maintain_order=True)
+            .agg(pl.col("seed_bucket").first(), pl.len().alias("splits"), *[pl.col(m).mean() for m in metrics]))
+
+
 def summarize(per_campaign: pl.DataFrame) -> pl.DataFrame:
-    """Macro average per model and seed bucket (plus an 'all' bucket); GAUC = mean per-campaign AUC."""
-    metrics = [c for c in per_campaign.columns if c.startswith(("precision_at_", "recall_at_"))]
+    """Macro average per model and seed bucket (plus an 'all' bucket) of the campaigns' means over splits;
+    GAUC = mean per-campaign AUC."""
+    means = campaign_means(per_campaign)
+    metrics = [c for c in metric_columns(means) if c != "auc"]
     aggs = [pl.len().alias("campaigns"), *[pl.col(m).mean() for m in metrics], pl.col("auc").mean().alias("gauc")]
-    by_bucket = per_campaign.group_by("model", "seed_bucket").agg(aggs)
-    overall = per_campaign.group_by("model").agg(aggs).with_columns(pl.lit("all").alias("seed_bucket"))
+    by_bucket = means.group_by("model", "seed_bucket").agg(aggs)
+    overall = means.group_by("model").agg(aggs).with_columns(pl.lit("all").alias("seed_bucket"))
     return pl.concat([overall.select(by_bucket.columns), by_bucket]).sort("model", "seed_bucket")
 
 

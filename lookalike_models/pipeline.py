@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.evaluation import HeldOut, audience_sizes, campaign_metrics, holdout_split, seed_bucket
-from lookalike_models.scorers import AudienceScorer, build_scorer, top_k
+from lookalike_models.scorers import AudienceScorer, top_k
 
 log = logging.getLogger(__name__)
 
@@ -62,36 +59,6 @@ def remove_campaign_leakage(data: LookalikeData, campaign_items: dict[str, int] 
     if not campaign_items:
         return data
     return data.without_interactions(~np.isin(data.item_idx, np.fromiter(campaign_items.values(), np.int64)))
-
-
-def evaluate_scorers(
-    data: LookalikeData, models: dict[str, dict], holdout_frac: float = 0.1, fractions: list[float] | None = None,
-    bucket_edges: list[int] | None = None, seed: int = 0,
-    split: tuple[dict[str, CampaignSeeds], dict[str, HeldOut]] | None = None,
-) -> pl.DataFrame:
-    """Fit each model on the training seeds and measure every evaluable campaign. One row per
-    (model, campaign): precision/recall at each audience size, AUC, seed bucket, timings."""
-    fractions = fractions or [0.01, 0.02, 0.05, 0.1]
-    bucket_edges = bucket_edges or [50, 200]
-    train, heldout = split or holdout_split(data.campaigns, data.n_users, holdout_frac, seed)
-    sizes = audience_sizes(data.n_users, fractions)
-    rows = []
-    for name, params in models.items():
-        scorer = build_scorer(params.get("model", name), {k: v for k, v in params.items() if k != "model"})
-        start = time.perf_counter()
-        scorer.fit(data, train)
-        fit_seconds = time.perf_counter() - start
-        for cid, held in heldout.items():
-            start = time.perf_counter()
-            scored = score_campaign(scorer, data, train[cid], max(sizes.values()))
-            row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, held, sizes)
-            row.update(model=name, campaign_id=cid, n_train_seeds=train[cid].size,
-                       seed_bucket=seed_bucket(train[cid].size, bucket_edges),
-                       negatives_sampled=held.negatives_sampled, fit_seconds=fit_seconds,
-                       score_seconds=time.perf_counter() - start)
-            rows.append(row)
-        log.info("%s: fitted in %.1fs, evaluated %d campaigns", name, fit_seconds, len(heldout))
-    return pl.DataFrame(rows)
 
 
 def resolve_seeds(data: LookalikeData, campaign_id: str | None, seed_user_ids: list[str], name: str) -> CampaignSeeds:

@@ -28,7 +28,7 @@ class AudienceScorer(ABC):
     def __init__(self, config: BaseModel | dict[str, Any] | None = None):
         if isinstance(config, BaseModel):
             config = config.model_dump()
-        self.config = self.config_class.model_validate(config or {})
+        self.config = self.config_class.model_validate(check_params(self.config_class, config or {}, type(self).name))
 
     @abstractmethod
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
@@ -71,6 +71,15 @@ class AudienceScorer(ABC):
         raise NotImplementedError(f"{self.name} does not persist its state")
 
 
+def check_params(config_class: type[BaseModel], params: dict[str, Any], model: str) -> dict[str, Any]:
+    """Refuse keys the model's config does not have: a typo (``treshold``) must not silently run defaults."""
+    unknown = sorted(set(params) - set(config_class.model_fields))
+    if unknown:
+        raise ValueError(f"model '{model}' has no parameter {', '.join(map(repr, unknown))}; "
+                         f"its parameters: {sorted(config_class.model_fields)}")
+    return params
+
+
 def register(name: str):
     def decorate(cls: type[AudienceScorer]) -> type[AudienceScorer]:
         cls.name = name
@@ -81,12 +90,17 @@ def register(name: str):
 
 
 def build_scorer(name: str, params: dict[str, Any] | None = None) -> AudienceScorer:
-    # Importing the model modules fills the registry; done here so `scorers` itself stays light.
+    # Importing the model modules fills the registry; done lazily so `scorers` itself stays light.
+    return scorer_class(name)(params)
+
+
+def scorer_class(name: str) -> type[AudienceScorer]:
+    """The registered scorer class called ``name`` (every model module imported first)."""
     import lookalike_models.models  # noqa: F401
 
     if name not in SCORERS:
         raise KeyError(f"unknown model '{name}'; known: {sorted(SCORERS)}")
-    return SCORERS[name](params)
+    return SCORERS[name]
 
 
 def top_k(candidates: np.ndarray, scores: np.ndarray, k: int, exclude: np.ndarray | None = None):

@@ -59,12 +59,16 @@ def prepare_data(source: DataSource, input_fingerprint: str, work_root: str) -> 
 
 
 @task(**CACHED)
-def split_campaigns(data_dir: str, evaluation: EvaluationConfig, work_root: str) -> str:
-    """Hold out a share of every campaign's seeds (plus as many non-seeds) for evaluation."""
+def split_campaigns(data_dir: str, evaluation: EvaluationConfig, work_root: str) -> list[str]:
+    """Hold out a share of every campaign's seeds (plus as many non-seeds), once per split seed. Returns one
+    split file per ``evaluation.split_seeds``, in that order."""
     data = load_data(data_dir)
-    train, heldout = holdout_split(data.campaigns, data.n_users, evaluation.holdout_frac, evaluation.seed)
-    sampled = sum(h.negatives_sampled for h in heldout.values())
-    get_run_logger().info("split: %d campaigns, %d evaluable (%d with sampled non-seeds)", len(train),
-                          len(heldout), sampled)
-    path = Path(data_dir).parent / f"split-{stable_hash(evaluation)}.parquet"
-    return str(save_split(train, heldout, path))
+    paths = []
+    for seed in evaluation.split_seeds:
+        train, heldout = holdout_split(data.campaigns, data.n_users, evaluation.holdout_frac, seed)
+        sampled = sum(h.negatives_sampled for h in heldout.values())
+        get_run_logger().info("split %d: %d campaigns, %d evaluable (%d with sampled non-seeds)", seed, len(train),
+                              len(heldout), sampled)
+        path = Path(data_dir).parent / f"split-{seed}-{stable_hash(evaluation.holdout_frac, seed)}.parquet"
+        paths.append(str(save_split(train, heldout, path)))
+    return paths

@@ -13,6 +13,7 @@ import numpy as np
 from prefect import flow, task
 
 from lookalike_models.config import ExecutionConfig, ModelSpec
+from lookalike_models.evaluation import audience_size
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import merge_shards, score_campaign, shard_ranges
 from lookalike_models.publishing import audience_frame
@@ -26,7 +27,7 @@ from tasks.modeling import fitted_scorer
 def plan_shards(data_dir: str, n_shards: int, audience_fraction: float) -> tuple[list[str], list, int]:
     """Campaigns, user ranges and the audience size of a distributed scoring pass."""
     data = load_data(data_dir)
-    size = max(1, int(round(audience_fraction * data.n_users)))
+    size = audience_size(data.n_users, audience_fraction)
     return list(data.campaigns), shard_ranges(data.n_users, n_shards), size
 
 

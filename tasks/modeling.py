@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,12 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
-from lookalike_models.config import ModelSpec, PublishConfig
-from lookalike_models.evaluation import audience_sizes, campaign_metrics, load_split, seed_bucket
+from lookalike_models.config import EvaluationConfig, ModelSpec, PublishConfig
+from lookalike_models.evaluation import audience_size, audience_sizes, load_split
 from lookalike_models.incremental import USER_STATE, changed_since, load_previous_top, refresh_campaign, user_state
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import score_campaign
+from lookalike_models.protocol import evaluate_campaigns
 from lookalike_models.publishing import audience_frame, write_embeddings
 from lookalike_models.reach import load_exclusions
 from lookalike_models.scorers import AudienceScorer, build_scorer
@@ -23,18 +25,30 @@ from tasks import tracking
 from tasks.caching import CACHED, stable_hash
 from tasks.data import load_data
 
-_FITTED: dict[str, AudienceScorer] = {}  # model_dir -> scorer, for scorers that cannot be saved
+# model_dir -> scorer fitted in this process, newest last. Bounded: a long-lived `lookalike serve` process
+# runs night after night, and a model evicted here is restored from its folder (or refitted) on demand.
+_FITTED: OrderedDict[str, AudienceScorer] = OrderedDict()
+_MAX_FITTED = 8
+
+
+def remember_fitted(model_dir: str, scorer: AudienceScorer) -> None:
+    _FITTED[model_dir] = scorer
+    _FITTED.move_to_end(model_dir)
+    while len(_FITTED) > _MAX_FITTED:
+        _FITTED.popitem(last=False)
 
 
 def fitted_scorer(spec: ModelSpec, data_dir: str, model_dir: str, split_path: str) -> AudienceScorer:
     """The scorer ``train_model`` fitted: from memory, else restored from ``model_dir``, else refitted."""
     if model_dir in _FITTED:
+        _FITTED.move_to_end(model_dir)
         return _FITTED[model_dir]
     scorer = build_scorer(spec.model, spec.params)
     try:
         scorer.load(Path(model_dir), load_data(data_dir))
     except (NotImplementedError, FileNotFoundError):
         scorer.fit(load_data(data_dir), load_split(split_path)[0])
+    remember_fitted(model_dir, scorer)
     return scorer
 
 
@@ -58,7 +72,7 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str,
     except NotImplementedError:
         logger.info("%s keeps its fitted state in memory only", spec.name)
     export_user_encoder(scorer, data, model_dir)
-    _FITTED[str(model_dir)] = scorer
+    remember_fitted(str(model_dir), scorer)
     logger.info("trained %s (%s) in %.1fs on %d users (%.0f users/s), %d users (re-)embedded", spec.name,
                 spec.model, seconds, data.n_users, data.n_users / max(seconds, 1e-9), embedded)
     history = getattr(scorer, "history", {}) or {}
@@ -100,25 +114,23 @@ def for_each_campaign(campaign_ids: list[str], label: str, work) -> dict[str, st
 
 
 @task(**CACHED)
-def evaluate_model(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, work_root: str,
-                   fractions: list[float], bucket_edges: list[int]) -> dict:
-    """Rank every eligible user from each campaign's training seeds; measure the held-out seeds."""
+def evaluate_model(spec: ModelSpec, data_dir: str, split_path: str, split_seed: int, trained: dict, work_root: str,
+                   evaluation: EvaluationConfig) -> dict:
+    """Rank every eligible user from each campaign's training seeds; measure the held-out seeds
+    (``protocol.evaluate_campaigns``, the protocol the benchmarks and tests use)."""
     data = load_data(data_dir)
     train, heldout = load_split(split_path)
     scorer = fitted_scorer(spec, data_dir, trained["model_dir"], split_path)
-    sizes = audience_sizes(data.n_users, fractions)
+    sizes = audience_sizes(data.n_users, evaluation.audience_fractions)
     rows = []
 
     def evaluate(cid: str) -> None:
-        scored = score_campaign(scorer, data, train[cid], max(sizes.values()))
-        row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, heldout[cid], sizes)
-        rows.append(row | {"model": spec.name, "campaign_id": cid, "n_train_seeds": train[cid].size,
-                           "seed_bucket": seed_bucket(train[cid].size, bucket_edges),
-                           "n_candidates": scored.candidates.size})
+        rows.extend(evaluate_campaigns(scorer, data, train, {cid: heldout[cid]}, sizes, evaluation.seed_buckets))
 
-    failed = for_each_campaign(list(heldout), f"held-out evaluation of {spec.name}", evaluate)
-    out = Path(data_dir).parent / "scored" / f"{spec.name}-{stable_hash(spec, split_path, trained, fractions)}"
-    metrics_path = write_parquet_atomic(pl.DataFrame(rows), out / "metrics.parquet") if rows else None
+    failed = for_each_campaign(list(heldout), f"held-out evaluation of {spec.name} (split {split_seed})", evaluate)
+    out = Path(data_dir).parent / "scored" / f"{spec.name}-{stable_hash(spec, split_path, trained, evaluation)}"
+    metrics = pl.DataFrame(rows).with_columns(pl.lit(spec.name).alias("model"), pl.lit(split_seed).alias("split_seed"))
+    metrics_path = write_parquet_atomic(metrics, out / "metrics.parquet") if rows else None
     return {"model": spec.name, "metrics_path": str(metrics_path) if metrics_path else None, "failed": failed}
 
 
@@ -135,7 +147,7 @@ def stage_audiences(spec: ModelSpec, data_dir: str, split_path: str, trained: di
     if publish.exclusions:
         logger.info("exclusion lists: %d users for every campaign, %d campaign-specific lists",
                     everywhere.size, len(by_campaign))
-    size = max(1, int(round(publish.audience_fraction * data.n_users)))
+    size = audience_size(data.n_users, publish.audience_fraction)
     depth = int(size * publish.keep_depth)
     stage = Path(data_dir).parent / "staged" / f"{spec.name}-{stable_hash(spec, split_path, trained, publish)}"
     usable = previous if publish.incremental and previous and previous.get("model") == spec.model_dump_json() \
@@ -175,7 +187,7 @@ def expand_one(spec: ModelSpec, data_dir: str, campaign_id: str | None, seed_use
     seeds = resolve_seeds(data, campaign_id, seed_user_ids, name)
     scorer = build_scorer(spec.model, spec.params)
     scorer.fit(data, {**data.campaigns, seeds.campaign_id: seeds})
-    size = max(1, int(round(audience_fraction * data.n_users)))
+    size = audience_size(data.n_users, audience_fraction)
     scored = score_campaign(scorer, data, seeds, size)
     frame = audience_frame(data, scored.users, scored.scores, spec.name)
     path = write_parquet_atomic(frame, Path(run_dir) / "audiences" / spec.name / f"{seeds.campaign_id}.parquet")

@@ -11,29 +11,37 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
-from lookalike_models.evaluation import audience_sizes, plot_precision_recall, summarize
+from lookalike_models.config import EvaluationConfig
+from lookalike_models.evaluation import audience_sizes, metric_columns, plot_precision_recall, summarize
 from lookalike_models.io import write_parquet_atomic
+from lookalike_models.protocol import compare_to_reference
 from lookalike_models.publishing import audience_path, mark_latest
 from tasks import tracking
 from tasks.data import load_data
 
 
 @task
-def evaluate_run(scored: list[dict], data_dir: str, fractions: list[float], run_dir: str) -> dict:
-    """Metrics table, summary by seed bucket and the precision/recall plot of every model."""
+def evaluate_run(scored: list[dict], data_dir: str, evaluation: EvaluationConfig, run_dir: str) -> dict:
+    """Metrics table, summary by seed bucket (each campaign's mean over the splits), every model against
+    the reference with a paired 95% bootstrap CI over campaigns, and the precision/recall plot."""
     frames = [pl.read_parquet(s["metrics_path"]) for s in scored if s["metrics_path"]]
     if not frames:
         get_run_logger().warning("no campaign could be evaluated")
-        return {"summary": [], "files": []}
+        return {"summary": [], "comparison": [], "files": []}
     per_campaign = pl.concat(frames, how="diagonal_relaxed")
     summary = summarize(per_campaign)
     reports = Path(run_dir) / "report"
-    sizes = audience_sizes(load_data(data_dir).n_users, fractions)
+    sizes = audience_sizes(load_data(data_dir).n_users, evaluation.audience_fractions)
     files = [write_parquet_atomic(per_campaign, reports / "metrics_per_campaign.parquet"),
              write_parquet_atomic(summary, reports / "metrics_summary.parquet"),
              plot_precision_recall(summary, sizes, reports / "precision_recall_vs_audience_size.png")]
     (reports / "metrics_summary.csv").write_text(summary.write_csv())
-    return {"summary": summary.to_dicts(), "files": [str(f) for f in files]}
+    comparison = pl.DataFrame()
+    if evaluation.reference and evaluation.reference in set(per_campaign["model"]):
+        comparison = compare_to_reference(per_campaign, evaluation.reference, metric_columns(per_campaign))
+        files.append(write_parquet_atomic(comparison, reports / "comparison_to_reference.parquet"))
+        (reports / "comparison_to_reference.csv").write_text(comparison.write_csv())
+    return {"summary": summary.to_dicts(), "comparison": comparison.to_dicts(), "files": [str(f) for f in files]}
 
 
 @task(retries=2, retry_delay_seconds=[1, 5])
@@ -71,6 +79,11 @@ def log_models_to_mlflow(mlflow_run: str, experiment: str, trained: dict[str, di
             tracking.log_metrics(child, {f"{k}{suffix}": v for k, v in metrics.items()})
             if row["seed_bucket"] == "all":
                 tracking.log_metrics(mlflow_run, {f"{model}.{k}": v for k, v in metrics.items()})
+        for row in (r for r in report.get("comparison", []) if r["model"] == model and r["seed_bucket"] == "all"):
+            # The paired comparison with the reference: difference of means and its 95% CI over campaigns.
+            prefix = f"vs_{row['reference']}.{row['metric']}"
+            tracking.log_metrics(child, {f"{prefix}.diff": row["diff"], f"{prefix}.ci_low": row["ci_low"],
+                                         f"{prefix}.ci_high": row["ci_high"]})
         tracking.log_metrics(child, {"fit_seconds": info["fit_seconds"]})
         for curve, values in info.get("history", {}).items():
             tracking.log_curve(child, curve, values)
@@ -87,7 +100,9 @@ def log_run_artifacts(mlflow_run: str, report: dict, run_dir: str, data_dir: str
     """The run's report files, id mappings and published audiences, plus the champion decision."""
     for path in report["files"]:
         tracking.log_artifact(mlflow_run, path, "report")
-    tracking.log_artifact(mlflow_run, Path(run_dir) / "report" / "metrics_summary.csv", "report")
+    for table in ("metrics_summary.csv", "comparison_to_reference.csv"):
+        if (Path(run_dir) / "report" / table).exists():
+            tracking.log_artifact(mlflow_run, Path(run_dir) / "report" / table, "report")
     for name in ("user_index.parquet", "item_index.parquet"):
         tracking.log_artifact(mlflow_run, Path(data_dir) / name, "id_mapping")
     for cid, path in published.items():
@@ -108,9 +123,26 @@ def summary_markdown(run_id: str, mlflow_url: str, report: dict, published: dict
         for r in overall:
             cells = [f"{r[k]:.4f}" if r[k] is not None else "-" for k in keys]
             lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    lines += comparison_markdown(report.get("comparison", []))
     for key, why in failed.items():
         lines.append(f"- failed `{key}`: {why}")
     return "\n".join(lines)
+
+
+def comparison_markdown(comparison: list[dict]) -> list[str]:
+    """Each model minus the reference, overall, with the paired 95% bootstrap CI over campaigns."""
+    rows = [r for r in comparison if r["seed_bucket"] == "all"]
+    if not rows:
+        return []
+    metrics = list(dict.fromkeys(r["metric"] for r in rows if r["metric"].startswith(("recall_at_", "auc"))))
+    lines = ["", f"Minus `{rows[0]['reference']}` on the same campaigns, paired 95% CI "
+             f"({rows[0]['campaigns']} campaigns, each averaged over the splits):", "",
+             "| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        cells = {r["metric"]: f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" for r in rows
+                 if r["model"] == model}
+        lines.append(f"| {model} | " + " | ".join(cells.get(m, "-") for m in metrics) + " |")
+    return lines
 
 
 @task

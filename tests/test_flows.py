@@ -20,6 +20,8 @@ from lookalike_models.config import (
 from lookalike_models.contract import DataContractError
 from lookalike_models.publishing import read_latest
 
+pytestmark = pytest.mark.slow  # each test runs whole flows on Prefect's temporary server
+
 
 @pytest.fixture(scope="module")
 def prefect_and_mlflow(tmp_path_factory):
@@ -47,7 +49,8 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
 
     from flows.nightly_refresh import nightly_refresh
 
-    first = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
+    two_splits = EvaluationConfig(audience_fractions=[0.02, 0.05], split_seeds=[0, 1], reference="popularity")
+    first = nightly_refresh(nightly_config(synthetic_dir, tmp_path, evaluation=two_splits))
     assert set(first["published"]) == set(synthetic_data.campaigns) and not first["failed"]
     assert first["champion"]["champion"] == "minhash" and first["champion"]["promoted"]
     audience = pl.read_parquet(first["published"]["c000"])
@@ -63,9 +66,14 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     assert run.data.metrics["minhash.recall_at_5pct"] > run.data.metrics["popularity.recall_at_5pct"]
     assert run.data.params["publish.model"] == "champion" and run.data.tags["lookalike.champion"] == "minhash"
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "report")}
-    assert "report/precision_recall_vs_audience_size.png" in artifacts
+    assert {"report/precision_recall_vs_audience_size.png", "report/comparison_to_reference.csv"} <= artifacts
+    per_campaign = pl.read_parquet(tmp_path / "runs" / first["run_id"] / "report" / "metrics_per_campaign.parquet")
+    assert set(per_campaign["split_seed"]) == {0, 1}  # both held-out splits evaluated
+    [child] = MlflowClient().search_runs([run.info.experiment_id], filter_string=(
+        f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.model = 'minhash'"))
+    assert child.data.metrics["vs_popularity.recall_at_5pct.ci_low"] > 0  # minhash beats popularity, paired CI
 
-    second = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
+    second = nightly_refresh(nightly_config(synthetic_dir, tmp_path, evaluation=two_splits))
     assert not second["champion"]["promoted"] and second["champion"]["previous_champion"] == "minhash"
     registry = MlflowClient().get_model_version_by_alias(f"reg-{tmp_path.name}", "champion")
     assert registry.tags["model_name"] == "minhash" and registry.version == second["champion"]["versions"]["minhash"]
@@ -100,7 +108,8 @@ def test_a_failed_run_resumes_from_the_last_good_task(prefect_and_mlflow, synthe
     from flows.nightly_refresh import nightly_refresh
 
     broken = nightly_config(synthetic_dir, tmp_path)
-    broken.models.append(ModelSpec(name="typo", model="no_such_model"))
+    # A model that breaks mid-run (configs are validated when read, so this one bypasses validation).
+    broken.models.append(ModelSpec.model_construct(name="typo", model="no_such_model", params={}))
     with pytest.raises(KeyError, match="no_such_model"):
         nightly_refresh(broken)
     work = tmp_path / "work"

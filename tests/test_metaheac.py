@@ -11,7 +11,7 @@ from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import holdout_split, summarize
 from lookalike_models.metaheac.network import Critics, HybridExperts, MetaHeacNet, UserBatch
 from lookalike_models.metaheac.training import MetaHeacConfig, UserTable, build_net, campaign_kind, make_task
-from lookalike_models.pipeline import evaluate_scorers
+from lookalike_models.protocol import evaluate_scorers
 from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)

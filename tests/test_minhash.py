@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 from datasketch import MinHash, MinHashLSH
 
 from lookalike_models.evaluation import summarize
 from lookalike_models.minhash import MinHashLSHIndex, item_hashes, mean_jaccard_to_seeds, signatures
-from lookalike_models.pipeline import evaluate_scorers
+from lookalike_models.protocol import evaluate_scorers
 
 
 def _csr(sets: list[list[int]]):
@@ -66,6 +67,7 @@ def test_mean_jaccard_estimate_is_close_to_exact():
     assert np.corrcoef(estimate, exact)[0, 1] > 0.95
 
 
+@pytest.mark.slow
 def test_minhash_beats_random_and_popularity_on_movielens(movielens_data):
     per_campaign = evaluate_scorers(movielens_data, {"minhash": {}, "popularity": {}, "random": {}},
                                     fractions=[0.02, 0.05, 0.1])

@@ -14,7 +14,7 @@ from lookalike_models.evaluation import summarize
 from lookalike_models.pinterest.encoder import EncoderConfig, train_encoder, transfer_error
 from lookalike_models.pinterest.lsh import HyperplaneLSH, RegionTable
 from lookalike_models.pinterest.scorers import EnsembleConfig, embedding_share, merge_rankings
-from lookalike_models.pipeline import evaluate_scorers
+from lookalike_models.protocol import evaluate_scorers
 from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)

@@ -11,7 +11,7 @@ import torch
 
 from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import holdout_split, summarize
-from lookalike_models.pipeline import evaluate_scorers
+from lookalike_models.protocol import evaluate_scorers
 from lookalike_models.ralm import recluster_campaign
 from lookalike_models.ralm.lookalike import (
     GlobalAttention,

@@ -1,0 +1,41 @@
+"""What every benchmark script shares: the data sets (through the pipeline's own loader), a timer and the
+results-file writer."""
+
+from __future__ import annotations
+
+import platform
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from lookalike_models.config import DataSource
+from lookalike_models.dataset import LookalikeData
+from lookalike_models.sources import load_encoded
+from lookalike_models.synthetic import SyntheticConfig
+
+
+def load_data(kind: str, workdir: Path, synthetic: SyntheticConfig | None = None) -> LookalikeData:
+    """A data set exactly as the nightly flow sees it (``sources.load_encoded``: validated, encoded, the
+    campaigns' own items removed). ``kind``: synthetic, movielens, amazon, tencent."""
+    source = DataSource(kind=kind, synthetic=synthetic or SyntheticConfig())
+    return load_encoded(source, Path(workdir) / kind)
+
+
+@contextmanager
+def timed(into: dict, key: str):
+    """``with timed(times, "fit"): ...`` stores the block's wall seconds in ``times["fit"]``."""
+    start = time.perf_counter()
+    yield
+    into[key] = time.perf_counter() - start
+
+
+def machine() -> str:
+    return f"{platform.machine()} {platform.system()}, 2 cores (shared with other jobs unless said otherwise)"
+
+
+def write_results(path: Path | None, text: str) -> None:
+    """Print the results and, with ``--out``, write them (the BENCHMARKS.md tables come from these files)."""
+    print(text)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")

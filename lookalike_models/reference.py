@@ -1,0 +1,125 @@
+"""Reference peers a practitioner would write in twenty lines instead of using this project.
+
+  - ``item_logreg``: per campaign, an L2 logistic regression on TF-IDF-weighted user x item rows, the
+    seeds against every other user (capped by a uniform sample at scale);
+  - ``svd_centroid``: TruncatedSVD user factors of the same matrix, cosine to the seeds' centroid.
+
+Every learned model is measured against them (BENCHMARKS.md); they are eligible champions too, since
+users want the best audience whatever produced it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import normalize
+
+from lookalike_models.dataset import CampaignSeeds, LookalikeData
+from lookalike_models.evaluation import campaign_rng
+from lookalike_models.scorers import AudienceScorer, register
+
+
+def user_item_matrix(data: LookalikeData) -> sp.csr_matrix:
+    """float32 CSR [n_users, n_items]: interaction counts per (user, item), every domain."""
+    counts = np.ones(data.user_idx.size, np.float32)
+    matrix = sp.csr_matrix((counts, (data.user_idx, data.item_idx)), shape=(data.n_users, data.n_items))
+    matrix.sum_duplicates()
+    return matrix
+
+
+def user_item_tfidf(data: LookalikeData) -> sp.csr_matrix:
+    """float32 CSR [n_users, n_items]: TF-IDF rows (sublinear tf, smoothed idf), L2-normalised.
+
+    Rare items say more about a user's taste than blockbusters everyone touched: idf weights them up."""
+    tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(user_item_matrix(data))
+    return tfidf.astype(np.float32).tocsr()
+
+
+def campaign_labels(n_users: int, seeds: CampaignSeeds, max_negatives: int, seed: int = 0):
+    """(rows, labels): the seeds as 1 and every other user as 0, non-seeds sampled uniformly down to
+    ``max_negatives`` so a campaign's fit stays bounded at millions of users. Labelled non-converters
+    are always kept."""
+    is_seed = np.zeros(n_users, bool)
+    is_seed[seeds.positives] = True
+    others = np.flatnonzero(~is_seed)
+    if others.size > max_negatives:
+        sampled = campaign_rng(seed, seeds.campaign_id).choice(others, max_negatives, replace=False)
+        others = np.union1d(sampled, seeds.negatives)
+    rows = np.concatenate([seeds.positives, others])
+    labels = np.concatenate([np.ones(seeds.positives.size, np.int8), np.zeros(others.size, np.int8)])
+    return rows, labels
+
+
+class ItemLogRegConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    C: float = Field(4.0, gt=0, description="Inverse L2 strength (chosen on tuning splits 100-104, BENCHMARKS.md)")
+    max_negatives: int = Field(200_000, ge=1, description="Non-seed users sampled as negatives at most")
+    seed: int = 0
+
+
+@register("item_logreg")
+class ItemLogRegScorer(AudienceScorer):
+    """Per-campaign logistic regression on TF-IDF user x item rows: the strong simple peer."""
+
+    config_class = ItemLogRegConfig
+
+    def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
+        self.features = user_item_tfidf(data)
+
+    def campaign_model(self, seeds: CampaignSeeds) -> LogisticRegression:
+        rows, labels = campaign_labels(self.features.shape[0], seeds, self.config.max_negatives, self.config.seed)
+        model = LogisticRegression(C=self.config.C, solver="liblinear", max_iter=200)
+        return model.fit(self.features[rows], labels)
+
+    def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
+        model = self.campaign_model(seeds)
+        return model.decision_function(self.features[candidates]).astype(np.float32)
+
+    def save(self, folder: Path) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)  # per-campaign fits are redone from the data
+
+    def load(self, folder: Path, data: LookalikeData) -> None:
+        self.fit(data, {})
+
+
+class SVDCentroidConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n_components: int = Field(128, ge=1, description="User factor dimension (chosen on tuning splits 100-104)")
+    seed: int = 0
+
+
+@register("svd_centroid")
+class SVDCentroidScorer(AudienceScorer):
+    """Cosine of each user's TruncatedSVD factors to the seeds' mean factor vector."""
+
+    config_class = SVDCentroidConfig
+
+    def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
+        tfidf = user_item_tfidf(data)
+        k = max(1, min(self.config.n_components, min(tfidf.shape) - 1))
+        factors = TruncatedSVD(k, random_state=self.config.seed).fit_transform(tfidf)
+        self.factors = normalize(factors).astype(np.float32)  # [n_users, k], unit rows
+
+    def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
+        centroid = self.factors[seeds.positives].mean(0)
+        centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
+        return self.factors[candidates] @ centroid
+
+    def user_embeddings(self) -> np.ndarray:
+        return self.factors
+
+    def save(self, folder: Path) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        np.savez(Path(folder) / "svd_factors.npz", factors=self.factors)
+
+    def load(self, folder: Path, data: LookalikeData) -> None:
+        with np.load(Path(folder) / "svd_factors.npz", allow_pickle=False) as saved:
+            self.factors = saved["factors"]

@@ -1,0 +1,33 @@
+import pytest
+from pydantic import ValidationError
+
+from lookalike_models.config import CONF_DIR, NightlyConfig, load_config
+from lookalike_models.scorers import build_scorer
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    from lookalike_models.config import ExpandConfig
+
+    load_config(path, ExpandConfig if path.name == "expand.yaml" else NightlyConfig)
+
+
+def test_a_misspelt_parameter_fails_instead_of_running_defaults():
+    with pytest.raises(ValueError, match="no parameter 'treshold'"):
+        build_scorer("minhash", {"num_perm": 16, "treshold": 0.9})
+    assert build_scorer("minhash", {"num_perm": 16, "threshold": 0.9}).config.threshold == 0.9
+
+
+def test_nightly_config_checks_model_names_and_params_when_read():
+    with pytest.raises(ValidationError, match="unknown model 'minhsh'"):
+        NightlyConfig.model_validate({"models": [{"name": "a", "model": "minhsh"}]})
+    with pytest.raises(ValidationError, match="no parameter 'treshold'"):
+        NightlyConfig.model_validate({"models": [{"name": "a", "model": "minhash", "params": {"treshold": 1}}]})
+    with pytest.raises(ValidationError, match="num_perm"):
+        NightlyConfig.model_validate({"models": [{"name": "a", "model": "minhash", "params": {"num_perm": "many"}}]})
+
+
+def test_evaluation_reference_must_be_a_configured_model():
+    with pytest.raises(ValidationError, match="evaluation.reference 'item_logreg'"):
+        NightlyConfig.model_validate({"models": [{"name": "minhash", "model": "minhash"}],
+                                      "evaluation": {"reference": "item_logreg"}})

@@ -1,0 +1,49 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from lookalike_models.dataset import CampaignSeeds
+from lookalike_models.evaluation import summarize
+from lookalike_models.protocol import compare_to_reference, evaluate_over_splits
+from lookalike_models.reference import campaign_labels, user_item_tfidf
+
+
+def test_campaign_labels_cap_negatives_and_keep_labelled_non_converters():
+    seeds = CampaignSeeds("c", np.arange(10), np.array([500, 501]))
+    rows, labels = campaign_labels(10_000, seeds, max_negatives=100)
+    assert labels.sum() == 10 and set(rows[labels == 1]) == set(range(10))
+    assert 100 <= (labels == 0).sum() <= 102 and {500, 501} <= set(rows[labels == 0])
+    rows, labels = campaign_labels(50, seeds, max_negatives=100)
+    assert rows.size == 50 and labels.sum() == 10  # small population: every other user is a negative
+
+
+def test_tfidf_rows_are_unit_length_and_weigh_rare_items_up(synthetic_data):
+    tfidf = user_item_tfidf(synthetic_data)
+    norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(1)).ravel())
+    active = np.diff(tfidf.indptr) > 0
+    assert np.allclose(norms[active], 1.0, atol=1e-5)
+    df = np.bincount(tfidf.indices, minlength=tfidf.shape[1])
+    rare, common = np.argmin(np.where(df > 0, df, df.max() + 1)), np.argmax(df)
+    col = tfidf.tocsc()
+    assert col[:, rare].data.mean() > col[:, common].data.mean()
+
+
+def test_reference_peers_learn_the_planted_signal(synthetic_data):
+    frame = evaluate_over_splits(synthetic_data, {"item_logreg": {}, "svd_centroid": {}, "popularity": {},
+                                                  "random": {}}, [0], fractions=[0.05])
+    overall = summarize(frame).filter(pl.col("seed_bucket") == "all")
+    recall = dict(zip(overall["model"], overall["recall_at_5pct"]))
+    assert recall["item_logreg"] > recall["popularity"] + 0.1 and recall["item_logreg"] > recall["random"] + 0.2
+    assert recall["svd_centroid"] > recall["popularity"] + 0.05
+    gap = compare_to_reference(frame, "popularity", ["recall_at_5pct"]).filter(
+        (pl.col("model") == "item_logreg") & (pl.col("seed_bucket") == "all"))
+    assert gap["ci_low"][0] > 0
+
+
+@pytest.mark.slow
+def test_reference_peers_beat_popularity_on_movielens(movielens_data):
+    frame = evaluate_over_splits(movielens_data, {"item_logreg": {}, "svd_centroid": {}, "popularity": {}},
+                                 [0, 1], fractions=[0.05])
+    table = compare_to_reference(frame, "popularity", ["recall_at_5pct"]).filter(pl.col("seed_bucket") == "all")
+    low = dict(zip(table["model"], table["ci_low"]))
+    assert low["item_logreg"] > 0.15 and low["svd_centroid"] > 0.05
