@@ -38,6 +38,7 @@ from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import CampaignSeeds, LookalikeData, encode
 from lookalike_models.evaluation import HeldOut, audience_sizes, campaign_metrics
 from lookalike_models.pipeline import remove_campaign_leakage, score_campaign
+from lookalike_models.protocol import paired_bootstrap_ci
 from lookalike_models.scorers import build_scorer
 
 RAW = Path("runs/metaheac_bench")
@@ -122,39 +123,47 @@ def run(args: argparse.Namespace) -> None:
     print("wrote", out)
 
 
-def paired_ci(diff_by_campaign: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% bootstrap CI over campaigns of a per-campaign paired difference."""
-    rng = np.random.default_rng(seed)
-    boots = diff_by_campaign[rng.integers(0, diff_by_campaign.size, (n_boot, diff_by_campaign.size))].mean(1)
-    return float(diff_by_campaign.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
-
-
 def report(args: argparse.Namespace) -> None:
-    frames = [pl.read_parquet(p) for tag in args.tags.split(",") for p in RAW.glob(f"*_{tag}.parquet")]
+    """Per data set (all given tags together): mean GAUC and recall@5% per model and seed count, then each
+    model's paired difference to ``--reference`` per campaign (mean over the split seeds both ran), with a
+    95% bootstrap CI over campaigns and the share of campaigns where it is ahead."""
+    frames = [pl.read_parquet(p) for tag in args.tags.split(",") for p in sorted(RAW.glob(f"*_{tag}.parquet"))]
     df = pl.concat(frames, how="diagonal_relaxed")
     lines = []
-    for (dataset, tag), part in df.group_by("dataset", "tag", maintain_order=True):
-        seeds = sorted(part["split_seed"].unique().to_list())
-        lines += [f"### {dataset} ({tag}): split seeds {seeds}, {part['campaign_id'].n_unique()} new campaigns, "
-                  f"{part['meta_tasks'].max()} meta-training tasks\n",
-                  "| model | seeds | GAUC | recall@5% | GAUC diff vs joint [95% CI] | recall diff vs joint [95% CI] "
-                  "| stage-1 s |", "|---|---|---|---|---|---|---|"]
-        for n in SEED_COUNTS:
-            at_n = part.filter(pl.col("n_seeds") == n)
-            joint = at_n.filter(pl.col("model") == args.reference)
-            for model in sorted(at_n["model"].unique().to_list()):
-                mine = at_n.filter(pl.col("model") == model)
+    for (dataset,), part in df.group_by("dataset", maintain_order=True):
+        lines += [f"### {dataset}: {part['campaign_id'].n_unique()} new campaigns\n",
+                  "| model | split seeds | meta tasks | stage-1 s | " + " | ".join(
+                      f"GAUC @{n}" for n in SEED_COUNTS) + " | " + " | ".join(
+                      f"recall@5% @{n}" for n in SEED_COUNTS) + " |",
+                  "|---|---|---|---|" + "---|" * (2 * len(SEED_COUNTS))]
+        models = part["model"].unique(maintain_order=True).to_list()
+        for model in models:
+            mine = part.filter(pl.col("model") == model)
+            seeds = ",".join(str(x) for x in sorted(mine["split_seed"].unique().to_list()))
+            cells = [f"{mine.filter(pl.col('n_seeds') == n)[metric].mean():.4f}"
+                     for metric in ("auc", "recall_at_5pct") for n in SEED_COUNTS]
+            lines.append(f"| {model} | {seeds} | {mine['meta_tasks'].max() if model in METAHEAC_FAMILY[:2] or '[' in model else '-'} "
+                         f"| {mine['fit_s'].mean():.0f} | " + " | ".join(cells) + " |")
+        lines += ["", f"Paired difference to {args.reference} (per campaign, mean over shared split seeds; "
+                  "95% bootstrap CI over campaigns; share of campaigns ahead):\n",
+                  "| model | seeds | GAUC diff [95% CI] | ahead | recall@5% diff [95% CI] | ahead |",
+                  "|---|---|---|---|---|---|"]
+        for model in models:
+            if model == args.reference:
+                continue
+            for n in SEED_COUNTS:
+                at_n = part.filter(pl.col("n_seeds") == n)
+                paired = at_n.filter(pl.col("model") == model).join(
+                    at_n.filter(pl.col("model") == args.reference), on=["split_seed", "campaign_id"], suffix="_ref")
+                if paired.height == 0:
+                    continue
                 cells = []
                 for metric in ("auc", "recall_at_5pct"):
-                    if model == args.reference or joint.height == 0:
-                        cells.append("")
-                        continue
-                    paired = (mine.join(joint, on=["split_seed", "campaign_id"], suffix="_ref")
-                              .group_by("campaign_id").agg((pl.col(metric) - pl.col(f"{metric}_ref")).mean()))
-                    mean, lo, hi = paired_ci(paired[metric].drop_nans().to_numpy())
-                    cells.append(f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]")
-                lines.append(f"| {model} | {n} | {mine['auc'].mean():.4f} | {mine['recall_at_5pct'].mean():.4f} | "
-                             f"{cells[0]} | {cells[1]} | {mine['fit_s'].mean():.0f} |")
+                    diff = (paired.group_by("campaign_id").agg((pl.col(metric) - pl.col(f"{metric}_ref")).mean())
+                            [metric].drop_nans().to_numpy())
+                    mean, lo, hi = paired_bootstrap_ci(diff)
+                    cells += [f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]", f"{np.mean(diff > 0):.0%}"]
+                lines.append(f"| {model} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
     text = "\n".join(lines)
     print(text)
