@@ -21,10 +21,10 @@ import torch
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.io import write_bytes_atomic
 from lookalike_models.metaheac.training import (
+    Adaptation,
     MetaHeacConfig,
     TrainStats,
     UserTable,
-    Adaptation,
     adapt,
     build_net,
     campaign_kind,
