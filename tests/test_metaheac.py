@@ -214,7 +214,7 @@ def test_meta_learned_init_adapts_faster_than_random_init_and_joint_training_on_
             scores = scorer.score(data, CampaignSeeds(cid, pos[:10]), np.arange(data.n_users))
             aucs.append(safe_auc(scores[pos[10:]], scores[np.setdiff1d(np.arange(data.n_users), pos)]))
         gauc[name] = float(np.mean(aucs))
-    assert gauc["meta"] > 0.85, gauc
+    assert gauc["meta"] > 0.8, gauc  # measured 0.88; random init 0.52, joint 0.62
     assert gauc["meta"] > gauc["random_init"] + 0.2, gauc
     assert gauc["meta"] > gauc["joint"] + 0.1, gauc
 
