@@ -15,7 +15,8 @@ Additive options (off by default): ``user_history=True`` writes multi-valued use
 ``movies`` (the items each user rated; campaign movies excluded, so they do not leak the label) for
 feature-based models such as MetaHeac; ``n_meta_campaigns`` > 0 adds that many more movies (>=
 ``meta_min_raters`` raters, none of the campaigns above) as ``meta_movie_<id>`` campaigns for meta-training,
-also kept out of the user fields.
+also kept out of the user fields. ``activity_feature=True`` (with ``user_history``) adds a continuous
+``activity`` field: log of 1 + the user's non-campaign ratings.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def read_ratings(source: str | Path | None = None) -> pl.DataFrame:
 
 def build(out_dir: str | Path, source_path: str | Path | None = None, n_campaigns: int = 40, min_raters: int = 50,
           max_raters: int = 400, seed: int = 0, user_history: bool = False, n_meta_campaigns: int = 0,
-          meta_min_raters: int = 20) -> Path:
+          meta_min_raters: int = 20, activity_feature: bool = False) -> Path:
     """Write the Books/Movies subset as a contract folder at ``out_dir``; returns it."""
     ratings = read_ratings(source_path)
     movies = ratings.filter(pl.col("domain") == TARGET_DOMAIN)
@@ -78,4 +79,9 @@ def build(out_dir: str | Path, source_path: str | Path | None = None, n_campaign
             if domain not in user_features.columns:
                 user_features = user_features.with_columns(pl.lit(None, pl.List(pl.String)).alias(domain))
         schema = FeatureSchema(user_multi=list(FILES))
+        if activity_feature:
+            activity = organic.group_by("user_id").agg(pl.len().cast(pl.Float32).log1p().alias("activity"))
+            user_features = user_features.join(activity, on="user_id", how="left").with_columns(
+                pl.col("activity").fill_null(0.0))
+            schema = FeatureSchema(user_multi=list(FILES), user_continuous=["activity"])
     return write_dataset(out_dir, interactions, seeds, schema, user_features, campaign_features)

@@ -44,7 +44,7 @@ def _read(source: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
 
 def build(out: str | Path, source: str | Path | None = None, n_campaigns: int = 40, min_raters: int = 50,
           max_raters: int = 400, top_genres: int = 3, history_len: int = 50, seed: int = 0,
-          n_meta_campaigns: int = 0, meta_min_raters: int = 20) -> Path:
+          n_meta_campaigns: int = 0, meta_min_raters: int = 20, activity_feature: bool = False) -> Path:
     """Write MovieLens-100K as a contract folder at ``out``; returns it."""
     source = Path(source) if source else shared_data_root() / "movielens-100k"
     ratings, users, items = _read(source)
@@ -79,8 +79,14 @@ def build(out: str | Path, source: str | Path | None = None, n_campaigns: int = 
         pl.concat_str(name, pl.col("item_id").cast(pl.String)).alias("campaign_id"), "item_id",
         pl.col("genres").list.first().fill_null("unknown").alias("main_genre"),
         pl.col("release").str.slice(-4, 3).fill_null("unknown").alias("decade")))
+    continuous = ["age"]
+    if activity_feature:
+        activity = organic.group_by("user_id").agg(pl.len().cast(pl.Float32).log1p().alias("activity"))
+        user_features = user_features.join(activity, on="user_id", how="left").with_columns(
+            pl.col("activity").fill_null(0.0))
+        continuous.append("activity")
     schema = FeatureSchema(user_single=["age_bucket", "gender", "occupation", "zip_region"],
-                           user_multi=["genres", "history"], user_continuous=["age"],
+                           user_multi=["genres", "history"], user_continuous=continuous,
                            campaign_single=["main_genre", "decade"])
     return write_dataset(out, interactions.select("user_id", "item_id", "ts", "weight", "domain"), seeds,
                          schema, user_features, campaign_features)
