@@ -46,7 +46,8 @@ SEED_COUNTS = (5, 10, 20)
 METAHEAC_FAMILY = ("metaheac", "joint_baseline", "scratch_baseline")
 
 
-def load(dataset: str, workdir: Path, meta_pool: int, activity: bool = False) -> LookalikeData:
+def load(dataset: str, workdir: Path, meta_pool: int, activity: bool = False,
+         drop_meta_items: bool = False) -> LookalikeData:
     from lookalike_models.adapters import amazon, movielens, shared_data_root
 
     if dataset == "movielens":
@@ -56,7 +57,8 @@ def load(dataset: str, workdir: Path, meta_pool: int, activity: bool = False) ->
         folder = amazon.build(workdir / dataset, shared_data_root() / "amazon-books-movies-dense", n_campaigns=40,
                               user_history=True, n_meta_campaigns=meta_pool, activity_feature=activity)
     data = encode(read_dataset(folder))
-    new_items = {c: i for c, i in data.campaign_items.items() if not c.startswith("meta_")}
+    # --drop-meta-items: the peers then read exactly the user information MetaHeac's fields hold.
+    new_items = {c: i for c, i in data.campaign_items.items() if drop_meta_items or not c.startswith("meta_")}
     return remove_campaign_leakage(data, new_items)
 
 
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> None:
     params = {k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in args.set)}
     variants = dict(parse_variant(v) for v in args.variant)
     with tempfile.TemporaryDirectory() as tmp:
-        data = load(args.dataset, Path(tmp), args.meta_pool, args.activity)
+        data = load(args.dataset, Path(tmp), args.meta_pool, args.activity, args.drop_meta_items)
     new = sorted(c for c in data.campaigns if not c.startswith("meta_"))
     meta_all = sorted(c for c in data.campaigns if c.startswith("meta_"))
     size = audience_sizes(data.n_users, [0.05])
@@ -184,6 +186,8 @@ def main() -> None:
     r.add_argument("--meta-tasks", type=int, default=300, help="of which stage 1 uses this many (per split seed)")
     r.add_argument("--set", action="append", default=[], help="MetaHeacConfig override key=value (YAML value)")
     r.add_argument("--activity", action="store_true", help="adapters' activity_feature (user fields only)")
+    r.add_argument("--drop-meta-items", action="store_true",
+                   help="also remove the meta movies' ratings from the interactions (the peers' input)")
     r.add_argument("--tag", default="dev")
     p = sub.add_parser("report")
     p.add_argument("--tags", default="dev")
