@@ -131,6 +131,9 @@ def report(args: argparse.Namespace) -> None:
     95% bootstrap CI over campaigns and the share of campaigns where it is ahead."""
     frames = [pl.read_parquet(p) for tag in args.tags.split(",") for p in sorted(RAW.glob(f"*_{tag}.parquet"))]
     df = pl.concat(frames, how="diagonal_relaxed")
+    for tag, suffix in (x.split("=", 1) for x in args.suffix):  # tell apart one model run on other data
+        df = df.with_columns(pl.when(pl.col("tag") == tag).then(pl.col("model") + suffix)
+                             .otherwise(pl.col("model")).alias("model"))
     lines = []
     for (dataset,), part in df.group_by("dataset", maintain_order=True):
         lines += [f"### {dataset}: {part['campaign_id'].n_unique()} new campaigns\n",
@@ -192,6 +195,7 @@ def main() -> None:
     p = sub.add_parser("report")
     p.add_argument("--tags", default="dev")
     p.add_argument("--reference", default="joint_baseline")
+    p.add_argument("--suffix", action="append", default=[], help="tag=suffix appended to that tag's model names")
     p.add_argument("--out", default=None)
     args = ap.parse_args()
     run(args) if args.cmd == "run" else report(args)
