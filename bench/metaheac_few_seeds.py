@@ -147,7 +147,7 @@ def report(args: argparse.Namespace) -> None:
             seeds = ",".join(str(x) for x in sorted(mine["split_seed"].unique().to_list()))
             cells = [f"{mine.filter(pl.col('n_seeds') == n)[metric].mean():.4f}"
                      for metric in ("auc", "recall_at_5pct") for n in SEED_COUNTS]
-            tasks = mine["meta_tasks"].max() if model.split("[")[0] in METAHEAC_FAMILY[:2] else "-"
+            tasks = mine["meta_tasks"].max() if model.startswith(METAHEAC_FAMILY[:2]) else "-"
             lines.append(f"| {model} | {seeds} | {tasks} | {mine['fit_s'].mean():.0f} | " + " | ".join(cells) + " |")
         lines += ["", f"Paired difference to {args.reference} (per campaign, mean over shared split seeds; "
                   "95% bootstrap CI over campaigns; share of campaigns ahead):\n",
