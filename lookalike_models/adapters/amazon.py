@@ -10,6 +10,13 @@ deduplication under which predicting the global mean gives MAE 0.830 / RMSE 1.08
 Campaigns follow the MovieLens adapter: a target-domain movie with enough raters is a campaign, its raters
 the converters, and the campaign names its movie (``campaign_features.item_id``) so the pipeline drops that
 movie's ratings before training.
+
+Additive options (off by default): ``user_history=True`` writes multi-valued user fields ``books`` and
+``movies`` (the items each user rated; campaign movies excluded, so they do not leak the label) for
+feature-based models such as MetaHeac; ``n_meta_campaigns`` > 0 adds that many more movies (>=
+``meta_min_raters`` raters, none of the campaigns above) as ``meta_movie_<id>`` campaigns for meta-training,
+also kept out of the user fields. ``activity_feature=True`` (with ``user_history``) adds a continuous
+``activity`` field: log of 1 + the user's non-campaign ratings.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ def read_ratings(source: str | Path | None = None) -> pl.DataFrame:
 
 
 def build(out_dir: str | Path, source_path: str | Path | None = None, n_campaigns: int = 40, min_raters: int = 50,
-          max_raters: int = 400, seed: int = 0) -> Path:
+          max_raters: int = 400, seed: int = 0, user_history: bool = False, n_meta_campaigns: int = 0,
+          meta_min_raters: int = 20, activity_feature: bool = False) -> Path:
     """Write the Books/Movies subset as a contract folder at ``out_dir``; returns it."""
     ratings = read_ratings(source_path)
     movies = ratings.filter(pl.col("domain") == TARGET_DOMAIN)
@@ -51,9 +59,29 @@ def build(out_dir: str | Path, source_path: str | Path | None = None, n_campaign
     eligible = raters.filter(pl.col("len").is_between(min_raters, max_raters)).sort("item_id")
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(eligible["item_id"].to_numpy(), min(n_campaigns, eligible.height), replace=False))
-    seeds = (movies.filter(pl.col("item_id").is_in(chosen.tolist()))
-             .select(pl.format("movie_{}", "item_id").alias("campaign_id"), "user_id",
-                     pl.lit(1, pl.Int8).alias("label")))
+    meta_pool = raters.filter((pl.col("len") >= meta_min_raters) & ~pl.col("item_id").is_in(chosen.tolist()))
+    meta = np.sort(rng.choice(meta_pool.sort("item_id")["item_id"].to_numpy(),
+                              min(n_meta_campaigns, meta_pool.height), replace=False)) if n_meta_campaigns else []
+    campaign_ids = [f"movie_{i}" for i in chosen] + [f"meta_movie_{i}" for i in meta]
+    campaign_items = [*chosen.tolist(), *list(meta)]
+    seeds = (movies.filter(pl.col("item_id").is_in(campaign_items))
+             .join(pl.DataFrame({"campaign_id": campaign_ids, "item_id": campaign_items}), on="item_id")
+             .select("campaign_id", "user_id", pl.lit(1, pl.Int8).alias("label")))
     interactions = ratings.select("user_id", "item_id", "rating", pl.col("rating").alias("weight"), "domain")
-    campaign_features = pl.DataFrame({"campaign_id": [f"movie_{i}" for i in chosen], "item_id": chosen.tolist()})
-    return write_dataset(out_dir, interactions, seeds, FeatureSchema(), None, campaign_features)
+    campaign_features = pl.DataFrame({"campaign_id": campaign_ids, "item_id": campaign_items})
+    schema, user_features = FeatureSchema(), None
+    if user_history:
+        organic = ratings.filter(~pl.col("item_id").is_in(campaign_items))
+        user_features = (ratings.select("user_id").unique().sort("user_id")
+                         .join(organic.group_by("user_id", "domain").agg("item_id")
+                               .pivot("domain", index="user_id", values="item_id"), on="user_id", how="left"))
+        for domain in FILES:
+            if domain not in user_features.columns:
+                user_features = user_features.with_columns(pl.lit(None, pl.List(pl.String)).alias(domain))
+        schema = FeatureSchema(user_multi=list(FILES))
+        if activity_feature:
+            activity = organic.group_by("user_id").agg(pl.len().cast(pl.Float32).log1p().alias("activity"))
+            user_features = user_features.join(activity, on="user_id", how="left").with_columns(
+                pl.col("activity").fill_null(0.0))
+            schema = FeatureSchema(user_multi=list(FILES), user_continuous=["activity"])
+    return write_dataset(out_dir, interactions, seeds, schema, user_features, campaign_features)

@@ -5,6 +5,10 @@ movie (``campaign_features.item_id``) so the pipeline drops that movie's ratings
 otherwise "rated this movie" would leak the label into every model.
 User features: age (continuous and bucketed), gender, occupation, zip region; multi-valued ``genres``
 (genres the user rated most, campaign movies excluded) and ``history`` (recent movies).
+
+``n_meta_campaigns`` > 0 adds that many more movies (>= ``meta_min_raters`` raters, none of the campaigns
+above) as ``meta_movie_<id>`` campaigns: tasks for meta-training, kept out of the user features like the
+campaigns themselves. Off by default.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ def _read(source: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
 
 
 def build(out: str | Path, source: str | Path | None = None, n_campaigns: int = 40, min_raters: int = 50,
-          max_raters: int = 400, top_genres: int = 3, history_len: int = 50, seed: int = 0) -> Path:
+          max_raters: int = 400, top_genres: int = 3, history_len: int = 50, seed: int = 0,
+          n_meta_campaigns: int = 0, meta_min_raters: int = 20, activity_feature: bool = False) -> Path:
     """Write MovieLens-100K as a contract folder at ``out``; returns it."""
     source = Path(source) if source else shared_data_root() / "movielens-100k"
     ratings, users, items = _read(source)
@@ -47,13 +52,18 @@ def build(out: str | Path, source: str | Path | None = None, n_campaigns: int = 
     eligible = raters.filter(pl.col("len").is_between(min_raters, max_raters)).sort("item_id")
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(eligible["item_id"].to_numpy(), min(n_campaigns, eligible.height), replace=False))
-    seeds = (ratings.filter(pl.col("item_id").is_in(chosen.tolist()))
-             .select(pl.format("movie_{}", "item_id").alias("campaign_id"), "user_id",
+    meta_pool = raters.filter((pl.col("len") >= meta_min_raters) & ~pl.col("item_id").is_in(chosen.tolist()))
+    meta = np.sort(rng.choice(meta_pool.sort("item_id")["item_id"].to_numpy(),
+                              min(n_meta_campaigns, meta_pool.height), replace=False)) if n_meta_campaigns else []
+    name = pl.when(pl.col("item_id").is_in(list(meta))).then(pl.lit("meta_movie_")).otherwise(pl.lit("movie_"))
+    campaign_items = [*chosen.tolist(), *list(meta)]
+    seeds = (ratings.filter(pl.col("item_id").is_in(campaign_items))
+             .select(pl.concat_str(name, pl.col("item_id").cast(pl.String)).alias("campaign_id"), "user_id",
                      pl.lit(1, pl.Int8).alias("label")))
     interactions = ratings.with_columns(pl.col("rating").cast(pl.Float32).alias("weight"),
                                         pl.lit("movies").alias("domain"))
     # Features are built from non-campaign movies only, for the same leakage reason.
-    organic = interactions.filter(~pl.col("item_id").is_in(chosen.tolist()))
+    organic = interactions.filter(~pl.col("item_id").is_in(campaign_items))
     top = (organic.join(items.select("item_id", "genres"), on="item_id").explode("genres")
            .group_by("user_id", "genres").len().sort("user_id", "len", "genres", descending=[False, True, False])
            .group_by("user_id", maintain_order=True).agg(pl.col("genres").head(top_genres)))
@@ -65,12 +75,18 @@ def build(out: str | Path, source: str | Path | None = None, n_campaigns: int = 
         pl.col("zip").str.slice(0, 1).alias("zip_region"))
         .join(top, on="user_id", how="left").join(history, on="user_id", how="left")
         .select("user_id", "age", "age_bucket", "gender", "occupation", "zip_region", "genres", "history"))
-    campaign_features = (items.filter(pl.col("item_id").is_in(chosen.tolist())).select(
-        pl.format("movie_{}", "item_id").alias("campaign_id"), "item_id",
+    campaign_features = (items.filter(pl.col("item_id").is_in(campaign_items)).select(
+        pl.concat_str(name, pl.col("item_id").cast(pl.String)).alias("campaign_id"), "item_id",
         pl.col("genres").list.first().fill_null("unknown").alias("main_genre"),
         pl.col("release").str.slice(-4, 3).fill_null("unknown").alias("decade")))
+    continuous = ["age"]
+    if activity_feature:
+        activity = organic.group_by("user_id").agg(pl.len().cast(pl.Float32).log1p().alias("activity"))
+        user_features = user_features.join(activity, on="user_id", how="left").with_columns(
+            pl.col("activity").fill_null(0.0))
+        continuous.append("activity")
     schema = FeatureSchema(user_single=["age_bucket", "gender", "occupation", "zip_region"],
-                           user_multi=["genres", "history"], user_continuous=["age"],
+                           user_multi=["genres", "history"], user_continuous=continuous,
                            campaign_single=["main_genre", "decade"])
     return write_dataset(out, interactions.select("user_id", "item_id", "ts", "weight", "domain"), seeds,
                          schema, user_features, campaign_features)

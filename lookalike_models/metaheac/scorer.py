@@ -2,9 +2,10 @@
 
 - ``metaheac``: stage 1 meta-trains on the training campaigns; per campaign, stage 2 adapts a copy of the
   meta-learned weights on the campaign's seeds and scores its candidates.
-- ``joint_baseline``: the same network trained jointly on the same campaign batches (no inner step), then
-  the same stage-2 adaptation: the difference to ``metaheac`` is the meta-learning alone.
-- ``scratch_baseline``: the same network trained per campaign from random weights (``scratch_epochs``).
+- ``joint_baseline``: the same network trained jointly on the same episodes (no inner loop), then the
+  same stage-2 adaptation: the difference to ``metaheac`` is the meta-learning alone.
+- ``scratch_baseline``: the same network adapted per campaign from random weights (``scratch_steps`` at
+  ``scratch_lr``, the same optimiser).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.io import write_bytes_atomic
 from lookalike_models.metaheac.training import (
+    Adaptation,
     MetaHeacConfig,
     TrainStats,
     UserTable,
@@ -29,6 +31,7 @@ from lookalike_models.metaheac.training import (
     make_task,
     meta_train,
     score_users,
+    serving_adaptation,
     usable_tasks,
 )
 from lookalike_models.scorers import AudienceScorer, register
@@ -62,17 +65,14 @@ class _MetaHeacBase(AudienceScorer):
         if cached:
             self.save(cached.parent, cached.name)
 
-    def _adapt_epochs(self) -> int:
-        return self.config.adapt_epochs
-
-    def _adapt_config(self) -> MetaHeacConfig:
-        return self.config
+    def adaptation(self) -> Adaptation:
+        return serving_adaptation(self.config)
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         task = make_task(data, seeds)
         rng = np.random.default_rng([self.config.seed, zlib.crc32(seeds.campaign_id.encode()), task.positives.size])
         start = time.perf_counter()
-        adapted, sampled = adapt(self.net, self.users, task, self._adapt_config(), self._adapt_epochs(), rng)
+        adapted, sampled = adapt(self.net, self.users, task, self.config, self.adaptation(), rng)
         self.adapt_seconds[seeds.campaign_id] = time.perf_counter() - start
         self.negatives_sampled = self.negatives_sampled or sampled
         return score_users(adapted, self.users, task, np.asarray(candidates, np.int64), self.config)
@@ -130,8 +130,6 @@ class ScratchBaselineScorer(_MetaHeacBase):
         self.stats = TrainStats()
         self.adapt_seconds, self.negatives_sampled, self.history = {}, False, {}
 
-    def _adapt_epochs(self) -> int:
-        return self.config.scratch_epochs
-
-    def _adapt_config(self) -> MetaHeacConfig:
-        return self.config.model_copy(update={"adapt_lr": self.config.scratch_lr})
+    def adaptation(self) -> Adaptation:
+        cfg = self.config
+        return Adaptation(cfg.adapt_optimizer, cfg.scratch_lr, cfg.scratch_steps, cfg.batch_size)

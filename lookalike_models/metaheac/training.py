@@ -1,23 +1,28 @@
 """MetaHeac training: stage 1 meta-learns an initialisation over many campaigns, stage 2 adapts it to one.
 
-Stage 1 (meta-training): each step samples ``tasks_per_step`` campaigns with probability proportional to
-their seed count; per campaign a support and a query batch; one inner SGD step on the support loss for
-all parameters; the query loss at the adapted weights is the meta-loss, minimised by Adam. First-order
-(the gradient at the adapted weights is applied to the initial ones; CPU default) or second-order
-(differentiating through the inner step), selectable.
-Stage 2 (adaptation): a copy of the meta-learned weights is fine-tuned a few epochs on one campaign's
-seeds with Adam, then scores its candidates.
+Stage 2 (adaptation, ``adapt_weights``): ``adapt_steps`` updates of ``adapt_optimizer`` at ``adapt_lr`` on
+one campaign's seeds (plus labelled or sampled non-seeds), starting from the meta-learned weights.
+Stage 1 (meta-training): each step draws ``tasks_per_step`` campaigns (uniformly by default, so that the
+cold tail is not swamped by hot campaigns; ``task_sampling="proportional"`` draws by seed count). Per
+campaign, a few support seeds (a size from ``support_seeds``: the few-seed regime served) and disjoint query
+positives; the inner loop is *the same* ``adapt_weights`` procedure serving runs (same optimiser, rate and
+step count), so the initialisation is meta-learned for the adaptation actually used. The query loss at the
+adapted weights is the meta-loss, minimised by Adam; first-order (the query gradient at the adapted weights
+is applied to the initial ones; CPU default) or second-order (differentiating through the inner loop).
+``inner_loop="one_sgd_step"`` is the ablation of a mismatched inner loop (one SGD step at ``inner_lr``).
 
 Labels: a campaign's seeds are positives and its labelled non-converters negatives; when a campaign has
-too few labelled negatives, uniformly sampled non-seeds fill up to ``neg_ratio`` per positive, and
-``negatives_sampled`` says so (the public Tencent sample, for one, is positives only).
+too few labelled negatives, uniformly sampled users who are not known positives fill up to ``neg_ratio``
+per positive, and ``negatives_sampled`` says so (the public Tencent sample, for one, is positives only).
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.func import functional_call
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.metaheac.network import MetaHeacNet, UserBatch
+from lookalike_models.metaheac.network import Gating, MetaHeacNet, UserBatch
 
 
 class MetaHeacConfig(BaseModel):
@@ -37,21 +42,29 @@ class MetaHeacConfig(BaseModel):
     n_experts: int = Field(8, ge=1)
     n_critics: int = Field(5, ge=1)
     gate_hidden: int = Field(32, ge=1)
-    batch_size: int = Field(256, ge=1, description="Rows per support / query / adaptation batch")
-    tasks_per_step: int = Field(5, ge=1, description="Campaigns per meta-batch")
-    meta_steps: int = Field(300, ge=0, description="Stage-1 meta-batches (joint baseline: same count)")
-    inner_lr: float = Field(0.05, gt=0, description="Inner SGD step (paper: 2e-4 on the full data)")
+    gating: Gating = Field("row", description="Gate input: each row's own user-field mean + ad fields (paper), "
+                           "or 'campaign': the mean over the campaign's seeds (one mix per campaign; ablation)")
+    batch_size: int = Field(256, ge=1, description="Rows per adaptation batch")
+    tasks_per_step: int = Field(4, ge=1, description="Campaigns per meta-batch")
+    meta_steps: int = Field(200, ge=0, description="Stage-1 meta-batches (joint baseline: same count)")
+    task_sampling: Literal["uniform", "proportional"] = Field(
+        "uniform", description="How stage 1 draws campaigns: uniformly, or in proportion to seed count")
+    support_seeds: list[int] = Field([5, 10, 20], min_length=1, description="Stage 1: a task's support "
+                                     "positives, one of these sizes per draw (the few-seed regime served)")
+    query_positives: int = Field(32, ge=1, description="Stage 1: a task's query positives, never in its support")
+    inner_loop: Literal["adaptation", "one_sgd_step"] = Field(
+        "adaptation", description="Stage-1 inner loop: the serving adaptation itself, or one SGD step at "
+        "inner_lr (the mismatched pre-fix inner loop, kept as an ablation)")
+    inner_lr: float = Field(0.05, gt=0, description="inner_loop='one_sgd_step' only")
     outer_lr: float = Field(1e-3, gt=0, description="Outer Adam learning rate")
-    second_order: bool = Field(False, description="Differentiate through the inner step (heavy on CPU)")
-    adapt_epochs: int = Field(2, ge=0, description="Stage-2 epochs on a campaign's seeds")
-    adapt_lr: float = Field(1e-3, gt=0, description="Stage-2 Adam rate (paper: 1e-3)")
-    adapt_min_steps: int = Field(20, ge=0, description="At least this many stage-2 updates: a cold campaign's "
-                                 "seeds fill one or two batches, so 2 epochs alone would barely move the weights")
-    scratch_epochs: int = Field(20, ge=1, description="scratch_baseline only: epochs from random weights")
-    scratch_lr: float = Field(1e-2, gt=0, description="scratch_baseline only: Adam rate (1e-3 barely moves "
-                              "random weights in a cold campaign's few steps)")
+    second_order: bool = Field(False, description="Differentiate through the inner loop (heavy on CPU)")
+    adapt_optimizer: Literal["adam", "sgd"] = Field("adam", description="Stage-2 (and inner-loop) optimiser")
+    adapt_lr: float = Field(1e-2, gt=0, description="Stage-2 (and inner-loop) rate")
+    adapt_steps: int = Field(10, ge=0, description="Stage-2 (and inner-loop) updates")
+    scratch_steps: int = Field(50, ge=1, description="scratch_baseline only: updates from random weights")
+    scratch_lr: float = Field(1e-2, gt=0, description="scratch_baseline only: rate from random weights")
     neg_ratio: float = Field(1.0, gt=0, description="Sampled non-seeds per positive when labels lack them")
-    task_seeds: int = Field(64, ge=1, description="Seed users averaged into the task vector")
+    task_seeds: int = Field(64, ge=1, description="gating='campaign' only: seed users averaged into the gate")
     cold_threshold: int = Field(2000, ge=0, description="Campaigns with at most this many positives are cold")
     meta_campaigns: list[str] | None = Field(None, description="Campaigns for stage 1 (None: all given)")
     score_batch: int = Field(8192, ge=1)
@@ -60,6 +73,27 @@ class MetaHeacConfig(BaseModel):
                                           "and written there (meta-train when due, adapt every night)")
     meta_max_age_hours: float = Field(168.0, gt=0, description="Age at which stage 1 is due again")
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """One adaptation procedure: ``steps`` updates of ``optimizer`` at ``lr`` on batches of ``batch_size``."""
+
+    optimizer: Literal["adam", "sgd"]
+    lr: float
+    steps: int
+    batch_size: int
+
+
+def serving_adaptation(cfg: MetaHeacConfig) -> Adaptation:
+    """Stage 2's procedure; stage 1's inner loop is the same one unless the ablation asks otherwise."""
+    return Adaptation(cfg.adapt_optimizer, cfg.adapt_lr, cfg.adapt_steps, cfg.batch_size)
+
+
+def inner_adaptation(cfg: MetaHeacConfig) -> Adaptation:
+    if cfg.inner_loop == "one_sgd_step":
+        return Adaptation("sgd", cfg.inner_lr, 1, cfg.batch_size)
+    return serving_adaptation(cfg)
 
 
 def campaign_kind(n_positives: int, threshold: int) -> str:
@@ -84,8 +118,11 @@ class UserTable:
 
 def build_net(data: LookalikeData, cfg: MetaHeacConfig) -> MetaHeacNet:
     u = data.users
+    if not u.single_sizes and not u.multi_sizes and not u.names_continuous:
+        raise ValueError("MetaHeac needs user features; this data has none (the Amazon adapter writes "
+                         "history fields with user_history=True)")
     return MetaHeacNet(u.single_sizes, u.multi_sizes, len(u.names_continuous), data.campaign_field_sizes,
-                       cfg.dim, cfg.hidden, cfg.n_experts, cfg.n_critics, cfg.gate_hidden)
+                       cfg.dim, cfg.hidden, cfg.n_experts, cfg.n_critics, cfg.gate_hidden, cfg.gating)
 
 
 def campaign_codes(data: LookalikeData, campaign_id: str) -> torch.Tensor:
@@ -98,12 +135,18 @@ def campaign_codes(data: LookalikeData, campaign_id: str) -> torch.Tensor:
 
 @dataclass
 class Task:
-    """One campaign's labelled rows, ready for batching."""
+    """One campaign's labelled rows, ready for batching. ``known_positives`` (default: ``positives``) are
+    never drawn as sampled negatives: in stage 1 they include the query positives hidden from the support."""
 
     campaign_id: str
     positives: np.ndarray
     negatives: np.ndarray
     campaign: torch.Tensor
+    known_positives: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.known_positives is None:
+            self.known_positives = self.positives
 
     @property
     def n_rows(self) -> int:
@@ -132,28 +175,35 @@ class RowSampler:
         labels = is_pos.astype(np.float32)
         if want > 0:
             extra = self.rng.integers(0, self.n_users, want)
-            extra = extra[~np.isin(extra, task.positives)]
+            extra = extra[~np.isin(extra, task.known_positives)]
             self.sampled_any = self.sampled_any or extra.size > 0
             users = np.concatenate([users, extra])
             labels = np.concatenate([labels, np.zeros(extra.size, np.float32)])
         return users, labels
 
-    def support_query(self, task: Task, batch_size: int):
-        """Disjoint support and query rows (each at most ``batch_size``); a campaign too small to split
-        uses the same rows for both instead of failing."""
-        order = self.rng.permutation(task.n_rows)
-        if order.size < 2:
-            return self.label_rows(task, order), self.label_rows(task, order)
-        half = order.size // 2
-        support, query = order[:half][:batch_size], order[half:][:batch_size]
-        return self.label_rows(task, support), self.label_rows(task, query)
+    def batches(self, task: Task, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Endless batches, epoch after epoch; sampled negatives are drawn afresh for every batch."""
+        while True:
+            order = self.rng.permutation(task.n_rows)
+            for start in range(0, order.size, batch_size):
+                yield self.label_rows(task, order[start:start + batch_size])
 
-    def epoch(self, task: Task, batch_size: int):
-        order = self.rng.permutation(task.n_rows)
-        for start in range(0, order.size, batch_size):
-            yield self.label_rows(task, order[start:start + batch_size])
+    def support_query(self, task: Task, support_sizes: list[int], query_positives: int) -> tuple[Task, Task]:
+        """A stage-1 episode: support = a few seeds (one of ``support_sizes``, at most half the task's) and
+        as many labelled negatives; query = other positives and negatives, never in the support. A campaign
+        with a single seed uses it for both instead of failing."""
+        pos, neg = self.rng.permutation(task.positives), self.rng.permutation(task.negatives)
+        if pos.size < 2:
+            return task, task
+        k = min(int(self.rng.choice(support_sizes)), pos.size // 2)
+        k_neg = min(int(np.ceil(self.neg_ratio * k)), neg.size // 2)
+        q_neg = min(int(np.ceil(self.neg_ratio * query_positives)), neg.size - k_neg)
+        support = Task(task.campaign_id, pos[:k], neg[:k_neg], task.campaign, task.positives)
+        query = Task(task.campaign_id, pos[k:k + query_positives], neg[k_neg:k_neg + q_neg], task.campaign,
+                     task.positives)
+        return support, query
 
-    def task_seeds(self, task: Task, k: int) -> np.ndarray:
+    def gate_seeds(self, task: Task, k: int) -> np.ndarray:
         return self.rng.choice(task.positives, min(k, task.positives.size), replace=False)
 
 
@@ -161,9 +211,61 @@ def bce(prob: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
     return F.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), torch.as_tensor(labels))
 
 
-def _task_sampler(tasks: list[Task], rng: np.random.Generator, k: int):
+def adapt_weights(net: MetaHeacNet, params: dict[str, torch.Tensor], users: UserTable, task: Task,
+                  how: Adaptation, sampler: RowSampler, gate_seeds: UserBatch | None,
+                  create_graph: bool = False) -> dict[str, torch.Tensor]:
+    """The one adaptation procedure (stage 2, and stage 1's inner loop): ``how.steps`` updates of SGD or
+    Adam (bias-corrected, as ``torch.optim.Adam``) from ``params`` on the task's rows; returns the adapted
+    weights. ``create_graph`` keeps the graph through every update (second-order meta-gradients); without
+    it each update starts from detached leaves."""
+    names = list(params)
+    moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in params.items()}
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    batches = sampler.batches(task, how.batch_size)
+    for t in range(1, how.steps + 1):
+        batch_users, labels = next(batches)
+        loss = bce(functional_call(net, params, (users.batch(batch_users), task.campaign, gate_seeds)), labels)
+        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
+        grads = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)]
+        if not create_graph:
+            params = dict(zip(names, _detached_update(how, [params[n] for n in names], grads, moments, names, t)))
+            continue
+        updated = {}
+        for n, g in zip(names, grads):
+            step = g
+            if how.optimizer == "adam":
+                m, v = moments[n]
+                m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+                moments[n] = (m, v)
+                step = (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t) + 1e-20).sqrt() + eps)
+            updated[n] = params[n] - how.lr * step
+        params = updated
+    return params
+
+
+@torch.no_grad()
+def _detached_update(how: Adaptation, params: list[torch.Tensor], grads: list[torch.Tensor],
+                     moments: dict[str, tuple[torch.Tensor, torch.Tensor]], names: list[str],
+                     t: int) -> list[torch.Tensor]:
+    """The same SGD / Adam update as ``adapt_weights``' differentiable one, as a few fused ``_foreach``
+    ops over all tensors (the per-tensor Python loop dominated a CPU inner step); returns new leaves."""
+    if how.optimizer == "sgd":
+        new = torch._foreach_add(params, grads, alpha=-how.lr)
+    else:
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        m = torch._foreach_add(torch._foreach_mul([moments[n][0] for n in names], beta1), grads, alpha=1 - beta1)
+        v = torch._foreach_mul([moments[n][1] for n in names], beta2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+        for n, mi, vi in zip(names, m, v):
+            moments[n] = (mi, vi)
+        denom = torch._foreach_add(torch._foreach_sqrt(torch._foreach_div(v, 1 - beta2 ** t)), eps)
+        new = torch._foreach_addcdiv(params, m, denom, value=-how.lr / (1 - beta1 ** t))
+    return [p.requires_grad_() for p in new]
+
+
+def _task_sampler(tasks: list[Task], rng: np.random.Generator, k: int, how: str):
     sizes = np.array([t.positives.size for t in tasks], np.float64)
-    p = sizes / sizes.sum()
+    p = sizes / sizes.sum() if how == "proportional" else None
 
     def draw() -> list[Task]:
         return [tasks[i] for i in rng.choice(len(tasks), min(k, len(tasks)), replace=False, p=p)]
@@ -191,46 +293,46 @@ def usable_tasks(data: LookalikeData, train_seeds: dict[str, CampaignSeeds], onl
 
 def meta_train(net: MetaHeacNet, users: UserTable, tasks: list[Task], cfg: MetaHeacConfig,
                meta: bool = True) -> TrainStats:
-    """Stage 1. ``meta=False`` trains the same network jointly on the same batches (no inner step):
-    the joint baseline."""
+    """Stage 1. ``meta=False`` trains the same network jointly on the same episodes (support and query rows
+    at the current weights, no inner loop): the joint baseline."""
     rng = np.random.default_rng(cfg.seed)
     sampler = RowSampler(users.n_users, cfg.neg_ratio, rng)
-    draw = _task_sampler(tasks, rng, cfg.tasks_per_step)
+    draw = _task_sampler(tasks, rng, cfg.tasks_per_step, cfg.task_sampling)
+    inner = inner_adaptation(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
-    names = [n for n, _ in net.named_parameters()]
     stats, start = TrainStats(), time.perf_counter()
     net.train()
     for _ in range(cfg.meta_steps if tasks else 0):
         opt.zero_grad()
         batch_tasks, step_loss = draw(), 0.0
         for task in batch_tasks:
-            (s_users, s_y), (q_users, q_y) = sampler.support_query(task, cfg.batch_size)
-            seeds = users.batch(sampler.task_seeds(task, cfg.task_seeds))
-            stats.samples += s_y.size + q_y.size
+            support, query = sampler.support_query(task, cfg.support_seeds, cfg.query_positives)
+            seeds = users.batch(sampler.gate_seeds(support, cfg.task_seeds)) if cfg.gating == "campaign" else None
+            q_users, q_y = sampler.label_rows(query, np.arange(query.n_rows))
             if not meta:
+                s_users, s_y = sampler.label_rows(support, np.arange(support.n_rows))
                 both = users.batch(np.concatenate([s_users, q_users]))
-                loss = bce(net(both, seeds, task.campaign), np.concatenate([s_y, q_y])) / len(batch_tasks)
+                loss = bce(net(both, task.campaign, seeds), np.concatenate([s_y, q_y])) / len(batch_tasks)
                 loss.backward()
+                stats.samples += s_y.size + q_y.size
                 step_loss += float(loss.detach())
                 continue
             params = dict(net.named_parameters())
-            support_loss = bce(functional_call(net, params, (users.batch(s_users), seeds, task.campaign)), s_y)
-            grads = torch.autograd.grad(support_loss, list(params.values()), create_graph=cfg.second_order,
-                                        allow_unused=True)
-            fast = {n: p if g is None else p - cfg.inner_lr * g for (n, p), g in zip(params.items(), grads)}
             if not cfg.second_order:
-                fast = {n: p.detach().requires_grad_() for n, p in fast.items()}
-            query_loss = bce(functional_call(net, fast, (users.batch(q_users), seeds, task.campaign)), q_y)
+                params = {n: p.detach().requires_grad_() for n, p in params.items()}
+            fast = adapt_weights(net, params, users, support, inner, sampler, seeds, create_graph=cfg.second_order)
+            stats.samples += inner.steps * 2 * support.positives.size + q_y.size
+            query_loss = bce(functional_call(net, fast, (users.batch(q_users), task.campaign, seeds)), q_y)
             query_loss = query_loss / len(batch_tasks)
             step_loss += float(query_loss.detach())
             if cfg.second_order:
                 query_loss.backward()
-            else:
-                # First-order: the query gradient at the adapted weights updates the initial weights.
-                q_grads = torch.autograd.grad(query_loss, [fast[n] for n in names], allow_unused=True)
-                for (_, p), g in zip(net.named_parameters(), q_grads):
-                    if g is not None:
-                        p.grad = g if p.grad is None else p.grad + g
+                continue
+            # First-order: the query gradient at the adapted weights updates the initial weights.
+            q_grads = torch.autograd.grad(query_loss, list(fast.values()), allow_unused=True)
+            for p, g in zip(net.parameters(), q_grads):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad + g
         opt.step()
         stats.steps += 1
         stats.final_loss = step_loss
@@ -240,22 +342,27 @@ def meta_train(net: MetaHeacNet, users: UserTable, tasks: list[Task], cfg: MetaH
     return stats
 
 
-def adapt(net: MetaHeacNet, users: UserTable, task: Task, cfg: MetaHeacConfig, epochs: int,
+def fixed_gate_seeds(users: UserTable, task: Task, cfg: MetaHeacConfig) -> UserBatch | None:
+    """gating='campaign': a fixed sample of the campaign's seeds, so that serving is deterministic."""
+    if cfg.gating != "campaign" or task.positives.size == 0:
+        return None
+    rng = np.random.default_rng([cfg.seed, task.positives.size])
+    return users.batch(rng.choice(task.positives, min(cfg.task_seeds, task.positives.size), replace=False))
+
+
+def adapt(net: MetaHeacNet, users: UserTable, task: Task, cfg: MetaHeacConfig, how: Adaptation,
           rng: np.random.Generator) -> tuple[MetaHeacNet, bool]:
-    """Stage 2: a fine-tuned copy of ``net`` for one campaign; also whether negatives were sampled."""
+    """Stage 2: a copy of ``net`` adapted to one campaign by ``adapt_weights``; also whether negatives
+    were sampled."""
     net = copy.deepcopy(net)
-    sampler = RowSampler(users.n_users, cfg.neg_ratio, rng)
-    if epochs == 0 or task.positives.size == 0:
+    if how.steps == 0 or task.positives.size == 0:
         return net, False
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.adapt_lr)
-    net.train()
-    batches_per_epoch = -(-task.n_rows // cfg.batch_size)
-    for _ in range(max(epochs, -(-cfg.adapt_min_steps // batches_per_epoch))):
-        for batch_users, labels in sampler.epoch(task, cfg.batch_size):
-            seeds = users.batch(sampler.task_seeds(task, cfg.task_seeds))
-            opt.zero_grad()
-            bce(net(users.batch(batch_users), seeds, task.campaign), labels).backward()
-            opt.step()
+    sampler = RowSampler(users.n_users, cfg.neg_ratio, rng)
+    params = {n: p.detach().clone().requires_grad_() for n, p in net.named_parameters()}
+    fast = adapt_weights(net, params, users, task, how, sampler, fixed_gate_seeds(users, task, cfg))
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            p.copy_(fast[n])
     return net, sampler.sampled_any
 
 
@@ -266,9 +373,7 @@ def score_users(net: MetaHeacNet, users: UserTable, task: Task, candidates: np.n
     net.eval()
     if task.positives.size == 0:
         return np.zeros(candidates.size, np.float32)
-    # A fixed seed sample, so that scoring is deterministic run to run.
-    rng = np.random.default_rng([cfg.seed, task.positives.size])
-    seeds = users.batch(rng.choice(task.positives, min(cfg.task_seeds, task.positives.size), replace=False))
-    out = [net(users.batch(candidates[i:i + cfg.score_batch]), seeds, task.campaign)
+    seeds = fixed_gate_seeds(users, task, cfg)
+    out = [net(users.batch(candidates[i:i + cfg.score_batch]), task.campaign, seeds)
            for i in range(0, candidates.size, cfg.score_batch)]
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
