@@ -11,6 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from lookalike_models.dataset import LookalikeData
 from lookalike_models.evaluation import summarize
 from lookalike_models.pinterest.encoder import EncoderConfig, train_encoder, transfer_error
 from lookalike_models.pinterest.ensemble import EnsembleConfig, embedding_share, merge_rankings
