@@ -40,7 +40,7 @@ from lookalike_models.protocol import (  # noqa: E402
 from lookalike_models.synthetic import SyntheticConfig  # noqa: E402
 
 MODELS = {
-    "random": {}, "popularity": {}, "item_logreg": {}, "svd_centroid": {}, "minhash": {},
+    "random": {}, "popularity": {}, "item_logreg": {}, "svd_centroid": {}, "item_ridge": {}, "minhash": {},
     "centroid_cosine": {}, "lsh_density": {}, "lsh_voting": {}, "affinity_mlp": {},
     "pinterest_classifier": {}, "pinterest_ensemble": {},
     "ralm": {"drop_fields": ["history"]}, "ralm_average": {"drop_fields": ["history"]},
