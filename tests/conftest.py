@@ -47,3 +47,16 @@ def movielens_dir(tmp_path_factory):
 def movielens_data(movielens_dir) -> LookalikeData:
     data = encode(read_dataset(movielens_dir))
     return remove_campaign_leakage(data, data.campaign_items)
+
+
+@pytest.fixture(scope="module")
+def prefect_and_mlflow(tmp_path_factory):
+    """Prefect's temporary test server and a temporary MLflow SQLite store, per test module."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    root = tmp_path_factory.mktemp("tracking")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    with prefect_test_harness(server_startup_timeout=120):
+        yield root
+    patch.undo()

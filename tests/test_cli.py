@@ -190,18 +190,6 @@ def small_run_overrides(tmp_path) -> list[str]:
             "--set", f"output_root={tmp_path / 'out'}"]
 
 
-@pytest.fixture(scope="module")
-def prefect_and_mlflow(tmp_path_factory):
-    from prefect.testing.utilities import prefect_test_harness
-
-    root = tmp_path_factory.mktemp("tracking")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    with prefect_test_harness(server_startup_timeout=120):
-        yield root
-    patch.undo()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("argv", [c for c in readme_commands() if c[0] in ("nightly", "expand", "generate")
                                   and not any("dask_address" in w for w in c)], ids=" ".join)

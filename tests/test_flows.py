@@ -23,18 +23,6 @@ from lookalike_models.publishing import read_latest
 pytestmark = pytest.mark.slow  # each test runs whole flows on Prefect's temporary server
 
 
-@pytest.fixture(scope="module")
-def prefect_and_mlflow(tmp_path_factory):
-    from prefect.testing.utilities import prefect_test_harness
-
-    root = tmp_path_factory.mktemp("tracking")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    with prefect_test_harness(server_startup_timeout=120):
-        yield root
-    patch.undo()
-
-
 def nightly_config(folder, out, **overrides) -> NightlyConfig:
     defaults = dict(
         data=DataSource(kind="folder", path=str(folder)),

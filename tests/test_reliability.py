@@ -338,18 +338,6 @@ def test_no_throughput_for_instant_steps():
 
 # ---- end to end through the CLI (Prefect test server): the nights of the issue ----
 
-@pytest.fixture(scope="module")
-def prefect_and_mlflow(tmp_path_factory):
-    from prefect.testing.utilities import prefect_test_harness
-
-    root = tmp_path_factory.mktemp("tracking")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    with prefect_test_harness(server_startup_timeout=120):
-        yield root
-    patch.undo()
-
-
 def cli_night(folder: Path, out: Path) -> int:
     from flows import cli
 
