@@ -25,19 +25,21 @@ from lookalike_models.evaluation import campaign_rng
 from lookalike_models.scorers import AudienceScorer, register
 
 
-def user_item_matrix(data: LookalikeData) -> sp.csr_matrix:
-    """float32 CSR [n_users, n_items]: interaction counts per (user, item), every domain."""
-    counts = np.ones(data.user_idx.size, np.float32)
-    matrix = sp.csr_matrix((counts, (data.user_idx, data.item_idx)), shape=(data.n_users, data.n_items))
+def user_item_matrix(data: LookalikeData, keep: np.ndarray | None = None) -> sp.csr_matrix:
+    """float32 CSR [n_users, n_items]: interaction counts per (user, item), every domain; only the
+    interactions where ``keep`` is True when given (e.g. organic activity)."""
+    users, items = (data.user_idx, data.item_idx) if keep is None else (data.user_idx[keep], data.item_idx[keep])
+    counts = np.ones(users.size, np.float32)
+    matrix = sp.csr_matrix((counts, (users, items)), shape=(data.n_users, data.n_items))
     matrix.sum_duplicates()
     return matrix
 
 
-def user_item_tfidf(data: LookalikeData) -> sp.csr_matrix:
+def user_item_tfidf(data: LookalikeData, keep: np.ndarray | None = None) -> sp.csr_matrix:
     """float32 CSR [n_users, n_items]: TF-IDF rows (sublinear tf, smoothed idf), L2-normalised.
 
     Rare items say more about a user's taste than blockbusters everyone touched: idf weights them up."""
-    tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(user_item_matrix(data))
+    tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(user_item_matrix(data, keep))
     return tfidf.astype(np.float32).tocsr()
 
 

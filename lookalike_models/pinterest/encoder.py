@@ -46,10 +46,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfTransformer
 from torch import nn
 
 from lookalike_models.dataset import LookalikeData
+from lookalike_models.reference import user_item_tfidf
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +211,7 @@ def transfer_error(embeddings: np.ndarray | torch.Tensor, task: TransferTask) ->
 
 def organic_tfidf(data: LookalikeData, keep: np.ndarray) -> sp.csr_matrix:
     """float32 CSR [n_users, n_items] of the kept interactions: sublinear tf x smoothed idf, rows L2-normalised."""
-    counts = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (data.user_idx[keep], data.item_idx[keep])),
-                           shape=(data.n_users, data.n_items))
-    counts.sum_duplicates()
-    return TfidfTransformer(sublinear_tf=True).fit_transform(counts).astype(np.float32).tocsr()
+    return user_item_tfidf(data, keep)
 
 
 def user_inputs(data: LookalikeData, keep: np.ndarray, history_len: int, activity_field: bool = True,
