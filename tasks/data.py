@@ -15,6 +15,7 @@ from lookalike_models.dataset import LookalikeData, feature_only_users, require_
 from lookalike_models.evaluation import holdout_split, save_split
 from lookalike_models.sources import load_encoded
 from tasks.caching import CACHED, file_fingerprint, stable_hash
+from tasks.results import SplitFile
 
 
 @lru_cache(maxsize=2)
@@ -72,16 +73,16 @@ def skipped_campaigns(data_dir: str) -> dict[str, str]:
 
 
 @task(**CACHED)
-def split_campaigns(data_dir: str, evaluation: EvaluationConfig, work_root: str) -> list[str]:
+def split_campaigns(data_dir: str, evaluation: EvaluationConfig, work_root: str) -> list[SplitFile]:
     """Hold out a share of every campaign's seeds (plus as many non-seeds), once per split seed. Returns one
-    split file per ``evaluation.split_seeds``, in that order."""
+    split per ``evaluation.split_seeds``, in that order."""
     data = load_data(data_dir)
-    paths = []
+    splits = []
     for seed in evaluation.split_seeds:
         train, heldout = holdout_split(data.campaigns, data.n_users, evaluation.holdout_frac, seed)
         sampled = sum(h.negatives_sampled for h in heldout.values())
         get_run_logger().info("split %d: %d campaigns, %d evaluable (%d with sampled non-seeds)", seed, len(train),
                               len(heldout), sampled)
         path = Path(data_dir).parent / f"split-{seed}-{stable_hash(evaluation.holdout_frac, seed)}.parquet"
-        paths.append(str(save_split(train, heldout, path)))
-    return paths
+        splits.append(SplitFile(seed=seed, path=str(save_split(train, heldout, path))))
+    return splits

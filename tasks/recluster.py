@@ -9,6 +9,7 @@ import polars as pl
 from prefect import task
 from prefect.logging import get_run_logger
 
+from lookalike_models.config import ModelSpec
 from lookalike_models.contract import SEEDS, read_table, validate_seeds
 from lookalike_models.dataset import CampaignSeeds
 from tasks.data import load_data, retry_unless_bad_input
@@ -35,12 +36,12 @@ def current_seeds(seeds_path: str, data_dir: str) -> dict[str, CampaignSeeds]:
 
 
 @task
-def recluster_model(model_dir: str, data_dir: str, spec: dict, campaigns: dict[str, CampaignSeeds]) -> dict:
+def recluster_model(model_dir: str, data_dir: str, spec: ModelSpec, campaigns: dict[str, CampaignSeeds]) -> dict:
     """Refresh the centroids of campaigns whose seeds changed; the others keep theirs."""
     from lookalike_models.ralm.scorer import read_centroids, recluster_campaigns
 
     before = {cid: c.fingerprint for cid, c in read_centroids(model_dir).items()}
-    after = recluster_campaigns(model_dir, load_data(data_dir), campaigns, spec["model"], spec.get("params"))
+    after = recluster_campaigns(model_dir, load_data(data_dir), campaigns, spec.model, spec.params)
     changed = sorted(cid for cid, c in after.items() if before.get(cid) != c.fingerprint)
-    get_run_logger().info("%s: %d of %d campaigns re-clustered", spec["name"], len(changed), len(after))
-    return {"model": spec["name"], "reclustered": changed, "campaigns": len(after)}
+    get_run_logger().info("%s: %d of %d campaigns re-clustered", spec.name, len(changed), len(after))
+    return {"model": spec.name, "reclustered": changed, "campaigns": len(after)}
