@@ -34,12 +34,12 @@ import polars as pl
 import torch
 import yaml
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import CampaignSeeds, LookalikeData, encode
 from lookalike_models.evaluation import HeldOut, audience_sizes, campaign_metrics
 from lookalike_models.pipeline import remove_campaign_leakage, score_campaign
 from lookalike_models.protocol import paired_bootstrap_ci
-from lookalike_models.scorers import build_scorer
 
 RAW = Path("runs/metaheac_bench")
 SEED_COUNTS = (5, 10, 20)

@@ -24,6 +24,7 @@ import polars as pl
 import torch
 
 from lookalike_models.adapters import movielens, shared_data_root
+from lookalike_models.catalog import build_scorer
 from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import encode
 from lookalike_models.evaluation import (
@@ -35,7 +36,6 @@ from lookalike_models.evaluation import (
     user_precision_at_k,
 )
 from lookalike_models.pipeline import remove_campaign_leakage, score_campaign
-from lookalike_models.scorers import build_scorer
 from lookalike_models.synthetic import SyntheticConfig, write_synthetic
 
 # MovieLens is small (943 users, 40 campaigns): more passes than the defaults (tuned on 20k synthetic users).

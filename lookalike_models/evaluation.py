@@ -59,6 +59,18 @@ def holdout_split(
     return train, heldout
 
 
+def inner_validation_cut(seeds: CampaignSeeds, frac: float = 0.2, seed: int = 0,
+                         min_fit: int = 3) -> tuple[CampaignSeeds, np.ndarray] | None:
+    """Hold out ``frac`` of a campaign's *training* seeds for choosing its hyper-parameters (regularisation,
+    ensemble weights): (seeds to fit on, validation positives), or None when too few seeds to cut."""
+    n_val = int(round(frac * seeds.size))
+    if n_val < 1 or seeds.size - n_val < min_fit:
+        return None
+    order = campaign_rng(seed + 7919, seeds.campaign_id).permutation(seeds.positives)  # apart from the outer split
+    fit = CampaignSeeds(seeds.campaign_id, np.sort(order[n_val:]), seeds.negatives)
+    return fit, np.sort(order[:n_val])
+
+
 def save_split(train: dict[str, CampaignSeeds], heldout: dict[str, HeldOut], path: str | Path) -> Path:
     """One Parquet row per (campaign, user, role): the split is an artifact a later run can audit."""
     from lookalike_models.io import write_parquet_atomic

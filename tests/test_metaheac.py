@@ -7,12 +7,12 @@ import polars as pl
 import pytest
 import torch
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import holdout_split, summarize
 from lookalike_models.metaheac.network import Critics, HybridExperts, MetaHeacNet, UserBatch
 from lookalike_models.metaheac.training import MetaHeacConfig, UserTable, build_net, campaign_kind, make_task
 from lookalike_models.protocol import evaluate_scorers
-from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)
 FAST = {"dim": 8, "hidden": 16, "gate_hidden": 16, "meta_steps": 40, "batch_size": 128}

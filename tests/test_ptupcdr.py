@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 import torch
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.contract import read_dataset, write_dataset
 from lookalike_models.dataset import encode
 from lookalike_models.pipeline import remove_campaign_leakage
@@ -22,7 +23,6 @@ from lookalike_models.ptupcdr.bias import fit_bias_baseline, shrunk_biases
 from lookalike_models.ptupcdr.hybrid import interleave_keys
 from lookalike_models.ptupcdr.model import CharacteristicEncoder, Ratings, liked_histories, mae_rmse
 from lookalike_models.ptupcdr.protocol import ColdStartConfig, TwoDomains, run_cold_start, run_warm_start
-from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)
 
