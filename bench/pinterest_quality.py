@@ -24,7 +24,6 @@ import torch
 from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import encode
 from lookalike_models.evaluation import summarize
-from lookalike_models.pipeline import remove_campaign_leakage
 from lookalike_models.protocol import evaluate_scorers
 from lookalike_models.synthetic import SyntheticConfig, write_synthetic
 
@@ -41,7 +40,7 @@ def load(name: str, tmp: Path, synthetic_users: int, campaigns: int):
         from lookalike_models.adapters import movielens
 
         data = encode(read_dataset(movielens.build(tmp / "movielens")))
-        return remove_campaign_leakage(data, data.campaign_items)
+        return data.without_campaign_leakage()
     cfg = SyntheticConfig(n_users=synthetic_users, n_campaigns=campaigns, min_seeds=20, max_seeds=800)
     return encode(read_dataset(write_synthetic(cfg, tmp / "synthetic")))
 

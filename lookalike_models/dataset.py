@@ -105,6 +105,14 @@ class LookalikeData:
                "ts": None if self.ts is None else self.ts[keep]}
         )
 
+    def without_campaign_leakage(self, campaign_items: dict[str, int] | None = None) -> LookalikeData:
+        """Drop interactions with the campaigns' own items (``campaign_items``, by default the ones the data
+        names): they are the labels. Unchanged when there are none."""
+        items = self.campaign_items if campaign_items is None else campaign_items
+        if not items:
+            return self
+        return self.without_interactions(~np.isin(self.item_idx, np.fromiter(items.values(), np.int64)))
+
     # ---- persistence: Parquet for the id mappings (they are a deliverable), npz for arrays ----
     def save(self, folder: str | Path) -> Path:
         with atomic_directory(folder) as tmp:

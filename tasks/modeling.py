@@ -15,13 +15,14 @@ from prefect.logging import get_run_logger
 from lookalike_models.catalog import build_scorer
 from lookalike_models.config import EvaluationConfig, ModelSpec, PublishConfig
 from lookalike_models.evaluation import audience_size, audience_sizes, load_split
-from lookalike_models.incremental import USER_STATE, changed_since, load_previous_top, refresh_campaign, user_state
+from lookalike_models.incremental import changed_since, load_previous_top, refresh_campaign
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import score_campaign
 from lookalike_models.protocol import evaluate_campaigns
 from lookalike_models.publishing import audience_frame, write_embeddings
 from lookalike_models.reach import load_exclusions
 from lookalike_models.scorers import AudienceScorer
+from lookalike_models.user_state import USER_STATE, user_state
 from tasks import tracking
 from tasks.caching import CACHED, stable_hash
 from tasks.data import load_data

@@ -20,9 +20,9 @@ from prefect.logging import disable_run_logger
 from lookalike_models.config import DataSource, ModelSpec, SelectionConfig
 from lookalike_models.contract import DataContractError, read_dataset
 from lookalike_models.dataset import encode, feature_only_users, require_runnable_campaigns
-from lookalike_models.incremental import match_previous, state_mismatch, user_state
 from lookalike_models.locking import RunLockedError, exclusive_run
 from lookalike_models.minhash import MinHashScorer
+from lookalike_models.user_state import match_previous, state_mismatch, user_state
 from tasks.results import ChampionDecision, PreviousRefresh, SplitFile, TrainedModel
 
 ROOT = Path(__file__).resolve().parents[1]
