@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -84,6 +85,19 @@ class LookalikeData:
         indptr = np.zeros(self.n_users + 1, np.int64)
         np.add.at(indptr, users + 1, 1)
         return np.cumsum(indptr), items
+
+    @cached_property
+    def content_key(self) -> str:
+        """Hash of the users, items, interactions and user fields: equal for two copies of the same data, so
+        a per-process cache of what was learned from it (the shared StarSpace encoder) can be keyed by it."""
+        digest = hashlib.sha256(f"{self.n_users},{self.n_items},{self.domains}".encode())
+        fields = self.users
+        for array in (self.user_ids.hash(seed=0).to_numpy(), self.item_ids.hash(seed=0).to_numpy(), self.user_idx,
+                      self.item_idx, self.weight, self.domain, self.ts, fields.single,
+                      fields.continuous, *fields.multi):
+            if array is not None:
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
 
     def activity(self) -> np.ndarray:
         """Interactions per user, float64 [n_users]."""

@@ -24,9 +24,10 @@ class HeldOut:
     negatives_sampled: bool  # True when the data had no labelled non-converters to hold out
 
 
-def campaign_rng(seed: int, campaign_id: str) -> np.random.Generator:
-    # Per-campaign stream: adding a campaign does not change any other campaign's split.
-    return np.random.default_rng([seed, zlib.crc32(campaign_id.encode())])
+def campaign_rng(seed: int, campaign_id: str, *extra: int) -> np.random.Generator:
+    """A campaign's own random stream (``extra``: more entropy, e.g. the seed-list size, for a stream that
+    changes when the seeds do). Adding a campaign does not change any other campaign's draws."""
+    return np.random.default_rng([seed, zlib.crc32(campaign_id.encode()), *extra])
 
 
 def holdout_split(

@@ -12,10 +12,11 @@ from prefect.logging import get_run_logger
 from lookalike_models.config import ModelSpec
 from lookalike_models.contract import SEEDS, read_table, validate_seeds
 from lookalike_models.dataset import CampaignSeeds
-from tasks.data import load_data, retry_unless_bad_input
+from tasks.data import load_data
+from tasks.retrying import retry_on_io_error
 
 
-@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_unless_bad_input)
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_on_io_error)
 def current_seeds(seeds_path: str, data_dir: str) -> dict[str, CampaignSeeds]:
     """Converters per campaign, in the live model's user index. Users the model has never seen are left
     for the next nightly run (they have no embedding yet); how many is logged."""

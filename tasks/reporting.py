@@ -18,6 +18,7 @@ from lookalike_models.publishing import audience_path, mark_latest
 from tasks import tracking
 from tasks.data import load_data
 from tasks.results import ChampionDecision, ModelEvaluation, RunFolder, TrainedModel
+from tasks.retrying import retry_on_io_error
 
 
 @task
@@ -44,7 +45,7 @@ def evaluate_run(scored: list[ModelEvaluation], data_dir: str, evaluation: Evalu
     return {"summary": summary.to_dicts(), "comparison": comparison.to_dicts(), "files": [str(f) for f in files]}
 
 
-@task(retries=2, retry_delay_seconds=[1, 5])
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_on_io_error)
 def publish_audiences(staged: dict[str, str], output_root: str, run_id: str) -> dict:
     """Move the staged audiences into the run-keyed, campaign-partitioned layout, then mark LATEST.
     Each file is renamed into place, so readers never see a partial audience."""

@@ -57,3 +57,11 @@ def test_campaign_items_are_dropped_from_the_interactions(synthetic_data):
     assert item not in set(clean.item_idx.tolist())
     assert clean.user_idx.size == synthetic_data.user_idx.size - int((synthetic_data.item_idx == item).sum())
     assert synthetic_data.without_campaign_leakage({}) is synthetic_data
+
+
+def test_content_key_names_the_content_not_the_object(synthetic_data, tmp_path):
+    # The shared-encoder cache is keyed by it: a reloaded copy must hit, other data must miss.
+    copy = LookalikeData.load(synthetic_data.save(tmp_path / "encoded"))
+    assert copy is not synthetic_data and copy.content_key == synthetic_data.content_key
+    fewer = synthetic_data.without_interactions(np.arange(synthetic_data.user_idx.size) > 0)
+    assert fewer.content_key != synthetic_data.content_key

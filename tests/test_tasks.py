@@ -153,3 +153,40 @@ def test_publish_audiences_copies_every_staged_file_then_marks_latest(tmp_path):
         assert Path(path).parent.name == f"campaign_id={cid}"
         assert pl.read_parquet(path).equals(pl.read_parquet(staged[cid]))
     assert not list((tmp_path / "out").rglob(".*tmp*"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize(("error", "retried"), [
+    (ConnectionResetError("reset by peer"), True), (TimeoutError("slow share"), True),
+    (FileNotFoundError("no input"), False), (PermissionError("denied"), False),
+    (ValueError("bad input"), False), (KeyError("a bug"), False)])
+def test_tasks_retry_transient_io_errors_only(error, retried):
+    from prefect.states import Failed
+
+    from tasks.retrying import retry_on_io_error
+
+    assert retry_on_io_error(None, None, Failed(data=error)) is retried
+
+
+def test_current_champion_is_none_only_when_nothing_is_registered_or_promoted(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    from tasks import registry, tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert registry.current_champion("reg") is None  # no registered model yet
+    client = tracking.client()
+    client.create_registered_model("reg")
+    assert registry.current_champion("reg") is None  # registered, never promoted
+    run = tracking.start_run("exp", "night", {})
+    version = client.create_model_version("reg", f"runs:/{run}/model", run, tags={"model_name": "minhash"})
+    client.set_registered_model_alias("reg", "champion", version.version)
+    assert registry.current_champion("reg") == "minhash"
+
+    class Unreachable:
+        def get_registered_model(self, name):
+            raise MlflowException("tracking server unavailable", error_code=TEMPORARILY_UNAVAILABLE)
+
+    monkeypatch.setattr(tracking, "client", Unreachable)
+    with pytest.raises(MlflowException, match="unavailable"):  # not mistaken for "no champion yet"
+        registry.current_champion("reg")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +42,24 @@ from lookalike_models.scorers import AudienceScorer, register
 
 log = logging.getLogger(__name__)
 
-# (id(data), encoder config json) -> (weak reference to data, fitted encoder). Weak, so a data set that
-# is gone never matches a recycled id; small, so a long process does not pile up models.
-_ENCODERS: dict[tuple[int, str], tuple[weakref.ref, FittedEncoder]] = {}
+# (data.content_key, encoder config json) -> fitted encoder, newest last. Keyed by content, so two copies of
+# one data set share an encoder and different data never does; small, so a long process does not pile up models.
+_ENCODERS: OrderedDict[tuple[str, str], FittedEncoder] = OrderedDict()
 _MAX_CACHED = 2
 
 
 def shared_encoder(data: LookalikeData, cfg: EncoderConfig) -> FittedEncoder:
     """Train the StarSpace encoder on ``data``'s organic interactions, once per (data, config) per process."""
-    key = (id(data), cfg.model_dump_json())
-    hit = _ENCODERS.get(key)
-    if hit is not None and hit[0]() is data:
-        return hit[1]
+    key = (data.content_key, cfg.model_dump_json())
+    if key in _ENCODERS:
+        _ENCODERS.move_to_end(key)
+        return _ENCODERS[key]
     fitted = train_encoder(data, cfg)
     log.info("starspace: trained, transfer error %.4f -> %.4f, %.0f users/s", fitted.history[0]["transfer_error"],
              min(h["transfer_error"] for h in fitted.history), fitted.users_per_second)
-    while len(_ENCODERS) >= _MAX_CACHED:
-        _ENCODERS.pop(next(iter(_ENCODERS)))
-    _ENCODERS[key] = (weakref.ref(data), fitted)
+    _ENCODERS[key] = fitted
+    while len(_ENCODERS) > _MAX_CACHED:
+        _ENCODERS.popitem(last=False)
     return fitted
 
 
