@@ -176,13 +176,11 @@ class LSHDensityScorer(EmbeddingScorer):
         cfg = self.config
         bits = cfg.n_bits or default_bits(data.n_users, cfg.users_per_region)
         self.lsh = HyperplaneLSH(self.embeddings, cfg.n_partitions, bits, cfg.seed)
-        self.tables: dict[str, RegionTable] = {}
 
     def table(self, seeds: CampaignSeeds) -> RegionTable:
+        """The campaign's {region -> score} table, built from its seeds whenever asked (cheap)."""
         cfg = self.config
-        table = self.lsh.region_table(seeds.positives, cfg.kind, cfg.min_region_seeds, cfg.min_region_users)
-        self.tables[seeds.campaign_id] = table
-        return table
+        return self.lsh.region_table(seeds.positives, cfg.kind, cfg.min_region_seeds, cfg.min_region_users)
 
     def candidates(self, data: LookalikeData, seeds: CampaignSeeds) -> np.ndarray:
         covered = np.flatnonzero(self.table(seeds).covered(self.lsh.codes))
@@ -200,16 +198,11 @@ class LSHDensityScorer(EmbeddingScorer):
     def save(self, folder: Path) -> None:
         super().save(folder)
         np.savez(Path(folder) / "lsh.npz", planes=self.lsh.planes)
-        tables = Path(folder) / "tables"
-        tables.mkdir(exist_ok=True)
-        for cid, table in self.tables.items():
-            table.save(tables / f"{cid}.npz")
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         super().load(folder, data)
         with np.load(Path(folder) / "lsh.npz", allow_pickle=False) as npz:
             self.lsh = HyperplaneLSH.from_planes(self.embeddings, npz["planes"])
-        self.tables = {p.stem: RegionTable.load(p) for p in sorted((Path(folder) / "tables").glob("*.npz"))}
 
 
 @register("lsh_voting")
