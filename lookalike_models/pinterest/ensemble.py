@@ -27,18 +27,12 @@ from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng, inner_validation_cut
 from lookalike_models.item_ridge import ItemRidgeScorer
 from lookalike_models.minhash import MinHashScorer
+from lookalike_models.pinterest.affinity import AffinityMLPScorer
 from lookalike_models.pinterest.classifier import PinterestClassifierScorer
+from lookalike_models.pinterest.embedding import CentroidCosineScorer, EmbeddingScorer, encoder_curves, shared_encoder
 from lookalike_models.pinterest.encoder import EncoderConfig
 from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
-from lookalike_models.pinterest.scorers import (
-    AffinityMLPScorer,
-    CentroidCosineScorer,
-    EmbeddingScorer,
-    LSHDensityScorer,
-    LSHVotingScorer,
-    encoder_curves,
-    shared_encoder,
-)
+from lookalike_models.pinterest.lsh_scorers import LSHDensityScorer, LSHVotingScorer
 from lookalike_models.reference import ItemLogRegScorer, SVDCentroidScorer
 from lookalike_models.scorers import AudienceScorer, pick_scorer, register
 
