@@ -30,7 +30,7 @@ def previous_refresh(output_root: str, previous_run: str | None, data_dir: str, 
         if state.data_dir == data_dir:
             return empty
         mismatch = index_mismatch(state.data_dir, data_dir)
-    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+    except (OSError, ValueError, KeyError) as exc:  # a pydantic ValidationError is a ValueError
         mismatch = f"unreadable refresh record {path} ({type(exc).__name__}: {exc})"
     if mismatch:
         # Reusing state that does not fit tonight's data would fail tonight and every night after it.
