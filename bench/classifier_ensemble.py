@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import load_data, machine, write_results  # noqa: E402
+from lookalike_models.catalog import build_scorer  # noqa: E402
 from lookalike_models.evaluation import audience_sizes, campaign_means, holdout_split  # noqa: E402
 from lookalike_models.protocol import (  # noqa: E402
     REPORTED_SPLITS,
@@ -37,7 +38,6 @@ from lookalike_models.protocol import (  # noqa: E402
     evaluate_over_splits,
     format_comparison,
 )
-from lookalike_models.scorers import build_scorer  # noqa: E402
 
 MODELS = {"popularity": {}, "item_logreg": {}, "affinity_mlp": {}, "pinterest_classifier": {},
           "pinterest_ensemble": {}, "ensemble_paper": {"model": "pinterest_ensemble", "mode": "paper"}}

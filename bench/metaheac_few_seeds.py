@@ -34,12 +34,12 @@ import polars as pl
 import torch
 import yaml
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import CampaignSeeds, LookalikeData, encode
 from lookalike_models.evaluation import HeldOut, audience_sizes, campaign_metrics
-from lookalike_models.pipeline import remove_campaign_leakage, score_campaign
+from lookalike_models.pipeline import score_campaign
 from lookalike_models.protocol import paired_bootstrap_ci
-from lookalike_models.scorers import build_scorer
 
 RAW = Path("runs/metaheac_bench")
 SEED_COUNTS = (5, 10, 20)
@@ -59,7 +59,7 @@ def load(dataset: str, workdir: Path, meta_pool: int, activity: bool = False,
     data = encode(read_dataset(folder))
     # --drop-meta-items: the peers then read exactly the user information MetaHeac's fields hold.
     new_items = {c: i for c, i in data.campaign_items.items() if drop_meta_items or not c.startswith("meta_")}
-    return remove_campaign_leakage(data, new_items)
+    return data.without_campaign_leakage(new_items)
 
 
 def few_seed_split(data: LookalikeData, cid: str, seed: int) -> tuple[dict[int, CampaignSeeds], HeldOut]:

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from lookalike_models.adapters import tencent
+from lookalike_models.catalog import build_scorer
 from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import encode
 from lookalike_models.evaluation import holdout_split
-from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)
 with tempfile.TemporaryDirectory() as tmp:

@@ -25,13 +25,14 @@ import polars as pl
 import torch
 
 from lookalike_models.adapters import amazon
+from lookalike_models.catalog import build_scorer
 from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import encode
 from lookalike_models.evaluation import HeldOut, audience_sizes, campaign_metrics, holdout_split, summarize
-from lookalike_models.pipeline import remove_campaign_leakage, score_campaign
+from lookalike_models.pipeline import score_campaign
 from lookalike_models.protocol import compare_to_reference, format_comparison
 from lookalike_models.ptupcdr.hybrid import PTUPCDRHybridScorer, interleave_keys
-from lookalike_models.scorers import build_scorer, top_k
+from lookalike_models.scorers import top_k
 
 # name -> (registered scorer, params); the hybrids are assembled from the fitted bridge and warm scorers.
 MODELS = {
@@ -97,7 +98,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         full = encode(read_dataset(amazon.build(Path(tmp) / "amazon")))
-    full = remove_campaign_leakage(full, full.campaign_items)
+    full = full.without_campaign_leakage()
     sizes = audience_sizes(full.n_users, FRACTIONS)
     rows, chosen = [], []
     for seed in args.seeds:

@@ -24,6 +24,7 @@ import polars as pl
 import torch
 
 from lookalike_models.adapters import movielens, shared_data_root
+from lookalike_models.catalog import build_scorer
 from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import encode
 from lookalike_models.evaluation import (
@@ -34,8 +35,7 @@ from lookalike_models.evaluation import (
     summarize,
     user_precision_at_k,
 )
-from lookalike_models.pipeline import remove_campaign_leakage, score_campaign
-from lookalike_models.scorers import build_scorer
+from lookalike_models.pipeline import score_campaign
 from lookalike_models.synthetic import SyntheticConfig, write_synthetic
 
 # MovieLens is small (943 users, 40 campaigns): more passes than the defaults (tuned on 20k synthetic users).
@@ -115,7 +115,7 @@ def main() -> None:
             folder = movielens.build(Path(tmp) / "movielens", args.source or shared_data_root() / "movielens-100k")
             grid, title = model_grid(MOVIELENS), "MovieLens-100K"
         data = encode(read_dataset(folder))
-    data = remove_campaign_leakage(data, data.campaign_items)
+    data = data.without_campaign_leakage()
     models = {name: grid[name] for name in (args.models or grid)}
     frames, user_rows = [], []
     for repeat in range(args.repeats):

@@ -230,11 +230,11 @@ def run_command(args: argparse.Namespace) -> int:
         if not args.debug:
             quiet_user_error_tracebacks()
         result = nightly_refresh(config)
-        if result["status"] == "failed":
+        if result.status == "failed":
             print("lookalike: run failed: no audience was published", file=sys.stderr)
             return EXIT_FAILED
-        if result["status"] == "partial":
-            print(f"lookalike: partial run: {len(result['failed'])} campaign failures, {len(result['skipped'])} "
+        if result.status == "partial":
+            print(f"lookalike: partial run: {len(result.failed)} campaign failures, {len(result.skipped)} "
                   "campaigns skipped (listed above)", file=sys.stderr)
             return EXIT_PARTIAL
         return EXIT_OK
@@ -250,7 +250,7 @@ def run_command(args: argparse.Namespace) -> int:
         if not args.debug:
             quiet_user_error_tracebacks()
         result = expand_audience(config)
-        for cid, path in result["published"].items():
+        for cid, path in result.published.items():
             print(f"{cid}: {path}")
         return EXIT_OK
     if args.command == "generate":

@@ -9,10 +9,11 @@ from lookalike_models.locking import exclusive_run
 from tasks.data import fingerprint_inputs, prepare_data
 from tasks.modeling import expand_one
 from tasks.reporting import close_mlflow_run, open_mlflow_run, publish_audiences, start_run_folder
+from tasks.results import ExpandResult
 
 
 @flow(name="expand-audience")
-def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expand.yaml")) -> dict:  # noqa: B008
+def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expand.yaml")) -> ExpandResult:  # noqa: B008
     config = with_file_defaults(config, "expand.yaml")  # partial parameters take the rest from conf/expand.yaml
     adhoc_root = f"{config.output_root}/adhoc"
     with exclusive_run(adhoc_root, "expand-audience"):  # one ad-hoc run at a time per output root
@@ -27,7 +28,7 @@ def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expa
             close_mlflow_run(mlflow_run, "FAILED")
             raise
         close_mlflow_run(mlflow_run)
-    return {"run_id": run_id, "published": published}
+    return ExpandResult(run_id=run_id, published=published)
 
 
 if __name__ == "__main__":

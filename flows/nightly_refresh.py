@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.dask_staging import stage_audiences_dask
 from lookalike_models.config import NightlyConfig, load_config, with_file_defaults
 from lookalike_models.locking import exclusive_run
 from tasks.data import fingerprint_inputs, prepare_data, skipped_campaigns, split_campaigns
-from tasks.distributed import dask_runner, stage_audiences_dask
+from tasks.distributed import dask_runner
 from tasks.modeling import evaluate_model, stage_audiences, train_model
 from tasks.refresh import previous_refresh, record_refresh
 from tasks.registry import promote_champion, register_and_choose
@@ -33,20 +34,22 @@ from tasks.reporting import (
     run_status,
     start_run_folder,
 )
+from tasks.results import NightlyResult, RunFolder
 from tasks.tracking import run_url
 
 
 @flow(name="nightly-refresh")
-def nightly_refresh(config: NightlyConfig = load_config()) -> dict:  # noqa: B008 (a form default for the UI)
+def nightly_refresh(config: NightlyConfig = load_config()) -> NightlyResult:  # noqa: B008 (a form default for the UI)
     config = with_file_defaults(config)  # a run given partial parameters takes the rest from conf/nightly.yaml
     with exclusive_run(config.output_root, "nightly-refresh"):  # one run per output root; a second one stops here
         return refresh(config)
 
 
-def refresh(config: NightlyConfig) -> dict:
+def refresh(config: NightlyConfig) -> NightlyResult:
     run_id, run_dir = start_run_folder(config.output_root)
     work, evaluation, publishing = f"{config.output_root}/work", config.evaluation, config.publish
     mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump(), config.output_root)
+    run = RunFolder(run_id=run_id, run_dir=run_dir, output_root=config.output_root, mlflow_run=mlflow_run)
     try:
         fingerprint = fingerprint_inputs(config.data, publishing.exclusions)
         data_dir = prepare_data(config.data, fingerprint, work)
@@ -55,28 +58,23 @@ def refresh(config: NightlyConfig) -> dict:
         split = splits[0]  # the first split's models are the ones registered and published
         previous_run = previous_published_run(config.output_root)
         previous = previous_refresh(config.output_root, previous_run, data_dir, publishing.incremental)
-        trained = {m.name: train_model(m, data_dir, split, work, previous["models"].get(m.name))
-                   for m in config.models}
-        evaluated = [evaluate_model(m, data_dir, path, seed, trained[m.name] if path == split
-                                    else train_model(m, data_dir, path, work), work, evaluation)
-                     for seed, path in zip(evaluation.split_seeds, splits) for m in config.models]
+        trained = {m.name: train_model(m, data_dir, split, work, previous.models.get(m.name)) for m in config.models}
+        evaluated = [evaluate_model(trained[m.name] if s == split else train_model(m, data_dir, s, work), work,
+                                    evaluation) for s in splits for m in config.models]
         report = evaluate_run(evaluated, data_dir, evaluation, run_dir)
         children = log_models_to_mlflow(mlflow_run, config.experiment, trained, report)
         decision = register_and_choose(children, report, config.selection, trained)
-        publisher = decision["champion"] if publishing.model == "champion" else publishing.model
-        spec = next(m for m in config.models if m.name == publisher)
+        publisher = trained[decision.champion if publishing.model == "champion" else publishing.model]
         if config.execution.backend == "dask":
             staged = stage_audiences_dask.with_options(task_runner=dask_runner(config.execution))(
-                spec, data_dir, split, trained[publisher], publishing.audience_fraction, publishing.exclusions,
-                config.execution.shards)
+                publisher, publishing, config.execution.shards)
         else:
-            staged = stage_audiences(spec, data_dir, split, trained[publisher], work, publishing, previous["staging"])
+            staged = stage_audiences(publisher, work, publishing, previous.staging)
         record_refresh(run_dir, data_dir, trained, staged, config.models)
-        published = publish_audiences(staged["staged"], config.output_root, run_id)
+        published = publish_audiences(staged.staged, config.output_root, run_id)
         decision = promote_champion(decision, config.selection, published)  # only once its audiences are live
-        drift = report_reach_and_drift(evaluated, publisher, data_dir, evaluation.seed_buckets,
-                                       config.output_root, run_id, previous_run, run_dir, mlflow_run)
-        failed = {f"{s['model']}/{cid}": why for s in [*evaluated, staged] for cid, why in s["failed"].items()}
+        drift = report_reach_and_drift(evaluated, publisher.name, data_dir, evaluation, run, previous_run)
+        failed = {f"{s.model}/{cid}": why for s in [*evaluated, staged] for cid, why in s.failed.items()}
         log_run_artifacts(mlflow_run, report, run_dir, data_dir, published, decision, failed, skipped)
         summary = post_summary(run_id, run_url(mlflow_run, config.experiment), report, published, failed, decision,
                                skipped)
@@ -85,11 +83,11 @@ def refresh(config: NightlyConfig) -> dict:
         raise
     close_mlflow_run(mlflow_run)
     print(summary)
-    return {"run_id": run_id, "mlflow_run_id": mlflow_run, "published": published, "failed": failed,
-            "skipped": skipped, "status": run_status(published, failed, skipped),
-            "summary": report["summary"], "drift": drift, "data_dir": data_dir, "champion": decision,
-            "users_embedded": {name: info.get("users_embedded") for name, info in trained.items()},
-            "campaigns_refreshed": staged.get("incremental_campaigns", [])}
+    return NightlyResult(run_id=run_id, mlflow_run_id=mlflow_run, published=published, failed=failed,
+                         skipped=skipped, status=run_status(published, failed, skipped), summary=report["summary"],
+                         drift=drift, data_dir=data_dir, champion=decision,
+                         users_embedded={name: model.users_embedded for name, model in trained.items()},
+                         campaigns_refreshed=staged.incremental_campaigns)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ class ModelSpec(BaseModel):
     @model_validator(mode="after")
     def _known_model_and_params(self) -> ModelSpec:
         # Fail when the config is read, not after data preparation: unknown model, unknown or bad parameter.
-        from lookalike_models.scorers import check_params, scorer_class
+        from lookalike_models.catalog import scorer_class
+        from lookalike_models.scorers import check_params
 
         try:
             cls = scorer_class(self.model)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -85,6 +86,19 @@ class LookalikeData:
         np.add.at(indptr, users + 1, 1)
         return np.cumsum(indptr), items
 
+    @cached_property
+    def content_key(self) -> str:
+        """Hash of the users, items, interactions and user fields: equal for two copies of the same data, so
+        a per-process cache of what was learned from it (the shared StarSpace encoder) can be keyed by it."""
+        digest = hashlib.sha256(f"{self.n_users},{self.n_items},{self.domains}".encode())
+        fields = self.users
+        for array in (self.user_ids.hash(seed=0).to_numpy(), self.item_ids.hash(seed=0).to_numpy(), self.user_idx,
+                      self.item_idx, self.weight, self.domain, self.ts, fields.single,
+                      fields.continuous, *fields.multi):
+            if array is not None:
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
+
     def activity(self) -> np.ndarray:
         """Interactions per user, float64 [n_users]."""
         return np.bincount(self.user_idx, minlength=self.n_users).astype(np.float64)
@@ -104,6 +118,14 @@ class LookalikeData:
                "weight": self.weight[keep], "domain": self.domain[keep],
                "ts": None if self.ts is None else self.ts[keep]}
         )
+
+    def without_campaign_leakage(self, campaign_items: dict[str, int] | None = None) -> LookalikeData:
+        """Drop interactions with the campaigns' own items (``campaign_items``, by default the ones the data
+        names): they are the labels. Unchanged when there are none."""
+        items = self.campaign_items if campaign_items is None else campaign_items
+        if not items:
+            return self
+        return self.without_interactions(~np.isin(self.item_idx, np.fromiter(items.values(), np.int64)))
 
     # ---- persistence: Parquet for the id mappings (they are a deliverable), npz for arrays ----
     def save(self, folder: str | Path) -> Path:

@@ -24,9 +24,10 @@ class HeldOut:
     negatives_sampled: bool  # True when the data had no labelled non-converters to hold out
 
 
-def campaign_rng(seed: int, campaign_id: str) -> np.random.Generator:
-    # Per-campaign stream: adding a campaign does not change any other campaign's split.
-    return np.random.default_rng([seed, zlib.crc32(campaign_id.encode())])
+def campaign_rng(seed: int, campaign_id: str, *extra: int) -> np.random.Generator:
+    """A campaign's own random stream (``extra``: more entropy, e.g. the seed-list size, for a stream that
+    changes when the seeds do). Adding a campaign does not change any other campaign's draws."""
+    return np.random.default_rng([seed, zlib.crc32(campaign_id.encode()), *extra])
 
 
 def holdout_split(
@@ -57,6 +58,18 @@ def holdout_split(
         train[cid] = CampaignSeeds(cid, np.sort(pos[n_hold:]), np.sort(train_neg))
         heldout[cid] = HeldOut(np.sort(pos[:n_hold]), np.sort(hold_neg), sampled)
     return train, heldout
+
+
+def inner_validation_cut(seeds: CampaignSeeds, frac: float = 0.2, seed: int = 0,
+                         min_fit: int = 3) -> tuple[CampaignSeeds, np.ndarray] | None:
+    """Hold out ``frac`` of a campaign's *training* seeds for choosing its hyper-parameters (regularisation,
+    ensemble weights): (seeds to fit on, validation positives), or None when too few seeds to cut."""
+    n_val = int(round(frac * seeds.size))
+    if n_val < 1 or seeds.size - n_val < min_fit:
+        return None
+    order = campaign_rng(seed + 7919, seeds.campaign_id).permutation(seeds.positives)  # apart from the outer split
+    fit = CampaignSeeds(seeds.campaign_id, np.sort(order[n_val:]), seeds.negatives)
+    return fit, np.sort(order[:n_val])
 
 
 def save_split(train: dict[str, CampaignSeeds], heldout: dict[str, HeldOut], path: str | Path) -> Path:

@@ -41,6 +41,19 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
     return path
 
 
+def copy_file_atomic(source: str | Path, path: str | Path) -> Path:
+    """Copy ``source`` to ``path``; readers of ``path`` never see a partial copy."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 @contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``path`` whole, on error it is removed."""

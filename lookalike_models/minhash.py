@@ -25,8 +25,8 @@ from datasketch.hashfunc import sha1_hash32
 from pydantic import BaseModel, Field
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.incremental import USER_STATE, load_user_state, match_previous, user_state
 from lookalike_models.scorers import AudienceScorer, register
+from lookalike_models.user_state import USER_STATE, load_user_state, match_previous, user_state
 
 log = logging.getLogger(__name__)
 _U32 = np.uint32

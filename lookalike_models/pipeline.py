@@ -54,13 +54,6 @@ def shard_ranges(n_users: int, n_shards: int) -> list[tuple[int, int]]:
     return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
 
 
-def remove_campaign_leakage(data: LookalikeData, campaign_items: dict[str, int] | None) -> LookalikeData:
-    """Drop interactions with the campaigns' own items (when the data names them): they are the labels."""
-    if not campaign_items:
-        return data
-    return data.without_interactions(~np.isin(data.item_idx, np.fromiter(campaign_items.values(), np.int64)))
-
-
 def resolve_seeds(data: LookalikeData, campaign_id: str | None, seed_user_ids: list[str], name: str) -> CampaignSeeds:
     """Seeds for an ad-hoc expansion: a known campaign, or an inline list of user ids."""
     from lookalike_models.contract import DataContractError, check_campaign_id

@@ -14,18 +14,18 @@ import time
 import numpy as np
 import polars as pl
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import (
     HeldOut,
     audience_sizes,
     campaign_means,
     campaign_metrics,
-    campaign_rng,
     holdout_split,
     seed_bucket,
 )
 from lookalike_models.pipeline import score_campaign
-from lookalike_models.scorers import AudienceScorer, build_scorer
+from lookalike_models.scorers import AudienceScorer
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +129,6 @@ def compare_to_reference(per_campaign: pl.DataFrame, reference: str, metrics: li
                              "diff": diff, "ci_low": low, "ci_high": high,
                              "wins": int((values[ok] > ref_values[ok]).sum())})
     return pl.DataFrame(rows)
-
-
-def inner_validation_cut(seeds: CampaignSeeds, frac: float = 0.2, seed: int = 0,
-                         min_fit: int = 3) -> tuple[CampaignSeeds, np.ndarray] | None:
-    """Hold out ``frac`` of a campaign's *training* seeds for choosing its hyper-parameters (regularisation,
-    ensemble weights): (seeds to fit on, validation positives), or None when too few seeds to cut."""
-    n_val = int(round(frac * seeds.size))
-    if n_val < 1 or seeds.size - n_val < min_fit:
-        return None
-    order = campaign_rng(seed + 7919, seeds.campaign_id).permutation(seeds.positives)  # apart from the outer split
-    fit = CampaignSeeds(seeds.campaign_id, np.sort(order[n_val:]), seeds.negatives)
-    return fit, np.sort(order[:n_val])
 
 
 def format_comparison(comparison: pl.DataFrame, metric: str, bucket: str = "all", digits: int = 3) -> str:

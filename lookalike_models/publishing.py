@@ -38,10 +38,6 @@ def audience_path(root: str | Path, run_id: str, campaign_id: str) -> Path:
     return Path(root) / f"run_id={run_id}" / f"campaign_id={campaign_id}" / AUDIENCE_FILE
 
 
-def write_audience(frame: pl.DataFrame, root: str | Path, run_id: str, campaign_id: str) -> Path:
-    return write_parquet_atomic(frame, audience_path(root, run_id, campaign_id))
-
-
 def mark_latest(root: str | Path, run_id: str) -> Path:
     """Point ``<root>/LATEST`` at a run once all its audiences are in place."""
     return write_bytes_atomic(run_id.encode(), Path(root) / "LATEST")

@@ -1,12 +1,16 @@
-"""The one face every audience model shows, and the registry that lets a flow pick models by name.
+"""The one face every audience model shows, and ``register``, which names a model for configs.
 
 A scorer is fitted once per run on the data and all campaigns' *training* seeds, then asked per
 campaign for candidates and their scores. Scores only need to rank users within one campaign.
+
+Looking a model up by name is ``catalog.py``'s job (it imports every model); models never go through it,
+so importing a model never imports the others.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -89,18 +93,13 @@ def register(name: str):
     return decorate
 
 
-def build_scorer(name: str, params: dict[str, Any] | None = None) -> AudienceScorer:
-    # Importing the model modules fills the registry; done lazily so `scorers` itself stays light.
-    return scorer_class(name)(params)
-
-
-def scorer_class(name: str) -> type[AudienceScorer]:
-    """The registered scorer class called ``name`` (every model module imported first)."""
-    import lookalike_models.models  # noqa: F401
-
-    if name not in SCORERS:
-        raise KeyError(f"unknown model '{name}'; known: {sorted(SCORERS)}")
-    return SCORERS[name]
+def pick_scorer(classes: Iterable[type[AudienceScorer]], name: str, role: str) -> type[AudienceScorer]:
+    """The class registered as ``name`` among ``classes``: the parts a composite model (ensemble member,
+    warm part) may be built from, imported by that model itself rather than looked up in the catalog."""
+    table = {cls.name: cls for cls in classes}
+    if name not in table:
+        raise ValueError(f"'{name}' cannot be {role}; one of {sorted(table)}")
+    return table[name]
 
 
 def top_k(candidates: np.ndarray, scores: np.ndarray, k: int, exclude: np.ndarray | None = None):

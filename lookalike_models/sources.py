@@ -9,7 +9,6 @@ from pathlib import Path
 from lookalike_models.config import DataSource
 from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import LookalikeData, encode
-from lookalike_models.pipeline import remove_campaign_leakage
 from lookalike_models.synthetic import write_synthetic
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ def materialize(source: DataSource, workdir: str | Path) -> Path:
 def load_encoded(source: DataSource, workdir: str | Path) -> LookalikeData:
     folder = materialize(source, workdir)
     data = encode(read_dataset(folder), source.max_multi_len, source.min_seed_match_rate)
-    data = remove_campaign_leakage(data, data.campaign_items)
+    data = data.without_campaign_leakage()
     log.info("data: %d users, %d items, %d interactions, %d campaigns (%d with problems)", data.n_users,
              data.n_items, data.user_idx.size, len(data.campaigns), len(data.campaign_problems))
     return data

@@ -10,28 +10,18 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
 from lookalike_models.config import DataSource, EvaluationConfig
-from lookalike_models.contract import DataContractError
 from lookalike_models.dataset import LookalikeData, feature_only_users, require_runnable_campaigns
 from lookalike_models.evaluation import holdout_split, save_split
 from lookalike_models.sources import load_encoded
 from tasks.caching import CACHED, file_fingerprint, stable_hash
+from tasks.results import SplitFile
+from tasks.retrying import retry_on_io_error
 
 
 @lru_cache(maxsize=2)
 def load_data(data_dir: str) -> LookalikeData:
     """Encoded data is read once per process, however many tasks use it."""
     return LookalikeData.load(data_dir)
-
-
-def retry_unless_bad_input(task, task_run, state) -> bool:
-    """Retry transient I/O failures; a contract error fails the same way every time, so fail fast."""
-    try:
-        state.result()
-    except DataContractError:
-        return False
-    except Exception:
-        return True
-    return False
 
 
 @task
@@ -44,7 +34,7 @@ def fingerprint_inputs(source: DataSource, exclusions: list[str]) -> str:
 
 
 @task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-      retry_condition_fn=retry_unless_bad_input, **CACHED)
+      retry_condition_fn=retry_on_io_error, **CACHED)
 def prepare_data(source: DataSource, input_fingerprint: str, work_root: str) -> str:
     """Read, validate and encode the input; the id mappings land in ``<work>/data-<key>/encoded``."""
     logger = get_run_logger()
@@ -72,16 +62,16 @@ def skipped_campaigns(data_dir: str) -> dict[str, str]:
 
 
 @task(**CACHED)
-def split_campaigns(data_dir: str, evaluation: EvaluationConfig, work_root: str) -> list[str]:
+def split_campaigns(data_dir: str, evaluation: EvaluationConfig, work_root: str) -> list[SplitFile]:
     """Hold out a share of every campaign's seeds (plus as many non-seeds), once per split seed. Returns one
-    split file per ``evaluation.split_seeds``, in that order."""
+    split per ``evaluation.split_seeds``, in that order."""
     data = load_data(data_dir)
-    paths = []
+    splits = []
     for seed in evaluation.split_seeds:
         train, heldout = holdout_split(data.campaigns, data.n_users, evaluation.holdout_frac, seed)
         sampled = sum(h.negatives_sampled for h in heldout.values())
         get_run_logger().info("split %d: %d campaigns, %d evaluable (%d with sampled non-seeds)", seed, len(train),
                               len(heldout), sampled)
         path = Path(data_dir).parent / f"split-{seed}-{stable_hash(evaluation.holdout_frac, seed)}.parquet"
-        paths.append(str(save_split(train, heldout, path)))
-    return paths
+        splits.append(SplitFile(seed=seed, path=str(save_split(train, heldout, path))))
+    return splits

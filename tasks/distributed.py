@@ -2,7 +2,8 @@
 
 Each shard task loads the encoded data and the fitted model from disk once per worker (paths travel,
 not arrays), scores the candidates of its user range and returns its top list; a merge task keeps the
-global top, identical to the single-process audience.
+global top, identical to the single-process audience. The sub-flow that wires them is
+``flows/dask_staging.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from prefect import flow, task
+from prefect import task
 
 from lookalike_models.config import ExecutionConfig, ModelSpec
 from lookalike_models.evaluation import audience_size
@@ -18,7 +19,6 @@ from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import merge_shards, score_campaign, shard_ranges
 from lookalike_models.publishing import audience_frame
 from lookalike_models.reach import load_exclusions
-from tasks.caching import stable_hash
 from tasks.data import load_data
 from tasks.modeling import fitted_scorer
 
@@ -49,24 +49,6 @@ def merge_and_stage(spec: ModelSpec, data_dir: str, campaign_id: str, parts: lis
         raise ValueError("nothing left to rank: every candidate is a seed, a known non-converter or excluded")
     frame = audience_frame(load_data(data_dir), users, scores, spec.name)
     return str(write_parquet_atomic(frame, Path(stage) / f"{campaign_id}.parquet"))
-
-
-@flow(name="stage-audiences-dask")
-def stage_audiences_dask(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, audience_fraction: float,
-                         exclusions: list[str], n_shards: int) -> dict:
-    """Sub-flow run with a DaskTaskRunner (see ``dask_runner``): campaigns x shards in parallel."""
-    campaigns, shards, size = plan_shards(data_dir, n_shards, audience_fraction)
-    key = stable_hash(spec, split_path, trained, audience_fraction, exclusions)
-    stage = str(Path(data_dir).parent / "staged" / f"{spec.name}-{key}")
-    parts = {cid: [score_shard.submit(spec, data_dir, split_path, trained["model_dir"], cid, shard, size, exclusions)
-                   for shard in shards] for cid in campaigns}
-    staged, failed = {}, {}
-    for cid, futures in parts.items():
-        try:
-            staged[cid] = merge_and_stage(spec, data_dir, cid, [f.result() for f in futures], size, stage)
-        except Exception as exc:  # one bad campaign must not sink the run
-            failed[cid] = f"{type(exc).__name__}: {exc}"
-    return {"model": spec.name, "staged": staged, "failed": failed}
 
 
 def dask_runner(execution: ExecutionConfig):

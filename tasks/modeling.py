@@ -12,18 +12,21 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.config import EvaluationConfig, ModelSpec, PublishConfig
 from lookalike_models.evaluation import audience_size, audience_sizes, load_split
-from lookalike_models.incremental import USER_STATE, changed_since, load_previous_top, refresh_campaign, user_state
+from lookalike_models.incremental import changed_since, load_previous_top, refresh_campaign
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import score_campaign
 from lookalike_models.protocol import evaluate_campaigns
 from lookalike_models.publishing import audience_frame, write_embeddings
 from lookalike_models.reach import load_exclusions
-from lookalike_models.scorers import AudienceScorer, build_scorer
+from lookalike_models.scorers import AudienceScorer
+from lookalike_models.user_state import USER_STATE, user_state
 from tasks import tracking
 from tasks.caching import CACHED, stable_hash
 from tasks.data import load_data
+from tasks.results import ModelEvaluation, SplitFile, StagedAudiences, StagingRecord, TrainedModel
 
 # model_dir -> scorer fitted in this process, newest last. Bounded: a long-lived `lookalike serve` process
 # runs night after night, and a model evicted here is restored from its folder (or refitted) on demand.
@@ -39,7 +42,8 @@ def remember_fitted(model_dir: str, scorer: AudienceScorer) -> None:
 
 
 def fitted_scorer(spec: ModelSpec, data_dir: str, model_dir: str, split_path: str) -> AudienceScorer:
-    """The scorer ``train_model`` fitted: from memory, else restored from ``model_dir``, else refitted."""
+    """The scorer ``train_model`` fitted: from memory, else restored from ``model_dir``, else refitted
+    (``scorer_of`` for a ``TrainedModel``)."""
     if model_dir in _FITTED:
         _FITTED.move_to_end(model_dir)
         return _FITTED[model_dir]
@@ -52,16 +56,20 @@ def fitted_scorer(spec: ModelSpec, data_dir: str, model_dir: str, split_path: st
     return scorer
 
 
+def scorer_of(trained: TrainedModel) -> AudienceScorer:
+    return fitted_scorer(trained.spec, trained.data_dir, trained.model_dir, trained.split.path)
+
+
 @task(**CACHED)
-def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str,
-                previous_model_dir: str | None = None) -> dict:
+def train_model(spec: ModelSpec, data_dir: str, split: SplitFile, work_root: str,
+                previous_model_dir: str | None = None) -> TrainedModel:
     """Fit on the training seeds of all campaigns; persist the model where the scorer supports it. With the
     previous run's model folder, users whose activity did not change keep their state (incremental)."""
     logger = get_run_logger()
     data = load_data(data_dir)
-    train, _ = load_split(split_path)
+    train, _ = load_split(split.path)
     scorer = build_scorer(spec.model, spec.params)
-    model_dir = Path(data_dir).parent / "models" / f"{spec.name}-{stable_hash(spec, split_path)}"
+    model_dir = Path(data_dir).parent / "models" / f"{spec.name}-{stable_hash(spec, split.path)}"
     if previous_model_dir and Path(previous_model_dir).resolve() == model_dir.resolve():
         previous_model_dir = None  # same data as last run: nothing to reuse that a full fit would not give
     start = time.perf_counter()
@@ -85,10 +93,15 @@ def train_model(spec: ModelSpec, data_dir: str, split_path: str, work_root: str,
     logger.info("trained %s (%s) in %.1fs on %d users%s, %d users (re-)embedded", spec.name, spec.model, seconds,
                 data.n_users, rate_note(data.n_users, seconds, "users"), embedded)
     history = getattr(scorer, "history", {}) or {}
-    return {"model_dir": str(model_dir), "fit_seconds": seconds, "users_embedded": embedded,
-            "params": {k: v if isinstance(v, str | int | float | bool) else str(v)  # JSON-cached result
-                       for k, v in {"model": spec.model, **spec.params, **scorer.params()}.items()},
-            "history": {k: [float(x) for x in v] for k, v in history.items()}}
+    return TrainedModel(spec=spec, data_dir=data_dir, split=split, model_dir=str(model_dir), fit_seconds=seconds,
+                        users_embedded=embedded, params=loggable_params(spec, scorer),
+                        history={k: [float(x) for x in v] for k, v in history.items()})
+
+
+def loggable_params(spec: ModelSpec, scorer: AudienceScorer) -> dict[str, str | int | float | bool]:
+    """The config and the fit's own facts, as plain values (a JSON-cached result; nested values as text)."""
+    return {k: v if isinstance(v, str | int | float | bool) else str(v)
+            for k, v in {"model": spec.model, **spec.params, **scorer.params()}.items()}
 
 
 def rate_note(count: int, seconds: float, unit: str) -> str:
@@ -128,56 +141,58 @@ def for_each_campaign(campaign_ids: list[str], label: str, work) -> dict[str, st
 
 
 @task(**CACHED)
-def evaluate_model(spec: ModelSpec, data_dir: str, split_path: str, split_seed: int, trained: dict, work_root: str,
-                   evaluation: EvaluationConfig) -> dict:
+def evaluate_model(trained: TrainedModel, work_root: str, evaluation: EvaluationConfig) -> ModelEvaluation:
     """Rank every eligible user from each campaign's training seeds; measure the held-out seeds
     (``protocol.evaluate_campaigns``, the protocol the benchmarks and tests use)."""
-    data = load_data(data_dir)
-    train, heldout = load_split(split_path)
-    scorer = fitted_scorer(spec, data_dir, trained["model_dir"], split_path)
+    name, seed = trained.name, trained.split.seed
+    data = load_data(trained.data_dir)
+    train, heldout = load_split(trained.split.path)
+    scorer = scorer_of(trained)
     sizes = audience_sizes(data.n_users, evaluation.audience_fractions)
     rows = []
 
     def evaluate(cid: str) -> None:
         rows.extend(evaluate_campaigns(scorer, data, train, {cid: heldout[cid]}, sizes, evaluation.seed_buckets))
 
-    failed = for_each_campaign(list(heldout), f"held-out evaluation of {spec.name} (split {split_seed})", evaluate)
-    out = Path(data_dir).parent / "scored" / f"{spec.name}-{stable_hash(spec, split_path, trained, evaluation)}"
-    metrics = pl.DataFrame(rows).with_columns(pl.lit(spec.name).alias("model"), pl.lit(split_seed).alias("split_seed"))
+    failed = for_each_campaign(list(heldout), f"held-out evaluation of {name} (split {seed})", evaluate)
+    out = Path(trained.data_dir).parent / "scored" / f"{name}-{stable_hash(trained, evaluation)}"
+    metrics = pl.DataFrame(rows).with_columns(pl.lit(name).alias("model"), pl.lit(seed).alias("split_seed"))
     metrics_path = write_parquet_atomic(metrics, out / "metrics.parquet") if rows else None
-    return {"model": spec.name, "metrics_path": str(metrics_path) if metrics_path else None, "failed": failed}
+    return ModelEvaluation(model=name, split_seed=seed, metrics_path=str(metrics_path) if metrics_path else None,
+                           failed=failed)
 
 
 @task(**CACHED)
-def stage_audiences(spec: ModelSpec, data_dir: str, split_path: str, trained: dict, work_root: str,
-                    publish: PublishConfig, previous: dict | None = None) -> dict:
+def stage_audiences(trained: TrainedModel, work_root: str, publish: PublishConfig,
+                    previous: StagingRecord | None = None) -> StagedAudiences:
     """Score every campaign from all of its seeds and stage its audience for publishing. Exclusion lists
     are applied before the top is taken, so audiences keep their size. With the previous run's staging
     (``previous``), campaigns whose seeds did not change only rescore the users whose activity did."""
     logger = get_run_logger()
-    data = load_data(data_dir)
-    scorer = fitted_scorer(spec, data_dir, trained["model_dir"], split_path)
+    spec = trained.spec
+    data = load_data(trained.data_dir)
+    scorer = scorer_of(trained)
     everywhere, by_campaign = load_exclusions(publish.exclusions, data)
     if publish.exclusions:
         logger.info("exclusion lists: %d users for every campaign, %d campaign-specific lists",
                     everywhere.size, len(by_campaign))
     size = audience_size(data.n_users, publish.audience_fraction)
     depth = int(size * publish.keep_depth)
-    stage = Path(data_dir).parent / "staged" / f"{spec.name}-{stable_hash(spec, split_path, trained, publish)}"
-    usable = previous if publish.incremental and previous and previous.get("model") == spec.model_dump_json() \
-        else None
+    stage = Path(trained.data_dir).parent / "staged" / f"{spec.name}-{stable_hash(trained, publish)}"
+    usable = previous if publish.incremental and previous and previous.model == spec.model_dump_json() else None
     try:
-        changed = changed_since(data, Path(usable["stage"]) if usable else None)
+        changed = changed_since(data, Path(usable.stage) if usable else None)
     except Exception as exc:  # unreadable previous staging: rescore everything rather than fail the night
-        logger.warning("previous staging %s unusable (%s: %s); full rescore", usable and usable["stage"],
+        logger.warning("previous staging %s unusable (%s: %s); full rescore", usable and usable.stage,
                        type(exc).__name__, exc)
         usable, changed = None, changed_since(data, None)
+    previous_tops = usable.model_dump(by_alias=True) if usable else None
     tops, staged, reused = {}, {}, []
 
     def stage_one(cid: str) -> None:
         excluded = np.concatenate([everywhere, by_campaign.get(cid, everywhere[:0])])
         users, scores, key, was_reused = refresh_campaign(scorer, data, data.campaigns[cid], size, depth, excluded,
-                                                          changed, load_previous_top(usable, cid, size))
+                                                          changed, load_previous_top(previous_tops, cid, size))
         if users.size == 0:  # an empty audience is not a success: fail this campaign with the reason
             raise ValueError(f"nothing left to rank: every candidate is a seed, a known non-converter or excluded "
                              f"({excluded.size} excluded)")
@@ -193,9 +208,9 @@ def stage_audiences(spec: ModelSpec, data_dir: str, split_path: str, trained: di
     if usable:
         logger.info("incremental: %d of %d users changed since the last run; %d of %d campaigns refreshed from "
                     "their previous top list", int(changed.sum()), data.n_users, len(reused), len(staged))
-    state = {"model": spec.model_dump_json(), "stage": str(stage), "size": size, "keys": tops}
-    return {"model": spec.name, "staged": staged, "failed": failed, "refresh_state": state,
-            "incremental_campaigns": reused}
+    state = StagingRecord(model=spec.model_dump_json(), stage=str(stage), size=size, campaign_keys=tops)
+    return StagedAudiences(model=spec.name, staged=staged, failed=failed, refresh_state=state,
+                           incremental_campaigns=reused)
 
 
 @task

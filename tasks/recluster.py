@@ -9,12 +9,14 @@ import polars as pl
 from prefect import task
 from prefect.logging import get_run_logger
 
+from lookalike_models.config import ModelSpec
 from lookalike_models.contract import SEEDS, read_table, validate_seeds
 from lookalike_models.dataset import CampaignSeeds
-from tasks.data import load_data, retry_unless_bad_input
+from tasks.data import load_data
+from tasks.retrying import retry_on_io_error
 
 
-@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_unless_bad_input)
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_on_io_error)
 def current_seeds(seeds_path: str, data_dir: str) -> dict[str, CampaignSeeds]:
     """Converters per campaign, in the live model's user index. Users the model has never seen are left
     for the next nightly run (they have no embedding yet); how many is logged."""
@@ -35,12 +37,12 @@ def current_seeds(seeds_path: str, data_dir: str) -> dict[str, CampaignSeeds]:
 
 
 @task
-def recluster_model(model_dir: str, data_dir: str, spec: dict, campaigns: dict[str, CampaignSeeds]) -> dict:
+def recluster_model(model_dir: str, data_dir: str, spec: ModelSpec, campaigns: dict[str, CampaignSeeds]) -> dict:
     """Refresh the centroids of campaigns whose seeds changed; the others keep theirs."""
     from lookalike_models.ralm.scorer import read_centroids, recluster_campaigns
 
     before = {cid: c.fingerprint for cid, c in read_centroids(model_dir).items()}
-    after = recluster_campaigns(model_dir, load_data(data_dir), campaigns, spec["model"], spec.get("params"))
+    after = recluster_campaigns(model_dir, load_data(data_dir), campaigns, spec.model, spec.params)
     changed = sorted(cid for cid, c in after.items() if before.get(cid) != c.fingerprint)
-    get_run_logger().info("%s: %d of %d campaigns re-clustered", spec["name"], len(changed), len(after))
-    return {"model": spec["name"], "reclustered": changed, "campaigns": len(after)}
+    get_run_logger().info("%s: %d of %d campaigns re-clustered", spec.name, len(changed), len(after))
+    return {"model": spec.name, "reclustered": changed, "campaigns": len(after)}

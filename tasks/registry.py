@@ -7,25 +7,35 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.logging import get_run_logger
 
 from lookalike_models.config import SelectionConfig
 from lookalike_models.selection import choose_champion
 from tasks import tracking
+from tasks.results import ChampionDecision, TrainedModel
 
 
 def current_champion(registered_model: str) -> str | None:
+    """The model name behind the ``champion`` alias; None before the first registration or promotion. Any
+    other failure (store unreachable, permissions) is raised: a night must not mistake it for "no champion"."""
     client = tracking.client()
     try:
-        return client.get_model_version_by_alias(registered_model, "champion").tags.get("model_name")
-    except Exception:  # no registered model or no alias yet
+        registered = client.get_registered_model(registered_model)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         return None
+    version = registered.aliases.get("champion")
+    if version is None:
+        return None
+    return client.get_model_version(registered_model, str(version)).tags.get("model_name")
 
 
 @task
 def register_and_choose(children: dict[str, str], report: dict, selection: SelectionConfig,
-                        trained: dict[str, dict]) -> dict:
+                        trained: dict[str, TrainedModel]) -> ChampionDecision:
     """Register tonight's eligible models that left files (never the reference models, never a version with
     no artifacts) and compare them with the champion on tonight's held-out split. No alias moves here:
     ``promote_champion`` moves them once the champion's audiences are published."""
@@ -35,14 +45,14 @@ def register_and_choose(children: dict[str, str], report: dict, selection: Selec
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name, description="Look-alike audience models; alias 'champion' publishes")
     overall = {r["model"]: r for r in report["summary"] if r["seed_bucket"] == "all"}
-    eligible = {m for m in children if m not in selection.not_eligible and has_artifacts(trained.get(m, {}))}
+    eligible = {m for m in children if m not in selection.not_eligible and m in trained and has_artifacts(trained[m])}
     for model in sorted(set(children) - eligible - set(selection.not_eligible)):
         logger.warning("registry %s: %s left no model files and cannot be registered or promoted", name, model)
     versions = {}
     for model in sorted(eligible):
         tags = {"model_name": model} | {k: str(v) for k, v in overall.get(model, {}).items() if isinstance(v, float)}
-        versions[model] = client.create_model_version(name, f"runs:/{children[model]}/model", children[model],
-                                                      tags=tags).version
+        versions[model] = int(client.create_model_version(name, f"runs:/{children[model]}/model", children[model],
+                                                          tags=tags).version)
     before = current_champion(name)
     tonight = {m: float(overall[m][selection.metric]) for m in overall if overall[m].get(selection.metric) is not None}
     try:
@@ -58,33 +68,34 @@ def register_and_choose(children: dict[str, str], report: dict, selection: Selec
             f"; best challenger {challenger} ({others[challenger]:.4f})" if challenger else "")
     logger.info("registry %s: registered %s; %s", name, ", ".join(f"{m} v{v}" for m, v in sorted(versions.items())),
                 reason)
-    return {"champion": decision.champion, "promoted": decision.promoted, "reason": reason,
-            "previous_champion": before, "versions": versions, "challenger": challenger, "aliases_moved": False}
+    return ChampionDecision(champion=decision.champion, promoted=decision.promoted, reason=reason,
+                            previous_champion=before, versions=versions, challenger=challenger)
 
 
-def has_artifacts(trained_model: dict) -> bool:
-    folder = Path(trained_model.get("model_dir") or "/nonexistent")
+def has_artifacts(trained: TrainedModel) -> bool:
+    folder = Path(trained.model_dir)
     return folder.is_dir() and any(folder.iterdir())
 
 
 @task
-def promote_champion(decision: dict, selection: SelectionConfig, published: dict[str, str]) -> dict:
+def promote_champion(decision: ChampionDecision, selection: SelectionConfig,
+                     published: dict[str, str]) -> ChampionDecision:
     """Point ``champion`` at tonight's version of the chosen model, and ``challenger`` at the best other one;
     only once audiences are published, so the alias never names a model whose audiences are not live."""
     logger = get_run_logger()
-    name, versions = selection.registered_model, decision["versions"]
+    name, versions = selection.registered_model, decision.versions
     if not published:
         logger.warning("registry %s: nothing was published; aliases stay where they are", name)
         return decision
     client = tracking.client()
-    champion = decision["champion"]
+    champion, challenger = decision.champion, decision.challenger
     client.set_registered_model_alias(name, "champion", versions[champion])
-    moved = f"champion -> {champion} v{versions[champion]}" + ("" if decision["promoted"] else " (tonight's version)")
-    if decision["challenger"]:
-        client.set_registered_model_alias(name, "challenger", versions[decision["challenger"]])
-        moved += f", challenger -> {decision['challenger']} v{versions[decision['challenger']]}"
+    moved = f"champion -> {champion} v{versions[champion]}" + ("" if decision.promoted else " (tonight's version)")
+    if challenger:
+        client.set_registered_model_alias(name, "challenger", versions[challenger])
+        moved += f", challenger -> {challenger} v{versions[challenger]}"
     logger.info("registry %s: %s", name, moved)
-    return decision | {"aliases_moved": True}
+    return decision.model_copy(update={"aliases_moved": True})
 
 
 def rank_runs(experiment: str, metric: str, top: int = 10) -> list[dict]:

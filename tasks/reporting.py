@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC
 from pathlib import Path
 
@@ -13,18 +12,20 @@ from prefect.logging import get_run_logger
 
 from lookalike_models.config import EvaluationConfig
 from lookalike_models.evaluation import audience_sizes, metric_columns, plot_precision_recall, summarize
-from lookalike_models.io import write_parquet_atomic
+from lookalike_models.io import copy_file_atomic, write_parquet_atomic
 from lookalike_models.protocol import compare_to_reference
 from lookalike_models.publishing import audience_path, mark_latest
 from tasks import tracking
 from tasks.data import load_data
+from tasks.results import ChampionDecision, ModelEvaluation, RunFolder, TrainedModel
+from tasks.retrying import retry_on_io_error
 
 
 @task
-def evaluate_run(scored: list[dict], data_dir: str, evaluation: EvaluationConfig, run_dir: str) -> dict:
+def evaluate_run(scored: list[ModelEvaluation], data_dir: str, evaluation: EvaluationConfig, run_dir: str) -> dict:
     """Metrics table, summary by seed bucket (each campaign's mean over the splits), every model against
     the reference with a paired 95% bootstrap CI over campaigns, and the precision/recall plot."""
-    frames = [pl.read_parquet(s["metrics_path"]) for s in scored if s["metrics_path"]]
+    frames = [pl.read_parquet(s.metrics_path) for s in scored if s.metrics_path]
     if not frames:
         get_run_logger().warning("no campaign could be evaluated")
         return {"summary": [], "comparison": [], "files": []}
@@ -44,19 +45,14 @@ def evaluate_run(scored: list[dict], data_dir: str, evaluation: EvaluationConfig
     return {"summary": summary.to_dicts(), "comparison": comparison.to_dicts(), "files": [str(f) for f in files]}
 
 
-@task(retries=2, retry_delay_seconds=[1, 5])
+@task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_on_io_error)
 def publish_audiences(staged: dict[str, str], output_root: str, run_id: str) -> dict:
     """Move the staged audiences into the run-keyed, campaign-partitioned layout, then mark LATEST.
     Each file is renamed into place, so readers never see a partial audience."""
     root = Path(output_root) / "audiences"
     published = {}
     for cid, path in sorted(staged.items()):
-        target = audience_path(root, run_id, cid)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(path, tmp)
-        tmp.replace(target)
-        published[cid] = str(target)
+        published[cid] = str(copy_file_atomic(path, audience_path(root, run_id, cid)))
     if published:
         mark_latest(root, run_id)
     get_run_logger().info("published %d audiences under %s", len(published), root / f"run_id={run_id}")
@@ -64,13 +60,14 @@ def publish_audiences(staged: dict[str, str], output_root: str, run_id: str) -> 
 
 
 @task
-def log_models_to_mlflow(mlflow_run: str, experiment: str, trained: dict[str, dict], report: dict) -> dict[str, str]:
+def log_models_to_mlflow(mlflow_run: str, experiment: str, trained: dict[str, TrainedModel],
+                         report: dict) -> dict[str, str]:
     """One child run per model: held-out metrics (overall and per seed bucket), training curves and the
     model's files (the registry's versions point at them). Returns model name -> child run id."""
     children = {}
     for model, info in trained.items():
         child = tracking.start_run(experiment, model, {"model": model}, parent_run_id=mlflow_run)
-        tracking.log_params(child, info.get("params", {}))
+        tracking.log_params(child, info.params)
         for row in (r for r in report["summary"] if r["model"] == model):
             metrics = {k: v for k, v in row.items() if isinstance(v, float)}
             # MLflow metric names allow no '<' or '>': '<50' -> 'lt50', '>=200' -> 'ge200'.
@@ -84,11 +81,11 @@ def log_models_to_mlflow(mlflow_run: str, experiment: str, trained: dict[str, di
             prefix = f"vs_{row['reference']}.{row['metric']}"
             tracking.log_metrics(child, {f"{prefix}.diff": row["diff"], f"{prefix}.ci_low": row["ci_low"],
                                          f"{prefix}.ci_high": row["ci_high"]})
-        tracking.log_metrics(child, {"fit_seconds": info["fit_seconds"]})
-        for curve, values in info.get("history", {}).items():
+        tracking.log_metrics(child, {"fit_seconds": info.fit_seconds})
+        for curve, values in info.history.items():
             tracking.log_curve(child, curve, values)
-        if Path(info["model_dir"]).exists():
-            tracking.log_artifact(child, info["model_dir"], "model")
+        if Path(info.model_dir).exists():
+            tracking.log_artifact(child, info.model_dir, "model")
         tracking.end_run(child)
         children[model] = child
     return children
@@ -96,7 +93,7 @@ def log_models_to_mlflow(mlflow_run: str, experiment: str, trained: dict[str, di
 
 @task
 def log_run_artifacts(mlflow_run: str, report: dict, run_dir: str, data_dir: str, published: dict[str, str],
-                      decision: dict, failed: dict[str, str] | None = None,
+                      decision: ChampionDecision, failed: dict[str, str] | None = None,
                       skipped: dict[str, str] | None = None) -> None:
     """The run's report files, id mappings and published audiences, the champion decision, and every
     campaign that failed or was skipped (counts as metrics, reasons as ``report/campaign_problems.json``)."""
@@ -121,8 +118,8 @@ def log_run_artifacts(mlflow_run: str, report: dict, run_dir: str, data_dir: str
                                       "campaigns_failed": float(len(failed)), "campaigns_skipped": float(len(skipped))})
     c = tracking.client()
     c.set_tag(mlflow_run, "lookalike.status", run_status(published, failed, skipped))
-    c.set_tag(mlflow_run, "lookalike.champion", decision["champion"])
-    c.set_tag(mlflow_run, "lookalike.champion_decision", decision["reason"])
+    c.set_tag(mlflow_run, "lookalike.champion", decision.champion)
+    c.set_tag(mlflow_run, "lookalike.champion_decision", decision.reason)
 
 
 def run_status(published: dict, failed: dict, skipped: dict) -> str:
@@ -133,11 +130,11 @@ def run_status(published: dict, failed: dict, skipped: dict) -> str:
 
 
 def summary_markdown(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict,
-                     decision: dict, skipped: dict | None = None) -> str:
+                     decision: ChampionDecision, skipped: dict | None = None) -> str:
     skipped = skipped or {}
     status = run_status(published, failed, skipped)
     lines = [f"# Look-alike run `{run_id}`: {status}", "", f"MLflow run: [{mlflow_url}]({mlflow_url})", "",
-             f"Published audiences: {len(published)} (model `{decision['champion']}`: {decision['reason']}); "
+             f"Published audiences: {len(published)} (model `{decision.champion}`: {decision.reason}); "
              f"failed campaigns: {len(failed)}; skipped campaigns (invalid input): {len(skipped)}", ""]
     overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
     if overall:
@@ -173,7 +170,7 @@ def comparison_markdown(comparison: list[dict]) -> list[str]:
 
 
 @task
-def post_summary(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict, decision: dict,
+def post_summary(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict, decision: ChampionDecision,
                  skipped: dict | None = None) -> str:
     """The run at a glance in the Prefect UI: metrics table plus a markdown summary with the MLflow link,
     the run's status and every failed or skipped campaign with its reason."""
@@ -258,30 +255,29 @@ def previous_published_run(output_root: str) -> str | None:
 
 
 @task
-def report_reach_and_drift(scored: list[dict], publish_model: str, data_dir: str, bucket_edges: list[int],
-                           output_root: str, run_id: str, previous_run: str | None, run_dir: str,
-                           mlflow_run: str) -> dict:
+def report_reach_and_drift(scored: list[ModelEvaluation], publish_model: str, data_dir: str,
+                           evaluation: EvaluationConfig, run: RunFolder, previous_run: str | None) -> dict:
     """Expected precision per audience size for each campaign, and drift since the previous run."""
     from lookalike_models.reach import drift_between_runs, reach_table
 
     logger = get_run_logger()
     data = load_data(data_dir)
-    reports = Path(run_dir) / "report"
-    frames = [pl.read_parquet(s["metrics_path"]) for s in scored if s["model"] == publish_model and s["metrics_path"]]
+    reports = Path(run.run_dir) / "report"
+    frames = [pl.read_parquet(s.metrics_path) for s in scored if s.model == publish_model and s.metrics_path]
     result: dict = {}
     if frames:
         reach = reach_table(frames[0], publish_model, {c: s.size for c, s in data.campaigns.items()},
-                            bucket_edges, data.n_users)
-        tracking.log_artifact(mlflow_run, write_parquet_atomic(reach, reports / "reach.parquet"), "report")
+                            evaluation.seed_buckets, data.n_users)
+        tracking.log_artifact(run.mlflow_run, write_parquet_atomic(reach, reports / "reach.parquet"), "report")
         result["reach_rows"] = reach.height
-    if previous_run and previous_run != run_id:
-        drift = drift_between_runs(Path(output_root) / "audiences", previous_run, run_id)
+    if previous_run and previous_run != run.run_id:
+        drift = drift_between_runs(Path(run.output_root) / "audiences", previous_run, run.run_id)
         if drift.height:
             write_parquet_atomic(drift, reports / "drift.parquet")
             means = {f"drift.{k}": float(drift[k].mean()) for k in ("overlap_jaccard", "churn_in", "churn_out")}
-            tracking.log_metrics(mlflow_run, means)
+            tracking.log_metrics(run.mlflow_run, means)
             create_table_artifact(drift.to_dicts(), key="audience-drift",
-                                  description=f"Audience drift {previous_run} -> {run_id}")
+                                  description=f"Audience drift {previous_run} -> {run.run_id}")
             logger.info("drift vs %s over %d campaigns: overlap %.3f, churn in %.3f", previous_run, drift.height,
                         means["drift.overlap_jaccard"], means["drift.churn_in"])
             result |= means

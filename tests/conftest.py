@@ -12,7 +12,6 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from lookalike_models.adapters import shared_data_root  # noqa: E402
 from lookalike_models.contract import read_dataset  # noqa: E402
 from lookalike_models.dataset import LookalikeData, encode  # noqa: E402
-from lookalike_models.pipeline import remove_campaign_leakage  # noqa: E402
 from lookalike_models.synthetic import SyntheticConfig, write_synthetic  # noqa: E402
 
 SMALL_SYNTHETIC = SyntheticConfig(n_users=3000, n_items=800, n_campaigns=8, min_seeds=30, max_seeds=300, seed=11)
@@ -46,7 +45,7 @@ def movielens_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def movielens_data(movielens_dir) -> LookalikeData:
     data = encode(read_dataset(movielens_dir))
-    return remove_campaign_leakage(data, data.campaign_items)
+    return data.without_campaign_leakage()
 
 
 @pytest.fixture(scope="module")

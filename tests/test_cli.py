@@ -8,6 +8,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -15,6 +16,7 @@ import yaml
 
 from flows import cli
 from lookalike_models.contract import DataContractError
+from tasks.results import ExpandResult
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -94,7 +96,7 @@ def test_a_partial_night_is_not_a_clean_success(published, failed, skipped, code
     from tasks.reporting import run_status
 
     def night(config):
-        return {"status": run_status(published, failed, skipped), "failed": failed, "skipped": skipped}
+        return SimpleNamespace(status=run_status(published, failed, skipped), failed=failed, skipped=skipped)
 
     fake_flow(monkeypatch, "flows.nightly_refresh", "nightly_refresh", night)
     assert run_cli(["nightly"], capsys)[0] == code
@@ -105,7 +107,7 @@ def test_inline_seed_ids_stay_strings_and_reach_the_flow(monkeypatch, capsys):
 
     def expand(config):
         seen["config"] = config
-        return {"published": {config.name: "path"}}
+        return ExpandResult(run_id="r1", published={config.name: "path"})
 
     fake_flow(monkeypatch, "flows.expand_audience", "expand_audience", expand)
     code, out, _ = run_cli(["expand", "--seeds", "1000004,1000017,1000023", "--name", "spring_sale"], capsys)

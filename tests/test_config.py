@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.config import CONF_DIR, NightlyConfig, load_config
-from lookalike_models.scorers import build_scorer
 
 
 @pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda p: p.name)

@@ -48,3 +48,20 @@ def test_campaign_item_leakage_is_removed(movielens_data, movielens_dir):
     assert not np.isin(movielens_data.item_idx, own).any()
     raw = pl.read_parquet(movielens_dir / "interactions.parquet")
     assert raw.height > movielens_data.user_idx.size
+
+
+def test_campaign_items_are_dropped_from_the_interactions(synthetic_data):
+    # A campaign's own item is its label: a model that saw interactions with it would read the answer.
+    item = int(synthetic_data.item_idx[0])
+    clean = synthetic_data.without_campaign_leakage({"c000": item})
+    assert item not in set(clean.item_idx.tolist())
+    assert clean.user_idx.size == synthetic_data.user_idx.size - int((synthetic_data.item_idx == item).sum())
+    assert synthetic_data.without_campaign_leakage({}) is synthetic_data
+
+
+def test_content_key_names_the_content_not_the_object(synthetic_data, tmp_path):
+    # The shared-encoder cache is keyed by it: a reloaded copy must hit, other data must miss.
+    copy = LookalikeData.load(synthetic_data.save(tmp_path / "encoded"))
+    assert copy is not synthetic_data and copy.content_key == synthetic_data.content_key
+    fewer = synthetic_data.without_interactions(np.arange(synthetic_data.user_idx.size) > 0)
+    assert fewer.content_key != synthetic_data.content_key

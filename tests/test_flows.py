@@ -39,9 +39,9 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
 
     two_splits = EvaluationConfig(audience_fractions=[0.02, 0.05], split_seeds=[0, 1], reference="popularity")
     first = nightly_refresh(nightly_config(synthetic_dir, tmp_path, evaluation=two_splits))
-    assert set(first["published"]) == set(synthetic_data.campaigns) and not first["failed"]
-    assert first["champion"]["champion"] == "minhash" and first["champion"]["promoted"]
-    audience = pl.read_parquet(first["published"]["c000"])
+    assert set(first.published) == set(synthetic_data.campaigns) and not first.failed
+    assert first.champion.champion == "minhash" and first.champion.promoted
+    audience = pl.read_parquet(first.published["c000"])
     assert audience.columns == ["user_id", "score", "rank", "source"]
     assert audience["rank"].to_list() == list(range(1, audience.height + 1))
     assert audience.height == round(0.05 * synthetic_data.n_users)
@@ -49,39 +49,39 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     seeds = synthetic_data.user_ids.gather(synthetic_data.campaigns["c000"].positives)
     assert not audience["user_id"].is_in(seeds.to_list()).any()  # known converters are not re-targeted
 
-    run = MlflowClient().get_run(first["mlflow_run_id"])
+    run = MlflowClient().get_run(first.mlflow_run_id)
     assert run.info.status == "FINISHED" and run.data.tags["prefect.flow_run_id"]
     assert run.data.metrics["minhash.recall_at_5pct"] > run.data.metrics["popularity.recall_at_5pct"]
     assert run.data.params["publish.model"] == "champion" and run.data.tags["lookalike.champion"] == "minhash"
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "report")}
     assert {"report/precision_recall_vs_audience_size.png", "report/comparison_to_reference.csv"} <= artifacts
-    per_campaign = pl.read_parquet(tmp_path / "runs" / first["run_id"] / "report" / "metrics_per_campaign.parquet")
+    per_campaign = pl.read_parquet(tmp_path / "runs" / first.run_id / "report" / "metrics_per_campaign.parquet")
     assert set(per_campaign["split_seed"]) == {0, 1}  # both held-out splits evaluated
     [child] = MlflowClient().search_runs([run.info.experiment_id], filter_string=(
         f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.model = 'minhash'"))
     assert child.data.metrics["vs_popularity.recall_at_5pct.ci_low"] > 0  # minhash beats popularity, paired CI
 
     second = nightly_refresh(nightly_config(synthetic_dir, tmp_path, evaluation=two_splits))
-    assert not second["champion"]["promoted"] and second["champion"]["previous_champion"] == "minhash"
+    assert not second.champion.promoted and second.champion.previous_champion == "minhash"
     registry = MlflowClient().get_model_version_by_alias(f"reg-{tmp_path.name}", "champion")
-    assert registry.tags["model_name"] == "minhash" and registry.version == second["champion"]["versions"]["minhash"]
-    assert second["run_id"] != first["run_id"]
-    assert read_latest(tmp_path / "audiences") == second["run_id"]
-    assert pl.read_parquet(first["published"]["c000"]).equals(audience)  # old run untouched
-    assert pl.read_parquet(second["published"]["c000"])["user_id"].equals(audience["user_id"])  # deterministic
-    assert second["drift"]["drift.overlap_jaccard"] == 1.0
+    assert registry.tags["model_name"] == "minhash" and registry.version == second.champion.versions["minhash"]
+    assert second.run_id != first.run_id
+    assert read_latest(tmp_path / "audiences") == second.run_id
+    assert pl.read_parquet(first.published["c000"]).equals(audience)  # old run untouched
+    assert pl.read_parquet(second.published["c000"])["user_id"].equals(audience["user_id"])  # deterministic
+    assert second.drift["drift.overlap_jaccard"] == 1.0
 
     # Existing customers of c000 (its 10 best prospects yesterday) must not be targeted by c000 again.
     customers = tmp_path / "customers.parquet"
     pl.DataFrame({"user_id": audience["user_id"].head(10), "campaign_id": ["c000"] * 10}).write_parquet(customers)
     third = nightly_refresh(nightly_config(synthetic_dir, tmp_path, publish=PublishConfig(
         model="minhash", audience_fraction=0.05, exclusions=[str(customers)])))
-    excluded_run = pl.read_parquet(third["published"]["c000"])
+    excluded_run = pl.read_parquet(third.published["c000"])
     assert excluded_run.height == audience.height
     assert not excluded_run["user_id"].is_in(audience["user_id"].head(10).to_list()).any()
-    assert pl.read_parquet(third["published"]["c001"]).equals(pl.read_parquet(second["published"]["c001"]))
-    assert 0.5 < third["drift"]["drift.overlap_jaccard"] < 1.0
-    reach = pl.read_parquet(Path(third["published"]["c000"]).parents[3] / "runs" / third["run_id"] / "report"
+    assert pl.read_parquet(third.published["c001"]).equals(pl.read_parquet(second.published["c001"]))
+    assert 0.5 < third.drift["drift.overlap_jaccard"] < 1.0
+    reach = pl.read_parquet(Path(third.published["c000"]).parents[3] / "runs" / third.run_id / "report"
                             / "reach.parquet")
     assert reach.filter(pl.col("campaign_id") == "c000")["audience_fraction"].to_list() == [0.02, 0.05]
 
@@ -111,12 +111,12 @@ def test_a_failed_run_resumes_from_the_last_good_task(prefect_and_mlflow, synthe
     model = next(work.glob("data-*/models/minhash-*/minhash.npz"))
     stamps = encoded.stat().st_mtime_ns, model.stat().st_mtime_ns
     fixed = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
-    assert fixed["published"] and (encoded.stat().st_mtime_ns, model.stat().st_mtime_ns) == stamps
+    assert fixed.published and (encoded.stat().st_mtime_ns, model.stat().st_mtime_ns) == stamps
 
     # Changed input files invalidate the cache: the data is prepared again.
     (synthetic_dir / "schema.yaml").touch()
     again = nightly_refresh(nightly_config(synthetic_dir, tmp_path))
-    assert again["data_dir"] != fixed["data_dir"]
+    assert again.data_dir != fixed.data_dir
 
 
 def test_dask_backend_publishes_the_same_audiences(prefect_and_mlflow, synthetic_dir, tmp_path):
@@ -126,9 +126,9 @@ def test_dask_backend_publishes_the_same_audiences(prefect_and_mlflow, synthetic
     local = nightly_refresh(nightly_config(synthetic_dir, tmp_path / "local"))
     dask = nightly_refresh(nightly_config(synthetic_dir, tmp_path / "dask",
                                           execution=ExecutionConfig(backend="dask", n_workers=2, shards=3)))
-    assert set(dask["published"]) == set(local["published"])
-    for cid, path in local["published"].items():
-        assert pl.read_parquet(dask["published"][cid]).equals(pl.read_parquet(path)), cid
+    assert set(dask.published) == set(local.published)
+    for cid, path in local.published.items():
+        assert pl.read_parquet(dask.published[cid]).equals(pl.read_parquet(path)), cid
 
 
 def test_bad_campaigns_fail_alone_and_publish_nothing(prefect_and_mlflow, synthetic_dir, tmp_path):
@@ -140,8 +140,8 @@ def test_bad_campaigns_fail_alone_and_publish_nothing(prefect_and_mlflow, synthe
                         "label": pl.Series([1, 1], dtype=pl.Int8)})
     pl.concat([seeds, bad]).write_parquet(folder / "seeds.parquet")
     result = nightly_refresh(nightly_config(folder, tmp_path / "out"))
-    assert "ghost" not in result["published"] and "../../escape" not in result["published"]
-    assert len(result["published"]) == seeds["campaign_id"].n_unique()
+    assert "ghost" not in result.published and "../../escape" not in result.published
+    assert len(result.published) == seeds["campaign_id"].n_unique()
     everything = [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()]
     assert all(str(p).startswith(("in", "out")) for p in everything)  # nothing escaped the output root
     assert not any("escape" in str(p) or "ghost" in str(p) for p in everything)
@@ -171,7 +171,7 @@ def test_adhoc_expansion_of_an_inline_seed_list(prefect_and_mlflow, synthetic_di
                           seed_user_ids=seeds.to_list(), name="vip_list", audience_fraction=0.01,
                           output_root=str(tmp_path))
     result = expand_audience(config)
-    path = Path(result["published"]["vip_list"])
+    path = Path(result.published["vip_list"])
     assert path.parts[-2] == "campaign_id=vip_list" and pl.read_parquet(path).height == 30
 
 
@@ -198,11 +198,10 @@ def test_incremental_refresh_equals_a_full_refresh(prefect_and_mlflow, synthetic
     incremental = nightly_refresh(nightly_config(day2, tmp_path / "inc", **one_model))
     full = nightly_refresh(nightly_config(day2, tmp_path / "full", **one_model))
 
-    assert 0 < incremental["users_embedded"]["minhash"] <= len(active) < full["users_embedded"]["minhash"]
-    assert len(incremental["campaigns_refreshed"]) >= len(synthetic_data.campaigns) // 2 and not full[
-        "campaigns_refreshed"]
-    for cid, path in full["published"].items():
-        assert pl.read_parquet(incremental["published"][cid]).equals(pl.read_parquet(path)), cid
+    assert 0 < incremental.users_embedded["minhash"] <= len(active) < full.users_embedded["minhash"]
+    assert len(incremental.campaigns_refreshed) >= len(synthetic_data.campaigns) // 2 and not full.campaigns_refreshed
+    for cid, path in full.published.items():
+        assert pl.read_parquet(incremental.published[cid]).equals(pl.read_parquet(path)), cid
 
 
 def test_embedding_models_track_user_embeddings_and_a_servable_encoder(prefect_and_mlflow, synthetic_dir,
@@ -218,8 +217,8 @@ def test_embedding_models_track_user_embeddings_and_a_servable_encoder(prefect_a
         ModelSpec(name="lsh_density", model="lsh_density", params=small)], selection=SelectionConfig(
             registered_model=f"reg-emb-{tmp_path.name}", not_eligible=[])))
     child = MlflowClient().search_runs(
-        [MlflowClient().get_run(result["mlflow_run_id"]).info.experiment_id],
-        f"tags.mlflow.parentRunId = '{result['mlflow_run_id']}'")[0]
+        [MlflowClient().get_run(result.mlflow_run_id).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{result.mlflow_run_id}'")[0]
     local = MlflowClient().download_artifacts(child.info.run_id, "model", str(tmp_path / "download"))
     embeddings = pl.read_parquet(Path(local) / "embeddings.parquet")
     assert embeddings.height == synthetic_data.n_users and embeddings["user_id"].equals(synthetic_data.user_ids)

@@ -6,8 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from lookalike_models.incremental import PreviousTop, match_previous, refresh_campaign, user_fingerprints
+from lookalike_models.incremental import PreviousTop, refresh_campaign
 from lookalike_models.minhash import MinHashScorer
+from lookalike_models.user_state import match_previous, user_fingerprints
 
 
 def day_two(data, users, rng):

@@ -7,12 +7,12 @@ import polars as pl
 import pytest
 import torch
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import holdout_split, summarize
 from lookalike_models.metaheac.network import Critics, HybridExperts, MetaHeacNet, UserBatch
 from lookalike_models.metaheac.training import MetaHeacConfig, UserTable, build_net, campaign_kind, make_task
 from lookalike_models.protocol import evaluate_scorers
-from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)
 FAST = {"dim": 8, "hidden": 16, "gate_hidden": 16, "meta_steps": 40, "batch_size": 128}
@@ -141,6 +141,18 @@ def test_stage_one_runs_only_when_due(synthetic_data, tmp_path):
                                         "meta_max_age_hours": 1e-9})
     overdue.fit(synthetic_data, synthetic_data.campaigns)
     assert "meta_loss" in overdue.history
+    # Fresh weights of another model (or config) are not reused: the record beside them says what they are.
+    joint = build_scorer("joint_baseline", {**FAST, "meta_steps": 4, "meta_weights_path": str(path)})
+    joint.fit(synthetic_data, synthetic_data.campaigns)
+    assert "meta_loss" in joint.history
+    wider = build_scorer("joint_baseline", {**FAST, "meta_steps": 4, "hidden": 8, "meta_weights_path": str(path)})
+    wider.fit(synthetic_data, synthetic_data.campaigns)
+    assert "meta_loss" in wider.history
+    # Weights that match their record but do not load are an error to see, not a silent re-training.
+    path.write_bytes(b"not a checkpoint")
+    broken = build_scorer("joint_baseline", {**FAST, "meta_steps": 4, "hidden": 8, "meta_weights_path": str(path)})
+    with pytest.raises(Exception, match="(?i)pickle|zip|load|magic"):
+        broken.fit(synthetic_data, synthetic_data.campaigns)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])

@@ -11,13 +11,13 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.dataset import LookalikeData
 from lookalike_models.evaluation import summarize
 from lookalike_models.pinterest.encoder import EncoderConfig, train_encoder, transfer_error
 from lookalike_models.pinterest.ensemble import EnsembleConfig, embedding_share, merge_rankings
 from lookalike_models.pinterest.lsh import HyperplaneLSH, RegionTable
 from lookalike_models.protocol import evaluate_scorers
-from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)
 SMALL = EncoderConfig(max_epochs=3, dim=24, negatives=20, batch_users=128)

@@ -3,11 +3,10 @@ import polars as pl
 import pytest
 
 from lookalike_models.dataset import CampaignSeeds
-from lookalike_models.evaluation import campaign_means, summarize
+from lookalike_models.evaluation import campaign_means, inner_validation_cut, summarize
 from lookalike_models.protocol import (
     compare_to_reference,
     evaluate_over_splits,
-    inner_validation_cut,
     paired_bootstrap_ci,
 )
 

@@ -15,14 +15,13 @@ import polars as pl
 import pytest
 import torch
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.contract import read_dataset, write_dataset
 from lookalike_models.dataset import encode
-from lookalike_models.pipeline import remove_campaign_leakage
 from lookalike_models.ptupcdr.bias import fit_bias_baseline, shrunk_biases
 from lookalike_models.ptupcdr.hybrid import interleave_keys
 from lookalike_models.ptupcdr.model import CharacteristicEncoder, Ratings, liked_histories, mae_rmse
 from lookalike_models.ptupcdr.protocol import ColdStartConfig, TwoDomains, run_cold_start, run_warm_start
-from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)
 
@@ -168,7 +167,7 @@ def lookalike_planted(tmp_path_factory):
     features = pl.DataFrame({"campaign_id": [f"movie_{j}" for j in campaign_items], "item_id": campaign_items})
     folder = write_dataset(tmp_path_factory.mktemp("lookalike") / "d", inter, pl.concat(seeds), None, None, features)
     data = encode(read_dataset(folder))
-    data = remove_campaign_leakage(data, data.campaign_items)
+    data = data.without_campaign_leakage()
     cold = np.zeros(data.n_users, bool)
     cold[data.index_of(cold_users.tolist())] = True
     return data, cold

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import torch
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import holdout_split, summarize
 from lookalike_models.protocol import evaluate_scorers
@@ -22,7 +23,6 @@ from lookalike_models.ralm.lookalike import (
     train_lookalike,
 )
 from lookalike_models.ralm.user_model import AttentionMerge, RankNegativeSampler
-from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)
 SMALL = {"user_epochs": 3, "lookalike_epochs": 6, "dim": 16, "field_dim": 16, "transform_dim": 16, "k": 8}

@@ -17,12 +17,13 @@ import polars as pl
 import pytest
 from prefect.logging import disable_run_logger
 
-from lookalike_models.config import DataSource, SelectionConfig
+from lookalike_models.config import DataSource, ModelSpec, SelectionConfig
 from lookalike_models.contract import DataContractError, read_dataset
 from lookalike_models.dataset import encode, feature_only_users, require_runnable_campaigns
-from lookalike_models.incremental import match_previous, state_mismatch, user_state
 from lookalike_models.locking import RunLockedError, exclusive_run
 from lookalike_models.minhash import MinHashScorer
+from lookalike_models.user_state import match_previous, state_mismatch, user_state
+from tasks.results import ChampionDecision, PreviousRefresh, SplitFile, TrainedModel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,13 +81,13 @@ def test_previous_refresh_falls_back_to_a_full_refresh(dataset, tmp_path):
     model.mkdir()
     record.write_text(json.dumps({"data_dir": last_night, "models": {"minhash": str(model)}, "staging": None}))
     with disable_run_logger():
-        assert previous_refresh.fn(str(tmp_path / "out"), "r1", tonight, True) == {"models": {}, "staging": None}
+        assert previous_refresh.fn(str(tmp_path / "out"), "r1", tonight, True) == PreviousRefresh()
         # Same id types: the previous model is reused.
         record.write_text(json.dumps({"data_dir": encoded_dir(dataset, tmp_path / "e3"),
                                       "models": {"minhash": str(model)}, "staging": None}))
-        assert previous_refresh.fn(str(tmp_path / "out"), "r1", tonight, True)["models"] == {"minhash": str(model)}
+        assert previous_refresh.fn(str(tmp_path / "out"), "r1", tonight, True).models == {"minhash": str(model)}
         record.write_text("{not json")
-        assert previous_refresh.fn(str(tmp_path / "out"), "r1", tonight, True)["models"] == {}
+        assert previous_refresh.fn(str(tmp_path / "out"), "r1", tonight, True).models == {}
 
 
 # ---- 2, 3. degenerate and invalid campaigns ----
@@ -136,7 +137,7 @@ def test_skipped_campaigns_reach_the_summary_even_on_a_cached_rerun(dataset, tmp
     with disable_run_logger():
         skipped = skipped_campaigns.fn(data_dir)
     assert list(skipped) == ["ghost"] and users.len() > 0
-    decision = {"champion": "minhash", "reason": "kept"}
+    decision = ChampionDecision(champion="minhash", promoted=False, reason="kept")
     text = summary_markdown("r1", "http://ui", {"summary": []}, {"c000": "p"}, {}, decision, skipped)
     assert "# Look-alike run `r1`: partial" in text and "skipped campaigns (invalid input): 1" in text
     assert "- skipped `ghost`: seeds.parquet: column 'user_id'" in text
@@ -176,14 +177,15 @@ def mlflow_store(tmp_path, monkeypatch):
 
 
 def night(tracking, tmp_path, scores: dict[str, float], with_files: set[str]):
-    children, trained = {}, {}
+    children, trained, split = {}, {}, SplitFile(seed=0, path=str(tmp_path / "split.parquet"))
     for model in scores:
         children[model] = tracking.start_run("exp", model, {"model": model})
         folder = tmp_path / "models" / model
         if model in with_files:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "state.npz").write_bytes(b"x")
-        trained[model] = {"model_dir": str(folder)}
+        trained[model] = TrainedModel(spec=ModelSpec(name=model, model="random"), data_dir=str(tmp_path), split=split,
+                                      model_dir=str(folder), fit_seconds=0.0, users_embedded=0)
     report = {"summary": [{"model": m, "seed_bucket": "all", "recall_at_5pct": v} for m, v in scores.items()]}
     return children, trained, report
 
@@ -204,8 +206,8 @@ def test_registry_registers_eligible_models_and_promotes_only_after_publishing(m
     children, trained, report = night(mlflow_store, tmp_path, scores, {"minhash", "popularity", "random"})
     with disable_run_logger():
         decision = register_and_choose.fn(children, report, selection, trained)
-        assert set(decision["versions"]) == {"minhash"}  # no reference models, no version without files
-        assert decision["champion"] == "minhash" and alias(mlflow_store, "reg", "champion") is None
+        assert set(decision.versions) == {"minhash"}  # no reference models, no version without files
+        assert decision.champion == "minhash" and alias(mlflow_store, "reg", "champion") is None
         # Killed before publishing (or nothing published): the aliases do not move.
         promote_champion.fn(decision, selection, {})
         assert alias(mlflow_store, "reg", "champion") is None
@@ -216,8 +218,8 @@ def test_registry_registers_eligible_models_and_promotes_only_after_publishing(m
         children, trained, report = night(mlflow_store, tmp_path, scores, set(scores))
         kept = register_and_choose.fn(children, report, selection, trained)
         promote_champion.fn(kept, selection, {"c000": "path"})
-    assert not kept["promoted"] and kept["challenger"] == "minhash_deep"
-    assert kept["reason"] == "champion minhash (0.5000) kept; best challenger minhash_deep (0.4000)"
+    assert not kept.promoted and kept.challenger == "minhash_deep"
+    assert kept.reason == "champion minhash (0.5000) kept; best challenger minhash_deep (0.4000)"
     assert alias(mlflow_store, "reg", "champion") == "minhash v2"  # tonight's version of the kept champion
     assert alias(mlflow_store, "reg", "challenger") == "minhash_deep v3"
 
@@ -244,8 +246,9 @@ def test_run_artifacts_record_failed_and_skipped_campaigns(mlflow_store, synthet
     data_dir = synthetic_data.save(tmp_path / "encoded")
     mlflow_run = mlflow_store.start_run("exp", "night", {})
     with disable_run_logger():
-        log_run_artifacts.fn(mlflow_run, {"files": []}, str(tmp_path / "run"), str(data_dir), {},
-                             {"champion": "minhash", "reason": "r"}, {"minhash/c1": "ValueError: x"}, {"ghost": "y"})
+        decision = ChampionDecision(champion="minhash", promoted=True, reason="r")
+        log_run_artifacts.fn(mlflow_run, {"files": []}, str(tmp_path / "run"), str(data_dir), {}, decision,
+                             {"minhash/c1": "ValueError: x"}, {"ghost": "y"})
     run = mlflow_store.client().get_run(mlflow_run)
     assert run.data.metrics["campaigns_failed"] == 1 and run.data.metrics["campaigns_skipped"] == 1
     assert run.data.tags["lookalike.status"] == "failed"

@@ -10,15 +10,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
+from lookalike_models.evaluation import campaign_rng
 from lookalike_models.io import write_bytes_atomic
 from lookalike_models.metaheac.training import (
     Adaptation,
@@ -37,6 +39,10 @@ from lookalike_models.metaheac.training import (
 from lookalike_models.scorers import AudienceScorer, register
 
 WEIGHTS = "metaheac_weights.pt"
+# Config fields that do not touch the stage-1 weights: changing them must not force a re-training.
+SERVING_ONLY = {"meta_weights_path", "meta_max_age_hours", "cold_threshold", "score_batch"}
+
+log = logging.getLogger(__name__)
 
 
 class _MetaHeacBase(AudienceScorer):
@@ -49,28 +55,48 @@ class _MetaHeacBase(AudienceScorer):
         self.net = build_net(data, self.config)
         self.adapt_seconds: dict[str, float] = {}
         cached = self.config.meta_weights_path and Path(self.config.meta_weights_path)
-        if cached and cached.exists() and time.time() - cached.stat().st_mtime < 3600 * self.config.meta_max_age_hours:
-            try:
-                self.load(cached.parent, data, cached.name)
-                self.history = {"stage1_reused": [1.0]}
-                return
-            except (RuntimeError, FileNotFoundError, ValueError):
-                pass  # weights of other data or sizes: stage 1 is due now
-            self.net = build_net(data, self.config)
+        if cached and self.stage1_reusable(cached, data):
+            self.load(cached.parent, data, cached.name)  # a matching record whose weights do not load is a bug
+            self.history = {"stage1_reused": [1.0]}
+            return
         tasks = usable_tasks(data, train_seeds, self.config.meta_campaigns)
         self.stats = meta_train(self.net, self.users, tasks, self.config, meta=self.meta_learning)
+        self.stage1 = {"fingerprint": self.stage1_fingerprint(data), "trained_at": time.time()}
         self.negatives_sampled = self.stats.negatives_sampled
         # Logged by the nightly flow as training curves; negatives_sampled = 1 flags sampled labels.
         self.history = {"meta_loss": self.stats.losses, "negatives_sampled": [float(self.negatives_sampled)]}
         if cached:
             self.save(cached.parent, cached.name)
 
+    def stage1_fingerprint(self, data: LookalikeData) -> str:
+        """What stage-1 weights depend on: the model (meta-learned or joint), the config that shapes or trains
+        the network, and the layout of the user and campaign fields. Not the interactions themselves: stage 1
+        is meant to serve several nights while it is fresh (``meta_max_age_hours``)."""
+        u = data.users
+        facts = {"model": self.name, "config": self.config.model_dump(mode="json", exclude=SERVING_ONLY),
+                 "fields": [u.names_single, u.single_sizes, u.names_multi, u.multi_sizes, u.names_continuous,
+                            data.campaign_field_names, data.campaign_field_sizes]}
+        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+    def stage1_reusable(self, weights: Path, data: LookalikeData) -> bool:
+        """Whether the stage-1 weights at ``weights`` were trained for this model, config and field layout
+        (the fingerprint recorded beside them) less than ``meta_max_age_hours`` ago."""
+        record_path = weights.with_name(f"{weights.name}.json")
+        if not weights.exists() or not record_path.exists():
+            return False
+        record = json.loads(record_path.read_text()).get("stage1") or {}
+        if record.get("fingerprint") != self.stage1_fingerprint(data):
+            log.info("%s: stage-1 weights %s were trained for another model, config or field layout; "
+                     "stage 1 is due", self.name, weights)
+            return False
+        return time.time() - record["trained_at"] < 3600 * self.config.meta_max_age_hours
+
     def adaptation(self) -> Adaptation:
         return serving_adaptation(self.config)
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         task = make_task(data, seeds)
-        rng = np.random.default_rng([self.config.seed, zlib.crc32(seeds.campaign_id.encode()), task.positives.size])
+        rng = campaign_rng(self.config.seed, seeds.campaign_id, task.positives.size)
         start = time.perf_counter()
         adapted, sampled = adapt(self.net, self.users, task, self.config, self.adaptation(), rng)
         self.adapt_seconds[seeds.campaign_id] = time.perf_counter() - start
@@ -93,8 +119,8 @@ class _MetaHeacBase(AudienceScorer):
         torch.save(self.net.state_dict(), tmp)
         tmp.replace(folder / weights)  # a reader never sees half a file
         stats = {k: getattr(self.stats, k) for k in ("steps", "samples", "seconds", "final_loss", "negatives_sampled")}
-        write_bytes_atomic(json.dumps({"model": self.name, "stats": stats}, indent=1).encode(),
-                           folder / f"{weights}.json")
+        record = {"model": self.name, "stats": stats, "stage1": getattr(self, "stage1", None)}
+        write_bytes_atomic(json.dumps(record, indent=1).encode(), folder / f"{weights}.json")
 
     def load(self, folder: Path, data: LookalikeData, weights: str = WEIGHTS) -> None:
         folder = Path(folder)
@@ -103,6 +129,7 @@ class _MetaHeacBase(AudienceScorer):
         self.net.load_state_dict(torch.load(folder / weights, weights_only=True))
         meta = json.loads((folder / f"{weights}.json").read_text())
         self.stats = TrainStats(**meta["stats"])
+        self.stage1 = meta.get("stage1")
         self.adapt_seconds, self.negatives_sampled = {}, self.stats.negatives_sampled
 
 

@@ -69,8 +69,9 @@ class MetaHeacConfig(BaseModel):
     meta_campaigns: list[str] | None = Field(None, description="Campaigns for stage 1 (None: all given)")
     score_batch: int = Field(8192, ge=1)
     meta_weights_path: str | None = Field(None, description="Nightly reuse: stage-1 weights are loaded from "
-                                          "this file when younger than meta_max_age_hours, else re-trained "
-                                          "and written there (meta-train when due, adapt every night)")
+                                          "this file when trained for this model, config and field layout "
+                                          "less than meta_max_age_hours ago, else re-trained and written "
+                                          "there (meta-train when due, adapt every night)")
     meta_max_age_hours: float = Field(168.0, gt=0, description="Age at which stage 1 is due again")
     seed: int = 0
 

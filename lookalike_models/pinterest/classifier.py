@@ -8,7 +8,7 @@ splits 100-104 (bench/results/classifier_ensemble.md) says why: the TF-IDF weigh
 unit rows) and using every non-seed user as a negative; one-hot user fields and the StarSpace block beside
 unit TF-IDF rows lowered recall. So the classifier fits on the reference's TF-IDF rows and labels and adds
 what the reference fixes by hand: its L2 strength is chosen on inner validation cuts of the campaigns'
-training seeds (``protocol.inner_validation_cut``), once over all campaigns by default; per campaign the
+training seeds (``evaluation.inner_validation_cut``), once over all campaigns by default; per campaign the
 cut is too small and the choice overfits it (tuning splits). The embedding block stays available
 (``embedding_weight``), as do the old recipe's switches (``weighting``, ``negatives``) for the ablation.
 
@@ -29,10 +29,9 @@ from pydantic import ConfigDict, Field
 from sklearn.linear_model import LogisticRegression
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.evaluation import campaign_rng
+from lookalike_models.evaluation import campaign_rng, inner_validation_cut
+from lookalike_models.pinterest.embedding import EmbeddingScorer, EmbeddingScorerConfig
 from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
-from lookalike_models.pinterest.scorers import EmbeddingScorer, EmbeddingScorerConfig
-from lookalike_models.protocol import inner_validation_cut
 from lookalike_models.reference import campaign_labels, user_item_matrix, user_item_tfidf
 from lookalike_models.scorers import register
 

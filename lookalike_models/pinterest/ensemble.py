@@ -2,7 +2,7 @@
 
 Two modes:
   - ``validated`` (default): members' per-campaign score ranks are blended with weights chosen on an inner
-    validation cut of the campaigns' training seeds (``protocol.inner_validation_cut``). Every member alone
+    validation cut of the campaigns' training seeds (``evaluation.inner_validation_cut``). Every member alone
     is one of the candidate weightings, so the ensemble is its best member unless a blend validated better;
     it is chosen per campaign, per seed-list bucket, or once for all campaigns (``scope``).
   - ``paper``: the paper's rule: users in both members' top lists first, then a round-robin fill whose
@@ -19,18 +19,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import rankdata
 
+from lookalike_models.baselines import PopularityScorer, RandomScorer
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.evaluation import campaign_rng
+from lookalike_models.evaluation import campaign_rng, inner_validation_cut
+from lookalike_models.item_ridge import ItemRidgeScorer
+from lookalike_models.minhash import MinHashScorer
+from lookalike_models.pinterest.affinity import AffinityMLPScorer
+from lookalike_models.pinterest.classifier import PinterestClassifierScorer
+from lookalike_models.pinterest.embedding import CentroidCosineScorer, EmbeddingScorer, encoder_curves, shared_encoder
 from lookalike_models.pinterest.encoder import EncoderConfig
 from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
-from lookalike_models.pinterest.scorers import EmbeddingScorer, encoder_curves, shared_encoder
-from lookalike_models.protocol import inner_validation_cut
-from lookalike_models.scorers import SCORERS, AudienceScorer, build_scorer, register
+from lookalike_models.pinterest.lsh_scorers import LSHDensityScorer, LSHVotingScorer
+from lookalike_models.reference import ItemLogRegScorer, SVDCentroidScorer
+from lookalike_models.scorers import AudienceScorer, pick_scorer, register
 
 log = logging.getLogger(__name__)
+
+# What an ensemble may be made of: the Pinterest family, the references and the baselines.
+MEMBER_SCORERS = (AffinityMLPScorer, CentroidCosineScorer, LSHDensityScorer, LSHVotingScorer,
+                  PinterestClassifierScorer, ItemLogRegScorer, SVDCentroidScorer, ItemRidgeScorer, MinHashScorer,
+                  PopularityScorer, RandomScorer)
 
 
 class MemberSpec(BaseModel):
@@ -71,6 +82,14 @@ class EnsembleConfig(BaseModel):
     large_seeds: int = Field(500, ge=2, description="Seed-list size at and above which embedding_share_large holds")
     embedding_share_small: float = Field(0.5, ge=0, le=1, description="Embedding share of the fill, small lists")
     embedding_share_large: float = Field(0.2, ge=0, le=1, description="Embedding share of the fill, large lists")
+
+    @model_validator(mode="after")
+    def _known_members(self) -> EnsembleConfig:
+        # An unknown member fails when the config is read, not after the members before it were fitted.
+        pick_scorer(MEMBER_SCORERS, self.embedding_model, "an ensemble member")
+        for member in self.extra_members:
+            pick_scorer(MEMBER_SCORERS, member.model, "an ensemble member")
+        return self
 
 
 def embedding_share(n_seeds: int, cfg: EnsembleConfig) -> float:
@@ -139,13 +158,14 @@ class PinterestEnsembleScorer(AudienceScorer):
         specs = [(cfg.embedding_model, cfg.embedding_params), ("pinterest_classifier", cfg.classifier_params)]
         if cfg.mode == "validated":
             specs += [(spec.model, spec.params) for spec in cfg.extra_members]
-        return [build_scorer(name, self._with_encoder(name, params)) for name, params in specs]
+        return [self._member(name, params) for name, params in specs]
 
-    def _with_encoder(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _member(self, name: str, params: dict[str, Any]) -> AudienceScorer:
         """Embedding members get the ensemble's encoder config (one shared encoder); others take none."""
-        if name in SCORERS and issubclass(SCORERS[name], EmbeddingScorer):
-            return {**params, "encoder": self.config.encoder.model_dump()}
-        return dict(params)
+        cls = pick_scorer(MEMBER_SCORERS, name, "an ensemble member")
+        if issubclass(cls, EmbeddingScorer):
+            params = {**params, "encoder": self.config.encoder.model_dump()}
+        return cls(params)
 
     def _fit_members(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> list[AudienceScorer]:
         members = self._members()

@@ -1,4 +1,4 @@
-"""Scoring an inner validation cut (``protocol.inner_validation_cut``) the way the outer protocol scores the
+"""Scoring an inner validation cut (``evaluation.inner_validation_cut``) the way the outer protocol scores the
 held-out seeds (validation seeds compete for a top share of the users who are not fit seeds), and choosing
 an option per campaign, per seed-list bucket or once for all campaigns from the cuts' results."""
 

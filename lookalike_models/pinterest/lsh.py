@@ -47,7 +47,7 @@ def region_codes(embeddings: np.ndarray, planes: np.ndarray, chunk: int = 262_14
     return out
 
 
-def _count_by_region(codes: np.ndarray, n_bits: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _count_by_region(codes: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per partition: (sorted regions present, users in each)."""
     return [np.unique(codes[:, p], return_counts=True) for p in range(codes.shape[1])]
 
@@ -122,7 +122,7 @@ class HyperplaneLSH:
         # Partition-major copies: one partition's users are contiguous, so a region is a slice.
         self.order = np.ascontiguousarray(np.argsort(self.codes, axis=0, kind="stable").T)  # [P, n_users]
         self.sorted_codes = np.take_along_axis(self.codes.T, self.order, axis=1)  # [P, n_users]
-        self.populations = _count_by_region(self.codes, self.n_bits)
+        self.populations = _count_by_region(self.codes)
 
     @property
     def n_partitions(self) -> int:

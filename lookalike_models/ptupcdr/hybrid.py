@@ -32,11 +32,19 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 from scipy.stats import rankdata
 
+from lookalike_models.baselines import PopularityScorer, RandomScorer
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
+from lookalike_models.item_ridge import ItemRidgeScorer
+from lookalike_models.minhash import MinHashScorer
 from lookalike_models.ptupcdr.scorer import PTUPCDRBridgeConfig, PTUPCDRBridgeScorer
-from lookalike_models.scorers import AudienceScorer, build_scorer, check_params, register, scorer_class
+from lookalike_models.reference import ItemLogRegScorer, SVDCentroidScorer
+from lookalike_models.scorers import AudienceScorer, check_params, pick_scorer, register
 
 log = logging.getLogger(__name__)
+
+# What may rank the users with target activity.
+WARM_SCORERS = (MinHashScorer, ItemLogRegScorer, ItemRidgeScorer, SVDCentroidScorer, PTUPCDRBridgeScorer,
+                PopularityScorer, RandomScorer)
 
 
 class PTUPCDRHybridConfig(BaseModel, extra="forbid"):
@@ -55,7 +63,7 @@ class PTUPCDRHybridConfig(BaseModel, extra="forbid"):
     def _valid_parts(self) -> PTUPCDRHybridConfig:
         # Fail at config time (typos included), not after a long fit of the other part.
         PTUPCDRBridgeConfig.model_validate(check_params(PTUPCDRBridgeConfig, self.bridge_params, "ptupcdr_bridge"))
-        warm_config = scorer_class(self.warm_model).config_class
+        warm_config = pick_scorer(WARM_SCORERS, self.warm_model, "the warm part").config_class
         warm_config.model_validate(check_params(warm_config, self.warm_params, self.warm_model))
         return self
 
@@ -99,7 +107,7 @@ class PTUPCDRHybridScorer(AudienceScorer):
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         self.bridge = PTUPCDRBridgeScorer({**self.config.bridge_params, "use_bridge": True})
         self.bridge.fit(data, train_seeds)
-        self.warm = build_scorer(self.config.warm_model, self.config.warm_params)
+        self.warm = pick_scorer(WARM_SCORERS, self.config.warm_model, "the warm part")(self.config.warm_params)
         self.warm.fit(data, train_seeds)
         log.info("ptupcdr_hybrid: %d warm users (%s), %d cold users (bridge)", self.is_warm.sum(),
                  self.config.warm_model, self.is_cold.sum())
@@ -161,5 +169,5 @@ class PTUPCDRHybridScorer(AudienceScorer):
         folder = Path(folder)
         self.bridge = PTUPCDRBridgeScorer({**self.config.bridge_params, "use_bridge": True})
         self.bridge.load(folder / "bridge", data)
-        self.warm = build_scorer(self.config.warm_model, self.config.warm_params)
+        self.warm = pick_scorer(WARM_SCORERS, self.config.warm_model, "the warm part")(self.config.warm_params)
         self.warm.load(folder / "warm", data)

@@ -1,9 +1,0 @@
-"""Imports every scorer module so that each registers itself under its config name."""
-
-import lookalike_models.metaheac  # noqa: F401
-from lookalike_models import baselines, item_ridge, minhash, reference  # noqa: F401
-from lookalike_models.pinterest import classifier, ensemble  # noqa: F401
-from lookalike_models.pinterest import scorers as pinterest_scorers  # noqa: F401
-from lookalike_models.ptupcdr import hybrid as ptupcdr_hybrid  # noqa: F401
-from lookalike_models.ptupcdr import scorer as ptupcdr_scorer  # noqa: F401
-from lookalike_models.ralm import scorer as ralm_scorer  # noqa: F401

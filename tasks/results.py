@@ -1,0 +1,138 @@
+"""What the nightly flow's tasks hand each other: small typed, frozen records.
+
+Every one is a pydantic model, so Prefect's JSON result serializer (``tasks/caching.py``: cached tasks
+persist their results as JSON) writes it with its class name and reads the same type back; ``extra="forbid"``
+makes a misspelt field fail where it is made, not three tasks later. Both staging backends (one process,
+Dask) return ``StagedAudiences``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lookalike_models.config import ModelSpec
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitFile(Result):
+    """One train/held-out split of every campaign's seeds (``evaluation.save_split``'s file)."""
+
+    seed: int
+    path: str
+
+
+class TrainedModel(Result):
+    """A model fitted on one split's training seeds: what it is, what it saw, and where its state lies."""
+
+    spec: ModelSpec
+    data_dir: str
+    split: SplitFile
+    model_dir: str
+    fit_seconds: float
+    users_embedded: int
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)  # logged to MLflow
+    history: dict[str, list[float]] = Field(default_factory=dict)  # training curves, one value per step
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class ModelEvaluation(Result):
+    """Held-out metrics of one model on one split (``metrics_path``: None when no campaign could be scored)."""
+
+    model: str
+    split_seed: int
+    metrics_path: str | None
+    failed: dict[str, str] = Field(default_factory=dict)  # campaign_id -> why
+
+
+class StagingRecord(Result):
+    """What the next run needs to refresh staged audiences incrementally (``incremental.load_previous_top``,
+    which reads ``model_dump(by_alias=True)``). A field may not be called ``keys``: ``dict(record)``, which
+    Prefect applies to task parameters, would take it for a mapping's ``keys()``."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    model: str  # the spec (JSON) the tops were scored with: another spec must not reuse them
+    stage: str
+    size: int
+    campaign_keys: dict[str, str] = Field(alias="keys")  # campaign_id -> conditions its top list holds under
+
+
+class StagedAudiences(Result):
+    """Audiences written to a staging folder, not yet published. The Dask backend leaves no staging record
+    (it does not refresh incrementally)."""
+
+    model: str
+    staged: dict[str, str] = Field(default_factory=dict)  # campaign_id -> parquet path
+    failed: dict[str, str] = Field(default_factory=dict)  # campaign_id -> why
+    refresh_state: StagingRecord | None = None
+    incremental_campaigns: list[str] = Field(default_factory=list)  # refreshed from the previous top list
+
+
+class PreviousRefresh(Result):
+    """What tonight may start from: the last published run's model folders and staging (empty: full refresh)."""
+
+    models: dict[str, str] = Field(default_factory=dict)  # model name -> model folder
+    staging: StagingRecord | None = None
+
+
+class RefreshRecord(Result):
+    """``refresh.json`` in a run folder: what the next run and the re-clustering flow need."""
+
+    data_dir: str
+    models: dict[str, str] = Field(default_factory=dict)  # model name -> model folder
+    specs: dict[str, ModelSpec] = Field(default_factory=dict)
+    staging: StagingRecord | None = None
+    run_id: str | None = None  # set when read back as the live run (``refresh.live_models``)
+
+
+class ChampionDecision(Result):
+    """The registry's choice on tonight's held-out split; aliases move only once audiences are published."""
+
+    champion: str
+    promoted: bool
+    reason: str
+    previous_champion: str | None = None
+    versions: dict[str, int] = Field(default_factory=dict)  # model name -> registered version
+    challenger: str | None = None
+    aliases_moved: bool = False
+
+
+class RunFolder(Result):
+    """Where one flow run writes: its id, folder, output root and parent MLflow run."""
+
+    run_id: str
+    run_dir: str
+    output_root: str
+    mlflow_run: str
+
+
+class NightlyResult(Result):
+    """What ``nightly_refresh`` returns (and ``lookalike run`` reports)."""
+
+    run_id: str
+    mlflow_run_id: str
+    published: dict[str, str]  # campaign_id -> audience file
+    failed: dict[str, str]  # "model/campaign_id" -> why
+    skipped: dict[str, str]  # campaign_id -> why the input made it impossible
+    status: Literal["complete", "partial", "failed"]
+    summary: list[dict]  # metrics by model and seed bucket
+    drift: dict[str, float | int]
+    data_dir: str
+    champion: ChampionDecision
+    users_embedded: dict[str, int]
+    campaigns_refreshed: list[str]
+
+
+class ExpandResult(Result):
+    """What ``expand_audience`` returns."""
+
+    run_id: str
+    published: dict[str, str]  # campaign_id (the seed list's name) -> audience file
