@@ -1,16 +1,18 @@
 """``item_ridge``: per campaign, a ridge regression of "is a seed" on the user's item set, solved for every
-campaign at once from one eigendecomposition of the item Gram matrix.
+campaign from one Cholesky factorisation of the regularised item Gram matrix.
 
 The look-alike reading of EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019):
 EASE regresses each item's column on all other items with a closed-form ridge; here the regressed column
 is the campaign's seed indicator (its own item's interactions are already removed as labels). With
-``G = XᵀX = Q diag(l) Qᵀ`` computed once, a campaign's weights ``w = Q diag(1/(l + lam)) Qᵀ Xᵀ y`` cost a
-few matrix-vector products. ``lam`` is ``strength`` times the mean item count (the mean of diag G), so
-one strength carries across data sets of different sizes; it was chosen on tuning splits 100-104, where
-choosing it per campaign on an inner validation cut did worse (BENCHMARKS.md).
+``G + lam I = Rᵀ R`` factored once, a campaign's weights ``w = (G + lam I)⁻¹ Xᵀ y`` cost two triangular
+solves. ``lam`` is ``strength`` times the mean item count (the mean of diag G), so one strength carries
+across data sets of different sizes; it was chosen on tuning splits 100-104, where choosing it per
+campaign on an inner validation cut did worse (BENCHMARKS.md). One strength for every campaign is what
+lets a Cholesky factor (n³/3 flops) stand in for an eigendecomposition (~10x the flops).
 
-Cost: the decomposition is O(n_items³) once per fit, so the items are capped at the ``max_items`` most
-active ones (the long tail says little about a user and has few co-occurrences to regress on).
+Cost: the factorisation is O(n_items³) once per fit, so the items are capped at the ``max_items`` most
+active ones (the long tail says little about a user and has few co-occurrences to regress on). The Gram
+matrix is built in column blocks so the sparse product never holds more than a block of it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,39 +39,65 @@ class ItemRidgeConfig(BaseModel):
 
 @register("item_ridge")
 class ItemRidgeScorer(AudienceScorer):
-    """Ridge regression of the seed indicator on binary user x item rows, strength chosen per campaign."""
+    """Ridge regression of the seed indicator on binary user x item rows, one strength for every campaign."""
 
     config_class = ItemRidgeConfig
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
-        presence = user_item_matrix(data)
-        presence.data[:] = 1.0
-        counts = np.asarray(presence.sum(0)).ravel()
-        keep = np.sort(np.argsort(-counts, kind="stable")[: self.config.max_items])
-        self.features = presence[:, keep].astype(np.float64).tocsr()  # [n_users, n_kept]
-        gram = (self.features.T @ self.features).toarray()
-        self.eigenvalues, self.eigenvectors = np.linalg.eigh(gram)  # G = Q diag(l) Qᵀ
-        self.eigenvalues = np.clip(self.eigenvalues, 0.0, None)
+        self.keep = kept_items(data, self.config.max_items)
+        self.features = binary_features(data, self.keep)
+        gram = item_gram(self.features)
         self.lam = self.config.strength * max(float(np.diag(gram).mean()), 1e-12)
+        gram[np.diag_indices_from(gram)] += self.lam
+        self.factor = scipy.linalg.cho_factor(gram, overwrite_a=True, check_finite=False)[0]  # upper R
 
     def weights(self, positives: np.ndarray) -> np.ndarray:
         """float64 [n_kept]: item weights of the ridge fit to the seed indicator of ``positives``."""
-        target = np.zeros(self.features.shape[0])
-        target[positives] = 1.0
-        projected = self.eigenvectors.T @ (self.features.T @ target)  # Qᵀ Xᵀ y
-        return self.eigenvectors @ (projected / (self.eigenvalues + self.lam))
+        # Xᵀ y for a 0/1 indicator y is the item counts of the seeds' rows.
+        counts = np.asarray(self.features[positives].sum(0), np.float64).ravel()
+        return scipy.linalg.cho_solve((self.factor, False), counts, check_finite=False)
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
-        return (self.features[candidates] @ self.weights(seeds.positives)).astype(np.float32)
+        weights = self.weights(seeds.positives)
+        if candidates.size == self.features.shape[0] and np.array_equal(candidates, np.arange(candidates.size)):
+            return (self.features @ weights).astype(np.float32)  # everyone: no copy of the rows
+        return (self.features[candidates] @ weights).astype(np.float32)
 
     def save(self, folder: Path) -> None:
+        # The factor, not the features: the rows are rebuilt from the data on load (cheap, exact), and the
+        # factor is saved rather than recomputed so a loaded model scores bit-identically whatever the BLAS
+        # threading of the process that loads it (Dask workers).
         Path(folder).mkdir(parents=True, exist_ok=True)
-        np.savez(Path(folder) / "item_ridge.npz", eigenvalues=self.eigenvalues, eigenvectors=self.eigenvectors,
-                 lam=np.array(self.lam))
-        sp.save_npz(Path(folder) / "item_ridge_features.npz", self.features)
+        np.save(Path(folder) / "item_ridge_factor.npy", self.factor)
+        np.savez(Path(folder) / "item_ridge.npz", keep=self.keep, lam=np.array(self.lam))
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         with np.load(Path(folder) / "item_ridge.npz", allow_pickle=False) as saved:
-            self.eigenvalues, self.eigenvectors = saved["eigenvalues"], saved["eigenvectors"]
-            self.lam = float(saved["lam"])
-        self.features = sp.load_npz(Path(folder) / "item_ridge_features.npz").tocsr()
+            self.keep, self.lam = saved["keep"], float(saved["lam"])
+        self.factor = np.load(Path(folder) / "item_ridge_factor.npy", allow_pickle=False)
+        self.features = binary_features(data, self.keep)
+
+
+def kept_items(data: LookalikeData, max_items: int) -> np.ndarray:
+    """int64 [n_kept], sorted: the ``max_items`` items with the most distinct users (ties: lower index)."""
+    presence = user_item_matrix(data)
+    counts = np.bincount(presence.indices, minlength=data.n_items)
+    return np.sort(np.argsort(-counts, kind="stable")[:max_items]).astype(np.int64)
+
+
+def binary_features(data: LookalikeData, keep: np.ndarray) -> sp.csr_matrix:
+    """float64 CSR [n_users, n_kept]: 1 where the user touched the kept item."""
+    presence = user_item_matrix(data)[:, keep].tocsr()
+    presence.data = np.ones(presence.data.size, np.float64)
+    return presence
+
+
+def item_gram(features: sp.csr_matrix, block: int = 1024) -> np.ndarray:
+    """float64 [n_kept, n_kept]: Xᵀ X, built ``block`` columns at a time (at 1M users the whole sparse
+    product of thousands of co-occurring items would briefly need several times the dense matrix)."""
+    n = features.shape[1]
+    transposed, columns = features.T.tocsr(), features.tocsc()
+    gram = np.empty((n, n))
+    for lo in range(0, n, block):
+        gram[:, lo:lo + block] = (transposed @ columns[:, lo:lo + block]).toarray()
+    return gram
