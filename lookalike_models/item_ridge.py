@@ -23,6 +23,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
+from threadpoolctl import threadpool_limits
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.reference import user_item_matrix
@@ -44,12 +45,17 @@ class ItemRidgeScorer(AudienceScorer):
     config_class = ItemRidgeConfig
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
-        self.keep = kept_items(data, self.config.max_items)
-        self.features = binary_features(data, self.keep)
+        self.factorise(data, kept_items(data, self.config.max_items), None)
+
+    def factorise(self, data: LookalikeData, keep: np.ndarray, lam: float | None) -> None:
+        """Rows of the kept items, ``lam`` (from the Gram diagonal unless given) and the factor of G + lam I."""
+        self.keep = keep
+        self.features = binary_features(data, keep)
         gram = item_gram(self.features)
-        self.lam = self.config.strength * max(float(np.diag(gram).mean()), 1e-12)
+        self.lam = self.config.strength * max(float(np.diag(gram).mean()), 1e-12) if lam is None else lam
         gram[np.diag_indices_from(gram)] += self.lam
-        self.factor = scipy.linalg.cho_factor(gram, overwrite_a=True, check_finite=False)[0]  # upper R
+        with threadpool_limits(1, "blas"):  # one thread: the same factor to the last bit in every process
+            self.factor = scipy.linalg.cho_factor(gram, overwrite_a=True, check_finite=False)[0]  # upper R
 
     def weights(self, positives: np.ndarray) -> np.ndarray:
         """float64 [n_kept]: item weights of the ridge fit to the seed indicator of ``positives``."""
@@ -64,18 +70,16 @@ class ItemRidgeScorer(AudienceScorer):
         return (self.features[candidates] @ weights).astype(np.float32)
 
     def save(self, folder: Path) -> None:
-        # The factor, not the features: the rows are rebuilt from the data on load (cheap, exact), and the
-        # factor is saved rather than recomputed so a loaded model scores bit-identically whatever the BLAS
-        # threading of the process that loads it (Dask workers).
+        # The kept items and the strength only (kilobytes, not an n_kept² factor to write and track): load
+        # rebuilds the rows, the Gram matrix (integer counts, exact in any order) and the factor (one BLAS
+        # thread, so bit-identical in any process, Dask workers included) from the data in seconds.
         Path(folder).mkdir(parents=True, exist_ok=True)
-        np.save(Path(folder) / "item_ridge_factor.npy", self.factor)
         np.savez(Path(folder) / "item_ridge.npz", keep=self.keep, lam=np.array(self.lam))
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         with np.load(Path(folder) / "item_ridge.npz", allow_pickle=False) as saved:
-            self.keep, self.lam = saved["keep"], float(saved["lam"])
-        self.factor = np.load(Path(folder) / "item_ridge_factor.npy", allow_pickle=False)
-        self.features = binary_features(data, self.keep)
+            keep, lam = saved["keep"], float(saved["lam"])
+        self.factorise(data, keep, lam)
 
 
 def kept_items(data: LookalikeData, max_items: int) -> np.ndarray:
