@@ -17,6 +17,7 @@ matrix is built in column blocks so the sparse product never holds more than a b
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from threadpoolctl import threadpool_limits
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.reference import user_item_matrix
+from lookalike_models.reference import is_everyone, user_item_matrix
 from lookalike_models.scorers import AudienceScorer, register
 
 
@@ -46,6 +47,7 @@ class ItemRidgeScorer(AudienceScorer):
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         self.factorise(data, kept_items(data, self.config.max_items), None)
+        self.solve_all([seeds.positives for seeds in train_seeds.values()])
 
     def factorise(self, data: LookalikeData, keep: np.ndarray, lam: float | None) -> None:
         """Rows of the kept items, ``lam`` (from the Gram diagonal unless given) and the factor of G + lam I."""
@@ -56,18 +58,40 @@ class ItemRidgeScorer(AudienceScorer):
         gram[np.diag_indices_from(gram)] += self.lam
         with threadpool_limits(1, "blas"):  # one thread: the same factor to the last bit in every process
             self.factor = scipy.linalg.cho_factor(gram, overwrite_a=True, check_finite=False)[0]  # upper R
+        self.solved: dict[bytes, np.ndarray] = {}  # seed list -> its weights
+
+    def solve_all(self, seed_lists: list[np.ndarray]) -> None:
+        """Weights of many seed lists from one pair of triangular solves with a matrix right-hand side: the
+        n_kept² factor is read twice in all, not twice per campaign (a memory-bound vector solve each)."""
+        todo = {positives_key(p): p for p in seed_lists if positives_key(p) not in self.solved}
+        if not todo:
+            return
+        counts = np.stack([self.seed_item_counts(p) for p in todo.values()], axis=1)  # [n_kept, n_lists]
+        with threadpool_limits(1, "blas"):  # one thread: bit-identical weights in every process
+            solved = scipy.linalg.cho_solve((self.factor, False), counts, check_finite=False)
+        self.solved.update(zip(todo, solved.T.copy()))
+
+    def seed_item_counts(self, positives: np.ndarray) -> np.ndarray:
+        """float64 [n_kept]: Xᵀ y for the 0/1 seed indicator y, i.e. how many seeds touched each kept item."""
+        return np.asarray(self.features[positives].sum(0), np.float64).ravel()
 
     def weights(self, positives: np.ndarray) -> np.ndarray:
         """float64 [n_kept]: item weights of the ridge fit to the seed indicator of ``positives``."""
-        # Xᵀ y for a 0/1 indicator y is the item counts of the seeds' rows.
-        counts = np.asarray(self.features[positives].sum(0), np.float64).ravel()
-        return scipy.linalg.cho_solve((self.factor, False), counts, check_finite=False)
+        key = positives_key(positives)
+        if key not in getattr(self, "solved", {}):
+            with threadpool_limits(1, "blas"):
+                return scipy.linalg.cho_solve((self.factor, False), self.seed_item_counts(positives),
+                                              check_finite=False)
+        return self.solved[key]
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
+        if positives_key(seeds.positives) not in self.solved:
+            # Scoring a campaign's full seed list (staging): solve every campaign of the data at once, always
+            # as the same batch, so any process (a Dask worker too) gets the same weights.
+            self.solve_all([one.positives for one in data.campaigns.values()])
         weights = self.weights(seeds.positives)
-        if candidates.size == self.features.shape[0] and np.array_equal(candidates, np.arange(candidates.size)):
-            return (self.features @ weights).astype(np.float32)  # everyone: no copy of the rows
-        return (self.features[candidates] @ weights).astype(np.float32)
+        rows = self.features if is_everyone(candidates, self.features.shape[0]) else self.features[candidates]
+        return (rows @ weights).astype(np.float32)
 
     def save(self, folder: Path) -> None:
         # The kept items and the strength only (kilobytes, not an n_kept² factor to write and track): load
@@ -80,6 +104,10 @@ class ItemRidgeScorer(AudienceScorer):
         with np.load(Path(folder) / "item_ridge.npz", allow_pickle=False) as saved:
             keep, lam = saved["keep"], float(saved["lam"])
         self.factorise(data, keep, lam)
+
+
+def positives_key(positives: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(positives, np.int64).tobytes()).digest()
 
 
 def kept_items(data: LookalikeData, max_items: int) -> np.ndarray:
