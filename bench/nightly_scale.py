@@ -51,9 +51,12 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
     sets = [arg for item in overrides for arg in ("--set", item)]
     proc = subprocess.Popen([*LOOKALIKE, "nightly", "--config", str(config), *sets], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines, killed = [], False
+    lines, killed, finished = [], False, []
     for line in proc.stdout:
         lines.append(line)
+        task = re.search(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state (\w+)", line)
+        if task:  # tasks of the local flow run one after another: a task's time = since the previous one ended
+            finished.append((time.perf_counter() - start, task.group(1), task.group(2)))
         done = rf"Task run '{re.escape(kill_after or '')}-[0-9a-z]+' - Finished in state Completed"
         if kill_after and re.search(done, line):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -70,7 +73,18 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
             "cached_tasks": len(re.findall(r"Finished in state Cached", text)),
             "cached_names": sorted(set(re.findall(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state Cached",
                                                   text))),
-            "completed_tasks": len(re.findall(r"Finished in state Completed", text))}
+            "completed_tasks": len(re.findall(r"Finished in state Completed", text)), "finished": finished}
+
+
+def show_stages(r: dict) -> None:
+    """Seconds per task of a run (time since the previous task finished; the first includes start-up)."""
+    print("| task | state | seconds (since the previous task ended) |\n|---|---|---|")
+    previous = 0.0
+    for at, name, state in r["finished"]:
+        print(f"| {name} | {state} | {at - previous:.1f} |")
+        previous = at
+    print(f"| (after the last task: publishing bookkeeping, summary, exit) | | {r['wall_s'] - previous:.1f} |",
+          flush=True)
 
 
 def main() -> None:
@@ -108,6 +122,7 @@ def main() -> None:
                    "PYTHONPATH": str(ROOT)}
             first = run_nightly(config, env, args.kill_after, tuple(args.set))
             show(n_users, n_inter, args.campaigns, f"killed at {args.kill_after}" if first["killed"] else "cold", first)
+            show_stages(first)
             show(n_users, n_inter, args.campaigns, "resumed" if args.kill_after else "re-run",
                  run_nightly(config, env, overrides=tuple(args.set)))
 

@@ -98,7 +98,8 @@ def run_size(n_users: int, campaigns: int, models: list[str], champion: str, tmp
         data = load_encoded(DataSource(kind="folder", path=str(folder)), tmp / "input")
         data.save(tmp / "encoded")
     nnz = data.user_idx.size
-    with stage("split (hold out 10% per campaign)", floor_note(bytes_=sum(s.size for s in data.campaigns.values()) * 8 * 4)):
+    seed_rows = sum(seeds.size for seeds in data.campaigns.values())
+    with stage("split (hold out 10% per campaign)", floor_note(bytes_=seed_rows * 8 * 4)):
         train, heldout = holdout_split(data.campaigns, data.n_users, 0.1, 0)
         save_split(train, heldout, tmp / "split.parquet")
     sizes = audience_sizes(data.n_users, [0.01, 0.02, 0.05, 0.1])
@@ -142,7 +143,8 @@ def run_size(n_users: int, campaigns: int, models: list[str], champion: str, tmp
         tracking.end_run(parent)
     total_wall = sum(r["wall_s"] for r in ROWS)
     total_cpu = sum(r["cpu_s"] for r in ROWS)
-    print(f"\n| stage ({n_users:,} users, {nnz:,} interactions) | wall (s) | CPU (s) | peak RSS (GB) | physical floor |")
+    print(f"\n| stage ({n_users:,} users, {nnz:,} interactions) | wall (s) | CPU (s) | peak RSS (GB) "
+          "| physical floor |")
     print("|---|---|---|---|---|")
     for r in ROWS:
         print(f"| {r['stage']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_gb']:.1f} | {r['floor']} |")
