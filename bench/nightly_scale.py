@@ -69,7 +69,8 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
     if proc.returncode != 0 and not killed:
         errors = [line for line in lines if re.search(r"Error|Exception|Traceback|failed", line)]
         raise RuntimeError("nightly failed:\n" + "".join(errors[:20])[:6000])
-    return {"wall_s": wall, "peak_rss_gb": usage.ru_maxrss / 1e6, "killed": killed,
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_gb": usage.ru_maxrss / 1e6,
+            "killed": killed,
             "cached_tasks": len(re.findall(r"Finished in state Cached", text)),
             "cached_names": sorted(set(re.findall(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state Cached",
                                                   text))),
@@ -106,8 +107,8 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"models: {', '.join(args.models)}")
-    print("| users | interactions | campaigns | run | wall (s) | peak RSS (GB) | tasks cached / completed |")
-    print("|---|---|---|---|---|---|---|")
+    print("| users | interactions | campaigns | run | wall (s) | CPU (s) | peak RSS (GB) | tasks cached / completed |")
+    print("|---|---|---|---|---|---|---|---|")
     for n_users in args.users:
         with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
             tmp = Path(tmp)
@@ -128,7 +129,8 @@ def main() -> None:
 
 
 def show(n_users: int, n_inter: int, campaigns: int, label: str, r: dict) -> None:
-    print(f"| {n_users:,} | {n_inter:,} | {campaigns} | {label} | {r['wall_s']:.0f} | {r['peak_rss_gb']:.1f} "
+    print(f"| {n_users:,} | {n_inter:,} | {campaigns} | {label} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} "
+          f"| {r['peak_rss_gb']:.1f} "
           f"| {r['cached_tasks']} / {r['completed_tasks']} {', '.join(r['cached_names'])} |", flush=True)
 
 

@@ -39,8 +39,8 @@ def dask_cluster(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     logs = tmp_path / "dask-logs"
     logs.mkdir()
-    procs = [subprocess.Popen([*DASK_SCHEDULER, "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"],
-                              env=env, stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT)]
+    scheduler = [*DASK_SCHEDULER, "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"]
+    procs = [subprocess.Popen(scheduler, env=env, stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT)]
     try:
         for i in range(2):
             procs.append(subprocess.Popen(
