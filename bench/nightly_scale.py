@@ -51,9 +51,12 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
     sets = [arg for item in overrides for arg in ("--set", item)]
     proc = subprocess.Popen([*LOOKALIKE, "nightly", "--config", str(config), *sets], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines, killed = [], False
+    lines, killed, finished = [], False, []
     for line in proc.stdout:
         lines.append(line)
+        task = re.search(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state (\w+)", line)
+        if task:  # tasks of the local flow run one after another: a task's time = since the previous one ended
+            finished.append((time.perf_counter() - start, task.group(1), task.group(2)))
         done = rf"Task run '{re.escape(kill_after or '')}-[0-9a-z]+' - Finished in state Completed"
         if kill_after and re.search(done, line):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -66,11 +69,23 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
     if proc.returncode != 0 and not killed:
         errors = [line for line in lines if re.search(r"Error|Exception|Traceback|failed", line)]
         raise RuntimeError("nightly failed:\n" + "".join(errors[:20])[:6000])
-    return {"wall_s": wall, "peak_rss_gb": usage.ru_maxrss / 1e6, "killed": killed,
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_gb": usage.ru_maxrss / 1e6,
+            "killed": killed,
             "cached_tasks": len(re.findall(r"Finished in state Cached", text)),
             "cached_names": sorted(set(re.findall(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state Cached",
                                                   text))),
-            "completed_tasks": len(re.findall(r"Finished in state Completed", text))}
+            "completed_tasks": len(re.findall(r"Finished in state Completed", text)), "finished": finished}
+
+
+def show_stages(r: dict) -> None:
+    """Seconds per task of a run (time since the previous task finished; the first includes start-up)."""
+    print("| task | state | seconds (since the previous task ended) |\n|---|---|---|")
+    previous = 0.0
+    for at, name, state in r["finished"]:
+        print(f"| {name} | {state} | {at - previous:.1f} |")
+        previous = at
+    print(f"| (after the last task: publishing bookkeeping, summary, exit) | | {r['wall_s'] - previous:.1f} |",
+          flush=True)
 
 
 def main() -> None:
@@ -92,8 +107,8 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"models: {', '.join(args.models)}")
-    print("| users | interactions | campaigns | run | wall (s) | peak RSS (GB) | tasks cached / completed |")
-    print("|---|---|---|---|---|---|---|")
+    print("| users | interactions | campaigns | run | wall (s) | CPU (s) | peak RSS (GB) | tasks cached / completed |")
+    print("|---|---|---|---|---|---|---|---|")
     for n_users in args.users:
         with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
             tmp = Path(tmp)
@@ -108,12 +123,14 @@ def main() -> None:
                    "PYTHONPATH": str(ROOT)}
             first = run_nightly(config, env, args.kill_after, tuple(args.set))
             show(n_users, n_inter, args.campaigns, f"killed at {args.kill_after}" if first["killed"] else "cold", first)
+            show_stages(first)
             show(n_users, n_inter, args.campaigns, "resumed" if args.kill_after else "re-run",
                  run_nightly(config, env, overrides=tuple(args.set)))
 
 
 def show(n_users: int, n_inter: int, campaigns: int, label: str, r: dict) -> None:
-    print(f"| {n_users:,} | {n_inter:,} | {campaigns} | {label} | {r['wall_s']:.0f} | {r['peak_rss_gb']:.1f} "
+    print(f"| {n_users:,} | {n_inter:,} | {campaigns} | {label} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} "
+          f"| {r['peak_rss_gb']:.1f} "
           f"| {r['cached_tasks']} / {r['completed_tasks']} {', '.join(r['cached_names'])} |", flush=True)
 
 

@@ -15,17 +15,13 @@ from tasks.results import StagedAudiences, TrainedModel
 
 @flow(name="stage-audiences-dask")
 def stage_audiences_dask(trained: TrainedModel, publish: PublishConfig, n_shards: int) -> StagedAudiences:
-    """Run with a DaskTaskRunner (``tasks.distributed.dask_runner``): campaigns x shards in parallel."""
+    """Run with a DaskTaskRunner (``tasks.distributed.dask_runner``): one task per user shard scores every
+    campaign, one task merges the shards' top lists."""
     spec, data_dir, split_path = trained.spec, trained.data_dir, trained.split.path
     campaigns, shards, size = plan_shards(data_dir, n_shards, publish.audience_fraction)
     stage = str(Path(data_dir).parent / "staged" /
                 f"{spec.name}-{stable_hash(trained, publish.audience_fraction, publish.exclusions)}")
-    parts = {cid: [score_shard.submit(spec, data_dir, split_path, trained.model_dir, cid, shard, size,
-                                      publish.exclusions) for shard in shards] for cid in campaigns}
-    staged, failed = {}, {}
-    for cid, futures in parts.items():
-        try:
-            staged[cid] = merge_and_stage(spec, data_dir, cid, [f.result() for f in futures], size, stage)
-        except Exception as exc:  # one bad campaign must not sink the run
-            failed[cid] = f"{type(exc).__name__}: {exc}"
+    futures = [score_shard.submit(spec, data_dir, split_path, trained.model_dir, campaigns, shard, size,
+                                  publish.exclusions) for shard in shards]
+    staged, failed = merge_and_stage(spec, data_dir, [f.result() for f in futures], size, stage)
     return StagedAudiences(model=spec.name, staged=staged, failed=failed)

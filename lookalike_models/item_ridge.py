@@ -1,28 +1,33 @@
 """``item_ridge``: per campaign, a ridge regression of "is a seed" on the user's item set, solved for every
-campaign at once from one eigendecomposition of the item Gram matrix.
+campaign from one Cholesky factorisation of the regularised item Gram matrix.
 
 The look-alike reading of EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019):
 EASE regresses each item's column on all other items with a closed-form ridge; here the regressed column
 is the campaign's seed indicator (its own item's interactions are already removed as labels). With
-``G = XᵀX = Q diag(l) Qᵀ`` computed once, a campaign's weights ``w = Q diag(1/(l + lam)) Qᵀ Xᵀ y`` cost a
-few matrix-vector products. ``lam`` is ``strength`` times the mean item count (the mean of diag G), so
-one strength carries across data sets of different sizes; it was chosen on tuning splits 100-104, where
-choosing it per campaign on an inner validation cut did worse (BENCHMARKS.md).
+``G + lam I = Rᵀ R`` factored once, a campaign's weights ``w = (G + lam I)⁻¹ Xᵀ y`` cost two triangular
+solves. ``lam`` is ``strength`` times the mean item count (the mean of diag G), so one strength carries
+across data sets of different sizes; it was chosen on tuning splits 100-104, where choosing it per
+campaign on an inner validation cut did worse (BENCHMARKS.md). One strength for every campaign is what
+lets a Cholesky factor (n³/3 flops) stand in for an eigendecomposition (~10x the flops).
 
-Cost: the decomposition is O(n_items³) once per fit, so the items are capped at the ``max_items`` most
-active ones (the long tail says little about a user and has few co-occurrences to regress on).
+Cost: the factorisation is O(n_items³) once per fit, so the items are capped at the ``max_items`` most
+active ones (the long tail says little about a user and has few co-occurrences to regress on). The Gram
+matrix is built in column blocks so the sparse product never holds more than a block of it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
+from threadpoolctl import threadpool_limits
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.reference import user_item_matrix
+from lookalike_models.reference import is_everyone, user_item_matrix
 from lookalike_models.scorers import AudienceScorer, register
 
 
@@ -36,39 +41,95 @@ class ItemRidgeConfig(BaseModel):
 
 @register("item_ridge")
 class ItemRidgeScorer(AudienceScorer):
-    """Ridge regression of the seed indicator on binary user x item rows, strength chosen per campaign."""
+    """Ridge regression of the seed indicator on binary user x item rows, one strength for every campaign."""
 
     config_class = ItemRidgeConfig
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
-        presence = user_item_matrix(data)
-        presence.data[:] = 1.0
-        counts = np.asarray(presence.sum(0)).ravel()
-        keep = np.sort(np.argsort(-counts, kind="stable")[: self.config.max_items])
-        self.features = presence[:, keep].astype(np.float64).tocsr()  # [n_users, n_kept]
-        gram = (self.features.T @ self.features).toarray()
-        self.eigenvalues, self.eigenvectors = np.linalg.eigh(gram)  # G = Q diag(l) Qᵀ
-        self.eigenvalues = np.clip(self.eigenvalues, 0.0, None)
-        self.lam = self.config.strength * max(float(np.diag(gram).mean()), 1e-12)
+        self.factorise(data, kept_items(data, self.config.max_items), None)
+        self.solve_all([seeds.positives for seeds in train_seeds.values()])
+
+    def factorise(self, data: LookalikeData, keep: np.ndarray, lam: float | None) -> None:
+        """Rows of the kept items, ``lam`` (from the Gram diagonal unless given) and the factor of G + lam I."""
+        self.keep = keep
+        self.features = binary_features(data, keep)
+        gram = item_gram(self.features)
+        self.lam = self.config.strength * max(float(np.diag(gram).mean()), 1e-12) if lam is None else lam
+        gram[np.diag_indices_from(gram)] += self.lam
+        with threadpool_limits(1, "blas"):  # one thread: the same factor to the last bit in every process
+            self.factor = scipy.linalg.cho_factor(gram, overwrite_a=True, check_finite=False)[0]  # upper R
+        self.solved: dict[bytes, np.ndarray] = {}  # seed list -> its weights
+
+    def solve_all(self, seed_lists: list[np.ndarray]) -> None:
+        """Weights of many seed lists from one pair of triangular solves with a matrix right-hand side: the
+        n_kept² factor is read twice in all, not twice per campaign (a memory-bound vector solve each)."""
+        todo = {positives_key(p): p for p in seed_lists if positives_key(p) not in self.solved}
+        if not todo:
+            return
+        counts = np.stack([self.seed_item_counts(p) for p in todo.values()], axis=1)  # [n_kept, n_lists]
+        with threadpool_limits(1, "blas"):  # one thread: bit-identical weights in every process
+            solved = scipy.linalg.cho_solve((self.factor, False), counts, check_finite=False)
+        self.solved.update(zip(todo, solved.T.copy()))
+
+    def seed_item_counts(self, positives: np.ndarray) -> np.ndarray:
+        """float64 [n_kept]: Xᵀ y for the 0/1 seed indicator y, i.e. how many seeds touched each kept item."""
+        return np.asarray(self.features[positives].sum(0), np.float64).ravel()
 
     def weights(self, positives: np.ndarray) -> np.ndarray:
         """float64 [n_kept]: item weights of the ridge fit to the seed indicator of ``positives``."""
-        target = np.zeros(self.features.shape[0])
-        target[positives] = 1.0
-        projected = self.eigenvectors.T @ (self.features.T @ target)  # Qᵀ Xᵀ y
-        return self.eigenvectors @ (projected / (self.eigenvalues + self.lam))
+        key = positives_key(positives)
+        if key not in getattr(self, "solved", {}):
+            with threadpool_limits(1, "blas"):
+                return scipy.linalg.cho_solve((self.factor, False), self.seed_item_counts(positives),
+                                              check_finite=False)
+        return self.solved[key]
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
-        return (self.features[candidates] @ self.weights(seeds.positives)).astype(np.float32)
+        if positives_key(seeds.positives) not in self.solved:
+            # Scoring a campaign's full seed list (staging): solve every campaign of the data at once, always
+            # as the same batch, so any process (a Dask worker too) gets the same weights.
+            self.solve_all([one.positives for one in data.campaigns.values()])
+        weights = self.weights(seeds.positives)
+        rows = self.features if is_everyone(candidates, self.features.shape[0]) else self.features[candidates]
+        return (rows @ weights).astype(np.float32)
 
     def save(self, folder: Path) -> None:
+        # The kept items and the strength only (kilobytes, not an n_kept² factor to write and track): load
+        # rebuilds the rows, the Gram matrix (integer counts, exact in any order) and the factor (one BLAS
+        # thread, so bit-identical in any process, Dask workers included) from the data in seconds.
         Path(folder).mkdir(parents=True, exist_ok=True)
-        np.savez(Path(folder) / "item_ridge.npz", eigenvalues=self.eigenvalues, eigenvectors=self.eigenvectors,
-                 lam=np.array(self.lam))
-        sp.save_npz(Path(folder) / "item_ridge_features.npz", self.features)
+        np.savez(Path(folder) / "item_ridge.npz", keep=self.keep, lam=np.array(self.lam))
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         with np.load(Path(folder) / "item_ridge.npz", allow_pickle=False) as saved:
-            self.eigenvalues, self.eigenvectors = saved["eigenvalues"], saved["eigenvectors"]
-            self.lam = float(saved["lam"])
-        self.features = sp.load_npz(Path(folder) / "item_ridge_features.npz").tocsr()
+            keep, lam = saved["keep"], float(saved["lam"])
+        self.factorise(data, keep, lam)
+
+
+def positives_key(positives: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(positives, np.int64).tobytes()).digest()
+
+
+def kept_items(data: LookalikeData, max_items: int) -> np.ndarray:
+    """int64 [n_kept], sorted: the ``max_items`` items with the most distinct users (ties: lower index)."""
+    presence = user_item_matrix(data)
+    counts = np.bincount(presence.indices, minlength=data.n_items)
+    return np.sort(np.argsort(-counts, kind="stable")[:max_items]).astype(np.int64)
+
+
+def binary_features(data: LookalikeData, keep: np.ndarray) -> sp.csr_matrix:
+    """float64 CSR [n_users, n_kept]: 1 where the user touched the kept item."""
+    presence = user_item_matrix(data)[:, keep].tocsr()
+    presence.data = np.ones(presence.data.size, np.float64)
+    return presence
+
+
+def item_gram(features: sp.csr_matrix, block: int = 1024) -> np.ndarray:
+    """float64 [n_kept, n_kept]: Xᵀ X, built ``block`` columns at a time (at 1M users the whole sparse
+    product of thousands of co-occurring items would briefly need several times the dense matrix)."""
+    n = features.shape[1]
+    transposed, columns = features.T.tocsr(), features.tocsc()
+    gram = np.empty((n, n))
+    for lo in range(0, n, block):
+        gram[:, lo:lo + block] = (transposed @ columns[:, lo:lo + block]).toarray()
+    return gram

@@ -10,6 +10,8 @@ users want the best audience whatever produced it.
 
 from __future__ import annotations
 
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -64,31 +66,58 @@ class ItemLogRegConfig(BaseModel):
     C: float = Field(4.0, gt=0, description="Inverse L2 strength (chosen on tuning splits 100-104, BENCHMARKS.md)")
     max_negatives: int = Field(200_000, ge=1, description="Non-seed users sampled as negatives at most")
     seed: int = 0
+    n_jobs: int = Field(2, ge=1, description="Threads fitting the campaigns' models at fit time (liblinear "
+                        "releases the GIL); the models are the same whatever the count")
 
 
 @register("item_logreg")
 class ItemLogRegScorer(AudienceScorer):
-    """Per-campaign logistic regression on TF-IDF user x item rows: the strong simple peer."""
+    """Per-campaign logistic regression on TF-IDF user x item rows: the strong simple peer.
+
+    ``fit`` already fits every campaign of the training seeds, ``n_jobs`` at a time, and ``score`` reuses
+    that model when asked about the same seeds (held-out evaluation); other seed lists are fitted on demand.
+    """
 
     config_class = ItemLogRegConfig
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         self.features = user_item_tfidf(data)
+        self.models: dict[str, tuple[str, LogisticRegression]] = {}
+        seeds = list(train_seeds.values())
+        with ThreadPoolExecutor(self.config.n_jobs) as pool:
+            for one, model in zip(seeds, pool.map(self.campaign_model, seeds)):
+                self.models[one.campaign_id] = (seeds_key(one), model)
 
     def campaign_model(self, seeds: CampaignSeeds) -> LogisticRegression:
+        known = getattr(self, "models", {}).get(seeds.campaign_id)
+        if known is not None and known[0] == seeds_key(seeds):
+            return known[1]
         rows, labels = campaign_labels(self.features.shape[0], seeds, self.config.max_negatives, self.config.seed)
         model = LogisticRegression(C=self.config.C, solver="liblinear", max_iter=200)
         return model.fit(self.features[rows], labels)
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         model = self.campaign_model(seeds)
-        return model.decision_function(self.features[candidates]).astype(np.float32)
+        rows = self.features if is_everyone(candidates, self.features.shape[0]) else self.features[candidates]
+        return model.decision_function(rows).astype(np.float32)
 
     def save(self, folder: Path) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)  # per-campaign fits are redone from the data
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         self.fit(data, {})
+
+
+def seeds_key(seeds: CampaignSeeds) -> str:
+    """Identity of a seed list (positives and labelled negatives) for reusing a campaign's fitted model."""
+    digest = hashlib.sha256(np.ascontiguousarray(seeds.positives, np.int64).tobytes())
+    digest.update(b"|" + np.ascontiguousarray(seeds.negatives, np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def is_everyone(candidates: np.ndarray, n_users: int) -> bool:
+    """True when ``candidates`` is 0..n_users-1 in order: score the rows as they are, without a copy."""
+    return candidates.size == n_users and bool(np.array_equal(candidates, np.arange(n_users)))
 
 
 class SVDCentroidConfig(BaseModel):

@@ -47,3 +47,22 @@ def test_reference_peers_beat_popularity_on_movielens(movielens_data):
     table = compare_to_reference(frame, "popularity", ["recall_at_5pct"]).filter(pl.col("seed_bucket") == "all")
     low = dict(zip(table["model"], table["ci_low"]))
     assert low["item_logreg"] > 0.15 and low["svd_centroid"] > 0.05
+
+
+def test_item_logreg_models_fitted_up_front_score_like_fits_on_demand(synthetic_data):
+    from lookalike_models.evaluation import holdout_split
+    from lookalike_models.reference import ItemLogRegScorer
+
+    train, _ = holdout_split(synthetic_data.campaigns, synthetic_data.n_users, 0.1, 0)
+    upfront, on_demand = ItemLogRegScorer({"n_jobs": 2}), ItemLogRegScorer()
+    upfront.fit(synthetic_data, train)
+    on_demand.fit(synthetic_data, {})
+    users = np.arange(synthetic_data.n_users)
+    for cid in list(train)[:3]:
+        assert np.array_equal(upfront.score(synthetic_data, train[cid], users),
+                              on_demand.score(synthetic_data, train[cid], users))
+    # All of a campaign's seeds are another seed list: fitted anew, not tonight's training-seed model.
+    full = synthetic_data.campaigns[cid]
+    assert upfront.campaign_model(full) is not upfront.models[cid][1]
+    assert np.array_equal(upfront.score(synthetic_data, full, users[::7]), on_demand.score(synthetic_data, full,
+                                                                                         users[::7]))

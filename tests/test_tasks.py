@@ -111,11 +111,12 @@ def test_train_evaluate_and_stage_hand_on_typed_records(night, tmp_path, monkeyp
 
     campaigns, shards, size = plan_shards.fn(data_dir, 3, publish.audience_fraction)
     assert len(shards) == 3 and set(campaigns) == set(staged.staged)
+    parts = [score_shard.fn(SPEC, data_dir, split.path, trained.model_dir, campaigns, shard, size, [])
+             for shard in shards]
+    sharded, failed = merge_and_stage.fn(SPEC, data_dir, parts, size, str(tmp_path / "sharded"))
+    assert not failed and set(sharded) == set(campaigns)
     for cid in campaigns:
-        parts = [score_shard.fn(SPEC, data_dir, split.path, trained.model_dir, cid, shard, size, [])
-                 for shard in shards]
-        sharded = merge_and_stage.fn(SPEC, data_dir, cid, parts, size, str(tmp_path / "sharded"))
-        assert pl.read_parquet(sharded).equals(pl.read_parquet(staged.staged[cid])), cid
+        assert pl.read_parquet(sharded[cid]).equals(pl.read_parquet(staged.staged[cid])), cid
 
 
 def _evaluation():
