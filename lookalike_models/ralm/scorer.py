@@ -5,6 +5,11 @@ look-alike model (phase 2) on the campaigns' training seeds, then precomputes ea
 ``score`` reuses stored centroids while the seed list is unchanged (checked by fingerprint) and
 re-clusters otherwise; the population's transformed embeddings are computed once, so a campaign costs
 O(users x k). ``recluster_campaigns`` refreshes stored centroids for new seeds without retraining.
+
+Defaults (issue 10, chosen on tuning splits 100-104, bench/results/ralm_embeddings.md): the user model starts
+from the TruncatedSVD factors of the TF-IDF user x item matrix and keeps a trained epoch only when it
+raises look-alike recall on withheld proxy items; embeddings are centred; the shared transform uses a
+LeakyReLU (with ReLU, most units died and scores collapsed to a few dimensions).
 """
 
 from __future__ import annotations
@@ -68,7 +73,8 @@ class RalmConfig(BaseModel):
     residual: bool = Field(True, description="linear path around the tower MLP (identity on the history at the "
                                              "SVD start)")
     softmax_scale: float = Field(1.0, gt=0, description="initial (learned) scale of the sampled-softmax logits")
-    tie_items: bool = Field(True, description="one item table for the history field and the softmax output")
+    tie_items: bool = Field(True, description="one item table for the history field and the softmax output "
+                                              "(when field_dim == dim)")
     item_bias: bool = Field(True, description="a learned per-item bias in the sampled-softmax logits")
     center_embeddings: bool = Field(True, description="subtract the population mean from the user embeddings")
     logq_correction: bool = Field(True, description="subtract the sampler's log probability from the logits")
@@ -159,7 +165,11 @@ class RalmScorer(AudienceScorer):
             batch_size=c.lookalike_batch_size, lr=c.lookalike_lr, negatives_per_positive=c.negatives_per_positive,
             target_frac=c.target_frac, max_seeds=c.max_train_seeds, seed=c.seed, negatives_from=c.negatives_from,
             min_samples=c.lookalike_min_samples)
-        self.history = {"user_loss": user_curve, "lookalike_loss": look_curve}
+        # Lists of floats per key (the tracking task logs them): the user model's loss per epoch, its
+        # early-stopping score from the start (epoch 0) on, and the look-alike loss per epoch.
+        self.history = {"user_loss": [e["loss"] for e in user_curve[1:]], "lookalike_loss": look_curve}
+        if c.early_stopping != "none":
+            self.history["user_validation"] = [e["val_recall"] for e in user_curve]
         self._refresh_population()
         self.centroids = {cid: self.recluster(s) for cid, s in train_seeds.items() if s.positives.size}
 

@@ -223,9 +223,8 @@ class UserModel(nn.Module):
                  dim: int = 32, merge: str = "merge", activation: str = "relu", residual: bool = False,
                  softmax_scale: float = 1.0, item_bias: bool = False, tie_items: bool = False):
         super().__init__()
-        if tie_items and (field_dim != dim or not spec.item_history):
-            raise ValueError("tie_items needs the item-history field and field_dim == dim")
-        self.tie_items = tie_items
+        # One table needs the history field and field_dim == dim; otherwise the two tables stay separate.
+        self.tie_items = tie_items and spec.item_history and field_dim == dim
         self.tower = UserTower(spec, field_dim, attention_dim, hidden, dim, merge, activation, residual)
         self.items = nn.Embedding(spec.n_items, dim)
         nn.init.normal_(self.items.weight, std=0.05)
