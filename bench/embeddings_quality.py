@@ -59,6 +59,7 @@ GROUPS = {
         "ralm_cc_stop_on_interactions": {**RALM_CENTROID_COSINE, "early_stopping": "interactions"},
         "ralm_cc_not_centered": {**RALM_CENTROID_COSINE, "center_embeddings": False},
         "ralm_average_relu": {"model": "ralm_average", "transform_activation": "relu"},
+        "ralm_average_h32": {"model": "ralm_average", "transform_dim": 32},
     },
 }
 METRIC = "recall_at_5pct"

@@ -90,7 +90,7 @@ class RalmConfig(BaseModel):
     n_negatives: int = Field(10, ge=1, description="sampled-softmax negatives per positive")
     max_positives_per_user: int = Field(50, ge=1)
     transform: bool = Field(True, description="shared FC+activation transform; False compares raw embeddings")
-    transform_dim: int = Field(32, ge=2, description="h")
+    transform_dim: int = Field(128, ge=2, description="h (chosen on tuning splits 100-104: 128 > 32)")
     transform_activation: Literal["relu", "leaky_relu"] = Field(
         "leaky_relu", description="the shared transform's activation (paper: ReLU)")
     k: int = Field(20, ge=1, description="k-means centroids per campaign (capped at the seed count)")
