@@ -2,6 +2,8 @@
 
     LOOKALIKE_DATA_ROOT=/work/shared/data python bench/embeddings_quality.py --splits 0 1 2 3 4 \
         --out bench/results/embeddings.md
+    LOOKALIKE_DATA_ROOT=/work/shared/data python bench/embeddings_quality.py --splits 0 1 2 3 4 \
+        --groups ralm,ralm_ablation --out bench/results/ralm_embeddings.md
 
 Protocol: ``evaluate_scorers`` (10% of each campaign's seeds held out plus as many non-seeds, fit on the
 rest, rank every user) repeated over split seeds; every scorer sees the same splits. Reported: mean
@@ -32,6 +34,12 @@ BEFORE = {"dim": 32, "history_len": 200, "history_weighting": "none", "init": "r
           "batch_users": 512, "max_epochs": 15, "patience": 2, "min_improvement": 1e-4, "fold_in_proxy_items": False}
 # Today's training from a random item table: what StarSpace learns without the SVD warm start.
 RANDOM_INIT = {"init": "random", "lr": 0.01, "max_epochs": 30, "patience": 30}
+# RALM's phase-1 user embeddings scored by cosine to the seeds' centroid (no look-alike phase).
+RALM_CENTROID_COSINE = {"model": "ralm_average", "transform": False, "lookalike_epochs": 0}
+# The RALM user model before issue 10 (its old defaults): the "before" arm of the RALM ablation.
+RALM_BEFORE = {"dim": 32, "field_dim": 32, "max_history": 50, "history_weighting": "mean", "drop_fields": [],
+               "init": "random", "residual": False, "tie_items": False, "item_bias": False, "center_embeddings": False,
+               "logq_correction": False, "user_epochs": 3, "early_stopping": "none", "user_lr": 0.005}
 # Groups of models that share one StarSpace encoder: a group is evaluated over all splits before the next,
 # so the per-process encoder cache trains each encoder once per data set.
 GROUPS = {
@@ -42,7 +50,17 @@ GROUPS = {
     "starspace_before": {"centroid_cosine_before": {"model": "centroid_cosine", "encoder": BEFORE},
                          "lsh_density_before": {"model": "lsh_density", "encoder": BEFORE},
                          "affinity_mlp_before": {"model": "affinity_mlp", "encoder": BEFORE}},
-    "ralm": {"ralm_average": {}},
+    "ralm": {"ralm_centroid_cosine": RALM_CENTROID_COSINE, "ralm_average": {}, "ralm": {}},
+    # Which change mattered for RALM: each arm is today's defaults with one thing reverted (or all of them).
+    "ralm_ablation": {
+        "ralm_cc_before": {**RALM_CENTROID_COSINE, **RALM_BEFORE},
+        "ralm_cc_no_svd_start": {**RALM_CENTROID_COSINE, "init": "random", "residual": False},
+        "ralm_cc_untrained": {**RALM_CENTROID_COSINE, "user_epochs": 0},
+        "ralm_cc_stop_on_interactions": {**RALM_CENTROID_COSINE, "early_stopping": "interactions"},
+        "ralm_cc_not_centered": {**RALM_CENTROID_COSINE, "center_embeddings": False},
+        "ralm_average_relu": {"model": "ralm_average", "transform_activation": "relu"},
+        "ralm_average_h32": {"model": "ralm_average", "transform_dim": 32},
+    },
 }
 METRIC = "recall_at_5pct"
 

@@ -112,12 +112,15 @@ class LookalikeModel(nn.Module):
     to the seed mean (``mode='average'``). ``transform=False`` keeps the user embeddings as they are."""
 
     def __init__(self, d: int, h: int = 32, alpha: float = 0.3, beta: float = 0.7, mode: str = "attention",
-                 transform: bool = True, size_prior: bool = True, init_scale: float = 5.0):
+                 transform: bool = True, size_prior: bool = True, init_scale: float = 5.0, activation: str = "relu"):
         super().__init__()
         if mode not in ("attention", "average"):
             raise ValueError(f"mode must be 'attention' or 'average', not {mode!r}")
         self.mode, self.alpha, self.beta, self.size_prior = mode, alpha, beta, size_prior
-        self.transform = nn.Sequential(nn.Linear(d, h), nn.ReLU()) if transform else nn.Identity()
+        if activation not in ("relu", "leaky_relu"):
+            raise ValueError(f"activation must be 'relu' or 'leaky_relu', not {activation!r}")
+        act = nn.ReLU() if activation == "relu" else nn.LeakyReLU(0.1)  # leaky: units cannot die
+        self.transform = nn.Sequential(nn.Linear(d, h), act) if transform else nn.Identity()
         width = h if transform else d
         self.local = LocalAttention(width)
         self.glob = GlobalAttention(width)

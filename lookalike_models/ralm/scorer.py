@@ -5,6 +5,11 @@ look-alike model (phase 2) on the campaigns' training seeds, then precomputes ea
 ``score`` reuses stored centroids while the seed list is unchanged (checked by fingerprint) and
 re-clusters otherwise; the population's transformed embeddings are computed once, so a campaign costs
 O(users x k). ``recluster_campaigns`` refreshes stored centroids for new seeds without retraining.
+
+Defaults (issue 10, chosen on tuning splits 100-104, bench/results/ralm_embeddings.md): the user model starts
+from the TruncatedSVD factors of the TF-IDF user x item matrix and keeps a trained epoch only when it
+raises look-alike recall on withheld proxy items; embeddings are centred; the shared transform uses a
+LeakyReLU (with ReLU, most units died and scores collapsed to a few dimensions).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.ralm.lookalike import (
@@ -28,35 +33,66 @@ from lookalike_models.ralm.lookalike import (
     train_lookalike,
     transform_users,
 )
+from lookalike_models.ralm.proxy_task import build_proxy_task, proxy_recall
 from lookalike_models.ralm.user_model import (
     FieldSpec,
     UserModel,
     embed_users,
     field_spec,
+    init_from_svd,
+    split_validation,
     train_user_model,
     user_inputs,
 )
+from lookalike_models.ralm.warm_start import organic_tfidf, svd_item_factors, weighted_history
 from lookalike_models.scorers import AudienceScorer, register
 
 log = logging.getLogger(__name__)
 
 
 class RalmConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     user_model: Literal["merge", "concat"] = Field("merge", description="attention merge, or concat (ablation)")
-    field_dim: int = Field(32, ge=2, description="per-field embedding size m")
+    field_dim: int = Field(128, ge=2, description="per-field embedding size m (= d for the SVD start)")
     attention_dim: int = Field(16, ge=1, description="attention merge hidden size k (W1: m x k)")
     hidden: int = Field(64, ge=2, description="user tower MLP hidden width")
-    dim: int = Field(32, ge=2, description="universal user embedding size d (paper: 128)")
+    dim: int = Field(128, ge=2, description="universal user embedding size d (paper: 128)")
     item_history: bool = Field(True, description="the user's items as one more multi-valued field")
-    max_history: int = Field(50, ge=1)
-    drop_fields: list[str] = Field(default_factory=list, description="multi-valued fields left out")
-    user_epochs: int = Field(3, ge=0)
+    history_only: bool = Field(False, description="the item-history field alone, no profile fields (ablation)")
+    max_history: int = Field(300, ge=1, description="items kept in the history field (the heaviest by TF-IDF)")
+    history_weighting: Literal["tfidf", "mean"] = Field(
+        "tfidf", description="history field = TF-IDF-weighted sum of item vectors, or their mean (the paper)")
+    drop_fields: list[str] = Field(
+        default_factory=lambda: ["history"],
+        description="multi-valued fields left out; an adapter's own 'history' field duplicates the item history "
+                    "without masking the item being predicted")
+    init: Literal["svd", "random"] = Field(
+        "svd", description="history and output item tables from TruncatedSVD item factors, or random (the paper)")
+    tower_activation: Literal["relu", "leaky_relu"] = Field("relu", description="user tower MLP activation")
+    residual: bool = Field(True, description="linear path around the tower MLP (identity on the history at the "
+                                             "SVD start)")
+    softmax_scale: float = Field(1.0, gt=0, description="initial (learned) scale of the sampled-softmax logits")
+    tie_items: bool = Field(True, description="one item table for the history field and the softmax output "
+                                              "(when field_dim == dim)")
+    item_bias: bool = Field(True, description="a learned per-item bias in the sampled-softmax logits")
+    center_embeddings: bool = Field(True, description="subtract the population mean from the user embeddings")
+    logq_correction: bool = Field(True, description="subtract the sampler's log probability from the logits")
+    user_epochs: int = Field(10, ge=0, description="at most this many epochs (early stopping on held-out interactions)")
+    early_stopping: Literal["proxy_items", "interactions", "none"] = Field(
+        "proxy_items", description="the user model's epoch chosen by look-alike recall on withheld proxy items, "
+                                   "by recall of held-out interactions, or the last epoch")
+    n_proxy_items: int = Field(30, ge=1, description="proxy items for early stopping")
+    user_val_frac: float = Field(0.05, gt=0, lt=1, description="interactions held out for early stopping")
+    user_patience: int = Field(2, ge=1)
     user_batch_size: int = Field(1024, ge=1, description="paper: 256")
-    user_lr: float = Field(0.005, gt=0, description="paper: 0.001")
+    user_lr: float = Field(0.0003, gt=0, description="paper: 0.001")
     n_negatives: int = Field(10, ge=1, description="sampled-softmax negatives per positive")
     max_positives_per_user: int = Field(50, ge=1)
-    transform: bool = Field(True, description="shared FC+ReLU transform; False compares raw embeddings")
-    transform_dim: int = Field(32, ge=2, description="h")
+    transform: bool = Field(True, description="shared FC+activation transform; False compares raw embeddings")
+    transform_dim: int = Field(128, ge=2, description="h (chosen on tuning splits 100-104: 128 > 32)")
+    transform_activation: Literal["relu", "leaky_relu"] = Field(
+        "leaky_relu", description="the shared transform's activation (paper: ReLU)")
     k: int = Field(20, ge=1, description="k-means centroids per campaign (capped at the seed count)")
     size_prior: bool = Field(True, description="attention logits + log(seeds per centroid); False = paper as printed")
     alpha: float = Field(0.3, description="weight of cos(user, global attention)")
@@ -80,25 +116,60 @@ class RalmScorer(AudienceScorer):
     def _build(self, spec: FieldSpec) -> None:
         c = self.config
         self.spec = spec
-        self.user_model = UserModel(spec, c.field_dim, c.attention_dim, c.hidden, c.dim, c.user_model)
+        self.user_model = UserModel(spec, c.field_dim, c.attention_dim, c.hidden, c.dim, c.user_model,
+                                    c.tower_activation, c.residual, c.softmax_scale, c.item_bias,
+                                    c.tie_items)
         self.lookalike = LookalikeModel(c.dim, c.transform_dim, c.alpha, c.beta, self.mode, c.transform,
-                                        c.size_prior)
+                                        c.size_prior, activation=c.transform_activation)
+
+    def _final_inputs(self, data: LookalikeData) -> None:
+        """Every user's fields with the full history (held-out interactions put back) for embedding."""
+        c = self.config
+        history = weighted_history(organic_tfidf(data), c.max_history, np.random.default_rng(c.seed))
+        self.inputs = user_inputs(data, self.spec, history, c.history_weighting == "tfidf", c.drop_fields,
+                                  c.history_only)
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         c = self.config
         torch.manual_seed(c.seed)
-        self._build(field_spec(data, c.item_history, c.drop_fields))
-        self.inputs = user_inputs(data, self.spec, c.max_history, c.seed, c.drop_fields)
+        self._build(field_spec(data, c.item_history, c.drop_fields, c.history_only))
+        rng = np.random.default_rng(c.seed)
+        tfidf = organic_tfidf(data)
+        validation = task = None
+        if c.early_stopping == "interactions":
+            tfidf, val_users, val_items = split_validation(tfidf, c.user_val_frac, rng)
+            validation = (val_users, val_items)
+        elif c.early_stopping == "proxy_items":
+            tfidf, task = build_proxy_task(tfidf, c.n_proxy_items, 20, max(40, int(0.3 * data.n_users)), rng)
+        train_inputs = user_inputs(data, self.spec, weighted_history(tfidf, c.max_history, rng),
+                                   c.history_weighting == "tfidf", c.drop_fields, c.history_only)
+        if c.init == "svd" and c.item_history:
+            # Proxy items stay in the SVD (as StarSpace does): their rows are then real factors in the final
+            # embedding, while the proxies are out of every history and every target during training.
+            svd_source = organic_tfidf(data) if task is not None else tfidf
+            init_from_svd(self.user_model, svd_item_factors(svd_source, max(c.field_dim, c.dim), c.seed))
+
+        def proxy_score(model: UserModel) -> float:
+            return proxy_recall(embed_users(model, train_inputs, data.n_users, center=c.center_embeddings), task)
+
+        item_counts = np.bincount(tfidf.indices, minlength=data.n_items)
         user_curve = train_user_model(
-            self.user_model, self.inputs, data, epochs=c.user_epochs, batch_size=c.user_batch_size, lr=c.user_lr,
-            n_negatives=c.n_negatives, max_positives=c.max_positives_per_user, seed=c.seed)
-        self.embeddings = embed_users(self.user_model, self.inputs, data.n_users)
+            self.user_model, train_inputs, tfidf, item_counts, epochs=c.user_epochs, batch_size=c.user_batch_size,
+            lr=c.user_lr, n_negatives=c.n_negatives, max_positives=c.max_positives_per_user, seed=c.seed,
+            logq_correction=c.logq_correction, validation=validation, patience=c.user_patience,
+            validate=proxy_score if task is not None else None)
+        self._final_inputs(data)
+        self.embeddings = embed_users(self.user_model, self.inputs, data.n_users, center=c.center_embeddings)
         look_curve = train_lookalike(
             self.lookalike, self.embeddings, train_seeds, k=c.k, epochs=c.lookalike_epochs,
             batch_size=c.lookalike_batch_size, lr=c.lookalike_lr, negatives_per_positive=c.negatives_per_positive,
             target_frac=c.target_frac, max_seeds=c.max_train_seeds, seed=c.seed, negatives_from=c.negatives_from,
             min_samples=c.lookalike_min_samples)
-        self.history = {"user_loss": user_curve, "lookalike_loss": look_curve}
+        # Lists of floats per key (the tracking task logs them): the user model's loss per epoch, its
+        # early-stopping score from the start (epoch 0) on, and the look-alike loss per epoch.
+        self.history = {"user_loss": [e["loss"] for e in user_curve[1:]], "lookalike_loss": look_curve}
+        if c.early_stopping != "none":
+            self.history["user_validation"] = [e["val_recall"] for e in user_curve]
         self._refresh_population()
         self.centroids = {cid: self.recluster(s) for cid, s in train_seeds.items() if s.positives.size}
 
@@ -147,7 +218,7 @@ class RalmScorer(AudienceScorer):
         self.user_model.eval()
         self.lookalike.eval()
         self.history = meta.get("history", {})
-        self.inputs = user_inputs(data, self.spec, self.config.max_history, self.config.seed, self.config.drop_fields)
+        self._final_inputs(data)
         with np.load(folder / "embeddings.npz", allow_pickle=False) as npz:
             self.embeddings = npz["embeddings"]
         self._refresh_population()
