@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from lookalike_models.contract import CAMPAIGN_ID
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 # Deployment names of `lookalike serve`, distinct from prefect.yaml's (nightly, adhoc, recluster): serving
@@ -158,7 +160,7 @@ def known_campaigns(source) -> list[str] | None:
         if not path.exists():
             raise UsageError(f"{path}: file not found (data.path must be a contract folder)")
         try:
-            return sorted(pl.read_parquet(path, columns=["campaign_id"])["campaign_id"].cast(pl.String).unique())
+            return sorted(pl.read_parquet(path, columns=[CAMPAIGN_ID])[CAMPAIGN_ID].cast(pl.String).unique())
         except Exception:  # noqa: BLE001 (a damaged file is reported by the contract check in the run)
             return None
     if source.kind == "synthetic":

@@ -30,6 +30,10 @@ SEEDS = "seeds.parquet"
 CAMPAIGN_FEATURES = "campaign_features.parquet"
 SCHEMA = "schema.yaml"
 
+# Column names of the contract's tables: one spelling, used by every reader and writer.
+USER_ID, ITEM_ID, CAMPAIGN_ID = "user_id", "item_id", "campaign_id"
+LABEL, TS, WEIGHT, RATING, DOMAIN = "label", "ts", "weight", "rating", "domain"
+
 # Campaign ids become path components of the published audiences: allow no separators, no "..".
 _SAFE_CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
@@ -82,7 +86,7 @@ def check_campaign_id(campaign_id: str, file: str | Path = SEEDS) -> str:
     """Refuse ids that could escape the output folder (``../x``, ``a/b``) or hide files (``.x``)."""
     if not isinstance(campaign_id, str) or not _SAFE_CAMPAIGN_ID.match(campaign_id) or ".." in campaign_id:
         raise DataContractError(
-            file, "campaign_id", "must be 1-128 chars of [A-Za-z0-9_.-], start alphanumeric, no '..'", campaign_id
+            file, CAMPAIGN_ID, "must be 1-128 chars of [A-Za-z0-9_.-], start alphanumeric, no '..'", campaign_id
         )
     return campaign_id
 
@@ -135,52 +139,52 @@ def validate_interactions(df: pl.DataFrame, file: Path) -> pl.DataFrame:
     """Check and normalise interactions: ``weight`` defaults to ``rating`` or 1, ``domain`` to "default"."""
     if df.height == 0:
         raise DataContractError(file, "(rows)", "no interactions")
-    _require_columns(df, file, ["user_id", "item_id"])
-    _require_id_column(df, file, "user_id")
-    _require_id_column(df, file, "item_id")
+    _require_columns(df, file, [USER_ID, ITEM_ID])
+    _require_id_column(df, file, USER_ID)
+    _require_id_column(df, file, ITEM_ID)
     # Report a problem under the column the advertiser wrote: ``rating`` when weight is derived from it.
-    source = "weight" if "weight" in df.columns else "rating" if "rating" in df.columns else None
+    source = WEIGHT if WEIGHT in df.columns else RATING if RATING in df.columns else None
     if source:
         _require_numeric(df, file, source)
         negative = df.filter(pl.col(source) < 0)
         if negative.height:
             raise DataContractError(file, source, f"{negative.height} rows are negative (weights must be >= 0)",
                                     negative.row(0, named=True))
-    if "weight" not in df.columns:
-        df = df.with_columns((pl.col("rating") if source else pl.lit(1.0)).alias("weight"))
-    if "ts" in df.columns and not (df.schema["ts"].is_integer() or df.schema["ts"].is_temporal()):
-        raise DataContractError(file, "ts", f"must be an integer or a timestamp, got {df.schema['ts']}", df["ts"][0])
-    if "domain" not in df.columns:
-        df = df.with_columns(pl.lit("default").alias("domain"))
-    elif df.schema["domain"] != pl.String or df["domain"].null_count():
-        raise DataContractError(file, "domain", "must be a non-null string", df["domain"].head(1).to_list()[0])
-    _reject_duplicates(df, file, [c for c in ("user_id", "item_id", "ts", "domain") if c in df.columns])
-    return df.with_columns(pl.col("weight").cast(pl.Float32))
+    if WEIGHT not in df.columns:
+        df = df.with_columns((pl.col(RATING) if source else pl.lit(1.0)).alias(WEIGHT))
+    if TS in df.columns and not (df.schema[TS].is_integer() or df.schema[TS].is_temporal()):
+        raise DataContractError(file, TS, f"must be an integer or a timestamp, got {df.schema['ts']}", df[TS][0])
+    if DOMAIN not in df.columns:
+        df = df.with_columns(pl.lit("default").alias(DOMAIN))
+    elif df.schema[DOMAIN] != pl.String or df[DOMAIN].null_count():
+        raise DataContractError(file, DOMAIN, "must be a non-null string", df[DOMAIN].head(1).to_list()[0])
+    _reject_duplicates(df, file, [c for c in (USER_ID, ITEM_ID, TS, DOMAIN) if c in df.columns])
+    return df.with_columns(pl.col(WEIGHT).cast(pl.Float32))
 
 
 def validate_seeds(df: pl.DataFrame, file: Path) -> pl.DataFrame:
     """Check seeds; ``label`` defaults to 1. Per-campaign problems are left to :func:`campaign_problems`."""
     if df.height == 0:
         raise DataContractError(file, "(rows)", "the seed file has no rows")
-    _require_columns(df, file, ["campaign_id", "user_id"])
-    _require_id_column(df, file, "campaign_id")
-    _require_id_column(df, file, "user_id")
-    df = df.with_columns(pl.col("campaign_id").cast(pl.String))
-    if "label" not in df.columns:
-        df = df.with_columns(pl.lit(1, dtype=pl.Int8).alias("label"))
-    if not df.schema["label"].is_integer() and df.schema["label"] != pl.Boolean:
-        raise DataContractError(file, "label", f"must be 0/1 integers, got {df.schema['label']}", df["label"][0])
-    bad = df.filter(~pl.col("label").cast(pl.Int64).is_in([0, 1]) | pl.col("label").is_null())
+    _require_columns(df, file, [CAMPAIGN_ID, USER_ID])
+    _require_id_column(df, file, CAMPAIGN_ID)
+    _require_id_column(df, file, USER_ID)
+    df = df.with_columns(pl.col(CAMPAIGN_ID).cast(pl.String))
+    if LABEL not in df.columns:
+        df = df.with_columns(pl.lit(1, dtype=pl.Int8).alias(LABEL))
+    if not df.schema[LABEL].is_integer() and df.schema[LABEL] != pl.Boolean:
+        raise DataContractError(file, LABEL, f"must be 0/1 integers, got {df.schema['label']}", df[LABEL][0])
+    bad = df.filter(~pl.col(LABEL).cast(pl.Int64).is_in([0, 1]) | pl.col(LABEL).is_null())
     if bad.height:
-        raise DataContractError(file, "label", "labels must be 1 (seed) or 0 (non-converter)", bad.row(0, named=True))
-    _reject_duplicates(df, file, ["campaign_id", "user_id"])
-    return df.with_columns(pl.col("label").cast(pl.Int8))
+        raise DataContractError(file, LABEL, "labels must be 1 (seed) or 0 (non-converter)", bad.row(0, named=True))
+    _reject_duplicates(df, file, [CAMPAIGN_ID, USER_ID])
+    return df.with_columns(pl.col(LABEL).cast(pl.Int8))
 
 
 def validate_user_features(df: pl.DataFrame, file: Path, schema: FeatureSchema) -> pl.DataFrame:
-    _require_columns(df, file, ["user_id", *schema.user_single, *schema.user_multi, *schema.user_continuous])
-    _require_id_column(df, file, "user_id")
-    _reject_duplicates(df, file, ["user_id"])
+    _require_columns(df, file, [USER_ID, *schema.user_single, *schema.user_multi, *schema.user_continuous])
+    _require_id_column(df, file, USER_ID)
+    _reject_duplicates(df, file, [USER_ID])
     for col in schema.user_multi:
         if not isinstance(df.schema[col], pl.List):
             raise DataContractError(file, col, f"multi-valued field must be a list column, got {df.schema[col]}",
@@ -192,10 +196,10 @@ def validate_user_features(df: pl.DataFrame, file: Path, schema: FeatureSchema) 
 
 
 def validate_campaign_features(df: pl.DataFrame, file: Path, schema: FeatureSchema) -> pl.DataFrame:
-    _require_columns(df, file, ["campaign_id", *schema.campaign_single])
-    _require_id_column(df, file, "campaign_id")
-    df = df.with_columns(pl.col("campaign_id").cast(pl.String))
-    _reject_duplicates(df, file, ["campaign_id"])
+    _require_columns(df, file, [CAMPAIGN_ID, *schema.campaign_single])
+    _require_id_column(df, file, CAMPAIGN_ID)
+    df = df.with_columns(pl.col(CAMPAIGN_ID).cast(pl.String))
+    _reject_duplicates(df, file, [CAMPAIGN_ID])
     return df
 
 
@@ -225,18 +229,18 @@ def read_dataset(folder: str | Path) -> RawDataset:
     if (folder / CAMPAIGN_FEATURES).exists():
         path = folder / CAMPAIGN_FEATURES
         campaign_features = validate_campaign_features(read_table(path), path, schema)
-    for name, frame in (("user_id", interactions), ("user_id", seeds)):
-        if user_features is not None and frame.schema[name] != user_features.schema["user_id"]:
+    for name, frame in ((USER_ID, interactions), (USER_ID, seeds)):
+        if user_features is not None and frame.schema[name] != user_features.schema[USER_ID]:
             raise DataContractError(
-                folder / USER_FEATURES, "user_id",
+                folder / USER_FEATURES, USER_ID,
                 f"id type {user_features.schema['user_id']} differs from {frame.schema[name]} elsewhere",
-                user_features["user_id"][0],
+                user_features[USER_ID][0],
             )
-    if seeds.schema["user_id"] != interactions.schema["user_id"]:
+    if seeds.schema[USER_ID] != interactions.schema[USER_ID]:
         raise DataContractError(
-            folder / SEEDS, "user_id",
+            folder / SEEDS, USER_ID,
             f"id type {seeds.schema['user_id']} differs from interactions' {interactions.schema['user_id']}",
-            seeds["user_id"][0],
+            seeds[USER_ID][0],
         )
     return RawDataset(folder, interactions, seeds, schema, user_features, campaign_features)
 

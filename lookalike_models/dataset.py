@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from lookalike_models.contract import SEEDS, DataContractError, RawDataset, check_campaign_id
+from lookalike_models.contract import (
+    CAMPAIGN_ID,
+    ITEM_ID,
+    SEEDS,
+    USER_ID,
+    DataContractError,
+    RawDataset,
+    check_campaign_id,
+)
 from lookalike_models.io import atomic_directory
 
 
@@ -105,9 +113,9 @@ class LookalikeData:
 
     def index_of(self, user_ids: list | pl.Series) -> np.ndarray:
         """Map original user ids to user_idx; unknown ids map to -1."""
-        lookup = pl.DataFrame({"user_id": self.user_ids, "user_idx": np.arange(self.n_users)})
-        query = pl.DataFrame({"user_id": pl.Series(user_ids, dtype=self.user_ids.dtype)})
-        joined = query.with_row_index("order").join(lookup, on="user_id", how="left").sort("order")
+        lookup = pl.DataFrame({USER_ID: self.user_ids, "user_idx": np.arange(self.n_users)})
+        query = pl.DataFrame({USER_ID: pl.Series(user_ids, dtype=self.user_ids.dtype)})
+        joined = query.with_row_index("order").join(lookup, on=USER_ID, how="left").sort("order")
         return joined["user_idx"].fill_null(-1).to_numpy().astype(np.int64)
 
     def without_interactions(self, keep: np.ndarray) -> LookalikeData:
@@ -130,9 +138,9 @@ class LookalikeData:
     # ---- persistence: Parquet for the id mappings (they are a deliverable), npz for arrays ----
     def save(self, folder: str | Path) -> Path:
         with atomic_directory(folder) as tmp:
-            pl.DataFrame({"user_idx": np.arange(self.n_users), "user_id": self.user_ids}).write_parquet(
+            pl.DataFrame({"user_idx": np.arange(self.n_users), USER_ID: self.user_ids}).write_parquet(
                 tmp / "user_index.parquet")
-            pl.DataFrame({"item_idx": np.arange(self.n_items), "item_id": self.item_ids}).write_parquet(
+            pl.DataFrame({"item_idx": np.arange(self.n_items), ITEM_ID: self.item_ids}).write_parquet(
                 tmp / "item_index.parquet")
             arrays = {"user_idx": self.user_idx, "item_idx": self.item_idx, "weight": self.weight,
                       "domain": self.domain, "single": self.users.single, "continuous": self.users.continuous}
@@ -169,8 +177,8 @@ class LookalikeData:
             meta["multi_sizes"], arr["continuous"],
         )
         return cls(
-            user_ids=pl.read_parquet(folder / "user_index.parquet")["user_id"],
-            item_ids=pl.read_parquet(folder / "item_index.parquet")["item_id"],
+            user_ids=pl.read_parquet(folder / "user_index.parquet")[USER_ID],
+            item_ids=pl.read_parquet(folder / "item_index.parquet")[ITEM_ID],
             user_idx=arr["user_idx"], item_idx=arr["item_idx"], weight=arr["weight"], domain=arr["domain"],
             domains=meta["domains"], users=users,
             campaigns={c: CampaignSeeds(c, arr[f"pos::{c}"], arr[f"neg::{c}"]) for c in meta["campaigns"]},
@@ -208,14 +216,14 @@ def _encode_multi(values: pl.Series, max_len: int) -> tuple[np.ndarray, int]:
 
 def _campaign_problems(seeds: pl.DataFrame, known: pl.DataFrame, min_match_rate: float) -> dict[str, str]:
     problems: dict[str, str] = {}
-    stats = (seeds.join(known.select("user_id", pl.lit(True).alias("known")), on="user_id", how="left")
-             .group_by("campaign_id")
+    stats = (seeds.join(known.select(USER_ID, pl.lit(True).alias("known")), on=USER_ID, how="left")
+             .group_by(CAMPAIGN_ID)
              .agg(pl.len().alias("rows"), (pl.col("label") == 1).sum().alias("pos"),
                   ((pl.col("label") == 1) & pl.col("known").is_not_null()).sum().alias("pos_known"),
                   pl.col("known").is_not_null().sum().alias("known"),
-                  pl.col("user_id").filter(pl.col("known").is_null()).first().alias("unknown_example")))
+                  pl.col(USER_ID).filter(pl.col("known").is_null()).first().alias("unknown_example")))
     for row in stats.iter_rows(named=True):
-        cid = row["campaign_id"]
+        cid = row[CAMPAIGN_ID]
         try:
             check_campaign_id(cid)
         except DataContractError as err:
@@ -225,13 +233,13 @@ def _campaign_problems(seeds: pl.DataFrame, known: pl.DataFrame, min_match_rate:
             problems[cid] = str(DataContractError(SEEDS, "label", f"campaign '{cid}' has no seed (label 1) rows", cid))
         elif row["pos_known"] < max(1, min_match_rate * row["pos"]):
             problems[cid] = str(DataContractError(
-                SEEDS, "user_id",
+                SEEDS, USER_ID,
                 f"campaign '{cid}': only {row['pos_known']} of {row['pos']} seeds are known users "
                 f"(need {min_match_rate:.0%})", row["unknown_example"]))
         elif row["known"] >= known.height:
             # Every user is a seed or a known non-converter: an empty audience with a perfect precision.
             problems[cid] = str(DataContractError(
-                SEEDS, "user_id", f"campaign '{cid}': its seeds and non-converters are all {known.height} users, "
+                SEEDS, USER_ID, f"campaign '{cid}': its seeds and non-converters are all {known.height} users, "
                 "nothing is left to rank", cid))
     return problems
 
@@ -241,7 +249,7 @@ def require_runnable_campaigns(data: LookalikeData) -> None:
     if data.campaigns:
         return
     reasons = "; ".join(f"{cid}: {why}" for cid, why in sorted(data.campaign_problems.items()))
-    raise DataContractError(SEEDS, "campaign_id", f"no campaign can run ({len(data.campaign_problems)} skipped: "
+    raise DataContractError(SEEDS, CAMPAIGN_ID, f"no campaign can run ({len(data.campaign_problems)} skipped: "
                             f"{reasons or 'no campaigns'})")
 
 
@@ -254,18 +262,18 @@ def feature_only_users(data: LookalikeData) -> int:
 def encode(raw: RawDataset, max_multi_len: int = 50, min_seed_match_rate: float = 0.5) -> LookalikeData:
     """Map ids to contiguous ints and encode user/campaign fields (see module docstring)."""
     inter, uf, schema = raw.interactions, raw.user_features, raw.schema
-    id_sources = [inter["user_id"]] + ([uf["user_id"]] if uf is not None else [])
-    user_index = pl.DataFrame({"user_id": pl.concat(id_sources).unique().sort()}).with_row_index("user_idx")
-    item_index = pl.DataFrame({"item_id": inter["item_id"].unique().sort()}).with_row_index("item_idx")
+    id_sources = [inter[USER_ID]] + ([uf[USER_ID]] if uf is not None else [])
+    user_index = pl.DataFrame({USER_ID: pl.concat(id_sources).unique().sort()}).with_row_index("user_idx")
+    item_index = pl.DataFrame({ITEM_ID: inter[ITEM_ID].unique().sort()}).with_row_index("item_idx")
     domains = sorted(inter["domain"].unique().to_list())
-    encoded = (inter.join(user_index, on="user_id").join(item_index, on="item_id")
+    encoded = (inter.join(user_index, on=USER_ID).join(item_index, on=ITEM_ID)
                .with_columns(pl.col("domain").replace_strict(domains, list(range(len(domains)))).alias("d")))
     n_users = user_index.height
 
     single_cols, single_sizes, multi_cols, multi_sizes = [], [], [], []
     continuous = np.zeros((n_users, len(schema.user_continuous)), np.float32)
     if uf is not None:
-        aligned = user_index.join(uf, on="user_id", how="left", maintain_order="left")
+        aligned = user_index.join(uf, on=USER_ID, how="left", maintain_order="left")
         for name in schema.user_single:
             codes, size = _encode_categorical(aligned[name])
             single_cols.append(codes)
@@ -282,9 +290,9 @@ def encode(raw: RawDataset, max_multi_len: int = 50, min_seed_match_rate: float 
     single = np.stack(single_cols, 1) if single_cols else np.zeros((n_users, 0), np.int64)
 
     problems = _campaign_problems(raw.seeds, user_index, min_seed_match_rate)
-    seeds = raw.seeds.join(user_index, on="user_id")
+    seeds = raw.seeds.join(user_index, on=USER_ID)
     campaigns = {}
-    for (cid,), group in seeds.group_by(["campaign_id"], maintain_order=True):
+    for (cid,), group in seeds.group_by([CAMPAIGN_ID], maintain_order=True):
         if cid in problems:
             continue
         labels = group["label"].to_numpy()
@@ -292,18 +300,18 @@ def encode(raw: RawDataset, max_multi_len: int = 50, min_seed_match_rate: float 
         campaigns[cid] = CampaignSeeds(cid, np.sort(idx[labels == 1]), np.sort(idx[labels == 0]))
 
     campaign_fields, cf_sizes, campaign_items = {}, [], {}
-    if raw.campaign_features is not None and "item_id" in raw.campaign_features.columns:
-        own = raw.campaign_features.select("campaign_id", "item_id").join(item_index, on="item_id")
-        campaign_items = dict(zip(own["campaign_id"].to_list(), own["item_idx"].to_list()))
+    if raw.campaign_features is not None and ITEM_ID in raw.campaign_features.columns:
+        own = raw.campaign_features.select(CAMPAIGN_ID, ITEM_ID).join(item_index, on=ITEM_ID)
+        campaign_items = dict(zip(own[CAMPAIGN_ID].to_list(), own["item_idx"].to_list()))
     if raw.campaign_features is not None and schema.campaign_single:
         cf = raw.campaign_features
         codes = [_encode_categorical(cf[name]) for name in schema.campaign_single]
         cf_sizes = [size for _, size in codes]
         matrix = np.stack([c for c, _ in codes], 1)
-        campaign_fields = {cid: matrix[i] for i, cid in enumerate(cf["campaign_id"].to_list())}
+        campaign_fields = {cid: matrix[i] for i, cid in enumerate(cf[CAMPAIGN_ID].to_list())}
 
     return LookalikeData(
-        user_ids=user_index["user_id"], item_ids=item_index["item_id"],
+        user_ids=user_index[USER_ID], item_ids=item_index[ITEM_ID],
         user_idx=encoded["user_idx"].to_numpy().astype(np.int32),
         item_idx=encoded["item_idx"].to_numpy().astype(np.int32),
         weight=encoded["weight"].to_numpy().astype(np.float32),

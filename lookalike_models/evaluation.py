@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
+from lookalike_models.contract import CAMPAIGN_ID
 from lookalike_models.dataset import CampaignSeeds
 
 
@@ -84,7 +85,7 @@ def save_split(train: dict[str, CampaignSeeds], heldout: dict[str, HeldOut], pat
             roles |= {"heldout_pos": held.positives,
                       "heldout_neg_sampled" if held.negatives_sampled else "heldout_neg": held.negatives}
         for role, users in roles.items():
-            parts.append(pl.DataFrame({"campaign_id": pl.Series([cid] * users.size, dtype=pl.String),
+            parts.append(pl.DataFrame({CAMPAIGN_ID: pl.Series([cid] * users.size, dtype=pl.String),
                                        "user_idx": users.astype(np.int64),
                                        "role": pl.Series([role] * users.size, dtype=pl.String)}))
     return write_parquet_atomic(pl.concat(parts), path)
@@ -93,7 +94,7 @@ def save_split(train: dict[str, CampaignSeeds], heldout: dict[str, HeldOut], pat
 def load_split(path: str | Path) -> tuple[dict[str, CampaignSeeds], dict[str, HeldOut]]:
     frame = pl.read_parquet(path)
     train, heldout = {}, {}
-    for (cid,), group in frame.group_by(["campaign_id"], maintain_order=True):
+    for (cid,), group in frame.group_by([CAMPAIGN_ID], maintain_order=True):
         by_role = {r: np.sort(g["user_idx"].to_numpy()) for (r,), g in group.group_by(["role"])}
         empty = np.empty(0, np.int64)
         train[cid] = CampaignSeeds(cid, by_role.get("train_pos", empty), by_role.get("train_neg", empty))
@@ -190,7 +191,7 @@ def campaign_means(per_campaign: pl.DataFrame) -> pl.DataFrame:
     metrics = metric_columns(per_campaign)
     if "split_seed" not in per_campaign.columns:
         per_campaign = per_campaign.with_columns(pl.lit(0).alias("split_seed"))
-    return (per_campaign.sort("split_seed").group_by("model", "campaign_id", maintain_order=True)
+    return (per_campaign.sort("split_seed").group_by("model", CAMPAIGN_ID, maintain_order=True)
             .agg(pl.col("seed_bucket").first(), pl.len().alias("splits"), *[pl.col(m).mean() for m in metrics]))
 
 

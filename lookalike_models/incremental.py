@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from lookalike_models.contract import USER_ID
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.scorers import AudienceScorer, top_k
 from lookalike_models.user_state import load_user_state, match_previous
@@ -96,4 +97,4 @@ def load_previous_top(previous: dict | None, campaign_id: str, size: int) -> Pre
     if not path.exists():
         return None
     top = pl.read_parquet(path)
-    return PreviousTop(top["user_id"], top["score"].to_numpy(), size, previous["keys"][campaign_id])
+    return PreviousTop(top[USER_ID], top["score"].to_numpy(), size, previous["keys"][campaign_id])

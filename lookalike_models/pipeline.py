@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lookalike_models.contract import CAMPAIGN_ID, USER_ID
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.scorers import AudienceScorer, top_k
 
@@ -60,19 +61,19 @@ def resolve_seeds(data: LookalikeData, campaign_id: str | None, seed_user_ids: l
 
     if campaign_id:
         if campaign_id in data.campaign_problems:
-            raise DataContractError("seeds.parquet", "campaign_id", data.campaign_problems[campaign_id], campaign_id)
+            raise DataContractError("seeds.parquet", CAMPAIGN_ID, data.campaign_problems[campaign_id], campaign_id)
         if campaign_id not in data.campaigns:
-            raise DataContractError("seeds.parquet", "campaign_id", "no such campaign", campaign_id)
+            raise DataContractError("seeds.parquet", CAMPAIGN_ID, "no such campaign", campaign_id)
         return data.campaigns[campaign_id]
     check_campaign_id(name, "parameter name")
     if not seed_user_ids:
-        raise DataContractError("parameter seed_user_ids", "user_id", "empty seed list: give ids or a campaign_id")
+        raise DataContractError("parameter seed_user_ids", USER_ID, "empty seed list: give ids or a campaign_id")
     ids = [int(u) if data.user_ids.dtype.is_integer() and str(u).lstrip("-").isdigit() else u for u in seed_user_ids]
     if data.user_ids.dtype.is_integer() and any(isinstance(u, str) for u in ids):
         bad = next(u for u in ids if isinstance(u, str))
-        raise DataContractError("parameter seed_user_ids", "user_id", "user ids of this data are integers", bad)
+        raise DataContractError("parameter seed_user_ids", USER_ID, "user ids of this data are integers", bad)
     idx = data.index_of(ids)
     if (idx < 0).all():
-        raise DataContractError("parameter seed_user_ids", "user_id", "none of the seeds is a known user",
+        raise DataContractError("parameter seed_user_ids", USER_ID, "none of the seeds is a known user",
                                 seed_user_ids[0])
     return CampaignSeeds(name, np.unique(idx[idx >= 0]))

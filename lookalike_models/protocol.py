@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from lookalike_models.catalog import build_scorer
+from lookalike_models.contract import CAMPAIGN_ID
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import (
     HeldOut,
@@ -108,9 +109,9 @@ def compare_to_reference(per_campaign: pl.DataFrame, reference: str, metrics: li
     means = campaign_means(per_campaign)
     if reference not in set(means["model"]):
         raise ValueError(f"reference model '{reference}' was not evaluated; have {sorted(set(means['model']))}")
-    ref = means.filter(pl.col("model") == reference).select("campaign_id", *[pl.col(m).alias(f"ref_{m}")
+    ref = means.filter(pl.col("model") == reference).select(CAMPAIGN_ID, *[pl.col(m).alias(f"ref_{m}")
                                                                             for m in metrics])
-    paired = means.join(ref, on="campaign_id", how="inner")
+    paired = means.join(ref, on=CAMPAIGN_ID, how="inner")
     groups = [("all", paired)]
     if by_bucket:
         groups += [(bucket, paired.filter(pl.col("seed_bucket") == bucket))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from lookalike_models.contract import check_campaign_id
+from lookalike_models.contract import USER_ID, check_campaign_id
 from lookalike_models.dataset import LookalikeData
 from lookalike_models.io import write_bytes_atomic, write_parquet_atomic
 
@@ -17,7 +17,7 @@ AUDIENCE_FILE = "audience.parquet"
 
 def audience_frame(data: LookalikeData, users: np.ndarray, scores: np.ndarray, source: str) -> pl.DataFrame:
     return pl.DataFrame({
-        "user_id": data.user_ids.gather(users) if users.size else data.user_ids.head(0),
+        USER_ID: data.user_ids.gather(users) if users.size else data.user_ids.head(0),
         "score": scores.astype(np.float32),
         "rank": np.arange(1, users.size + 1, dtype=np.int32),
         "source": pl.Series([source] * users.size, dtype=pl.String),
@@ -26,7 +26,7 @@ def audience_frame(data: LookalikeData, users: np.ndarray, scores: np.ndarray, s
 
 def write_embeddings(data: LookalikeData, embeddings: np.ndarray, path: str | Path) -> Path:
     """User embeddings as Parquet: user_id, user_idx, embedding (list[float32])."""
-    frame = pl.DataFrame({"user_id": data.user_ids, "user_idx": np.arange(data.n_users),
+    frame = pl.DataFrame({USER_ID: data.user_ids, "user_idx": np.arange(data.n_users),
                           "embedding": pl.Series(embeddings.astype(np.float32)).cast(pl.List(pl.Float32))})
     return write_parquet_atomic(frame, path)
 

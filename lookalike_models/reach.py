@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from lookalike_models.contract import DataContractError, read_table
+from lookalike_models.contract import CAMPAIGN_ID, USER_ID, DataContractError, read_table
 from lookalike_models.dataset import LookalikeData
 
 
@@ -42,7 +42,7 @@ def reach_table(per_campaign: pl.DataFrame, model: str, campaigns: dict[str, int
         source = match if match.height else overall
         for label in labels:
             fraction = float(label.removesuffix("pct").replace("_", ".")) / 100
-            out.append({"campaign_id": cid, "audience_fraction": fraction,
+            out.append({CAMPAIGN_ID: cid, "audience_fraction": fraction,
                         "audience_size": max(1, int(round(fraction * n_users))),
                         "expected_precision": source[f"precision_at_{label}"][0],
                         "expected_recall": source[f"recall_at_{label}"][0],
@@ -59,16 +59,16 @@ def load_exclusions(paths: list[str], data: LookalikeData) -> tuple[np.ndarray, 
     everywhere, per_campaign = [], {}
     for path in paths:
         frame = read_table(path)
-        if "user_id" not in frame.columns:
-            raise DataContractError(path, "user_id", f"required column missing; found {frame.columns}")
-        if frame.schema["user_id"] != data.user_ids.dtype:
-            raise DataContractError(path, "user_id", f"ids are {frame.schema['user_id']}, the data's are "
-                                    f"{data.user_ids.dtype}", frame["user_id"][0] if frame.height else None)
-        idx = data.index_of(frame["user_id"])
+        if USER_ID not in frame.columns:
+            raise DataContractError(path, USER_ID, f"required column missing; found {frame.columns}")
+        if frame.schema[USER_ID] != data.user_ids.dtype:
+            raise DataContractError(path, USER_ID, f"ids are {frame.schema['user_id']}, the data's are "
+                                    f"{data.user_ids.dtype}", frame[USER_ID][0] if frame.height else None)
+        idx = data.index_of(frame[USER_ID])
         known = idx >= 0
-        if "campaign_id" in frame.columns:
-            cids = frame["campaign_id"].cast(pl.String).to_numpy()
-            glob = frame["campaign_id"].is_null().to_numpy()
+        if CAMPAIGN_ID in frame.columns:
+            cids = frame[CAMPAIGN_ID].cast(pl.String).to_numpy()
+            glob = frame[CAMPAIGN_ID].is_null().to_numpy()
             everywhere.append(idx[known & glob])
             for cid in np.unique(cids[known & ~glob]):
                 per_campaign.setdefault(cid, []).append(idx[known & ~glob & (cids == cid)])
@@ -80,7 +80,7 @@ def load_exclusions(paths: list[str], data: LookalikeData) -> tuple[np.ndarray, 
 
 def audience_drift(previous: pl.DataFrame, current: pl.DataFrame) -> dict[str, float]:
     """Overlap and churn between two audiences of one campaign (frames with ``user_id``)."""
-    before, after = set(previous["user_id"].to_list()), set(current["user_id"].to_list())
+    before, after = set(previous[USER_ID].to_list()), set(current[USER_ID].to_list())
     union = before | after
     return {
         "overlap_jaccard": len(before & after) / len(union) if union else 1.0,
@@ -99,6 +99,6 @@ def drift_between_runs(audiences_root: str | Path, previous_run: str, current_ru
         cid = path.parent.name.removeprefix("campaign_id=")
         old = root / f"run_id={previous_run}" / path.parent.name / AUDIENCE_FILE
         if old.exists():
-            rows.append({"campaign_id": cid, **audience_drift(pl.read_parquet(old), pl.read_parquet(path))})
-    return pl.DataFrame(rows, schema={"campaign_id": pl.String, "overlap_jaccard": pl.Float64,
+            rows.append({CAMPAIGN_ID: cid, **audience_drift(pl.read_parquet(old), pl.read_parquet(path))})
+    return pl.DataFrame(rows, schema={CAMPAIGN_ID: pl.String, "overlap_jaccard": pl.Float64,
                                       "churn_in": pl.Float64, "churn_out": pl.Float64})

@@ -18,7 +18,17 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
-from lookalike_models.contract import FeatureSchema, write_dataset
+from lookalike_models.contract import (
+    CAMPAIGN_ID,
+    DOMAIN,
+    ITEM_ID,
+    LABEL,
+    TS,
+    USER_ID,
+    WEIGHT,
+    FeatureSchema,
+    write_dataset,
+)
 
 
 class SyntheticConfig(BaseModel):
@@ -70,10 +80,10 @@ def generate(cfg: SyntheticConfig) -> dict[str, pl.DataFrame | FeatureSchema]:
     users, items = key // n_i, key % n_i
     domain_of_item = np.where(np.arange(n_i) % 2 == 0, "source", "target") if cfg.n_domains == 2 else None
     interactions = pl.DataFrame({
-        "user_id": users + 1_000_000, "item_id": items + 1,
-        "ts": 1_700_000_000 + rng.integers(0, 30 * 86_400, users.size),
-        "weight": weight.astype(np.float32),
-        "domain": domain_of_item[items] if domain_of_item is not None else np.full(users.size, "default"),
+        USER_ID: users + 1_000_000, ITEM_ID: items + 1,
+        TS: 1_700_000_000 + rng.integers(0, 30 * 86_400, users.size),
+        WEIGHT: weight.astype(np.float32),
+        DOMAIN: domain_of_item[items] if domain_of_item is not None else np.full(users.size, "default"),
     })
 
     def noisy(values_by_comm: np.ndarray, n_values: int) -> np.ndarray:
@@ -87,7 +97,7 @@ def generate(cfg: SyntheticConfig) -> dict[str, pl.DataFrame | FeatureSchema]:
     picks = np.where(rng.random((n_u, 4)) < cfg.feature_noise, rng.integers(0, n_topics, (n_u, 4)), picks)
     interests = [[f"topic_{t}" for t in row[:k]] for row, k in zip(picks.tolist(), interest_count.tolist())]
     user_features = pl.DataFrame({
-        "user_id": np.arange(n_u) + 1_000_000,
+        USER_ID: np.arange(n_u) + 1_000_000,
         "age_bucket": noisy(rng.integers(0, 6, n_c), 6).astype(np.int64),
         "gender": rng.choice(["f", "m", "u"], n_u, p=[0.48, 0.48, 0.04]),
         "region": [f"r{r}" for r in noisy(rng.integers(0, 40, n_c), 40)],
@@ -113,10 +123,10 @@ def generate(cfg: SyntheticConfig) -> dict[str, pl.DataFrame | FeatureSchema]:
         n_neg = min(int(cfg.negatives_per_seed * pos.size), outside.size)
         neg = rng.choice(outside, n_neg, replace=False)
         seed_rows.append(pl.DataFrame({
-            "campaign_id": cid, "user_id": np.concatenate([pos, neg]) + 1_000_000,
-            "label": np.concatenate([np.ones(pos.size, np.int8), np.zeros(neg.size, np.int8)]),
+            CAMPAIGN_ID: cid, USER_ID: np.concatenate([pos, neg]) + 1_000_000,
+            LABEL: np.concatenate([np.ones(pos.size, np.int8), np.zeros(neg.size, np.int8)]),
         }))
-        campaign_rows.append({"campaign_id": cid, "category": f"cat{int(comms[0]) % 8}",
+        campaign_rows.append({CAMPAIGN_ID: cid, "category": f"cat{int(comms[0]) % 8}",
                               "advertiser": f"adv{k % 5}", "objective": ["click", "install", "buy"][k % 3]})
     schema = FeatureSchema(
         user_single=["age_bucket", "gender", "region"], user_multi=["interests"],

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from lookalike_models.contract import USER_ID
 from lookalike_models.dataset import LookalikeData
 
 USER_STATE = "user_state.parquet"
@@ -46,15 +47,15 @@ def user_fingerprints(data: LookalikeData) -> np.ndarray:
 
 def user_state(data: LookalikeData) -> pl.DataFrame:
     """What a scorer saves beside its per-user arrays: row i of those arrays belongs to this user_id."""
-    return pl.DataFrame({"user_id": data.user_ids, "fingerprint": user_fingerprints(data)})
+    return pl.DataFrame({USER_ID: data.user_ids, "fingerprint": user_fingerprints(data)})
 
 
 def state_mismatch(data: LookalikeData, previous: pl.DataFrame) -> str | None:
     """Why the previous run's user state cannot be matched to today's users (None when it can). A night
     whose ids changed type (strings yesterday, integers today) must start afresh, not crash every night."""
-    if set(previous.columns) != {"user_id", "fingerprint"}:
+    if set(previous.columns) != {USER_ID, "fingerprint"}:
         return f"previous user state has columns {previous.columns}"
-    if previous.schema["user_id"] != data.user_ids.dtype:
+    if previous.schema[USER_ID] != data.user_ids.dtype:
         return f"user_id type changed from {previous.schema['user_id']} to {data.user_ids.dtype}"
     if previous.schema["fingerprint"] != pl.UInt64:
         return f"previous fingerprints are {previous.schema['fingerprint']}, not UInt64"
@@ -69,7 +70,7 @@ def match_previous(data: LookalikeData, previous: pl.DataFrame) -> tuple[np.ndar
         return np.full(data.n_users, -1, np.int64), np.zeros(data.n_users, bool)
     current = user_state(data).with_row_index("row")
     joined = current.join(previous.with_row_index("previous_row").rename({"fingerprint": "previous_fp"}),
-                          on="user_id", how="left").sort("row")
+                          on=USER_ID, how="left").sort("row")
     previous_row = joined["previous_row"].fill_null(-1).cast(pl.Int64).to_numpy()
     unchanged = (joined["fingerprint"] == joined["previous_fp"]).fill_null(False).to_numpy()
     return previous_row, unchanged

@@ -10,7 +10,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from lookalike_models.config import ModelSpec
-from lookalike_models.contract import SEEDS, read_table, validate_seeds
+from lookalike_models.contract import CAMPAIGN_ID, LABEL, SEEDS, USER_ID, read_table, validate_seeds
 from lookalike_models.dataset import CampaignSeeds
 from tasks.data import load_data
 from tasks.retrying import retry_on_io_error
@@ -22,12 +22,12 @@ def current_seeds(seeds_path: str, data_dir: str) -> dict[str, CampaignSeeds]:
     for the next nightly run (they have no embedding yet); how many is logged."""
     logger = get_run_logger()
     seeds = validate_seeds(read_table(seeds_path), Path(seeds_path))
-    if "label" in seeds.columns:
-        seeds = seeds.filter(pl.col("label").fill_null(1) == 1)
+    if LABEL in seeds.columns:
+        seeds = seeds.filter(pl.col(LABEL).fill_null(1) == 1)
     data = load_data(data_dir)
     campaigns, unknown = {}, 0
-    for (cid,), group in seeds.group_by(["campaign_id"], maintain_order=True):
-        idx = data.index_of(group["user_id"].to_list())
+    for (cid,), group in seeds.group_by([CAMPAIGN_ID], maintain_order=True):
+        idx = data.index_of(group[USER_ID].to_list())
         unknown += int((idx < 0).sum())
         if (idx >= 0).any():
             campaigns[str(cid)] = CampaignSeeds(str(cid), np.unique(idx[idx >= 0]))

@@ -27,7 +27,17 @@ import numpy as np
 import polars as pl
 
 from lookalike_models.adapters import shared_data_root
-from lookalike_models.contract import FeatureSchema, write_dataset
+from lookalike_models.contract import (
+    CAMPAIGN_ID,
+    DOMAIN,
+    ITEM_ID,
+    LABEL,
+    RATING,
+    USER_ID,
+    WEIGHT,
+    FeatureSchema,
+    write_dataset,
+)
 
 FILES = {"books": "Amazon-Books-Dense.inter", "movies": "Amazon-Movies-Dense.inter"}
 SOURCE_DOMAIN, TARGET_DOMAIN = "books", "movies"
@@ -39,11 +49,11 @@ def read_ratings(source: str | Path | None = None) -> pl.DataFrame:
     parts = []
     for domain, name in FILES.items():
         raw = pl.read_csv(source / name, separator="\t",
-                          schema_overrides={"user_id": pl.String, "item_id": pl.String, "rating": pl.Float32})
-        parts.append(raw.unique(["user_id", "item_id"], keep="last", maintain_order=True)
-                     .with_columns(pl.lit(domain).alias("domain")))
+                          schema_overrides={USER_ID: pl.String, ITEM_ID: pl.String, RATING: pl.Float32})
+        parts.append(raw.unique([USER_ID, ITEM_ID], keep="last", maintain_order=True)
+                     .with_columns(pl.lit(domain).alias(DOMAIN)))
     books, movies = parts
-    shared = books.join(movies, on="item_id", how="semi")
+    shared = books.join(movies, on=ITEM_ID, how="semi")
     if shared.height:  # the domains must not share item ids, or encode() would merge their items
         raise ValueError(f"item ids shared by books and movies, e.g. {shared['item_id'][0]}")
     return pl.concat(parts)
@@ -54,34 +64,34 @@ def build(out_dir: str | Path, source_path: str | Path | None = None, n_campaign
           meta_min_raters: int = 20, activity_feature: bool = False) -> Path:
     """Write the Books/Movies subset as a contract folder at ``out_dir``; returns it."""
     ratings = read_ratings(source_path)
-    movies = ratings.filter(pl.col("domain") == TARGET_DOMAIN)
-    raters = movies.group_by("item_id").len()
-    eligible = raters.filter(pl.col("len").is_between(min_raters, max_raters)).sort("item_id")
+    movies = ratings.filter(pl.col(DOMAIN) == TARGET_DOMAIN)
+    raters = movies.group_by(ITEM_ID).len()
+    eligible = raters.filter(pl.col("len").is_between(min_raters, max_raters)).sort(ITEM_ID)
     rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(eligible["item_id"].to_numpy(), min(n_campaigns, eligible.height), replace=False))
-    meta_pool = raters.filter((pl.col("len") >= meta_min_raters) & ~pl.col("item_id").is_in(chosen.tolist()))
-    meta = np.sort(rng.choice(meta_pool.sort("item_id")["item_id"].to_numpy(),
+    chosen = np.sort(rng.choice(eligible[ITEM_ID].to_numpy(), min(n_campaigns, eligible.height), replace=False))
+    meta_pool = raters.filter((pl.col("len") >= meta_min_raters) & ~pl.col(ITEM_ID).is_in(chosen.tolist()))
+    meta = np.sort(rng.choice(meta_pool.sort(ITEM_ID)[ITEM_ID].to_numpy(),
                               min(n_meta_campaigns, meta_pool.height), replace=False)) if n_meta_campaigns else []
     campaign_ids = [f"movie_{i}" for i in chosen] + [f"meta_movie_{i}" for i in meta]
     campaign_items = [*chosen.tolist(), *list(meta)]
-    seeds = (movies.filter(pl.col("item_id").is_in(campaign_items))
-             .join(pl.DataFrame({"campaign_id": campaign_ids, "item_id": campaign_items}), on="item_id")
-             .select("campaign_id", "user_id", pl.lit(1, pl.Int8).alias("label")))
-    interactions = ratings.select("user_id", "item_id", "rating", pl.col("rating").alias("weight"), "domain")
-    campaign_features = pl.DataFrame({"campaign_id": campaign_ids, "item_id": campaign_items})
+    seeds = (movies.filter(pl.col(ITEM_ID).is_in(campaign_items))
+             .join(pl.DataFrame({CAMPAIGN_ID: campaign_ids, ITEM_ID: campaign_items}), on=ITEM_ID)
+             .select(CAMPAIGN_ID, USER_ID, pl.lit(1, pl.Int8).alias(LABEL)))
+    interactions = ratings.select(USER_ID, ITEM_ID, RATING, pl.col(RATING).alias(WEIGHT), DOMAIN)
+    campaign_features = pl.DataFrame({CAMPAIGN_ID: campaign_ids, ITEM_ID: campaign_items})
     schema, user_features = FeatureSchema(), None
     if user_history:
-        organic = ratings.filter(~pl.col("item_id").is_in(campaign_items))
-        user_features = (ratings.select("user_id").unique().sort("user_id")
-                         .join(organic.group_by("user_id", "domain").agg("item_id")
-                               .pivot("domain", index="user_id", values="item_id"), on="user_id", how="left"))
+        organic = ratings.filter(~pl.col(ITEM_ID).is_in(campaign_items))
+        user_features = (ratings.select(USER_ID).unique().sort(USER_ID)
+                         .join(organic.group_by(USER_ID, DOMAIN).agg(ITEM_ID)
+                               .pivot(DOMAIN, index=USER_ID, values=ITEM_ID), on=USER_ID, how="left"))
         for domain in FILES:
             if domain not in user_features.columns:
                 user_features = user_features.with_columns(pl.lit(None, pl.List(pl.String)).alias(domain))
         schema = FeatureSchema(user_multi=list(FILES))
         if activity_feature:
-            activity = organic.group_by("user_id").agg(pl.len().cast(pl.Float32).log1p().alias("activity"))
-            user_features = user_features.join(activity, on="user_id", how="left").with_columns(
+            activity = organic.group_by(USER_ID).agg(pl.len().cast(pl.Float32).log1p().alias("activity"))
+            user_features = user_features.join(activity, on=USER_ID, how="left").with_columns(
                 pl.col("activity").fill_null(0.0))
             schema = FeatureSchema(user_multi=list(FILES), user_continuous=["activity"])
     return write_dataset(out_dir, interactions, seeds, schema, user_features, campaign_features)

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from lookalike_models.adapters import shared_data_root
-from lookalike_models.contract import FeatureSchema, write_dataset
+from lookalike_models.contract import CAMPAIGN_ID, DOMAIN, ITEM_ID, LABEL, USER_ID, WEIGHT, FeatureSchema, write_dataset
 
 SINGLE_FIELDS = ["carrier", "consumptionAbility", "LBS", "age", "education", "gender", "house"]
 MULTI_FIELDS = ["interest1", "interest2", "interest3", "kw1", "kw2", "topic1", "topic2"]
@@ -98,20 +98,20 @@ def read_sample(path: str | Path) -> pl.DataFrame:
 def build(out_dir: str | Path, source_path: str | Path | None = None) -> Path:
     """Write the Tencent sample at ``source_path`` (folder, CSV or pickle) as a contract folder; returns it."""
     rows = read_sample(sample_file(source_path))
-    rows = rows.with_columns(pl.format("aid_{}", "aid").alias("campaign_id"), pl.col("row_id").alias("user_id"))
-    seeds = rows.select("campaign_id", "user_id", pl.col("label").clip(0, 1).cast(pl.Int8))
+    rows = rows.with_columns(pl.format("aid_{}", "aid").alias(CAMPAIGN_ID), pl.col("row_id").alias(USER_ID))
+    seeds = rows.select(CAMPAIGN_ID, USER_ID, pl.col(LABEL).clip(0, 1).cast(pl.Int8))
     user_features = rows.select(
-        "user_id", *[pl.col(f).cast(pl.String) for f in SINGLE_FIELDS],
+        USER_ID, *[pl.col(f).cast(pl.String) for f in SINGLE_FIELDS],
         *[pl.col(f).list.eval(pl.element().cast(pl.String)) for f in MULTI_FIELDS])
     # One row per ad: its fields are the same on every row of that ad.
-    campaign_features = (rows.group_by("campaign_id").agg([pl.col(f).first().cast(pl.String) for f in AD_FIELDS])
-                         .sort("campaign_id"))
+    campaign_features = (rows.group_by(CAMPAIGN_ID).agg([pl.col(f).first().cast(pl.String) for f in AD_FIELDS])
+                         .sort(CAMPAIGN_ID))
     tokens = pl.concat([
-        rows.select("user_id", pl.col(f).alias("code")).explode("code").drop_nulls("code")
-        .select("user_id", pl.format(f"{f}:{{}}", "code").alias("item_id"))
+        rows.select(USER_ID, pl.col(f).alias("code")).explode("code").drop_nulls("code")
+        .select(USER_ID, pl.format(f"{f}:{{}}", "code").alias(ITEM_ID))
         for f in MULTI_FIELDS
     ]).unique(maintain_order=True)
-    interactions = tokens.with_columns(pl.lit(1.0, pl.Float32).alias("weight"), pl.lit("profile").alias("domain"))
+    interactions = tokens.with_columns(pl.lit(1.0, pl.Float32).alias(WEIGHT), pl.lit("profile").alias(DOMAIN))
     schema = FeatureSchema(user_single=SINGLE_FIELDS, user_multi=MULTI_FIELDS, user_continuous=[],
                            campaign_single=AD_FIELDS)
     return write_dataset(out_dir, interactions, seeds, schema, user_features, campaign_features)
