@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install run test test-fast lint bench mlflow-ui prefect-server clean
+.PHONY: install run test test-fast lint format bench mlflow-ui prefect-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/lookalike nightly
 
+# CI's command: lint and formatting checks (seconds), then every test.
 test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Development lane: everything but the tests marked slow (flows end to end, real-data learning checks).
@@ -31,6 +34,10 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
 
 bench: install
 	$(PY) -m pip install -q -e '.[dev,bench]'

@@ -29,27 +29,55 @@ from bench.common import load_data
 from lookalike_models.protocol import compare_to_reference, evaluate_over_splits
 
 # The encoder before issue 10 (its old defaults), kept as the "before" arm of the ablation.
-BEFORE = {"dim": 32, "history_len": 200, "history_weighting": "none", "init": "random", "negatives": 10,
-          "negative_power": 0.0, "share_embeddings": False, "dense_bias": True, "positives_per_user": 8, "lr": 0.02,
-          "batch_users": 512, "max_epochs": 15, "patience": 2, "min_improvement": 1e-4, "fold_in_proxy_items": False}
+BEFORE = {
+    "dim": 32,
+    "history_len": 200,
+    "history_weighting": "none",
+    "init": "random",
+    "negatives": 10,
+    "negative_power": 0.0,
+    "share_embeddings": False,
+    "dense_bias": True,
+    "positives_per_user": 8,
+    "lr": 0.02,
+    "batch_users": 512,
+    "max_epochs": 15,
+    "patience": 2,
+    "min_improvement": 1e-4,
+    "fold_in_proxy_items": False,
+}
 # Today's training from a random item table: what StarSpace learns without the SVD warm start.
 RANDOM_INIT = {"init": "random", "lr": 0.01, "max_epochs": 30, "patience": 30}
 # RALM's phase-1 user embeddings scored by cosine to the seeds' centroid (no look-alike phase).
 RALM_CENTROID_COSINE = {"model": "ralm_average", "transform": False, "lookalike_epochs": 0}
 # The RALM user model before issue 10 (its old defaults): the "before" arm of the RALM ablation.
-RALM_BEFORE = {"dim": 32, "field_dim": 32, "max_history": 50, "history_weighting": "mean", "drop_fields": [],
-               "init": "random", "residual": False, "tie_items": False, "item_bias": False, "center_embeddings": False,
-               "logq_correction": False, "user_epochs": 3, "early_stopping": "none", "user_lr": 0.005}
+RALM_BEFORE = {
+    "dim": 32,
+    "field_dim": 32,
+    "max_history": 50,
+    "history_weighting": "mean",
+    "drop_fields": [],
+    "init": "random",
+    "residual": False,
+    "tie_items": False,
+    "item_bias": False,
+    "center_embeddings": False,
+    "logq_correction": False,
+    "user_epochs": 3,
+    "early_stopping": "none",
+    "user_lr": 0.005,
+}
 # Groups of models that share one StarSpace encoder: a group is evaluated over all splits before the next,
 # so the per-process encoder cache trains each encoder once per data set.
 GROUPS = {
     "references": {"svd_centroid": {}, "popularity": {}},
     "starspace": {"centroid_cosine": {}, "lsh_density": {}, "affinity_mlp": {}},
-    "starspace_random_init": {"centroid_cosine_random_init": {"model": "centroid_cosine",
-                                                              "encoder": RANDOM_INIT}},
-    "starspace_before": {"centroid_cosine_before": {"model": "centroid_cosine", "encoder": BEFORE},
-                         "lsh_density_before": {"model": "lsh_density", "encoder": BEFORE},
-                         "affinity_mlp_before": {"model": "affinity_mlp", "encoder": BEFORE}},
+    "starspace_random_init": {"centroid_cosine_random_init": {"model": "centroid_cosine", "encoder": RANDOM_INIT}},
+    "starspace_before": {
+        "centroid_cosine_before": {"model": "centroid_cosine", "encoder": BEFORE},
+        "lsh_density_before": {"model": "lsh_density", "encoder": BEFORE},
+        "affinity_mlp_before": {"model": "affinity_mlp", "encoder": BEFORE},
+    },
     "ralm": {"ralm_centroid_cosine": RALM_CENTROID_COSINE, "ralm_average": {}, "ralm": {}},
     # Which change mattered for RALM: each arm is today's defaults with one thing reverted (or all of them).
     "ralm_ablation": {
@@ -95,12 +123,15 @@ def main() -> None:
         for kind in args.data:
             data = load_data(kind, Path(tmp))
             start = time.perf_counter()
-            rows = pl.concat([evaluate_over_splits(data, models, args.splits) for models in groups.values()],
-                             how="diagonal_relaxed")
+            rows = pl.concat(
+                [evaluate_over_splits(data, models, args.splits) for models in groups.values()], how="diagonal_relaxed"
+            )
             if args.rows:
                 rows.write_parquet(f"{args.rows}_{kind}.parquet")
-            text = (f"### {kind}: {data.n_users} users, {data.n_items} items, {len(data.campaigns)} campaigns, "
-                    f"split seeds {args.splits} ({time.perf_counter() - start:.0f} s)\n\n{table(rows)}\n")
+            text = (
+                f"### {kind}: {data.n_users} users, {data.n_items} items, {len(data.campaigns)} campaigns, "
+                f"split seeds {args.splits} ({time.perf_counter() - start:.0f} s)\n\n{table(rows)}\n"
+            )
             print(text, flush=True)
             out.append(text)
     if args.out:

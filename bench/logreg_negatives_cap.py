@@ -36,8 +36,17 @@ def main() -> None:
     args = parser.parse_args()
     n = args.users
     with tempfile.TemporaryDirectory(prefix="lookalike-negcap-") as tmp:
-        folder = write_synthetic(SyntheticConfig(n_users=n, n_items=max(5000, n // 20), n_campaigns=args.campaigns,
-                                                 interactions_per_user=30.0, max_seeds=2000, seed=3), Path(tmp) / "d")
+        folder = write_synthetic(
+            SyntheticConfig(
+                n_users=n,
+                n_items=max(5000, n // 20),
+                n_campaigns=args.campaigns,
+                interactions_per_user=30.0,
+                max_seeds=2000,
+                seed=3,
+            ),
+            Path(tmp) / "d",
+        )
         data = load_encoded(DataSource(kind="folder", path=str(folder)), Path(tmp) / "in")
     split = TUNING_SPLITS[0]
     train, heldout = holdout_split(data.campaigns, n, 0.1, split)
@@ -50,14 +59,17 @@ def main() -> None:
         scorer.fit(data, train)
         fit = time.process_time() - start
         rows = evaluate_campaigns(scorer, data, train, heldout, sizes, [50, 200])
-        frames.append(pl.DataFrame(rows).with_columns(pl.lit(f"cap {cap}").alias("model"),
-                                                      pl.lit(split).alias("split_seed")))
+        frames.append(
+            pl.DataFrame(rows).with_columns(pl.lit(f"cap {cap}").alias("model"), pl.lit(split).alias("split_seed"))
+        )
         print(f"| {cap:,} | {fit:.1f} | {np.mean([r['recall_at_5pct'] for r in rows]):.4f} |", flush=True)
     comparison = compare_to_reference(pl.concat(frames), f"cap {args.caps[0]}", ["recall_at_5pct"], by_bucket=False)
     print(f"\n| cap | recall@5% minus cap {args.caps[0]:,} [95% CI] | wins/campaigns |\n|---|---|---|")
     for r in comparison.iter_rows(named=True):
-        print(f"| {r['model']} | {r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] "
-              f"| {r['wins']}/{r['campaigns']} |")
+        print(
+            f"| {r['model']} | {r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] "
+            f"| {r['wins']}/{r['campaigns']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -46,16 +46,28 @@ SEED_COUNTS = (5, 10, 20)
 METAHEAC_FAMILY = ("metaheac", "joint_baseline", "scratch_baseline")
 
 
-def load(dataset: str, workdir: Path, meta_pool: int, activity: bool = False,
-         drop_meta_items: bool = False) -> LookalikeData:
+def load(
+    dataset: str, workdir: Path, meta_pool: int, activity: bool = False, drop_meta_items: bool = False
+) -> LookalikeData:
     from lookalike_models.adapters import amazon, movielens, shared_data_root
 
     if dataset == "movielens":
-        folder = movielens.build(workdir / dataset, shared_data_root() / "movielens-100k", n_campaigns=40,
-                                 n_meta_campaigns=meta_pool, activity_feature=activity)
+        folder = movielens.build(
+            workdir / dataset,
+            shared_data_root() / "movielens-100k",
+            n_campaigns=40,
+            n_meta_campaigns=meta_pool,
+            activity_feature=activity,
+        )
     else:
-        folder = amazon.build(workdir / dataset, shared_data_root() / "amazon-books-movies-dense", n_campaigns=40,
-                              user_history=True, n_meta_campaigns=meta_pool, activity_feature=activity)
+        folder = amazon.build(
+            workdir / dataset,
+            shared_data_root() / "amazon-books-movies-dense",
+            n_campaigns=40,
+            user_history=True,
+            n_meta_campaigns=meta_pool,
+            activity_feature=activity,
+        )
     data = encode(read_dataset(folder))
     # --drop-meta-items: the peers then read exactly the user information MetaHeac's fields hold.
     new_items = {c: i for c, i in data.campaign_items.items() if drop_meta_items or not c.startswith("meta_")}
@@ -67,7 +79,7 @@ def few_seed_split(data: LookalikeData, cid: str, seed: int) -> tuple[dict[int, 
     rng = np.random.default_rng([seed, zlib.crc32(cid.encode())])
     pos = rng.permutation(data.campaigns[cid].positives)
     pool = np.setdiff1d(np.arange(data.n_users), pos)
-    held_pos = np.sort(pos[max(SEED_COUNTS):])
+    held_pos = np.sort(pos[max(SEED_COUNTS) :])
     held_neg = np.sort(rng.choice(pool, min(held_pos.size, pool.size), replace=False))
     seeds = {n: CampaignSeeds(cid, np.sort(pos[:n])) for n in SEED_COUNTS}
     return seeds, HeldOut(held_pos, held_neg, True)
@@ -92,10 +104,11 @@ def run(args: argparse.Namespace) -> None:
         task_order = np.random.default_rng(s).permutation(len(meta_all))
         splits = {c: few_seed_split(data, c, s) for c in new}
         jobs = [(m, m, {}) for m in args.models.split(",") if m] + [
-            (f"{m}[{k}]", m, v) for k, v in variants.items() for m in args.variant_models.split(",")]
+            (f"{m}[{k}]", m, v) for k, v in variants.items() for m in args.variant_models.split(",")
+        ]
         for label, model, overrides in jobs:
             overrides = dict(overrides)  # "meta_tasks" (a bench key, not a model's): fewer stage-1 tasks
-            meta = [meta_all[i] for i in np.sort(task_order[:overrides.pop("meta_tasks", args.meta_tasks)])]
+            meta = [meta_all[i] for i in np.sort(task_order[: overrides.pop("meta_tasks", args.meta_tasks)])]
             p = {**params, **overrides, "seed": s, "meta_campaigns": meta} if model in METAHEAC_FAMILY else {}
             if model == "scratch_baseline":
                 p = {k: v for k, v in p.items() if k != "meta_campaigns"}
@@ -111,13 +124,29 @@ def run(args: argparse.Namespace) -> None:
                     seeds, held = splits[cid][0][n], splits[cid][1]
                     scored = score_campaign(scorer, data, seeds, max(size.values()))
                     m = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, held, size)
-                    rows.append({"dataset": args.dataset, "tag": args.tag, "model": label, "split_seed": s,
-                                 "n_seeds": n, "campaign_id": cid, "auc": m["auc"],
-                                 "recall_at_5pct": m["recall_at_5pct"], "fit_s": fit_s,
-                                 "meta_tasks": len(meta)})
-            print(args.dataset, s, label, f"fit {fit_s:.1f}s", "auc",
-                  round(float(np.mean([r["auc"] for r in rows if r["model"] == label and r["split_seed"] == s])), 4),
-                  flush=True)
+                    rows.append(
+                        {
+                            "dataset": args.dataset,
+                            "tag": args.tag,
+                            "model": label,
+                            "split_seed": s,
+                            "n_seeds": n,
+                            "campaign_id": cid,
+                            "auc": m["auc"],
+                            "recall_at_5pct": m["recall_at_5pct"],
+                            "fit_s": fit_s,
+                            "meta_tasks": len(meta),
+                        }
+                    )
+            print(
+                args.dataset,
+                s,
+                label,
+                f"fit {fit_s:.1f}s",
+                "auc",
+                round(float(np.mean([r["auc"] for r in rows if r["model"] == label and r["split_seed"] == s])), 4),
+                flush=True,
+            )
         RAW.mkdir(parents=True, exist_ok=True)  # after every split seed: a killed run keeps what it finished
         out = RAW / f"{args.dataset}_{args.tag}.parquet"
         pl.DataFrame(rows).write_parquet(out)
@@ -132,40 +161,56 @@ def report(args: argparse.Namespace) -> None:
     frames = [pl.read_parquet(p) for tag in args.tags.split(",") for p in sorted(RAW.glob(f"*_{tag}.parquet"))]
     df = pl.concat(frames, how="diagonal_relaxed")
     for tag, suffix in (x.split("=", 1) for x in args.suffix):  # tell apart one model run on other data
-        df = df.with_columns(pl.when(pl.col("tag") == tag).then(pl.col("model") + suffix)
-                             .otherwise(pl.col("model")).alias("model"))
+        df = df.with_columns(
+            pl.when(pl.col("tag") == tag).then(pl.col("model") + suffix).otherwise(pl.col("model")).alias("model")
+        )
     lines = []
     for (dataset,), part in df.group_by("dataset", maintain_order=True):
-        lines += [f"### {dataset}: {part['campaign_id'].n_unique()} new campaigns\n",
-                  "| model | split seeds | meta tasks | stage-1 s | " + " | ".join(
-                      f"GAUC @{n}" for n in SEED_COUNTS) + " | " + " | ".join(
-                      f"recall@5% @{n}" for n in SEED_COUNTS) + " |",
-                  "|---|---|---|---|" + "---|" * (2 * len(SEED_COUNTS))]
+        lines += [
+            f"### {dataset}: {part['campaign_id'].n_unique()} new campaigns\n",
+            "| model | split seeds | meta tasks | stage-1 s | "
+            + " | ".join(f"GAUC @{n}" for n in SEED_COUNTS)
+            + " | "
+            + " | ".join(f"recall@5% @{n}" for n in SEED_COUNTS)
+            + " |",
+            "|---|---|---|---|" + "---|" * (2 * len(SEED_COUNTS)),
+        ]
         models = part["model"].unique(maintain_order=True).to_list()
         for model in models:
             mine = part.filter(pl.col("model") == model)
             seeds = ",".join(str(x) for x in sorted(mine["split_seed"].unique().to_list()))
-            cells = [f"{mine.filter(pl.col('n_seeds') == n)[metric].mean():.4f}"
-                     for metric in ("auc", "recall_at_5pct") for n in SEED_COUNTS]
+            cells = [
+                f"{mine.filter(pl.col('n_seeds') == n)[metric].mean():.4f}"
+                for metric in ("auc", "recall_at_5pct")
+                for n in SEED_COUNTS
+            ]
             tasks = mine["meta_tasks"].max() if model.startswith(METAHEAC_FAMILY[:2]) else "-"
             lines.append(f"| {model} | {seeds} | {tasks} | {mine['fit_s'].mean():.0f} | " + " | ".join(cells) + " |")
-        lines += ["", f"Paired difference to {args.reference} (per campaign, mean over shared split seeds; "
-                  "95% bootstrap CI over campaigns; share of campaigns ahead):\n",
-                  "| model | seeds | GAUC diff [95% CI] | ahead | recall@5% diff [95% CI] | ahead |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Paired difference to {args.reference} (per campaign, mean over shared split seeds; "
+            "95% bootstrap CI over campaigns; share of campaigns ahead):\n",
+            "| model | seeds | GAUC diff [95% CI] | ahead | recall@5% diff [95% CI] | ahead |",
+            "|---|---|---|---|---|---|",
+        ]
         for model in models:
             if model == args.reference:
                 continue
             for n in SEED_COUNTS:
                 at_n = part.filter(pl.col("n_seeds") == n)
                 paired = at_n.filter(pl.col("model") == model).join(
-                    at_n.filter(pl.col("model") == args.reference), on=["split_seed", "campaign_id"], suffix="_ref")
+                    at_n.filter(pl.col("model") == args.reference), on=["split_seed", "campaign_id"], suffix="_ref"
+                )
                 if paired.height == 0:
                     continue
                 cells = []
                 for metric in ("auc", "recall_at_5pct"):
-                    diff = (paired.group_by("campaign_id").agg((pl.col(metric) - pl.col(f"{metric}_ref")).mean())
-                            [metric].drop_nans().to_numpy())
+                    diff = (
+                        paired.group_by("campaign_id")
+                        .agg((pl.col(metric) - pl.col(f"{metric}_ref")).mean())[metric]
+                        .drop_nans()
+                        .to_numpy()
+                    )
                     mean, lo, hi = paired_bootstrap_ci(diff)
                     cells += [f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]", f"{np.mean(diff > 0):.0%}"]
                 lines.append(f"| {model} | {n} | " + " | ".join(cells) + " |")
@@ -189,8 +234,11 @@ def main() -> None:
     r.add_argument("--meta-tasks", type=int, default=300, help="of which stage 1 uses this many (per split seed)")
     r.add_argument("--set", action="append", default=[], help="MetaHeacConfig override key=value (YAML value)")
     r.add_argument("--activity", action="store_true", help="adapters' activity_feature (user fields only)")
-    r.add_argument("--drop-meta-items", action="store_true",
-                   help="also remove the meta movies' ratings from the interactions (the peers' input)")
+    r.add_argument(
+        "--drop-meta-items",
+        action="store_true",
+        help="also remove the meta movies' ratings from the interactions (the peers' input)",
+    )
     r.add_argument("--tag", default="dev")
     p = sub.add_parser("report")
     p.add_argument("--tags", default="dev")

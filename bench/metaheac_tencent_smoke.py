@@ -30,7 +30,9 @@ with tempfile.TemporaryDirectory() as tmp:
         for cid in list(held)[:20]:
             s.score(d, train[cid], np.arange(d.n_users))
             n += 1
-        print(f"second_order={so}: {d.n_users} users, {len(d.campaigns)} campaigns, stage 1 50 steps "
-              f"{s.stats.seconds:.1f}s, {s.stats.samples_per_s:,.0f} samples/s, final meta-loss "
-              f"{s.stats.final_loss:.3f}, adaptation+scoring {(time.perf_counter() - t) / n:.3f} s/campaign, "
-              f"negatives_sampled={s.params()['negatives_sampled']}")
+        print(
+            f"second_order={so}: {d.n_users} users, {len(d.campaigns)} campaigns, stage 1 50 steps "
+            f"{s.stats.seconds:.1f}s, {s.stats.samples_per_s:,.0f} samples/s, final meta-loss "
+            f"{s.stats.final_loss:.3f}, adaptation+scoring {(time.perf_counter() - t) / n:.3f} s/campaign, "
+            f"negatives_sampled={s.params()['negatives_sampled']}"
+        )

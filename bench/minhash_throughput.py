@@ -52,7 +52,7 @@ def run(n_users: int, sample: int, num_perm: int, threshold: float) -> dict:
         out = []
         for u in sample_users:
             m = MinHash(num_perm=num_perm)
-            for i in items[indptr[u]:indptr[u + 1]]:
+            for i in items[indptr[u] : indptr[u + 1]]:
                 m.update(encoded[i])
             out.append(m)
         return out
@@ -70,10 +70,16 @@ def run(n_users: int, sample: int, num_perm: int, threshold: float) -> dict:
     ours_rate = n_users / (t_sig + t_hash)
     ds_rate = len(sample_users) / t_ds_sig
     return {
-        "users": n_users, "interactions": int(indptr[-1]), "num_perm": num_perm,
-        "ours_signature_s": t_hash + t_sig, "ours_index_s": t_index, "ours_query_1k_seeds_s": t_query,
-        "candidates": int(found.size), "ours_users_per_s": ours_rate,
-        "datasketch_users_per_s": ds_rate, "datasketch_insert_users_per_s": len(sample_users) / t_ds_insert,
+        "users": n_users,
+        "interactions": int(indptr[-1]),
+        "num_perm": num_perm,
+        "ours_signature_s": t_hash + t_sig,
+        "ours_index_s": t_index,
+        "ours_query_1k_seeds_s": t_query,
+        "candidates": int(found.size),
+        "ours_users_per_s": ours_rate,
+        "datasketch_users_per_s": ds_rate,
+        "datasketch_insert_users_per_s": len(sample_users) / t_ds_insert,
         "signature_speedup": ours_rate / ds_rate,
         "signature+index_speedup": (n_users / (t_hash + t_sig + t_index))
         / (1 / (1 / ds_rate + t_ds_insert / len(sample_users))),
@@ -89,16 +95,20 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {platform.python_version()}")
-    print("| users | interactions | ours signatures (s) | ours LSH index (s) | ours query 1k seeds (s) "
-          "| ours users/s | datasketch users/s (update) | signature speed-up | signature+index speed-up "
-          "| peak RSS GB |")
+    print(
+        "| users | interactions | ours signatures (s) | ours LSH index (s) | ours query 1k seeds (s) "
+        "| ours users/s | datasketch users/s (update) | signature speed-up | signature+index speed-up "
+        "| peak RSS GB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for n in args.users:
         r = run(n, args.sample, args.num_perm, args.threshold)
-        print(f"| {r['users']:,} | {r['interactions']:,} | {r['ours_signature_s']:.2f} | {r['ours_index_s']:.2f} "
-              f"| {r['ours_query_1k_seeds_s']:.3f} | {r['ours_users_per_s']:,.0f} | {r['datasketch_users_per_s']:,.0f} "
-              f"| {r['signature_speedup']:.0f}x | {r['signature+index_speedup']:.0f}x | {r['peak_rss_gb']:.1f} |",
-              flush=True)
+        print(
+            f"| {r['users']:,} | {r['interactions']:,} | {r['ours_signature_s']:.2f} | {r['ours_index_s']:.2f} "
+            f"| {r['ours_query_1k_seeds_s']:.3f} | {r['ours_users_per_s']:,.0f} | {r['datasketch_users_per_s']:,.0f} "
+            f"| {r['signature_speedup']:.0f}x | {r['signature+index_speedup']:.0f}x | {r['peak_rss_gb']:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,15 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
     """One ``lookalike nightly`` process; returns wall seconds, peak RSS and how many tasks were cached."""
     start = time.perf_counter()
     sets = [arg for item in overrides for arg in ("--set", item)]
-    proc = subprocess.Popen([*LOOKALIKE, "nightly", "--config", str(config), *sets], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [*LOOKALIKE, "nightly", "--config", str(config), *sets],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines, killed, finished = [], False, []
     for line in proc.stdout:
         lines.append(line)
@@ -69,12 +76,16 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
     if proc.returncode != 0 and not killed:
         errors = [line for line in lines if re.search(r"Error|Exception|Traceback|failed", line)]
         raise RuntimeError("nightly failed:\n" + "".join(errors[:20])[:6000])
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_gb": usage.ru_maxrss / 1e6,
-            "killed": killed,
-            "cached_tasks": len(re.findall(r"Finished in state Cached", text)),
-            "cached_names": sorted(set(re.findall(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state Cached",
-                                                  text))),
-            "completed_tasks": len(re.findall(r"Finished in state Completed", text)), "finished": finished}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_gb": usage.ru_maxrss / 1e6,
+        "killed": killed,
+        "cached_tasks": len(re.findall(r"Finished in state Cached", text)),
+        "cached_names": sorted(set(re.findall(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state Cached", text))),
+        "completed_tasks": len(re.findall(r"Finished in state Completed", text)),
+        "finished": finished,
+    }
 
 
 def show_stages(r: dict) -> None:
@@ -84,54 +95,89 @@ def show_stages(r: dict) -> None:
     for at, name, state in r["finished"]:
         print(f"| {name} | {state} | {at - previous:.1f} |")
         previous = at
-    print(f"| (after the last task: publishing bookkeeping, summary, exit) | | {r['wall_s'] - previous:.1f} |",
-          flush=True)
+    print(
+        f"| (after the last task: publishing bookkeeping, summary, exit) | | {r['wall_s'] - previous:.1f} |", flush=True
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--campaigns", type=int, default=100)
-    parser.add_argument("--interactions-per-user", type=float, default=30.0,
-                        help="log-normal mean before de-duplication; 30 gives ~20 distinct items per user")
+    parser.add_argument(
+        "--interactions-per-user",
+        type=float,
+        default=30.0,
+        help="log-normal mean before de-duplication; 30 gives ~20 distinct items per user",
+    )
     parser.add_argument("--models", nargs="+", default=["minhash"])
-    parser.add_argument("--params", default="{}", help='JSON of model -> params, e.g. '
-                        '\'{"pinterest_ensemble": {"encoder": {"max_epochs": 3}}}\'')
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="nightly config override, e.g. execution.backend=dask")
-    parser.add_argument("--kill-after", help="task (function name, e.g. train_model) whose completion kills "
-                        "the first run; then it is resumed")
+    parser.add_argument(
+        "--params",
+        default="{}",
+        help='JSON of model -> params, e.g. \'{"pinterest_ensemble": {"encoder": {"max_epochs": 3}}}\'',
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="nightly config override, e.g. execution.backend=dask",
+    )
+    parser.add_argument(
+        "--kill-after",
+        help="task (function name, e.g. train_model) whose completion kills the first run; then it is resumed",
+    )
     args = parser.parse_args()
 
     from lookalike_models.synthetic import SyntheticConfig, write_synthetic
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"models: {', '.join(args.models)}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"models: {', '.join(args.models)}"
+    )
     print("| users | interactions | campaigns | run | wall (s) | CPU (s) | peak RSS (GB) | tasks cached / completed |")
     print("|---|---|---|---|---|---|---|---|")
     for n_users in args.users:
         with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
             tmp = Path(tmp)
-            synthetic = SyntheticConfig(n_users=n_users, n_items=max(5000, n_users // 20), n_campaigns=args.campaigns,
-                                        interactions_per_user=args.interactions_per_user, max_seeds=2000, seed=3)
+            synthetic = SyntheticConfig(
+                n_users=n_users,
+                n_items=max(5000, n_users // 20),
+                n_campaigns=args.campaigns,
+                interactions_per_user=args.interactions_per_user,
+                max_seeds=2000,
+                seed=3,
+            )
             data_dir = write_synthetic(synthetic, tmp / "data")
             import polars as pl
 
             n_inter = pl.scan_parquet(data_dir / "interactions.parquet").select(pl.len()).collect().item()
             config = write_config(tmp, data_dir, args.models, tmp / "runs", json.loads(args.params))
-            env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/ml.db",
-                   "PYTHONPATH": str(ROOT)}
+            env = {
+                **os.environ,
+                "PREFECT_HOME": str(tmp / "prefect"),
+                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/ml.db",
+                "PYTHONPATH": str(ROOT),
+            }
             first = run_nightly(config, env, args.kill_after, tuple(args.set))
             show(n_users, n_inter, args.campaigns, f"killed at {args.kill_after}" if first["killed"] else "cold", first)
             show_stages(first)
-            show(n_users, n_inter, args.campaigns, "resumed" if args.kill_after else "re-run",
-                 run_nightly(config, env, overrides=tuple(args.set)))
+            show(
+                n_users,
+                n_inter,
+                args.campaigns,
+                "resumed" if args.kill_after else "re-run",
+                run_nightly(config, env, overrides=tuple(args.set)),
+            )
 
 
 def show(n_users: int, n_inter: int, campaigns: int, label: str, r: dict) -> None:
-    print(f"| {n_users:,} | {n_inter:,} | {campaigns} | {label} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} "
-          f"| {r['peak_rss_gb']:.1f} "
-          f"| {r['cached_tasks']} / {r['completed_tasks']} {', '.join(r['cached_names'])} |", flush=True)
+    print(
+        f"| {n_users:,} | {n_inter:,} | {campaigns} | {label} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} "
+        f"| {r['peak_rss_gb']:.1f} "
+        f"| {r['cached_tasks']} / {r['completed_tasks']} {', '.join(r['cached_names'])} |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

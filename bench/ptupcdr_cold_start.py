@@ -50,8 +50,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.2, 0.5, 0.8])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORTED_SEEDS))
-    parser.add_argument("--ablations", nargs="*", choices=list(ABLATIONS),
-                        help="also the bridge's ablation rows (these, or all when none is named)")
+    parser.add_argument(
+        "--ablations",
+        nargs="*",
+        choices=list(ABLATIONS),
+        help="also the bridge's ablation rows (these, or all when none is named)",
+    )
     parser.add_argument("--tune", action="store_true", help="hyper-parameter grid on the tuning seeds 100-104")
     parser.add_argument("--on-tuning-seeds", action="store_true", help="the table on the tuning seeds 100-104")
     parser.add_argument("--no-biases", action="store_true", help="plain dot-product MF, as in the paper")
@@ -82,14 +86,30 @@ def main() -> None:
             res = run_cold_start(domains, beta, seed, config)
             seconds = time.perf_counter() - start
             for method, r in res.items():
-                rows.append({"beta": beta, "seed": seed, "method": method, "mae": r["mae"], "rmse": r["rmse"],
-                             "n_test_users": int(r["n_test_users"]), "n_test_ratings": int(r["n_test_ratings"]),
-                             "seconds": seconds, **{k: r[k] for k in ("alpha", "ridge", "epochs") if k in r}})
-            print(f"beta={beta} seed={seed} ({seconds:.1f}s): "
-                  + ", ".join(f"{m} {res[m]['mae']:.4f}/{res[m]['rmse']:.4f}" for m in methods), flush=True)
+                rows.append(
+                    {
+                        "beta": beta,
+                        "seed": seed,
+                        "method": method,
+                        "mae": r["mae"],
+                        "rmse": r["rmse"],
+                        "n_test_users": int(r["n_test_users"]),
+                        "n_test_ratings": int(r["n_test_ratings"]),
+                        "seconds": seconds,
+                        **{k: r[k] for k in ("alpha", "ridge", "epochs") if k in r},
+                    }
+                )
+            print(
+                f"beta={beta} seed={seed} ({seconds:.1f}s): "
+                + ", ".join(f"{m} {res[m]['mae']:.4f}/{res[m]['rmse']:.4f}" for m in methods),
+                flush=True,
+            )
     frame = pl.DataFrame(rows)
-    table = ["| beta | method | MAE (mean +- std) | RMSE (mean +- std) | PTUPCDR MAE - method's (mean, paired) "
-             "| PTUPCDR wins (MAE) |", "|---|---|---|---|---|---|"]
+    table = [
+        "| beta | method | MAE (mean +- std) | RMSE (mean +- std) | PTUPCDR MAE - method's (mean, paired) "
+        "| PTUPCDR wins (MAE) |",
+        "|---|---|---|---|---|---|",
+    ]
     for beta in args.betas:
         part = frame.filter(pl.col("beta") == beta)
         ours = part.filter(pl.col("method") == "ptupcdr").sort("seed")["mae"].to_numpy()
@@ -98,14 +118,21 @@ def main() -> None:
             theirs = m["mae"].to_numpy()
             wins = "" if method == "ptupcdr" else f"{int((ours < theirs).sum())}/{m.height}"
             delta = "" if method == "ptupcdr" else f"{(ours - theirs).mean():+.4f}"
-            table.append(f"| {beta:.0%} | {method} | {m['mae'].mean():.4f} +- {m['mae'].std():.4f} | "
-                         f"{m['rmse'].mean():.4f} +- {m['rmse'].std():.4f} | {delta} | {wins} |")
+            table.append(
+                f"| {beta:.0%} | {method} | {m['mae'].mean():.4f} +- {m['mae'].std():.4f} | "
+                f"{m['rmse'].mean():.4f} +- {m['rmse'].std():.4f} | {delta} | {wins} |"
+            )
     test_sizes = frame.group_by("beta").agg(pl.col("n_test_users").first(), pl.col("n_test_ratings").mean())
-    text = "\n".join(table) + "\n\n" + "; ".join(
-        f"beta {r['beta']:.0%}: {r['n_test_users']} cold users, {r['n_test_ratings']:.0f} test ratings"
-        for r in test_sizes.sort("beta").iter_rows(named=True)) + \
-        f"\n\n{len(args.seeds)} seeds {args.seeds}, biases={not args.no_biases}, " \
+    text = (
+        "\n".join(table)
+        + "\n\n"
+        + "; ".join(
+            f"beta {r['beta']:.0%}: {r['n_test_users']} cold users, {r['n_test_ratings']:.0f} test ratings"
+            for r in test_sizes.sort("beta").iter_rows(named=True)
+        )
+        + f"\n\n{len(args.seeds)} seeds {args.seeds}, biases={not args.no_biases}, "
         f"{frame['seconds'].sum() / len(methods):.0f}s in all.\n"
+    )
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,19 +148,38 @@ def tune(domains: TwoDomains, config: ColdStartConfig, args: argparse.Namespace)
             cache: dict = {}
             for reg in MF_REGS:
                 for objective in META_OBJECTIVES:
-                    cfg = ColdStartConfig(**{**config.__dict__, "mf_reg": reg, "merged_mf_reg": reg,
-                                             "meta_objective": objective})
+                    cfg = ColdStartConfig(
+                        **{**config.__dict__, "mf_reg": reg, "merged_mf_reg": reg, "meta_objective": objective}
+                    )
                     res = run_cold_start(domains, beta, seed, cfg, mf_cache=cache)
-                    rows += [{"beta": beta, "seed": seed, "mf_reg": reg, "meta_objective": objective, "method": m,
-                              "mae": r["mae"], "rmse": r["rmse"]} for m, r in res.items()]
-                    print(f"tune beta={beta} seed={seed} mf_reg={reg} {objective}: "
-                          + ", ".join(f"{m} {r['mae']:.4f}" for m, r in res.items()), flush=True)
+                    rows += [
+                        {
+                            "beta": beta,
+                            "seed": seed,
+                            "mf_reg": reg,
+                            "meta_objective": objective,
+                            "method": m,
+                            "mae": r["mae"],
+                            "rmse": r["rmse"],
+                        }
+                        for m, r in res.items()
+                    ]
+                    print(
+                        f"tune beta={beta} seed={seed} mf_reg={reg} {objective}: "
+                        + ", ".join(f"{m} {r['mae']:.4f}" for m, r in res.items()),
+                        flush=True,
+                    )
     frame = pl.DataFrame(rows)
-    summary = (frame.group_by("method", "mf_reg", "meta_objective").agg(pl.col("mae").mean(), pl.col("rmse").mean())
-               .sort("method", "mae"))
+    summary = (
+        frame.group_by("method", "mf_reg", "meta_objective")
+        .agg(pl.col("mae").mean(), pl.col("rmse").mean())
+        .sort("method", "mae")
+    )
     lines = ["| method | MF L2 | bridge loss | MAE (tuning seeds, all betas) | RMSE |", "|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['mf_reg']} | {r['meta_objective']} | {r['mae']:.4f} | {r['rmse']:.4f} |"
-              for r in summary.iter_rows(named=True)]
+    lines += [
+        f"| {r['method']} | {r['mf_reg']} | {r['meta_objective']} | {r['mae']:.4f} | {r['rmse']:.4f} |"
+        for r in summary.iter_rows(named=True)
+    ]
     text = "\n".join(lines) + f"\n\ntuning seeds {list(TUNING_SEEDS)}, betas {args.betas}\n"
     print(text)
     if args.out:
@@ -147,17 +193,26 @@ def warm_start(domains: TwoDomains, config: ColdStartConfig, args: argparse.Name
             for seed in args.seeds:
                 res = run_warm_start(domains, beta, n_known, seed, config)
                 rows += [{"n_known": n_known, "beta": beta, "seed": seed, "method": m, **r} for m, r in res.items()]
-                print(f"known={n_known} beta={beta} seed={seed}: "
-                      + ", ".join(f"{m} {r['mae']:.4f}/{r['rmse']:.4f} ({r['fine_tune_epochs']:.0f} ep)"
-                                  for m, r in res.items()), flush=True)
+                print(
+                    f"known={n_known} beta={beta} seed={seed}: "
+                    + ", ".join(
+                        f"{m} {r['mae']:.4f}/{r['rmse']:.4f} ({r['fine_tune_epochs']:.0f} ep)" for m, r in res.items()
+                    ),
+                    flush=True,
+                )
     frame = pl.DataFrame(rows)
     summary = frame.group_by("n_known", "beta", "method", maintain_order=True).agg(
-        pl.col("mae").mean().alias("mae_mean"), pl.col("mae").std().alias("mae_std"),
-        pl.col("rmse").mean().alias("rmse_mean"), pl.col("rmse").std().alias("rmse_std"))
+        pl.col("mae").mean().alias("mae_mean"),
+        pl.col("mae").std().alias("mae_std"),
+        pl.col("rmse").mean().alias("rmse_mean"),
+        pl.col("rmse").std().alias("rmse_std"),
+    )
     lines = ["| known ratings | beta | method | MAE | RMSE |", "|---|---|---|---|---|"]
     for r in summary.iter_rows(named=True):
-        lines.append(f"| {r['n_known']} | {r['beta']:.0%} | {r['method']} | {r['mae_mean']:.4f} +- {r['mae_std']:.4f} "
-                     f"| {r['rmse_mean']:.4f} +- {r['rmse_std']:.4f} |")
+        lines.append(
+            f"| {r['n_known']} | {r['beta']:.0%} | {r['method']} | {r['mae_mean']:.4f} +- {r['mae_std']:.4f} "
+            f"| {r['rmse_mean']:.4f} +- {r['rmse_std']:.4f} |"
+        )
     text = "\n".join(lines) + f"\n\nseeds {args.seeds}; MAE/RMSE on the cold users' ratings beyond the known ones.\n"
     print(text)
     if args.out:

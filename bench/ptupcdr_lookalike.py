@@ -43,8 +43,11 @@ MODELS = {
     "popularity": ("popularity", {}),
 }
 # name -> (warm scorer, how source-only users are ranked)
-HYBRIDS = {"ptupcdr_hybrid_minhash": ("minhash", "bridge"), "ptupcdr_hybrid_item_logreg": ("item_logreg", "bridge"),
-           "ptupcdr_hybrid_item_logreg_mixed": ("item_logreg", "bridge+warm")}
+HYBRIDS = {
+    "ptupcdr_hybrid_minhash": ("minhash", "bridge"),
+    "ptupcdr_hybrid_item_logreg": ("item_logreg", "bridge"),
+    "ptupcdr_hybrid_item_logreg_mixed": ("item_logreg", "bridge+warm"),
+}
 SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)  # cold_share_scale grid, chosen on an inner cut of the training seeds
 FRACTIONS = [0.01, 0.02, 0.05, 0.1]
 SELECT_ON = "recall_at_5pct"
@@ -54,8 +57,9 @@ def cold_target_data(data, cold_frac: float, seed: int):
     """Copy of ``data`` where ``cold_frac`` of the overlapping users lose every target-domain interaction."""
     target = data.domains.index(amazon.TARGET_DOMAIN)
     source = data.domains.index(amazon.SOURCE_DOMAIN)
-    overlap = np.intersect1d(np.unique(data.user_idx[data.domain == source]),
-                             np.unique(data.user_idx[data.domain == target]))
+    overlap = np.intersect1d(
+        np.unique(data.user_idx[data.domain == source]), np.unique(data.user_idx[data.domain == target])
+    )
     cold_users = np.random.default_rng(seed).permutation(overlap)[: int(round(cold_frac * overlap.size))]
     cold = np.zeros(data.n_users, bool)
     cold[cold_users] = True
@@ -104,11 +108,19 @@ def main() -> None:
     for seed in args.seeds:
         data, cold = cold_target_data(full, args.cold_frac, seed)
         train, heldout = holdout_split(data.campaigns, data.n_users, args.holdout_frac, seed)
-        parts = {"all_converters": heldout,
-                 "cold_converters": {c: HeldOut(h.positives[cold[h.positives]], h.negatives, h.negatives_sampled)
-                                     for c, h in heldout.items() if cold[h.positives].any()},
-                 "warm_converters": {c: HeldOut(h.positives[~cold[h.positives]], h.negatives, h.negatives_sampled)
-                                     for c, h in heldout.items() if (~cold[h.positives]).any()}}
+        parts = {
+            "all_converters": heldout,
+            "cold_converters": {
+                c: HeldOut(h.positives[cold[h.positives]], h.negatives, h.negatives_sampled)
+                for c, h in heldout.items()
+                if cold[h.positives].any()
+            },
+            "warm_converters": {
+                c: HeldOut(h.positives[~cold[h.positives]], h.negatives, h.negatives_sampled)
+                for c, h in heldout.items()
+                if (~cold[h.positives]).any()
+            },
+        }
         fitted = {}
         needed = {m for m in args.models if m in MODELS} | {HYBRIDS[m][0] for m in args.models if m in HYBRIDS}
         if any(m in HYBRIDS for m in args.models):
@@ -126,29 +138,49 @@ def main() -> None:
             print(f"seed {seed} {name}: fitted in {time.perf_counter() - start:.1f}s", flush=True)
         for name, (warm, cold_ranking) in HYBRIDS.items():
             if name in args.models:
-                hybrid = PTUPCDRHybridScorer.from_fitted({"warm_model": warm, "cold_ranking": cold_ranking},
-                                                         fitted["ptupcdr_bridge"], fitted[warm])
+                hybrid = PTUPCDRHybridScorer.from_fitted(
+                    {"warm_model": warm, "cold_ranking": cold_ranking}, fitted["ptupcdr_bridge"], fitted[warm]
+                )
                 scale, means = choose_scale(hybrid, data, train, sizes, seed)
                 hybrid.config.cold_share_scale = scale
                 fitted[name] = hybrid
-                chosen.append({"seed": seed, "model": name, "scale": scale,
-                               **{f"inner_{SELECT_ON}_at_{s}": v for s, v in means.items()}})
-                print(f"seed {seed} {name}: scale {scale} on the inner cut "
-                      + ", ".join(f"{s}: {v:.3f}" for s, v in means.items()), flush=True)
+                chosen.append(
+                    {
+                        "seed": seed,
+                        "model": name,
+                        "scale": scale,
+                        **{f"inner_{SELECT_ON}_at_{s}": v for s, v in means.items()},
+                    }
+                )
+                print(
+                    f"seed {seed} {name}: scale {scale} on the inner cut "
+                    + ", ".join(f"{s}: {v:.3f}" for s, v in means.items()),
+                    flush=True,
+                )
         for name in args.models:
             scorer = fitted[name]
             for cid in heldout:
                 scored = score_campaign(scorer, data, train[cid], max(sizes.values()))
                 for part, split in parts.items():
                     if cid in split:
-                        row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores,
-                                               split[cid], sizes)
-                        rows.append({**row, "model": name, "campaign_id": cid, "held_out": part, "seed_bucket": "all",
-                                     "split_seed": seed})
+                        row = campaign_metrics(
+                            scored.users, scored.candidates, scored.candidate_scores, split[cid], sizes
+                        )
+                        rows.append(
+                            {
+                                **row,
+                                "model": name,
+                                "campaign_id": cid,
+                                "held_out": part,
+                                "seed_bucket": "all",
+                                "split_seed": seed,
+                            }
+                        )
         n_cold_held = sum(h.positives.size for h in parts["cold_converters"].values())
         n_held = sum(h.positives.size for h in heldout.values())
-        print(f"seed {seed}: {int(cold.sum())} cold users, {n_cold_held} of {n_held} held-out converters cold",
-              flush=True)
+        print(
+            f"seed {seed}: {int(cold.sum())} cold users, {n_cold_held} of {n_held} held-out converters cold", flush=True
+        )
     frame = pl.DataFrame(rows)
     if args.frame_out:
         frame.write_parquet(args.frame_out)
@@ -161,8 +193,11 @@ def main() -> None:
 def results_table(frame: pl.DataFrame, args: argparse.Namespace, sizes: dict) -> str:
     """Per held-out part: summarize() (each campaign's mean over split seeds, then the mean over campaigns)."""
     metrics = [f"recall_at_{k}" for k in sizes]
-    header = "| held-out converters | model | " + " | ".join(f"recall@{k} ({v} users)" for k, v in sizes.items()) \
+    header = (
+        "| held-out converters | model | "
+        + " | ".join(f"recall@{k} ({v} users)" for k, v in sizes.items())
         + " | GAUC |"
+    )
     lines = [header, "|" + "---|" * (len(metrics) + 3)]
     for part in ("all_converters", "warm_converters", "cold_converters"):
         summary = summarize(frame.filter(pl.col("held_out") == part)).filter(pl.col("seed_bucket") == "all")
@@ -170,11 +205,14 @@ def results_table(frame: pl.DataFrame, args: argparse.Namespace, sizes: dict) ->
             r = summary.filter(pl.col("model") == name)
             if r.height:
                 r = r.row(0, named=True)
-                lines.append(f"| {part} | {name} | " + " | ".join(f"{r[m]:.3f}" for m in metrics)
-                             + f" | {r['gauc']:.3f} |")
-    return "\n".join(lines) + (f"\n\nCold fraction {args.cold_frac:.0%} of overlapping users, split seeds "
-                               f"{args.seeds} (each campaign's mean over splits, then the mean over campaigns), "
-                               f"holdout {args.holdout_frac:.0%}.\n")
+                lines.append(
+                    f"| {part} | {name} | " + " | ".join(f"{r[m]:.3f}" for m in metrics) + f" | {r['gauc']:.3f} |"
+                )
+    return "\n".join(lines) + (
+        f"\n\nCold fraction {args.cold_frac:.0%} of overlapping users, split seeds "
+        f"{args.seeds} (each campaign's mean over splits, then the mean over campaigns), "
+        f"holdout {args.holdout_frac:.0%}.\n"
+    )
 
 
 def paired_table(frame: pl.DataFrame, args: argparse.Namespace) -> str:

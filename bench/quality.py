@@ -40,16 +40,31 @@ from lookalike_models.protocol import (  # noqa: E402
 from lookalike_models.synthetic import SyntheticConfig  # noqa: E402
 
 MODELS = {
-    "random": {}, "popularity": {}, "item_logreg": {}, "svd_centroid": {}, "item_ridge": {}, "minhash": {},
-    "centroid_cosine": {}, "lsh_density": {}, "lsh_voting": {}, "affinity_mlp": {},
-    "pinterest_classifier": {}, "pinterest_ensemble": {},
-    "ralm": {"drop_fields": ["history"]}, "ralm_average": {"drop_fields": ["history"]},
-    "metaheac": {}, "joint_baseline": {}, "ptupcdr_hybrid": {},
+    "random": {},
+    "popularity": {},
+    "item_logreg": {},
+    "svd_centroid": {},
+    "item_ridge": {},
+    "minhash": {},
+    "centroid_cosine": {},
+    "lsh_density": {},
+    "lsh_voting": {},
+    "affinity_mlp": {},
+    "pinterest_classifier": {},
+    "pinterest_ensemble": {},
+    "ralm": {"drop_fields": ["history"]},
+    "ralm_average": {"drop_fields": ["history"]},
+    "metaheac": {},
+    "joint_baseline": {},
+    "ptupcdr_hybrid": {},
 }
 # Models that need something only some data sets have: PTUPCDR bridges a source domain to the target one;
 # MetaHeac's networks read user features (MovieLens' demographics, the generator's profile fields).
-ONLY_ON = {"ptupcdr_hybrid": {"amazon"}, "metaheac": {"movielens", "synthetic"},
-           "joint_baseline": {"movielens", "synthetic"}}
+ONLY_ON = {
+    "ptupcdr_hybrid": {"amazon"},
+    "metaheac": {"movielens", "synthetic"},
+    "joint_baseline": {"movielens", "synthetic"},
+}
 FRACTIONS = [0.01, 0.02, 0.05, 0.1]
 BUCKETS = [50, 200]
 
@@ -74,8 +89,11 @@ def bucket_table(comparison: pl.DataFrame, metric: str) -> str:
     buckets = sorted(set(part["seed_bucket"]))
     lines = ["| model | " + " | ".join(f"{b} seeds" for b in buckets) + " |", "|---" * (len(buckets) + 1) + "|"]
     for (model,), rows in part.sort("model").group_by(["model"], maintain_order=True):
-        cell = {r["seed_bucket"]: f"{r['mean']:.3f} ({r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], "
-                f"n={r['campaigns']})" for r in rows.iter_rows(named=True)}
+        cell = {
+            r["seed_bucket"]: f"{r['mean']:.3f} ({r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], "
+            f"n={r['campaigns']})"
+            for r in rows.iter_rows(named=True)
+        }
         lines.append(f"| {model} | " + " | ".join(cell.get(b, "-") for b in buckets) + " |")
     return "\n".join(lines)
 
@@ -94,7 +112,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     splits = {"reported": REPORTED_SPLITS, "tuning": TUNING_SPLITS}.get(args.splits) or [
-        int(s) for s in args.splits.split(",")]
+        int(s) for s in args.splits.split(",")
+    ]
     models = {k: v for k, v in MODELS.items() if not args.models or k in args.models}
     for name, params in json.loads(args.params).items():
         models[name] = {**models.get(name, {}), **params}
@@ -102,10 +121,14 @@ def main() -> None:
     if args.reference not in models:
         models = {args.reference: MODELS.get(args.reference, {}), **models}
     command = " ".join(["python bench/quality.py", *sys.argv[1:]])
-    out = ["# Audience quality: every scorer against the reference peers", "",
-           f"Command: `LOOKALIKE_DATA_ROOT=/work/shared/data {command}`; machine: {machine()}; one torch thread.",
-           f"Split seeds {splits}; each campaign's metric is its mean over the splits; differences are paired "
-           f"over campaigns with a 95% bootstrap CI (2,000 resamples).", ""]
+    out = [
+        "# Audience quality: every scorer against the reference peers",
+        "",
+        f"Command: `LOOKALIKE_DATA_ROOT=/work/shared/data {command}`; machine: {machine()}; one torch thread.",
+        f"Split seeds {splits}; each campaign's metric is its mean over the splits; differences are paired "
+        f"over campaigns with a 95% bootstrap CI (2,000 resamples).",
+        "",
+    ]
     synthetic = SyntheticConfig(n_users=args.synthetic_users, n_campaigns=24, min_seeds=20, max_seeds=800)
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.data:
@@ -116,26 +139,40 @@ def main() -> None:
             metrics = [args.metric, "auc"]
             comparison = compare_to_reference(per_campaign, args.reference, metrics)
             summary = summarize(per_campaign).filter(pl.col("seed_bucket") == "all")
-            seconds = per_campaign.group_by("model").agg(pl.col("fit_seconds").mean(), pl.col("score_seconds").sum()
-                                                         / len(splits))
-            out += [f"## {kind}: {data.n_users} users, {data.n_items} items, "
-                    f"{per_campaign['campaign_id'].n_unique()} evaluated campaigns "
-                    f"({time.perf_counter() - start:.0f} s)", "",
-                    f"{args.metric}:", "", format_comparison(comparison, args.metric), "",
-                    "GAUC:", "", format_comparison(comparison, "auc"), "",
-                    f"{args.metric} by seed-list bucket (mean, minus {args.reference} [95% CI], campaigns):", "",
-                    bucket_table(comparison, args.metric), "",
-                    "Other sizes (mean over campaigns):", "",
-                    "| model | " + " | ".join(c for c in summary.columns if c.startswith(("precision_at", "recall_at")))
-                    + " | fit s | score s |",
-                    "|---" * (len([c for c in summary.columns if c.startswith(("precision_at", "recall_at"))]) + 3)
-                    + "|"]
+            seconds = per_campaign.group_by("model").agg(
+                pl.col("fit_seconds").mean(), pl.col("score_seconds").sum() / len(splits)
+            )
+            out += [
+                f"## {kind}: {data.n_users} users, {data.n_items} items, "
+                f"{per_campaign['campaign_id'].n_unique()} evaluated campaigns "
+                f"({time.perf_counter() - start:.0f} s)",
+                "",
+                f"{args.metric}:",
+                "",
+                format_comparison(comparison, args.metric),
+                "",
+                "GAUC:",
+                "",
+                format_comparison(comparison, "auc"),
+                "",
+                f"{args.metric} by seed-list bucket (mean, minus {args.reference} [95% CI], campaigns):",
+                "",
+                bucket_table(comparison, args.metric),
+                "",
+                "Other sizes (mean over campaigns):",
+                "",
+                "| model | "
+                + " | ".join(c for c in summary.columns if c.startswith(("precision_at", "recall_at")))
+                + " | fit s | score s |",
+                "|---" * (len([c for c in summary.columns if c.startswith(("precision_at", "recall_at"))]) + 3) + "|",
+            ]
             timing = {r["model"]: r for r in seconds.iter_rows(named=True)}
             for r in summary.sort(args.metric, descending=True).iter_rows(named=True):
                 cells = [f"{r[c]:.3f}" for c in summary.columns if c.startswith(("precision_at", "recall_at"))]
                 t = timing[r["model"]]
-                out.append(f"| {r['model']} | " + " | ".join(cells) + f" | {t['fit_seconds']:.1f} | "
-                           f"{t['score_seconds']:.1f} |")
+                out.append(
+                    f"| {r['model']} | " + " | ".join(cells) + f" | {t['fit_seconds']:.1f} | {t['score_seconds']:.1f} |"
+                )
             out.append("")
             print("\n".join(out[-12:]), flush=True)
     write_results(args.out, "\n".join(out))

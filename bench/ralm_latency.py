@@ -45,7 +45,7 @@ def all_seed_attention(model: LookalikeModel, users: np.ndarray, seeds: np.ndarr
     es = torch.from_numpy(seeds)
     out = []
     for s in range(0, users.shape[0], chunk):
-        eu = torch.from_numpy(users[s:s + chunk])
+        eu = torch.from_numpy(users[s : s + chunk])
         local, _ = model.local(eu, es)
         out.append(torch.nn.functional.cosine_similarity(eu, local, dim=-1).numpy())
     return np.concatenate(out)
@@ -79,8 +79,10 @@ def main() -> None:
         _, score_s = timed(score_users, model, transformed, campaign)
         _, one_s = timed(score_users, model, transformed[:1], campaign, repeat=200)
         _, naive_s = timed(all_seed_attention, model, transformed[: args.naive_users], transformed[positives])
-        lines.append(f"| {n_seeds:,} | {recluster_s:.2f} | {score_s:.3f} | {score_s / args.users * 1e6:.2f} "
-                     f"| {one_s * 1e3:.3f} | {naive_s / args.naive_users * 1e6:,.1f} |")
+        lines.append(
+            f"| {n_seeds:,} | {recluster_s:.2f} | {score_s:.3f} | {score_s / args.users * 1e6:.2f} "
+            f"| {one_s * 1e3:.3f} | {naive_s / args.naive_users * 1e6:,.1f} |"
+        )
         print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)

@@ -49,10 +49,19 @@ def model_grid(base: dict) -> dict[str, dict]:
         "ralm, paper attention (no size prior)": {"model": "ralm", **base, "size_prior": False},
         "ralm_average (merge)": {"model": "ralm_average", **base},
         "ralm_average (concat)": {"model": "ralm_average", **base, "user_model": "concat"},
-        "centroid cosine (merge embeddings)": {"model": "ralm_average", **base, "transform": False,
-                                               "lookalike_epochs": 0},
-        "centroid cosine (concat embeddings)": {"model": "ralm_average", **base, "transform": False,
-                                                "lookalike_epochs": 0, "user_model": "concat"},
+        "centroid cosine (merge embeddings)": {
+            "model": "ralm_average",
+            **base,
+            "transform": False,
+            "lookalike_epochs": 0,
+        },
+        "centroid cosine (concat embeddings)": {
+            "model": "ralm_average",
+            **base,
+            "transform": False,
+            "lookalike_epochs": 0,
+            "user_model": "concat",
+        },
         "minhash": {"model": "minhash"},
         "popularity": {"model": "popularity"},
         "random": {"model": "random"},
@@ -84,16 +93,29 @@ def run_once(data, split_seed: int, models: dict[str, dict]) -> tuple[pl.DataFra
         for j, cid in enumerate(campaigns):
             scored = score_campaign(scorer, data, train[cid], max(sizes.values()))
             row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, heldout[cid], sizes)
-            rows.append({**row, "model": name, "campaign_id": cid, "repeat": split_seed,
-                         "seed_bucket": seed_bucket(train[cid].size, [50, 200])})
+            rows.append(
+                {
+                    **row,
+                    "model": name,
+                    "campaign_id": cid,
+                    "repeat": split_seed,
+                    "seed_bucket": seed_bucket(train[cid].size, [50, 200]),
+                }
+            )
             full = np.full(data.n_users, -np.inf)
             full[scored.candidates] = scored.candidate_scores
             matrix[:, j] = full
         # A user's training-seed campaigns are known, not predictions: leave them out of the user's ranking.
         matrix[seen] = -np.inf
-        user_rows.append({"model": name, "repeat": split_seed, "fit_seconds": fit_seconds,
-                          "user_prec_at_5": user_precision_at_k(matrix, clicked, 5),
-                          "user_prec_at_10": user_precision_at_k(matrix, clicked, 10)})
+        user_rows.append(
+            {
+                "model": name,
+                "repeat": split_seed,
+                "fit_seconds": fit_seconds,
+                "user_prec_at_5": user_precision_at_k(matrix, clicked, 5),
+                "user_prec_at_10": user_precision_at_k(matrix, clicked, 10),
+            }
+        )
     return pl.DataFrame(rows), user_rows
 
 
@@ -102,8 +124,12 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--models", nargs="*", default=None, help="names of the grid (default: all)")
-    parser.add_argument("--synthetic-users", type=int, default=0,
-                        help="use the synthetic generator (default config, this many users) with default epochs")
+    parser.add_argument(
+        "--synthetic-users",
+        type=int,
+        default=0,
+        help="use the synthetic generator (default config, this many users) with default epochs",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -124,20 +150,45 @@ def main() -> None:
         user_rows += users
     per_campaign = pl.concat(frames)
     summary = summarize(per_campaign).filter(pl.col("seed_bucket") == "all").drop("seed_bucket", "campaigns")
-    user = pl.DataFrame(user_rows).group_by("model").agg(pl.col("user_prec_at_5", "user_prec_at_10",
-                                                                "fit_seconds").mean())
+    user = (
+        pl.DataFrame(user_rows).group_by("model").agg(pl.col("user_prec_at_5", "user_prec_at_10", "fit_seconds").mean())
+    )
     # Spread of GAUC across repeats, to read differences against.
-    spread = (per_campaign.group_by("model", "repeat").agg(pl.col("auc").mean())
-              .group_by("model").agg(pl.col("auc").std().alias("gauc_std_over_repeats")))
-    table = (summary.join(user, on="model").join(spread, on="model")
-             .select("model", "gauc", "gauc_std_over_repeats", "user_prec_at_5", "user_prec_at_10",
-                     *[c for c in summary.columns if c.startswith(("precision_at", "recall_at"))], "fit_seconds")
-             .sort("gauc", descending=True))
-    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
-                   float_precision=4, fmt_str_lengths=60, tbl_cols=-1, tbl_rows=-1, tbl_width_chars=400):
+    spread = (
+        per_campaign.group_by("model", "repeat")
+        .agg(pl.col("auc").mean())
+        .group_by("model")
+        .agg(pl.col("auc").std().alias("gauc_std_over_repeats"))
+    )
+    table = (
+        summary.join(user, on="model")
+        .join(spread, on="model")
+        .select(
+            "model",
+            "gauc",
+            "gauc_std_over_repeats",
+            "user_prec_at_5",
+            "user_prec_at_10",
+            *[c for c in summary.columns if c.startswith(("precision_at", "recall_at"))],
+            "fit_seconds",
+        )
+        .sort("gauc", descending=True)
+    )
+    with pl.Config(
+        tbl_formatting="MARKDOWN",
+        tbl_hide_column_data_types=True,
+        tbl_hide_dataframe_shape=True,
+        float_precision=4,
+        fmt_str_lengths=60,
+        tbl_cols=-1,
+        tbl_rows=-1,
+        tbl_width_chars=400,
+    ):
         text = str(table)
-    header = (f"{title}: {data.n_users} users, {len(data.campaigns)} campaigns, {args.repeats} splits "
-              f"(10% of seeds held out + as many non-seeds); audience sizes {FRACTIONS} of users.\n\n")
+    header = (
+        f"{title}: {data.n_users} users, {len(data.campaigns)} campaigns, {args.repeats} splits "
+        f"(10% of seeds held out + as many non-seeds); audience sizes {FRACTIONS} of users.\n\n"
+    )
     print(header + text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -61,11 +61,18 @@ def stage(name: str, floor: str = ""):
     reset_peak()
     wall, cpu = time.perf_counter(), time.process_time()
     yield
-    row = {"stage": name, "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
-           "peak_gb": peak_rss_gb(), "floor": floor}
+    row = {
+        "stage": name,
+        "wall_s": time.perf_counter() - wall,
+        "cpu_s": time.process_time() - cpu,
+        "peak_gb": peak_rss_gb(),
+        "floor": floor,
+    }
     ROWS.append(row)
-    print(f"  {name:<34} wall {row['wall_s']:7.1f}s  cpu {row['cpu_s']:7.1f}s  peak {row['peak_gb']:.1f} GB  "
-          f"{floor}", flush=True)
+    print(
+        f"  {name:<34} wall {row['wall_s']:7.1f}s  cpu {row['cpu_s']:7.1f}s  peak {row['peak_gb']:.1f} GB  {floor}",
+        flush=True,
+    )
 
 
 def machine_rates() -> tuple[float, float]:
@@ -103,8 +110,14 @@ def run_size(n_users: int, campaigns: int, models: list[str], champion: str, tmp
     from lookalike_models.sources import load_encoded
     from lookalike_models.synthetic import SyntheticConfig, write_synthetic
 
-    synthetic = SyntheticConfig(n_users=n_users, n_items=max(5000, n_users // 20), n_campaigns=campaigns,
-                                interactions_per_user=30.0, max_seeds=2000, seed=3)
+    synthetic = SyntheticConfig(
+        n_users=n_users,
+        n_items=max(5000, n_users // 20),
+        n_campaigns=campaigns,
+        interactions_per_user=30.0,
+        max_seeds=2000,
+        seed=3,
+    )
     folder = write_synthetic(synthetic, tmp / "data")
     n_rows = pl.scan_parquet(folder / "interactions.parquet").select(pl.len()).collect().item()
     print(f"\n{n_users:,} users, {n_rows:,} interactions, {campaigns} campaigns (generated, not timed)", flush=True)
@@ -133,8 +146,10 @@ def run_size(n_users: int, campaigns: int, models: list[str], champion: str, tmp
             evaluate_campaigns(scorer, data, train, heldout, sizes, [50, 200])
     size = audience_size(data.n_users, 0.05)
     staged = {}
-    with stage(f"score+stage {champion} ({len(data.campaigns)} campaigns)",
-               score_floor(champion, fitted[champion], data, len(data.campaigns))):
+    with stage(
+        f"score+stage {champion} ({len(data.campaigns)} campaigns)",
+        score_floor(champion, fitted[champion], data, len(data.campaigns)),
+    ):
         for cid, seeds in data.campaigns.items():
             scored = score_campaign(fitted[champion], data, seeds, size)
             frame = audience_frame(data, scored.users, scored.scores, champion)
@@ -159,13 +174,16 @@ def run_size(n_users: int, campaigns: int, models: list[str], champion: str, tmp
         tracking.end_run(parent)
     total_wall = sum(r["wall_s"] for r in ROWS)
     total_cpu = sum(r["cpu_s"] for r in ROWS)
-    print(f"\n| stage ({n_users:,} users, {nnz:,} interactions) | wall (s) | CPU (s) | peak RSS (GB) "
-          "| physical floor |")
+    print(
+        f"\n| stage ({n_users:,} users, {nnz:,} interactions) | wall (s) | CPU (s) | peak RSS (GB) | physical floor |"
+    )
     print("|---|---|---|---|---|")
     for r in ROWS:
         print(f"| {r['stage']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_gb']:.1f} | {r['floor']} |")
-    print(f"| **total** | **{total_wall:.1f}** | **{total_cpu:.1f}** | {max(r['peak_gb'] for r in ROWS):.1f} | |",
-          flush=True)
+    print(
+        f"| **total** | **{total_wall:.1f}** | **{total_cpu:.1f}** | {max(r['peak_gb'] for r in ROWS):.1f} | |",
+        flush=True,
+    )
 
 
 def fit_floor(name: str, scorer, data, train) -> str:
@@ -206,8 +224,10 @@ def main() -> None:
 
     torch.set_num_threads(1)
     GFLOPS, GBS = machine_rates()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs), Python "
-          f"{platform.python_version()}; measured {GFLOPS:.0f} GFLOP/s dense float64 GEMM, {GBS:.1f} GB/s copy")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs), Python "
+        f"{platform.python_version()}; measured {GFLOPS:.0f} GFLOP/s dense float64 GEMM, {GBS:.1f} GB/s copy"
+    )
     for n_users in args.users:
         with tempfile.TemporaryDirectory(prefix="lookalike-stages-") as tmp:
             run_size(n_users, args.campaigns, args.models, args.champion, Path(tmp))

@@ -36,16 +36,25 @@ def _local_defaults() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lookalike", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lookalike", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def settable(p: argparse.ArgumentParser, example: str) -> None:
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help=f"override one config value (YAML value), e.g. {example}")
-        p.add_argument("--dry-run", action="store_true",
-                       help="validate the options, the config and (where cheap) the input; start nothing")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"override one config value (YAML value), e.g. {example}",
+        )
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="validate the options, the config and (where cheap) the input; start nothing",
+        )
 
     nightly = sub.add_parser("nightly", help="run the nightly refresh flow once")
     nightly.add_argument("--config", help="YAML config (default conf/nightly.yaml)")
@@ -67,8 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     recluster = sub.add_parser("recluster", help="refresh the live RALM model's centroids from current seeds")
     recluster.add_argument("--seeds", required=True, help="Parquet of current seeds (campaign_id, user_id)")
     settable(recluster, "output_root=runs")
-    serve = sub.add_parser("serve", help=f"serve both flows (deployments '{SERVED_NIGHTLY}', '{SERVED_ADHOC}') "
-                           "for a running Prefect server")
+    serve = sub.add_parser(
+        "serve",
+        help=f"serve both flows (deployments '{SERVED_NIGHTLY}', '{SERVED_ADHOC}') for a running Prefect server",
+    )
     serve.add_argument("--cron", default="0 2 * * *", help="nightly schedule (default 02:00 every day)")
     return parser
 
@@ -210,7 +221,8 @@ def quiet_user_error_tracebacks() -> None:
 
     for handler in logging.getLogger().handlers:
         if isinstance(handler, PrefectConsoleHandler) and not any(
-                isinstance(f, DropUserErrorTracebacks) for f in handler.filters):
+            isinstance(f, DropUserErrorTracebacks) for f in handler.filters
+        ):
             handler.addFilter(DropUserErrorTracebacks())
 
 
@@ -236,8 +248,11 @@ def run_command(args: argparse.Namespace) -> int:
             print("lookalike: run failed: no audience was published", file=sys.stderr)
             return EXIT_FAILED
         if result.status == "partial":
-            print(f"lookalike: partial run: {len(result.failed)} campaign failures, {len(result.skipped)} "
-                  "campaigns skipped (listed above)", file=sys.stderr)
+            print(
+                f"lookalike: partial run: {len(result.failed)} campaign failures, {len(result.skipped)} "
+                "campaigns skipped (listed above)",
+                file=sys.stderr,
+            )
             return EXIT_PARTIAL
         return EXIT_OK
     if args.command == "expand":
@@ -289,8 +304,9 @@ def run_command(args: argparse.Namespace) -> int:
         from flows.expand_audience import expand_audience
         from flows.nightly_refresh import nightly_refresh
 
-        prefect_serve(nightly_refresh.to_deployment(SERVED_NIGHTLY, cron=args.cron),
-                      expand_audience.to_deployment(SERVED_ADHOC))
+        prefect_serve(
+            nightly_refresh.to_deployment(SERVED_NIGHTLY, cron=args.cron), expand_audience.to_deployment(SERVED_ADHOC)
+        )
         return EXIT_OK
     raise UsageError(f"unknown command {args.command}")
 

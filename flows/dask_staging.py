@@ -19,9 +19,14 @@ def stage_audiences_dask(trained: TrainedModel, publish: PublishConfig, n_shards
     campaign, one task merges the shards' top lists."""
     spec, data_dir, split_path = trained.spec, trained.data_dir, trained.split.path
     campaigns, shards, size = plan_shards(data_dir, n_shards, publish.audience_fraction)
-    stage = str(Path(data_dir).parent / "staged" /
-                f"{spec.name}-{stable_hash(trained, publish.audience_fraction, publish.exclusions)}")
-    futures = [score_shard.submit(spec, data_dir, split_path, trained.model_dir, campaigns, shard, size,
-                                  publish.exclusions) for shard in shards]
+    stage = str(
+        Path(data_dir).parent
+        / "staged"
+        / f"{spec.name}-{stable_hash(trained, publish.audience_fraction, publish.exclusions)}"
+    )
+    futures = [
+        score_shard.submit(spec, data_dir, split_path, trained.model_dir, campaigns, shard, size, publish.exclusions)
+        for shard in shards
+    ]
     staged, failed = merge_and_stage(spec, data_dir, [f.result() for f in futures], size, stage)
     return StagedAudiences(model=spec.name, staged=staged, failed=failed)

@@ -21,8 +21,15 @@ def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expa
         mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump(), adhoc_root)
         try:
             data_dir = prepare_data(config.data, fingerprint_inputs(config.data, []), f"{config.output_root}/work")
-            staged = expand_one(config.model, data_dir, config.campaign_id, config.seed_user_ids, config.name,
-                                config.audience_fraction, run_dir)
+            staged = expand_one(
+                config.model,
+                data_dir,
+                config.campaign_id,
+                config.seed_user_ids,
+                config.name,
+                config.audience_fraction,
+                run_dir,
+            )
             published = publish_audiences(staged, adhoc_root, run_id)
         except BaseException:
             close_mlflow_run(mlflow_run, "FAILED")

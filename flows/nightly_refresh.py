@@ -59,15 +59,19 @@ def refresh(config: NightlyConfig) -> NightlyResult:
         previous_run = previous_published_run(config.output_root)
         previous = previous_refresh(config.output_root, previous_run, data_dir, publishing.incremental)
         trained = {m.name: train_model(m, data_dir, split, work, previous.models.get(m.name)) for m in config.models}
-        evaluated = [evaluate_model(trained[m.name] if s == split else train_model(m, data_dir, s, work), work,
-                                    evaluation) for s in splits for m in config.models]
+        evaluated = [
+            evaluate_model(trained[m.name] if s == split else train_model(m, data_dir, s, work), work, evaluation)
+            for s in splits
+            for m in config.models
+        ]
         report = evaluate_run(evaluated, data_dir, evaluation, run_dir)
         children = log_models_to_mlflow(mlflow_run, config.experiment, trained, report)
         decision = register_and_choose(children, report, config.selection, trained)
         publisher = trained[decision.champion if publishing.model == "champion" else publishing.model]
         if config.execution.backend == "dask":
             staged = stage_audiences_dask.with_options(task_runner=dask_runner(config.execution))(
-                publisher, publishing, config.execution.shards)
+                publisher, publishing, config.execution.shards
+            )
         else:
             staged = stage_audiences(publisher, work, publishing, previous.staging)
         record_refresh(run_dir, data_dir, trained, staged, config.models)
@@ -76,18 +80,28 @@ def refresh(config: NightlyConfig) -> NightlyResult:
         drift = report_reach_and_drift(evaluated, publisher.name, data_dir, evaluation, run, previous_run)
         failed = {f"{s.model}/{cid}": why for s in [*evaluated, staged] for cid, why in s.failed.items()}
         log_run_artifacts(mlflow_run, report, run_dir, data_dir, published, decision, failed, skipped)
-        summary = post_summary(run_id, run_url(mlflow_run, config.experiment), report, published, failed, decision,
-                               skipped)
+        summary = post_summary(
+            run_id, run_url(mlflow_run, config.experiment), report, published, failed, decision, skipped
+        )
     except BaseException:
         close_mlflow_run(mlflow_run, "FAILED")
         raise
     close_mlflow_run(mlflow_run)
     print(summary)
-    return NightlyResult(run_id=run_id, mlflow_run_id=mlflow_run, published=published, failed=failed,
-                         skipped=skipped, status=run_status(published, failed, skipped), summary=report["summary"],
-                         drift=drift, data_dir=data_dir, champion=decision,
-                         users_embedded={name: model.users_embedded for name, model in trained.items()},
-                         campaigns_refreshed=staged.incremental_campaigns)
+    return NightlyResult(
+        run_id=run_id,
+        mlflow_run_id=mlflow_run,
+        published=published,
+        failed=failed,
+        skipped=skipped,
+        status=run_status(published, failed, skipped),
+        summary=report["summary"],
+        drift=drift,
+        data_dir=data_dir,
+        champion=decision,
+        users_embedded={name: model.users_embedded for name, model in trained.items()},
+        campaigns_refreshed=staged.incremental_campaigns,
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,11 @@ from tasks.refresh import live_models
 def recluster_centroids(config: ReclusterConfig) -> dict:
     live = live_models(config.output_root)
     campaigns = current_seeds(config.seeds_path, live.data_dir)
-    return {name: recluster_model(live.models[name], live.data_dir, live.specs[name], campaigns)
-            for name in config.models if name in live.models and live.specs[name].model in ("ralm", "ralm_average")}
+    return {
+        name: recluster_model(live.models[name], live.data_dir, live.specs[name], campaigns)
+        for name in config.models
+        if name in live.models and live.specs[name].model in ("ralm", "ralm_average")
+    }
 
 
 if __name__ == "__main__":

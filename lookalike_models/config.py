@@ -18,12 +18,15 @@ class DataSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["synthetic", "folder", "movielens", "amazon", "tencent"] = Field(
-        "synthetic", description="synthetic: generated; folder: a contract folder at `path`; "
-        "movielens/amazon/tencent: the real sets in ../shared/data (or `path`)")
+        "synthetic",
+        description="synthetic: generated; folder: a contract folder at `path`; "
+        "movielens/amazon/tencent: the real sets in ../shared/data (or `path`)",
+    )
     path: str | None = Field(None, description="Contract folder (kind=folder) or raw data set folder")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
-    min_seed_match_rate: float = Field(0.5, ge=0, le=1,
-                                       description="A campaign fails if fewer of its seeds are known users")
+    min_seed_match_rate: float = Field(
+        0.5, ge=0, le=1, description="A campaign fails if fewer of its seeds are known users"
+    )
     max_multi_len: int = Field(50, ge=1, description="Longest multi-valued feature list kept")
 
 
@@ -52,13 +55,21 @@ class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     holdout_frac: float = Field(0.1, gt=0, lt=1, description="Share of each campaign's seeds held out")
-    audience_fractions: list[float] = Field([0.01, 0.02, 0.05, 0.1],
-                                            description="Audience sizes as shares of the population")
+    audience_fractions: list[float] = Field(
+        [0.01, 0.02, 0.05, 0.1], description="Audience sizes as shares of the population"
+    )
     seed_buckets: list[int] = Field([50, 200], description="Seed-list size bucket edges")
-    split_seeds: list[int] = Field([0], min_length=1, description="One held-out split per seed; metrics are "
-                                   "each campaign's mean over the splits. The first split's models are published")
-    reference: str | None = Field(None, description="Model (ModelSpec.name) every model is compared with: paired "
-                                  "95% bootstrap CI over campaigns of the difference (e.g. item_logreg)")
+    split_seeds: list[int] = Field(
+        [0],
+        min_length=1,
+        description="One held-out split per seed; metrics are "
+        "each campaign's mean over the splits. The first split's models are published",
+    )
+    reference: str | None = Field(
+        None,
+        description="Model (ModelSpec.name) every model is compared with: paired "
+        "95% bootstrap CI over campaigns of the difference (e.g. item_logreg)",
+    )
 
     @field_validator("split_seeds")
     @classmethod
@@ -71,27 +82,44 @@ class EvaluationConfig(BaseModel):
 class PublishConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("champion", description="'champion' (the registry's champion after tonight's comparison) "
-                       "or a model name (ModelSpec.name) whose audiences are published")
+    model: str = Field(
+        "champion",
+        description="'champion' (the registry's champion after tonight's comparison) "
+        "or a model name (ModelSpec.name) whose audiences are published",
+    )
     audience_fraction: float = Field(0.05, gt=0, le=1, description="Published audience size / population")
-    exclusions: list[str] = Field(default_factory=list, description="Parquet files of users never to target: "
-                                  "user_id, optional campaign_id (null = every campaign)")
-    incremental: bool = Field(True, description="Reuse the previous run's per-user state and campaign top lists "
-                              "where activity and seeds did not change (exact for pointwise models)")
-    keep_depth: float = Field(2.0, ge=1.0, description="Top list kept for the next incremental run, as a "
-                              "multiple of the audience size (deeper survives more churn)")
+    exclusions: list[str] = Field(
+        default_factory=list,
+        description="Parquet files of users never to target: user_id, optional campaign_id (null = every campaign)",
+    )
+    incremental: bool = Field(
+        True,
+        description="Reuse the previous run's per-user state and campaign top lists "
+        "where activity and seeds did not change (exact for pointwise models)",
+    )
+    keep_depth: float = Field(
+        2.0,
+        ge=1.0,
+        description="Top list kept for the next incremental run, as a "
+        "multiple of the audience size (deeper survives more churn)",
+    )
 
 
 class ExecutionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["local", "dask"] = Field("local", description="Where audiences are scored: this process, "
-                                              "or Dask workers (prefect-dask), users sharded")
-    dask_address: str | None = Field(None, description="Scheduler of an existing cluster, e.g. tcp://10.0.0.5:8786; "
-                                     "empty starts a LocalCluster")
+    backend: Literal["local", "dask"] = Field(
+        "local", description="Where audiences are scored: this process, or Dask workers (prefect-dask), users sharded"
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing cluster, e.g. tcp://10.0.0.5:8786; empty starts a LocalCluster"
+    )
     n_workers: int = Field(2, ge=1, description="LocalCluster workers")
-    processes: bool = Field(False, description="LocalCluster with worker processes (best with a Prefect server; "
-                            "without one each process starts its own temporary server)")
+    processes: bool = Field(
+        False,
+        description="LocalCluster with worker processes (best with a Prefect server; "
+        "without one each process starts its own temporary server)",
+    )
     shards: int = Field(4, ge=1, description="User shards per campaign")
 
 
@@ -108,9 +136,13 @@ class NightlyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: DataSource = Field(default_factory=DataSource)
-    models: list[ModelSpec] = Field(default_factory=lambda: [
-        ModelSpec(name="minhash", model="minhash"), ModelSpec(name="popularity", model="popularity"),
-        ModelSpec(name="random", model="random")])
+    models: list[ModelSpec] = Field(
+        default_factory=lambda: [
+            ModelSpec(name="minhash", model="minhash"),
+            ModelSpec(name="popularity", model="popularity"),
+            ModelSpec(name="random", model="random"),
+        ]
+    )
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
@@ -133,12 +165,16 @@ class NightlyConfig(BaseModel):
         if self.publish.model != "champion" and self.publish.model not in names:
             raise ValueError(f"publish.model '{self.publish.model}' is neither 'champion' nor a configured model")
         if self.evaluation.reference is not None and self.evaluation.reference not in names:
-            raise ValueError(f"evaluation.reference '{self.evaluation.reference}' is not a configured model; "
-                             f"one of {sorted(names)}")
+            raise ValueError(
+                f"evaluation.reference '{self.evaluation.reference}' is not a configured model; one of {sorted(names)}"
+            )
         if not names - set(self.selection.not_eligible):
             raise ValueError("every configured model is in selection.not_eligible: nothing can be champion")
-        metrics = {f"{kind}_at_{label}" for label in audience_sizes(1, self.evaluation.audience_fractions)
-                   for kind in ("precision", "recall")} | {"gauc"}
+        metrics = {
+            f"{kind}_at_{label}"
+            for label in audience_sizes(1, self.evaluation.audience_fractions)
+            for kind in ("precision", "recall")
+        } | {"gauc"}
         if self.selection.metric not in metrics:
             raise ValueError(f"selection.metric '{self.selection.metric}' is not measured; one of {sorted(metrics)}")
 
@@ -163,15 +199,19 @@ class ReclusterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seeds_path: str = Field(..., description="Parquet of the current seeds (campaign_id, user_id[, label]), "
-                            "as in the data contract")
-    models: list[str] = Field(["ralm", "ralm_average"], description="Models (ModelSpec.name) of the live run "
-                              "whose centroids are refreshed, where present")
+    seeds_path: str = Field(
+        ..., description="Parquet of the current seeds (campaign_id, user_id[, label]), as in the data contract"
+    )
+    models: list[str] = Field(
+        ["ralm", "ralm_average"],
+        description="Models (ModelSpec.name) of the live run whose centroids are refreshed, where present",
+    )
     output_root: str = Field("runs", description="Where the nightly runs publish (its LATEST run is used)")
 
 
-def load_config(path: str | Path | None = None, cls: type[BaseModel] = NightlyConfig,
-                default: str = "nightly.yaml") -> Any:
+def load_config(
+    path: str | Path | None = None, cls: type[BaseModel] = NightlyConfig, default: str = "nightly.yaml"
+) -> Any:
     """Read a YAML file (default ``conf/<default>``) into the config model, with validation."""
     path = Path(path) if path else CONF_DIR / default
     return cls.model_validate(yaml.safe_load(path.read_text()) or {})
@@ -208,6 +248,5 @@ def with_file_defaults(config: BaseModel, default: str = "nightly.yaml") -> Base
 def _deep_merge(base: dict, top: dict) -> dict:
     out = dict(base)
     for key, value in top.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
-            else value
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out

@@ -112,12 +112,14 @@ def _require_id_column(df: pl.DataFrame, file: Path, col: str) -> None:
     dtype = df.schema[col]
     if not (dtype.is_integer() or dtype == pl.String):
         example = df[col].drop_nulls().head(1).to_list()
-        raise DataContractError(file, col, f"ids must be integers or strings, got {dtype}",
-                                example[0] if example else None)
+        raise DataContractError(
+            file, col, f"ids must be integers or strings, got {dtype}", example[0] if example else None
+        )
     nulls = df.filter(pl.col(col).is_null() | (pl.col(col).cast(pl.String) == ""))
     if nulls.height:
-        raise DataContractError(file, col, f"{nulls.height} rows have a missing (null/NaN/empty) id",
-                                nulls.row(0, named=True))
+        raise DataContractError(
+            file, col, f"{nulls.height} rows have a missing (null/NaN/empty) id", nulls.row(0, named=True)
+        )
 
 
 def _require_numeric(df: pl.DataFrame, file: Path, col: str) -> None:
@@ -148,8 +150,9 @@ def validate_interactions(df: pl.DataFrame, file: Path) -> pl.DataFrame:
         _require_numeric(df, file, source)
         negative = df.filter(pl.col(source) < 0)
         if negative.height:
-            raise DataContractError(file, source, f"{negative.height} rows are negative (weights must be >= 0)",
-                                    negative.row(0, named=True))
+            raise DataContractError(
+                file, source, f"{negative.height} rows are negative (weights must be >= 0)", negative.row(0, named=True)
+            )
     if WEIGHT not in df.columns:
         df = df.with_columns((pl.col(RATING) if source else pl.lit(1.0)).alias(WEIGHT))
     if TS in df.columns and not (df.schema[TS].is_integer() or df.schema[TS].is_temporal()):
@@ -187,8 +190,9 @@ def validate_user_features(df: pl.DataFrame, file: Path, schema: FeatureSchema) 
     _reject_duplicates(df, file, [USER_ID])
     for col in schema.user_multi:
         if not isinstance(df.schema[col], pl.List):
-            raise DataContractError(file, col, f"multi-valued field must be a list column, got {df.schema[col]}",
-                                    df[col][0])
+            raise DataContractError(
+                file, col, f"multi-valued field must be a list column, got {df.schema[col]}", df[col][0]
+            )
     for col in schema.user_continuous:
         if not df.schema[col].is_numeric():
             raise DataContractError(file, col, f"continuous field must be numeric, got {df.schema[col]}", df[col][0])
@@ -232,13 +236,15 @@ def read_dataset(folder: str | Path) -> RawDataset:
     for name, frame in ((USER_ID, interactions), (USER_ID, seeds)):
         if user_features is not None and frame.schema[name] != user_features.schema[USER_ID]:
             raise DataContractError(
-                folder / USER_FEATURES, USER_ID,
+                folder / USER_FEATURES,
+                USER_ID,
                 f"id type {user_features.schema['user_id']} differs from {frame.schema[name]} elsewhere",
                 user_features[USER_ID][0],
             )
     if seeds.schema[USER_ID] != interactions.schema[USER_ID]:
         raise DataContractError(
-            folder / SEEDS, USER_ID,
+            folder / SEEDS,
+            USER_ID,
             f"id type {seeds.schema['user_id']} differs from interactions' {interactions.schema['user_id']}",
             seeds[USER_ID][0],
         )

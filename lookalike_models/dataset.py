@@ -100,9 +100,18 @@ class LookalikeData:
         a per-process cache of what was learned from it (the shared StarSpace encoder) can be keyed by it."""
         digest = hashlib.sha256(f"{self.n_users},{self.n_items},{self.domains}".encode())
         fields = self.users
-        for array in (self.user_ids.hash(seed=0).to_numpy(), self.item_ids.hash(seed=0).to_numpy(), self.user_idx,
-                      self.item_idx, self.weight, self.domain, self.ts, fields.single,
-                      fields.continuous, *fields.multi):
+        for array in (
+            self.user_ids.hash(seed=0).to_numpy(),
+            self.item_ids.hash(seed=0).to_numpy(),
+            self.user_idx,
+            self.item_idx,
+            self.weight,
+            self.domain,
+            self.ts,
+            fields.single,
+            fields.continuous,
+            *fields.multi,
+        ):
             if array is not None:
                 digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()[:16]
@@ -122,9 +131,14 @@ class LookalikeData:
         """A copy keeping only the interactions where ``keep`` is True (leakage removal)."""
         fields = {k: v for k, v in self.__dict__.items() if k in self.__dataclass_fields__}  # not cached views
         return LookalikeData(
-            **{**fields, "user_idx": self.user_idx[keep], "item_idx": self.item_idx[keep],
-               "weight": self.weight[keep], "domain": self.domain[keep],
-               "ts": None if self.ts is None else self.ts[keep]}
+            **{
+                **fields,
+                "user_idx": self.user_idx[keep],
+                "item_idx": self.item_idx[keep],
+                "weight": self.weight[keep],
+                "domain": self.domain[keep],
+                "ts": None if self.ts is None else self.ts[keep],
+            }
         )
 
     def without_campaign_leakage(self, campaign_items: dict[str, int] | None = None) -> LookalikeData:
@@ -139,11 +153,19 @@ class LookalikeData:
     def save(self, folder: str | Path) -> Path:
         with atomic_directory(folder) as tmp:
             pl.DataFrame({"user_idx": np.arange(self.n_users), USER_ID: self.user_ids}).write_parquet(
-                tmp / "user_index.parquet")
+                tmp / "user_index.parquet"
+            )
             pl.DataFrame({"item_idx": np.arange(self.n_items), ITEM_ID: self.item_ids}).write_parquet(
-                tmp / "item_index.parquet")
-            arrays = {"user_idx": self.user_idx, "item_idx": self.item_idx, "weight": self.weight,
-                      "domain": self.domain, "single": self.users.single, "continuous": self.users.continuous}
+                tmp / "item_index.parquet"
+            )
+            arrays = {
+                "user_idx": self.user_idx,
+                "item_idx": self.item_idx,
+                "weight": self.weight,
+                "domain": self.domain,
+                "single": self.users.single,
+                "continuous": self.users.continuous,
+            }
             if self.ts is not None:
                 arrays["ts"] = self.ts
             for i, m in enumerate(self.users.multi):
@@ -154,13 +176,18 @@ class LookalikeData:
                 arrays[f"cf::{cid}"] = codes
             np.savez(tmp / "arrays.npz", **arrays)
             meta = {
-                "domains": self.domains, "campaigns": list(self.campaigns),
+                "domains": self.domains,
+                "campaigns": list(self.campaigns),
                 "campaign_fields": list(self.campaign_fields),
                 "campaign_field_names": self.campaign_field_names,
-                "campaign_field_sizes": self.campaign_field_sizes, "campaign_problems": self.campaign_problems,
-                "names_single": self.users.names_single, "names_multi": self.users.names_multi,
-                "names_continuous": self.users.names_continuous, "single_sizes": self.users.single_sizes,
-                "multi_sizes": self.users.multi_sizes, "campaign_items": self.campaign_items,
+                "campaign_field_sizes": self.campaign_field_sizes,
+                "campaign_problems": self.campaign_problems,
+                "names_single": self.users.names_single,
+                "names_multi": self.users.names_multi,
+                "names_continuous": self.users.names_continuous,
+                "single_sizes": self.users.single_sizes,
+                "multi_sizes": self.users.multi_sizes,
+                "campaign_items": self.campaign_items,
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         return Path(folder)
@@ -172,20 +199,30 @@ class LookalikeData:
         with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
             arr = {k: npz[k] for k in npz.files}
         users = UserFields(
-            meta["names_single"], meta["names_multi"], meta["names_continuous"], arr["single"],
-            meta["single_sizes"], [arr[f"multi_{i}"] for i in range(len(meta["names_multi"]))],
-            meta["multi_sizes"], arr["continuous"],
+            meta["names_single"],
+            meta["names_multi"],
+            meta["names_continuous"],
+            arr["single"],
+            meta["single_sizes"],
+            [arr[f"multi_{i}"] for i in range(len(meta["names_multi"]))],
+            meta["multi_sizes"],
+            arr["continuous"],
         )
         return cls(
             user_ids=pl.read_parquet(folder / "user_index.parquet")[USER_ID],
             item_ids=pl.read_parquet(folder / "item_index.parquet")[ITEM_ID],
-            user_idx=arr["user_idx"], item_idx=arr["item_idx"], weight=arr["weight"], domain=arr["domain"],
-            domains=meta["domains"], users=users,
+            user_idx=arr["user_idx"],
+            item_idx=arr["item_idx"],
+            weight=arr["weight"],
+            domain=arr["domain"],
+            domains=meta["domains"],
+            users=users,
             campaigns={c: CampaignSeeds(c, arr[f"pos::{c}"], arr[f"neg::{c}"]) for c in meta["campaigns"]},
             campaign_fields={c: arr[f"cf::{c}"] for c in meta["campaign_fields"]},
             campaign_field_names=meta["campaign_field_names"],
             campaign_field_sizes=meta["campaign_field_sizes"],
-            campaign_problems=meta["campaign_problems"], ts=arr.get("ts"),
+            campaign_problems=meta["campaign_problems"],
+            ts=arr.get("ts"),
             campaign_items=meta.get("campaign_items", {}),
         )
 
@@ -206,8 +243,11 @@ def _encode_multi(values: pl.Series, max_len: int) -> tuple[np.ndarray, int]:
     exploded = exploded.with_columns(pl.col("v").cast(pl.String))
     vocab = exploded["v"].unique().sort()
     mapping = pl.DataFrame({"v": vocab, "code": np.arange(1, len(vocab) + 1, dtype=np.int64)})
-    exploded = exploded.join(mapping, on="v", how="left").with_columns(
-        pl.int_range(pl.len()).over("row").alias("pos")).filter(pl.col("pos") < max_len)
+    exploded = (
+        exploded.join(mapping, on="v", how="left")
+        .with_columns(pl.int_range(pl.len()).over("row").alias("pos"))
+        .filter(pl.col("pos") < max_len)
+    )
     width = max(1, min(max_len, int(exploded["pos"].max() + 1) if exploded.height else 1))
     out = np.zeros((n, width), np.int64)
     out[exploded["row"].to_numpy(), exploded["pos"].to_numpy()] = exploded["code"].to_numpy()
@@ -216,12 +256,17 @@ def _encode_multi(values: pl.Series, max_len: int) -> tuple[np.ndarray, int]:
 
 def _campaign_problems(seeds: pl.DataFrame, known: pl.DataFrame, min_match_rate: float) -> dict[str, str]:
     problems: dict[str, str] = {}
-    stats = (seeds.join(known.select(USER_ID, pl.lit(True).alias("known")), on=USER_ID, how="left")
-             .group_by(CAMPAIGN_ID)
-             .agg(pl.len().alias("rows"), (pl.col("label") == 1).sum().alias("pos"),
-                  ((pl.col("label") == 1) & pl.col("known").is_not_null()).sum().alias("pos_known"),
-                  pl.col("known").is_not_null().sum().alias("known"),
-                  pl.col(USER_ID).filter(pl.col("known").is_null()).first().alias("unknown_example")))
+    stats = (
+        seeds.join(known.select(USER_ID, pl.lit(True).alias("known")), on=USER_ID, how="left")
+        .group_by(CAMPAIGN_ID)
+        .agg(
+            pl.len().alias("rows"),
+            (pl.col("label") == 1).sum().alias("pos"),
+            ((pl.col("label") == 1) & pl.col("known").is_not_null()).sum().alias("pos_known"),
+            pl.col("known").is_not_null().sum().alias("known"),
+            pl.col(USER_ID).filter(pl.col("known").is_null()).first().alias("unknown_example"),
+        )
+    )
     for row in stats.iter_rows(named=True):
         cid = row[CAMPAIGN_ID]
         try:
@@ -232,15 +277,26 @@ def _campaign_problems(seeds: pl.DataFrame, known: pl.DataFrame, min_match_rate:
         if row["pos"] == 0:
             problems[cid] = str(DataContractError(SEEDS, "label", f"campaign '{cid}' has no seed (label 1) rows", cid))
         elif row["pos_known"] < max(1, min_match_rate * row["pos"]):
-            problems[cid] = str(DataContractError(
-                SEEDS, USER_ID,
-                f"campaign '{cid}': only {row['pos_known']} of {row['pos']} seeds are known users "
-                f"(need {min_match_rate:.0%})", row["unknown_example"]))
+            problems[cid] = str(
+                DataContractError(
+                    SEEDS,
+                    USER_ID,
+                    f"campaign '{cid}': only {row['pos_known']} of {row['pos']} seeds are known users "
+                    f"(need {min_match_rate:.0%})",
+                    row["unknown_example"],
+                )
+            )
         elif row["known"] >= known.height:
             # Every user is a seed or a known non-converter: an empty audience with a perfect precision.
-            problems[cid] = str(DataContractError(
-                SEEDS, USER_ID, f"campaign '{cid}': its seeds and non-converters are all {known.height} users, "
-                "nothing is left to rank", cid))
+            problems[cid] = str(
+                DataContractError(
+                    SEEDS,
+                    USER_ID,
+                    f"campaign '{cid}': its seeds and non-converters are all {known.height} users, "
+                    "nothing is left to rank",
+                    cid,
+                )
+            )
     return problems
 
 
@@ -249,8 +305,9 @@ def require_runnable_campaigns(data: LookalikeData) -> None:
     if data.campaigns:
         return
     reasons = "; ".join(f"{cid}: {why}" for cid, why in sorted(data.campaign_problems.items()))
-    raise DataContractError(SEEDS, CAMPAIGN_ID, f"no campaign can run ({len(data.campaign_problems)} skipped: "
-                            f"{reasons or 'no campaigns'})")
+    raise DataContractError(
+        SEEDS, CAMPAIGN_ID, f"no campaign can run ({len(data.campaign_problems)} skipped: {reasons or 'no campaigns'})"
+    )
 
 
 def feature_only_users(data: LookalikeData) -> int:
@@ -266,8 +323,11 @@ def encode(raw: RawDataset, max_multi_len: int = 50, min_seed_match_rate: float 
     user_index = pl.DataFrame({USER_ID: pl.concat(id_sources).unique().sort()}).with_row_index("user_idx")
     item_index = pl.DataFrame({ITEM_ID: inter[ITEM_ID].unique().sort()}).with_row_index("item_idx")
     domains = sorted(inter["domain"].unique().to_list())
-    encoded = (inter.join(user_index, on=USER_ID).join(item_index, on=ITEM_ID)
-               .with_columns(pl.col("domain").replace_strict(domains, list(range(len(domains)))).alias("d")))
+    encoded = (
+        inter.join(user_index, on=USER_ID)
+        .join(item_index, on=ITEM_ID)
+        .with_columns(pl.col("domain").replace_strict(domains, list(range(len(domains)))).alias("d"))
+    )
     n_users = user_index.height
 
     single_cols, single_sizes, multi_cols, multi_sizes = [], [], [], []
@@ -311,15 +371,28 @@ def encode(raw: RawDataset, max_multi_len: int = 50, min_seed_match_rate: float 
         campaign_fields = {cid: matrix[i] for i, cid in enumerate(cf[CAMPAIGN_ID].to_list())}
 
     return LookalikeData(
-        user_ids=user_index[USER_ID], item_ids=item_index[ITEM_ID],
+        user_ids=user_index[USER_ID],
+        item_ids=item_index[ITEM_ID],
         user_idx=encoded["user_idx"].to_numpy().astype(np.int32),
         item_idx=encoded["item_idx"].to_numpy().astype(np.int32),
         weight=encoded["weight"].to_numpy().astype(np.float32),
-        domain=encoded["d"].to_numpy().astype(np.int8), domains=domains,
-        users=UserFields(schema.user_single, schema.user_multi, schema.user_continuous, single, single_sizes,
-                         multi_cols, multi_sizes, continuous),
-        campaigns=campaigns, campaign_fields=campaign_fields,
-        campaign_field_names=schema.campaign_single, campaign_field_sizes=cf_sizes,
-        campaign_problems=problems, campaign_items=campaign_items,
+        domain=encoded["d"].to_numpy().astype(np.int8),
+        domains=domains,
+        users=UserFields(
+            schema.user_single,
+            schema.user_multi,
+            schema.user_continuous,
+            single,
+            single_sizes,
+            multi_cols,
+            multi_sizes,
+            continuous,
+        ),
+        campaigns=campaigns,
+        campaign_fields=campaign_fields,
+        campaign_field_names=schema.campaign_single,
+        campaign_field_sizes=cf_sizes,
+        campaign_problems=problems,
+        campaign_items=campaign_items,
         ts=encoded["ts"].cast(pl.Int64).to_numpy() if "ts" in encoded.columns else None,
     )

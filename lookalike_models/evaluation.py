@@ -32,7 +32,10 @@ def campaign_rng(seed: int, campaign_id: str, *extra: int) -> np.random.Generato
 
 
 def holdout_split(
-    campaigns: dict[str, CampaignSeeds], n_users: int, holdout_frac: float = 0.1, seed: int = 0,
+    campaigns: dict[str, CampaignSeeds],
+    n_users: int,
+    holdout_frac: float = 0.1,
+    seed: int = 0,
     min_train_seeds: int = 3,
 ) -> tuple[dict[str, CampaignSeeds], dict[str, HeldOut]]:
     """Split every campaign's seeds into training seeds and a held-out set.
@@ -61,8 +64,9 @@ def holdout_split(
     return train, heldout
 
 
-def inner_validation_cut(seeds: CampaignSeeds, frac: float = 0.2, seed: int = 0,
-                         min_fit: int = 3) -> tuple[CampaignSeeds, np.ndarray] | None:
+def inner_validation_cut(
+    seeds: CampaignSeeds, frac: float = 0.2, seed: int = 0, min_fit: int = 3
+) -> tuple[CampaignSeeds, np.ndarray] | None:
     """Hold out ``frac`` of a campaign's *training* seeds for choosing its hyper-parameters (regularisation,
     ensemble weights): (seeds to fit on, validation positives), or None when too few seeds to cut."""
     n_val = int(round(frac * seeds.size))
@@ -82,12 +86,20 @@ def save_split(train: dict[str, CampaignSeeds], heldout: dict[str, HeldOut], pat
         held = heldout.get(cid)
         roles = {"train_pos": seeds.positives, "train_neg": seeds.negatives}
         if held is not None:
-            roles |= {"heldout_pos": held.positives,
-                      "heldout_neg_sampled" if held.negatives_sampled else "heldout_neg": held.negatives}
+            roles |= {
+                "heldout_pos": held.positives,
+                "heldout_neg_sampled" if held.negatives_sampled else "heldout_neg": held.negatives,
+            }
         for role, users in roles.items():
-            parts.append(pl.DataFrame({CAMPAIGN_ID: pl.Series([cid] * users.size, dtype=pl.String),
-                                       "user_idx": users.astype(np.int64),
-                                       "role": pl.Series([role] * users.size, dtype=pl.String)}))
+            parts.append(
+                pl.DataFrame(
+                    {
+                        CAMPAIGN_ID: pl.Series([cid] * users.size, dtype=pl.String),
+                        "user_idx": users.astype(np.int64),
+                        "role": pl.Series([role] * users.size, dtype=pl.String),
+                    }
+                )
+            )
     return write_parquet_atomic(pl.concat(parts), path)
 
 
@@ -191,8 +203,11 @@ def campaign_means(per_campaign: pl.DataFrame) -> pl.DataFrame:
     metrics = metric_columns(per_campaign)
     if "split_seed" not in per_campaign.columns:
         per_campaign = per_campaign.with_columns(pl.lit(0).alias("split_seed"))
-    return (per_campaign.sort("split_seed").group_by("model", CAMPAIGN_ID, maintain_order=True)
-            .agg(pl.col("seed_bucket").first(), pl.len().alias("splits"), *[pl.col(m).mean() for m in metrics]))
+    return (
+        per_campaign.sort("split_seed")
+        .group_by("model", CAMPAIGN_ID, maintain_order=True)
+        .agg(pl.col("seed_bucket").first(), pl.len().alias("splits"), *[pl.col(m).mean() for m in metrics])
+    )
 
 
 def summarize(per_campaign: pl.DataFrame) -> pl.DataFrame:

@@ -43,12 +43,23 @@ class PreviousTop:
 
 
 def campaign_key(data: LookalikeData, seeds: CampaignSeeds, excluded: np.ndarray, scored_everyone: bool) -> str:
-    return ids_key(data, seeds.positives) + ids_key(data, np.concatenate([seeds.negatives, excluded])) + \
-        str(int(scored_everyone))
+    return (
+        ids_key(data, seeds.positives)
+        + ids_key(data, np.concatenate([seeds.negatives, excluded]))
+        + str(int(scored_everyone))
+    )
 
 
-def refresh_campaign(scorer: AudienceScorer, data: LookalikeData, seeds: CampaignSeeds, size: int, depth: int,
-                     excluded: np.ndarray, changed: np.ndarray, previous: PreviousTop | None):
+def refresh_campaign(
+    scorer: AudienceScorer,
+    data: LookalikeData,
+    seeds: CampaignSeeds,
+    size: int,
+    depth: int,
+    excluded: np.ndarray,
+    changed: np.ndarray,
+    previous: PreviousTop | None,
+):
     """The campaign's top ``depth`` list (its first ``size`` users are the audience), rescoring only changed
     users when ``previous`` is still valid. Returns (users, scores, key, reused).
 
@@ -59,8 +70,13 @@ def refresh_campaign(scorer: AudienceScorer, data: LookalikeData, seeds: Campaig
     everyone = candidates.size == data.n_users
     key = campaign_key(data, seeds, excluded, everyone)
     exclude = np.concatenate([seeds.positives, seeds.negatives, excluded])
-    if (previous is not None and scorer.pointwise and previous.key == key and previous.size == size
-            and not changed[seeds.positives].any()):
+    if (
+        previous is not None
+        and scorer.pointwise
+        and previous.key == key
+        and previous.size == size
+        and not changed[seeds.positives].any()
+    ):
         kept = data.index_of(previous.user_ids)
         valid = kept >= 0
         kept, kept_scores = kept[valid], previous.scores[valid]

@@ -34,8 +34,9 @@ from lookalike_models.scorers import AudienceScorer, register
 class ItemRidgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    strength: float = Field(7.0, gt=0, description="Ridge strength in units of the mean item count "
-                            "(chosen on tuning splits 100-104)")
+    strength: float = Field(
+        7.0, gt=0, description="Ridge strength in units of the mean item count (chosen on tuning splits 100-104)"
+    )
     max_items: int = Field(8000, ge=1, description="Most active items kept as features (O(n_items³) fit)")
 
 
@@ -80,8 +81,9 @@ class ItemRidgeScorer(AudienceScorer):
         key = positives_key(positives)
         if key not in getattr(self, "solved", {}):
             with threadpool_limits(1, "blas"):
-                return scipy.linalg.cho_solve((self.factor, False), self.seed_item_counts(positives),
-                                              check_finite=False)
+                return scipy.linalg.cho_solve(
+                    (self.factor, False), self.seed_item_counts(positives), check_finite=False
+                )
         return self.solved[key]
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
@@ -131,5 +133,5 @@ def item_gram(features: sp.csr_matrix, block: int = 1024) -> np.ndarray:
     transposed, columns = features.T.tocsr(), features.tocsc()
     gram = np.empty((n, n))
     for lo in range(0, n, block):
-        gram[:, lo:lo + block] = (transposed @ columns[:, lo:lo + block]).toarray()
+        gram[:, lo : lo + block] = (transposed @ columns[:, lo : lo + block]).toarray()
     return gram

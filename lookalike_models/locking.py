@@ -35,10 +35,16 @@ def exclusive_run(folder: str | Path, holder: str = "") -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunLockedError(f"another run is using output root {folder} ({_describe(path)}); wait for it to "
-                                 f"finish or give this run another output_root") from None
-        note = {"pid": os.getpid(), "host": socket.gethostname(), "holder": holder,
-                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            raise RunLockedError(
+                f"another run is using output root {folder} ({_describe(path)}); wait for it to "
+                f"finish or give this run another output_root"
+            ) from None
+        note = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "holder": holder,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(note).encode(), 0)
         try:

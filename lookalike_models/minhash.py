@@ -53,8 +53,14 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(_U32), b.astype(_U32)
 
 
-def signatures(indptr: np.ndarray, items: np.ndarray, hashes: np.ndarray, num_perm: int = 128,
-               seed: int = 1, chunk_rows: int = 262_144) -> np.ndarray:
+def signatures(
+    indptr: np.ndarray,
+    items: np.ndarray,
+    hashes: np.ndarray,
+    num_perm: int = 128,
+    seed: int = 1,
+    chunk_rows: int = 262_144,
+) -> np.ndarray:
     """uint32 [n_users, num_perm] MinHash signatures from a user->items CSR.
 
     Users with no items get the all-max signature, like an empty datasketch MinHash.
@@ -166,8 +172,13 @@ class MinHashScorer(AudienceScorer):
             redo = int(todo.size)
         self.index = MinHashLSHIndex(self.sigs, cfg.threshold)
         self.user_state = user_state(data)
-        log.info("minhash: %d of %d users signed, LSH %d bands x %d rows", redo, data.n_users, self.index.bands,
-                 self.index.rows)
+        log.info(
+            "minhash: %d of %d users signed, LSH %d bands x %d rows",
+            redo,
+            data.n_users,
+            self.index.bands,
+            self.index.rows,
+        )
         return redo
 
     def _previous_signatures(self, data: LookalikeData, previous: Path | None):
@@ -193,8 +204,11 @@ class MinHashScorer(AudienceScorer):
 
     def save(self, folder: Path) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        np.savez(Path(folder) / "minhash.npz", signatures=self.sigs,
-                 config=np.array([self.config.num_perm, self.config.seed]))
+        np.savez(
+            Path(folder) / "minhash.npz",
+            signatures=self.sigs,
+            config=np.array([self.config.num_perm, self.config.seed]),
+        )
         self.user_state.write_parquet(Path(folder) / USER_STATE)  # who each signature row belongs to
 
     def load(self, folder: Path, data: LookalikeData) -> None:

@@ -23,8 +23,14 @@ class ScoredAudience:
     candidate_scores: np.ndarray
 
 
-def score_campaign(scorer: AudienceScorer, data: LookalikeData, seeds: CampaignSeeds, size: int,
-                   excluded: np.ndarray | None = None, user_range: tuple[int, int] | None = None) -> ScoredAudience:
+def score_campaign(
+    scorer: AudienceScorer,
+    data: LookalikeData,
+    seeds: CampaignSeeds,
+    size: int,
+    excluded: np.ndarray | None = None,
+    user_range: tuple[int, int] | None = None,
+) -> ScoredAudience:
     """Candidates -> scores -> top ``size`` users. Known seeds, known non-converters and ``excluded`` users
     (exclusion lists) are removed before the top is taken, so the audience keeps its size.
 
@@ -74,6 +80,7 @@ def resolve_seeds(data: LookalikeData, campaign_id: str | None, seed_user_ids: l
         raise DataContractError("parameter seed_user_ids", USER_ID, "user ids of this data are integers", bad)
     idx = data.index_of(ids)
     if (idx < 0).all():
-        raise DataContractError("parameter seed_user_ids", USER_ID, "none of the seeds is a known user",
-                                seed_user_ids[0])
+        raise DataContractError(
+            "parameter seed_user_ids", USER_ID, "none of the seeds is a known user", seed_user_ids[0]
+        )
     return CampaignSeeds(name, np.unique(idx[idx >= 0]))

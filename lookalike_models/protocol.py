@@ -35,8 +35,12 @@ REPORTED_SPLITS = [0, 1, 2, 3, 4]
 
 
 def evaluate_campaigns(
-    scorer: AudienceScorer, data: LookalikeData, train: dict[str, CampaignSeeds], heldout: dict[str, HeldOut],
-    sizes: dict[str, int], bucket_edges: list[int],
+    scorer: AudienceScorer,
+    data: LookalikeData,
+    train: dict[str, CampaignSeeds],
+    heldout: dict[str, HeldOut],
+    sizes: dict[str, int],
+    bucket_edges: list[int],
 ) -> list[dict]:
     """Rank every eligible user from each campaign's training seeds and measure its held-out seeds.
 
@@ -46,16 +50,25 @@ def evaluate_campaigns(
         start = time.perf_counter()
         scored = score_campaign(scorer, data, train[cid], max(sizes.values()))
         row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, held, sizes)
-        row.update(campaign_id=cid, n_train_seeds=train[cid].size, seed_bucket=seed_bucket(train[cid].size,
-                   bucket_edges), negatives_sampled=held.negatives_sampled, n_candidates=scored.candidates.size,
-                   score_seconds=time.perf_counter() - start)
+        row.update(
+            campaign_id=cid,
+            n_train_seeds=train[cid].size,
+            seed_bucket=seed_bucket(train[cid].size, bucket_edges),
+            negatives_sampled=held.negatives_sampled,
+            n_candidates=scored.candidates.size,
+            score_seconds=time.perf_counter() - start,
+        )
         rows.append(row)
     return rows
 
 
 def evaluate_scorers(
-    data: LookalikeData, models: dict[str, dict], holdout_frac: float = 0.1, fractions: list[float] | None = None,
-    bucket_edges: list[int] | None = None, seed: int = 0,
+    data: LookalikeData,
+    models: dict[str, dict],
+    holdout_frac: float = 0.1,
+    fractions: list[float] | None = None,
+    bucket_edges: list[int] | None = None,
+    seed: int = 0,
     split: tuple[dict[str, CampaignSeeds], dict[str, HeldOut]] | None = None,
 ) -> pl.DataFrame:
     """One split (``seed``, or the given ``split``): fit each model on the training seeds and measure every
@@ -72,23 +85,33 @@ def evaluate_scorers(
         scorer.fit(data, train)
         fit_seconds = time.perf_counter() - start
         rows = evaluate_campaigns(scorer, data, train, heldout, sizes, bucket_edges)
-        frames.append(pl.DataFrame(rows).with_columns(pl.lit(name).alias("model"), pl.lit(seed).alias("split_seed"),
-                                                      pl.lit(fit_seconds).alias("fit_seconds")))
+        frames.append(
+            pl.DataFrame(rows).with_columns(
+                pl.lit(name).alias("model"), pl.lit(seed).alias("split_seed"), pl.lit(fit_seconds).alias("fit_seconds")
+            )
+        )
         log.info("split %d, %s: fitted in %.1fs, evaluated %d campaigns", seed, name, fit_seconds, len(rows))
     return pl.concat(frames, how="diagonal_relaxed")
 
 
 def evaluate_over_splits(
-    data: LookalikeData, models: dict[str, dict], split_seeds: list[int], holdout_frac: float = 0.1,
-    fractions: list[float] | None = None, bucket_edges: list[int] | None = None,
+    data: LookalikeData,
+    models: dict[str, dict],
+    split_seeds: list[int],
+    holdout_frac: float = 0.1,
+    fractions: list[float] | None = None,
+    bucket_edges: list[int] | None = None,
 ) -> pl.DataFrame:
     """``evaluate_scorers`` on each split seed: one row per (split_seed, model, campaign)."""
-    return pl.concat([evaluate_scorers(data, models, holdout_frac, fractions, bucket_edges, seed)
-                      for seed in split_seeds], how="diagonal_relaxed")
+    return pl.concat(
+        [evaluate_scorers(data, models, holdout_frac, fractions, bucket_edges, seed) for seed in split_seeds],
+        how="diagonal_relaxed",
+    )
 
 
-def paired_bootstrap_ci(deltas: np.ndarray, n_boot: int = 2000, level: float = 0.95,
-                        seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap_ci(
+    deltas: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """(mean, low, high) of the mean of paired per-campaign differences, percentile bootstrap over campaigns."""
     deltas = np.asarray(deltas, np.float64)
     deltas = deltas[np.isfinite(deltas)]
@@ -101,21 +124,24 @@ def paired_bootstrap_ci(deltas: np.ndarray, n_boot: int = 2000, level: float = 0
     return float(deltas.mean()), float(low), float(high)
 
 
-def compare_to_reference(per_campaign: pl.DataFrame, reference: str, metrics: list[str],
-                         by_bucket: bool = True) -> pl.DataFrame:
+def compare_to_reference(
+    per_campaign: pl.DataFrame, reference: str, metrics: list[str], by_bucket: bool = True
+) -> pl.DataFrame:
     """Per model, seed bucket ('all' plus each bucket) and metric: the model's mean over campaigns (each
     campaign averaged over splits), the reference's mean on the same campaigns, and the paired 95% CI
     of the difference. ``wins``: campaigns where the model beats the reference."""
     means = campaign_means(per_campaign)
     if reference not in set(means["model"]):
         raise ValueError(f"reference model '{reference}' was not evaluated; have {sorted(set(means['model']))}")
-    ref = means.filter(pl.col("model") == reference).select(CAMPAIGN_ID, *[pl.col(m).alias(f"ref_{m}")
-                                                                            for m in metrics])
+    ref = means.filter(pl.col("model") == reference).select(
+        CAMPAIGN_ID, *[pl.col(m).alias(f"ref_{m}") for m in metrics]
+    )
     paired = means.join(ref, on=CAMPAIGN_ID, how="inner")
     groups = [("all", paired)]
     if by_bucket:
-        groups += [(bucket, paired.filter(pl.col("seed_bucket") == bucket))
-                   for bucket in sorted(set(paired["seed_bucket"]))]
+        groups += [
+            (bucket, paired.filter(pl.col("seed_bucket") == bucket)) for bucket in sorted(set(paired["seed_bucket"]))
+        ]
     rows = []
     for bucket, frame in groups:
         for (model,), part in frame.group_by(["model"], maintain_order=True):
@@ -123,24 +149,36 @@ def compare_to_reference(per_campaign: pl.DataFrame, reference: str, metrics: li
                 values, ref_values = part[metric].to_numpy(), part[f"ref_{metric}"].to_numpy()
                 ok = np.isfinite(values) & np.isfinite(ref_values)
                 diff, low, high = paired_bootstrap_ci(values[ok] - ref_values[ok])
-                rows.append({"model": model, "seed_bucket": bucket, "metric": metric, "campaigns": int(ok.sum()),
-                             "mean": float(values[ok].mean()) if ok.any() else float("nan"),
-                             "reference": reference,
-                             "reference_mean": float(ref_values[ok].mean()) if ok.any() else float("nan"),
-                             "diff": diff, "ci_low": low, "ci_high": high,
-                             "wins": int((values[ok] > ref_values[ok]).sum())})
+                rows.append(
+                    {
+                        "model": model,
+                        "seed_bucket": bucket,
+                        "metric": metric,
+                        "campaigns": int(ok.sum()),
+                        "mean": float(values[ok].mean()) if ok.any() else float("nan"),
+                        "reference": reference,
+                        "reference_mean": float(ref_values[ok].mean()) if ok.any() else float("nan"),
+                        "diff": diff,
+                        "ci_low": low,
+                        "ci_high": high,
+                        "wins": int((values[ok] > ref_values[ok]).sum()),
+                    }
+                )
     return pl.DataFrame(rows)
 
 
 def format_comparison(comparison: pl.DataFrame, metric: str, bucket: str = "all", digits: int = 3) -> str:
     """Markdown table of one metric: model, mean, diff vs reference with its 95% CI, wins."""
     part = comparison.filter((pl.col("metric") == metric) & (pl.col("seed_bucket") == bucket)).sort(
-        "mean", descending=True)
+        "mean", descending=True
+    )
     if part.is_empty():
         return ""
     ref = part["reference"][0]
     lines = [f"| model | {metric} | minus {ref} [95% CI] | wins/campaigns |", "|---|---|---|---|"]
     for r in part.iter_rows(named=True):
-        lines.append(f"| {r['model']} | {r['mean']:.{digits}f} | {r['diff']:+.{digits}f} "
-                     f"[{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}] | {r['wins']}/{r['campaigns']} |")
+        lines.append(
+            f"| {r['model']} | {r['mean']:.{digits}f} | {r['diff']:+.{digits}f} "
+            f"[{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}] | {r['wins']}/{r['campaigns']} |"
+        )
     return "\n".join(lines)

@@ -16,18 +16,25 @@ AUDIENCE_FILE = "audience.parquet"
 
 
 def audience_frame(data: LookalikeData, users: np.ndarray, scores: np.ndarray, source: str) -> pl.DataFrame:
-    return pl.DataFrame({
-        USER_ID: data.user_ids.gather(users) if users.size else data.user_ids.head(0),
-        "score": scores.astype(np.float32),
-        "rank": np.arange(1, users.size + 1, dtype=np.int32),
-        "source": pl.Series([source] * users.size, dtype=pl.String),
-    })
+    return pl.DataFrame(
+        {
+            USER_ID: data.user_ids.gather(users) if users.size else data.user_ids.head(0),
+            "score": scores.astype(np.float32),
+            "rank": np.arange(1, users.size + 1, dtype=np.int32),
+            "source": pl.Series([source] * users.size, dtype=pl.String),
+        }
+    )
 
 
 def write_embeddings(data: LookalikeData, embeddings: np.ndarray, path: str | Path) -> Path:
     """User embeddings as Parquet: user_id, user_idx, embedding (list[float32])."""
-    frame = pl.DataFrame({USER_ID: data.user_ids, "user_idx": np.arange(data.n_users),
-                          "embedding": pl.Series(embeddings.astype(np.float32)).cast(pl.List(pl.Float32))})
+    frame = pl.DataFrame(
+        {
+            USER_ID: data.user_ids,
+            "user_idx": np.arange(data.n_users),
+            "embedding": pl.Series(embeddings.astype(np.float32)).cast(pl.List(pl.Float32)),
+        }
+    )
     return write_parquet_atomic(frame, path)
 
 

@@ -18,8 +18,9 @@ from lookalike_models.contract import CAMPAIGN_ID, USER_ID, DataContractError, r
 from lookalike_models.dataset import LookalikeData
 
 
-def reach_table(per_campaign: pl.DataFrame, model: str, campaigns: dict[str, int], bucket_edges: list[int],
-                n_users: int) -> pl.DataFrame:
+def reach_table(
+    per_campaign: pl.DataFrame, model: str, campaigns: dict[str, int], bucket_edges: list[int], n_users: int
+) -> pl.DataFrame:
     """One row per (campaign, audience size): expected precision/recall from held-out metrics.
 
     ``per_campaign``: rows of ``evaluate_scorers``/score tasks; ``campaigns``: campaign_id -> seed count.
@@ -29,12 +30,16 @@ def reach_table(per_campaign: pl.DataFrame, model: str, campaigns: dict[str, int
     from lookalike_models.evaluation import seed_bucket
 
     rows = per_campaign.filter(pl.col("model") == model)
-    labels = sorted({c.removeprefix("precision_at_") for c in rows.columns if c.startswith("precision_at_")},
-                    key=lambda s: float(s.removesuffix("pct").replace("_", ".")))
+    labels = sorted(
+        {c.removeprefix("precision_at_") for c in rows.columns if c.startswith("precision_at_")},
+        key=lambda s: float(s.removesuffix("pct").replace("_", ".")),
+    )
     by_bucket = rows.group_by("seed_bucket").agg(
-        [pl.col(f"precision_at_{s}").mean() for s in labels] + [pl.col(f"recall_at_{s}").mean() for s in labels])
-    overall = rows.select([pl.col(f"precision_at_{s}").mean() for s in labels]
-                          + [pl.col(f"recall_at_{s}").mean() for s in labels])
+        [pl.col(f"precision_at_{s}").mean() for s in labels] + [pl.col(f"recall_at_{s}").mean() for s in labels]
+    )
+    overall = rows.select(
+        [pl.col(f"precision_at_{s}").mean() for s in labels] + [pl.col(f"recall_at_{s}").mean() for s in labels]
+    )
     out = []
     for cid, n_seeds in campaigns.items():
         bucket = seed_bucket(n_seeds, bucket_edges)
@@ -42,11 +47,16 @@ def reach_table(per_campaign: pl.DataFrame, model: str, campaigns: dict[str, int
         source = match if match.height else overall
         for label in labels:
             fraction = float(label.removesuffix("pct").replace("_", ".")) / 100
-            out.append({CAMPAIGN_ID: cid, "audience_fraction": fraction,
-                        "audience_size": max(1, int(round(fraction * n_users))),
-                        "expected_precision": source[f"precision_at_{label}"][0],
-                        "expected_recall": source[f"recall_at_{label}"][0],
-                        "estimate_from": f"bucket {bucket}" if match.height else "all campaigns"})
+            out.append(
+                {
+                    CAMPAIGN_ID: cid,
+                    "audience_fraction": fraction,
+                    "audience_size": max(1, int(round(fraction * n_users))),
+                    "expected_precision": source[f"precision_at_{label}"][0],
+                    "expected_recall": source[f"recall_at_{label}"][0],
+                    "estimate_from": f"bucket {bucket}" if match.height else "all campaigns",
+                }
+            )
     return pl.DataFrame(out)
 
 
@@ -62,8 +72,12 @@ def load_exclusions(paths: list[str], data: LookalikeData) -> tuple[np.ndarray, 
         if USER_ID not in frame.columns:
             raise DataContractError(path, USER_ID, f"required column missing; found {frame.columns}")
         if frame.schema[USER_ID] != data.user_ids.dtype:
-            raise DataContractError(path, USER_ID, f"ids are {frame.schema['user_id']}, the data's are "
-                                    f"{data.user_ids.dtype}", frame[USER_ID][0] if frame.height else None)
+            raise DataContractError(
+                path,
+                USER_ID,
+                f"ids are {frame.schema['user_id']}, the data's are {data.user_ids.dtype}",
+                frame[USER_ID][0] if frame.height else None,
+            )
         idx = data.index_of(frame[USER_ID])
         known = idx >= 0
         if CAMPAIGN_ID in frame.columns:
@@ -100,5 +114,7 @@ def drift_between_runs(audiences_root: str | Path, previous_run: str, current_ru
         old = root / f"run_id={previous_run}" / path.parent.name / AUDIENCE_FILE
         if old.exists():
             rows.append({CAMPAIGN_ID: cid, **audience_drift(pl.read_parquet(old), pl.read_parquet(path))})
-    return pl.DataFrame(rows, schema={CAMPAIGN_ID: pl.String, "overlap_jaccard": pl.Float64,
-                                      "churn_in": pl.Float64, "churn_out": pl.Float64})
+    return pl.DataFrame(
+        rows,
+        schema={CAMPAIGN_ID: pl.String, "overlap_jaccard": pl.Float64, "churn_in": pl.Float64, "churn_out": pl.Float64},
+    )

@@ -66,8 +66,12 @@ class ItemLogRegConfig(BaseModel):
     C: float = Field(4.0, gt=0, description="Inverse L2 strength (chosen on tuning splits 100-104, BENCHMARKS.md)")
     max_negatives: int = Field(200_000, ge=1, description="Non-seed users sampled as negatives at most")
     seed: int = 0
-    n_jobs: int = Field(2, ge=1, description="Threads fitting the campaigns' models at fit time (liblinear "
-                        "releases the GIL); the models are the same whatever the count")
+    n_jobs: int = Field(
+        2,
+        ge=1,
+        description="Threads fitting the campaigns' models at fit time (liblinear "
+        "releases the GIL); the models are the same whatever the count",
+    )
 
 
 @register("item_logreg")

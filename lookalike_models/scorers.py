@@ -79,8 +79,10 @@ def check_params(config_class: type[BaseModel], params: dict[str, Any], model: s
     """Refuse keys the model's config does not have: a typo (``treshold``) must not silently run defaults."""
     unknown = sorted(set(params) - set(config_class.model_fields))
     if unknown:
-        raise ValueError(f"model '{model}' has no parameter {', '.join(map(repr, unknown))}; "
-                         f"its parameters: {sorted(config_class.model_fields)}")
+        raise ValueError(
+            f"model '{model}' has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters: {sorted(config_class.model_fields)}"
+        )
     return params
 
 

@@ -15,8 +15,9 @@ class Decision:
     reason: str
 
 
-def choose_champion(tonight: dict[str, float], current: str | None, min_improvement: float = 0.0,
-                    eligible: set[str] | None = None) -> Decision:
+def choose_champion(
+    tonight: dict[str, float], current: str | None, min_improvement: float = 0.0, eligible: set[str] | None = None
+) -> Decision:
     """``tonight``: model name -> held-out metric (higher is better); ``current``: today's champion."""
     scores = {m: v for m, v in tonight.items() if not math.isnan(v) and (eligible is None or m in eligible)}
     if not scores:
@@ -27,7 +28,12 @@ def choose_champion(tonight: dict[str, float], current: str | None, min_improvem
     if current not in scores:
         return Decision(best, True, f"champion {current} was not evaluated tonight: {best} takes over")
     if best != current and scores[best] > scores[current] + min_improvement:
-        return Decision(best, True, f"{best} ({scores[best]:.4f}) beats champion {current} "
-                                    f"({scores[current]:.4f}) by more than {min_improvement}")
-    return Decision(current, False, f"champion {current} ({scores[current]:.4f}) kept; best challenger "
-                                     f"{best} ({scores[best]:.4f})")
+        return Decision(
+            best,
+            True,
+            f"{best} ({scores[best]:.4f}) beats champion {current} "
+            f"({scores[current]:.4f}) by more than {min_improvement}",
+        )
+    return Decision(
+        current, False, f"champion {current} ({scores[current]:.4f}) kept; best challenger {best} ({scores[best]:.4f})"
+    )

@@ -32,6 +32,12 @@ def load_encoded(source: DataSource, workdir: str | Path) -> LookalikeData:
     folder = materialize(source, workdir)
     data = encode(read_dataset(folder), source.max_multi_len, source.min_seed_match_rate)
     data = data.without_campaign_leakage()
-    log.info("data: %d users, %d items, %d interactions, %d campaigns (%d with problems)", data.n_users,
-             data.n_items, data.user_idx.size, len(data.campaigns), len(data.campaign_problems))
+    log.info(
+        "data: %d users, %d items, %d interactions, %d campaigns (%d with problems)",
+        data.n_users,
+        data.n_items,
+        data.user_idx.size,
+        len(data.campaigns),
+        len(data.campaign_problems),
+    )
     return data

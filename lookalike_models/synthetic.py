@@ -79,12 +79,15 @@ def generate(cfg: SyntheticConfig) -> dict[str, pl.DataFrame | FeatureSchema]:
     key, weight = np.unique(users * n_i + items, return_counts=True)
     users, items = key // n_i, key % n_i
     domain_of_item = np.where(np.arange(n_i) % 2 == 0, "source", "target") if cfg.n_domains == 2 else None
-    interactions = pl.DataFrame({
-        USER_ID: users + 1_000_000, ITEM_ID: items + 1,
-        TS: 1_700_000_000 + rng.integers(0, 30 * 86_400, users.size),
-        WEIGHT: weight.astype(np.float32),
-        DOMAIN: domain_of_item[items] if domain_of_item is not None else np.full(users.size, "default"),
-    })
+    interactions = pl.DataFrame(
+        {
+            USER_ID: users + 1_000_000,
+            ITEM_ID: items + 1,
+            TS: 1_700_000_000 + rng.integers(0, 30 * 86_400, users.size),
+            WEIGHT: weight.astype(np.float32),
+            DOMAIN: domain_of_item[items] if domain_of_item is not None else np.full(users.size, "default"),
+        }
+    )
 
     def noisy(values_by_comm: np.ndarray, n_values: int) -> np.ndarray:
         random_values = rng.integers(0, n_values, n_u)
@@ -96,14 +99,16 @@ def generate(cfg: SyntheticConfig) -> dict[str, pl.DataFrame | FeatureSchema]:
     picks = topic_by_comm[community[:, None], rng.integers(0, 3, (n_u, 4))]
     picks = np.where(rng.random((n_u, 4)) < cfg.feature_noise, rng.integers(0, n_topics, (n_u, 4)), picks)
     interests = [[f"topic_{t}" for t in row[:k]] for row, k in zip(picks.tolist(), interest_count.tolist())]
-    user_features = pl.DataFrame({
-        USER_ID: np.arange(n_u) + 1_000_000,
-        "age_bucket": noisy(rng.integers(0, 6, n_c), 6).astype(np.int64),
-        "gender": rng.choice(["f", "m", "u"], n_u, p=[0.48, 0.48, 0.04]),
-        "region": [f"r{r}" for r in noisy(rng.integers(0, 40, n_c), 40)],
-        "interests": interests,
-        "activity": np.log1p(counts).astype(np.float32),
-    })
+    user_features = pl.DataFrame(
+        {
+            USER_ID: np.arange(n_u) + 1_000_000,
+            "age_bucket": noisy(rng.integers(0, 6, n_c), 6).astype(np.int64),
+            "gender": rng.choice(["f", "m", "u"], n_u, p=[0.48, 0.48, 0.04]),
+            "region": [f"r{r}" for r in noisy(rng.integers(0, 40, n_c), 40)],
+            "interests": interests,
+            "activity": np.log1p(counts).astype(np.float32),
+        }
+    )
 
     seed_rows, campaign_rows = [], []
     all_users = np.arange(n_u)
@@ -122,18 +127,36 @@ def generate(cfg: SyntheticConfig) -> dict[str, pl.DataFrame | FeatureSchema]:
         outside = np.setdiff1d(all_users[~np.isin(community, comms)], pos)
         n_neg = min(int(cfg.negatives_per_seed * pos.size), outside.size)
         neg = rng.choice(outside, n_neg, replace=False)
-        seed_rows.append(pl.DataFrame({
-            CAMPAIGN_ID: cid, USER_ID: np.concatenate([pos, neg]) + 1_000_000,
-            LABEL: np.concatenate([np.ones(pos.size, np.int8), np.zeros(neg.size, np.int8)]),
-        }))
-        campaign_rows.append({CAMPAIGN_ID: cid, "category": f"cat{int(comms[0]) % 8}",
-                              "advertiser": f"adv{k % 5}", "objective": ["click", "install", "buy"][k % 3]})
+        seed_rows.append(
+            pl.DataFrame(
+                {
+                    CAMPAIGN_ID: cid,
+                    USER_ID: np.concatenate([pos, neg]) + 1_000_000,
+                    LABEL: np.concatenate([np.ones(pos.size, np.int8), np.zeros(neg.size, np.int8)]),
+                }
+            )
+        )
+        campaign_rows.append(
+            {
+                CAMPAIGN_ID: cid,
+                "category": f"cat{int(comms[0]) % 8}",
+                "advertiser": f"adv{k % 5}",
+                "objective": ["click", "install", "buy"][k % 3],
+            }
+        )
     schema = FeatureSchema(
-        user_single=["age_bucket", "gender", "region"], user_multi=["interests"],
-        user_continuous=["activity"], campaign_single=["category", "advertiser", "objective"],
+        user_single=["age_bucket", "gender", "region"],
+        user_multi=["interests"],
+        user_continuous=["activity"],
+        campaign_single=["category", "advertiser", "objective"],
     )
-    return {"interactions": interactions, "user_features": user_features, "seeds": pl.concat(seed_rows),
-            "campaign_features": pl.DataFrame(campaign_rows), "schema": schema}
+    return {
+        "interactions": interactions,
+        "user_features": user_features,
+        "seeds": pl.concat(seed_rows),
+        "campaign_features": pl.DataFrame(campaign_rows),
+        "schema": schema,
+    }
 
 
 def write_synthetic(cfg: SyntheticConfig, folder: str | Path) -> Path:

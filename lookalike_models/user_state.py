@@ -69,8 +69,9 @@ def match_previous(data: LookalikeData, previous: pl.DataFrame) -> tuple[np.ndar
     if state_mismatch(data, previous):
         return np.full(data.n_users, -1, np.int64), np.zeros(data.n_users, bool)
     current = user_state(data).with_row_index("row")
-    joined = current.join(previous.with_row_index("previous_row").rename({"fingerprint": "previous_fp"}),
-                          on=USER_ID, how="left").sort("row")
+    joined = current.join(
+        previous.with_row_index("previous_row").rename({"fingerprint": "previous_fp"}), on=USER_ID, how="left"
+    ).sort("row")
     previous_row = joined["previous_row"].fill_null(-1).cast(pl.Int64).to_numpy()
     unchanged = (joined["fingerprint"] == joined["previous_fp"]).fill_null(False).to_numpy()
     return previous_row, unchanged

@@ -33,8 +33,9 @@ def fingerprint_inputs(source: DataSource, exclusions: list[str]) -> str:
     return file_fingerprint(paths)
 
 
-@task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-      retry_condition_fn=retry_on_io_error, **CACHED)
+@task(
+    retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=retry_on_io_error, **CACHED
+)
 def prepare_data(source: DataSource, input_fingerprint: str, work_root: str) -> str:
     """Read, validate and encode the input; the id mappings land in ``<work>/data-<key>/encoded``."""
     logger = get_run_logger()
@@ -42,12 +43,21 @@ def prepare_data(source: DataSource, input_fingerprint: str, work_root: str) -> 
     data = load_encoded(source, folder / "input")
     require_runnable_campaigns(data)
     out = data.save(folder / "encoded")
-    logger.info("encoded %d users, %d items, %d interactions, %d campaigns", data.n_users, data.n_items,
-                data.user_idx.size, len(data.campaigns))
+    logger.info(
+        "encoded %d users, %d items, %d interactions, %d campaigns",
+        data.n_users,
+        data.n_items,
+        data.user_idx.size,
+        len(data.campaigns),
+    )
     feature_only = feature_only_users(data)
     if feature_only:
-        logger.warning("%d of %d users appear only in user_features (no interactions): they are part of the "
-                       "population that audience sizes are shares of", feature_only, data.n_users)
+        logger.warning(
+            "%d of %d users appear only in user_features (no interactions): they are part of the "
+            "population that audience sizes are shares of",
+            feature_only,
+            data.n_users,
+        )
     return str(out)
 
 
@@ -70,8 +80,9 @@ def split_campaigns(data_dir: str, evaluation: EvaluationConfig, work_root: str)
     for seed in evaluation.split_seeds:
         train, heldout = holdout_split(data.campaigns, data.n_users, evaluation.holdout_frac, seed)
         sampled = sum(h.negatives_sampled for h in heldout.values())
-        get_run_logger().info("split %d: %d campaigns, %d evaluable (%d with sampled non-seeds)", seed, len(train),
-                              len(heldout), sampled)
+        get_run_logger().info(
+            "split %d: %d campaigns, %d evaluable (%d with sampled non-seeds)", seed, len(train), len(heldout), sampled
+        )
         path = Path(data_dir).parent / f"split-{seed}-{stable_hash(evaluation.holdout_frac, seed)}.parquet"
         splits.append(SplitFile(seed=seed, path=str(save_split(train, heldout, path))))
     return splits

@@ -56,8 +56,16 @@ def limit_threads_to_worker() -> None:
 
 
 @task
-def score_shard(spec: ModelSpec, data_dir: str, split_path: str, model_dir: str, campaign_ids: list[str],
-                user_range: tuple[int, int], size: int, exclusions: list[str]) -> dict[str, tuple | str]:
+def score_shard(
+    spec: ModelSpec,
+    data_dir: str,
+    split_path: str,
+    model_dir: str,
+    campaign_ids: list[str],
+    user_range: tuple[int, int],
+    size: int,
+    exclusions: list[str],
+) -> dict[str, tuple | str]:
     """campaign_id -> (users, scores) top ``size`` of this user range, or the error that campaign raised."""
     limit_threads_to_worker()
     data = load_data(data_dir)
@@ -75,8 +83,9 @@ def score_shard(spec: ModelSpec, data_dir: str, split_path: str, model_dir: str,
 
 
 @task
-def merge_and_stage(spec: ModelSpec, data_dir: str, shards: list[dict], size: int,
-                    stage: str) -> tuple[dict[str, str], dict[str, str]]:
+def merge_and_stage(
+    spec: ModelSpec, data_dir: str, shards: list[dict], size: int, stage: str
+) -> tuple[dict[str, str], dict[str, str]]:
     """Every campaign's global top from its shards' top lists, staged as Parquet: (staged, failed)."""
     data = load_data(data_dir)
     staged, failed = {}, {}
@@ -88,8 +97,9 @@ def merge_and_stage(spec: ModelSpec, data_dir: str, shards: list[dict], size: in
             continue
         users, scores = merge_shards(parts, size)
         if users.size == 0:  # as in stage_audiences: an empty audience fails its campaign, it is not published
-            failed[cid] = ("ValueError: nothing left to rank: every candidate is a seed, a known non-converter or "
-                           "excluded")
+            failed[cid] = (
+                "ValueError: nothing left to rank: every candidate is a seed, a known non-converter or excluded"
+            )
             continue
         frame = audience_frame(data, users, scores, spec.name)
         staged[cid] = str(write_parquet_atomic(frame, Path(stage) / f"{cid}.parquet"))
@@ -101,5 +111,11 @@ def dask_runner(execution: ExecutionConfig):
 
     if execution.dask_address:
         return DaskTaskRunner(address=execution.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": execution.n_workers, "threads_per_worker": 1,
-                                          "processes": execution.processes, "dashboard_address": None})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": execution.n_workers,
+            "threads_per_worker": 1,
+            "processes": execution.processes,
+            "dashboard_address": None,
+        }
+    )

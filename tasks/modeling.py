@@ -61,8 +61,9 @@ def scorer_of(trained: TrainedModel) -> AudienceScorer:
 
 
 @task(**CACHED)
-def train_model(spec: ModelSpec, data_dir: str, split: SplitFile, work_root: str,
-                previous_model_dir: str | None = None) -> TrainedModel:
+def train_model(
+    spec: ModelSpec, data_dir: str, split: SplitFile, work_root: str, previous_model_dir: str | None = None
+) -> TrainedModel:
     """Fit on the training seeds of all campaigns; persist the model where the scorer supports it. With the
     previous run's model folder, users whose activity did not change keep their state (incremental)."""
     logger = get_run_logger()
@@ -79,8 +80,9 @@ def train_model(spec: ModelSpec, data_dir: str, split: SplitFile, work_root: str
         if not previous_model_dir:
             raise
         # Yesterday's state must never wedge tonight: a full fit gives the same model, only slower.
-        logger.warning("%s: previous model %s unusable (%s: %s); full fit", spec.name, previous_model_dir,
-                       type(exc).__name__, exc)
+        logger.warning(
+            "%s: previous model %s unusable (%s: %s); full fit", spec.name, previous_model_dir, type(exc).__name__, exc
+        )
         scorer = build_scorer(spec.model, spec.params)
         embedded = scorer.refit(data, train, None)
     seconds = time.perf_counter() - start
@@ -90,18 +92,34 @@ def train_model(spec: ModelSpec, data_dir: str, split: SplitFile, work_root: str
         logger.info("%s keeps its fitted state in memory only", spec.name)
     export_user_encoder(scorer, data, model_dir)
     remember_fitted(str(model_dir), scorer)
-    logger.info("trained %s (%s) in %.1fs on %d users%s, %d users (re-)embedded", spec.name, spec.model, seconds,
-                data.n_users, rate_note(data.n_users, seconds, "users"), embedded)
+    logger.info(
+        "trained %s (%s) in %.1fs on %d users%s, %d users (re-)embedded",
+        spec.name,
+        spec.model,
+        seconds,
+        data.n_users,
+        rate_note(data.n_users, seconds, "users"),
+        embedded,
+    )
     history = getattr(scorer, "history", {}) or {}
-    return TrainedModel(spec=spec, data_dir=data_dir, split=split, model_dir=str(model_dir), fit_seconds=seconds,
-                        users_embedded=embedded, params=loggable_params(spec, scorer),
-                        history={k: [float(x) for x in v] for k, v in history.items()})
+    return TrainedModel(
+        spec=spec,
+        data_dir=data_dir,
+        split=split,
+        model_dir=str(model_dir),
+        fit_seconds=seconds,
+        users_embedded=embedded,
+        params=loggable_params(spec, scorer),
+        history={k: [float(x) for x in v] for k, v in history.items()},
+    )
 
 
 def loggable_params(spec: ModelSpec, scorer: AudienceScorer) -> dict[str, str | int | float | bool]:
     """The config and the fit's own facts, as plain values (a JSON-cached result; nested values as text)."""
-    return {k: v if isinstance(v, str | int | float | bool) else str(v)
-            for k, v in {"model": spec.model, **spec.params, **scorer.params()}.items()}
+    return {
+        k: v if isinstance(v, str | int | float | bool) else str(v)
+        for k, v in {"model": spec.model, **spec.params, **scorer.params()}.items()
+    }
 
 
 def rate_note(count: int, seconds: float, unit: str) -> str:
@@ -135,8 +153,13 @@ def for_each_campaign(campaign_ids: list[str], label: str, work) -> dict[str, st
             logger.error("%s: campaign %s failed: %s", label, cid, failed[cid])
         update_progress_artifact(progress, 100.0 * done / len(campaign_ids))
         if done % 10 == 0 or done == len(campaign_ids):
-            logger.info("%s: %d/%d campaigns%s", label, done, len(campaign_ids),
-                        rate_note(done, time.perf_counter() - start, "campaigns"))
+            logger.info(
+                "%s: %d/%d campaigns%s",
+                label,
+                done,
+                len(campaign_ids),
+                rate_note(done, time.perf_counter() - start, "campaigns"),
+            )
     return failed
 
 
@@ -158,13 +181,15 @@ def evaluate_model(trained: TrainedModel, work_root: str, evaluation: Evaluation
     out = Path(trained.data_dir).parent / "scored" / f"{name}-{stable_hash(trained, evaluation)}"
     metrics = pl.DataFrame(rows).with_columns(pl.lit(name).alias("model"), pl.lit(seed).alias("split_seed"))
     metrics_path = write_parquet_atomic(metrics, out / "metrics.parquet") if rows else None
-    return ModelEvaluation(model=name, split_seed=seed, metrics_path=str(metrics_path) if metrics_path else None,
-                           failed=failed)
+    return ModelEvaluation(
+        model=name, split_seed=seed, metrics_path=str(metrics_path) if metrics_path else None, failed=failed
+    )
 
 
 @task(**CACHED)
-def stage_audiences(trained: TrainedModel, work_root: str, publish: PublishConfig,
-                    previous: StagingRecord | None = None) -> StagedAudiences:
+def stage_audiences(
+    trained: TrainedModel, work_root: str, publish: PublishConfig, previous: StagingRecord | None = None
+) -> StagedAudiences:
     """Score every campaign from all of its seeds and stage its audience for publishing. Exclusion lists
     are applied before the top is taken, so audiences keep their size. With the previous run's staging
     (``previous``), campaigns whose seeds did not change only rescore the users whose activity did."""
@@ -174,8 +199,11 @@ def stage_audiences(trained: TrainedModel, work_root: str, publish: PublishConfi
     scorer = scorer_of(trained)
     everywhere, by_campaign = load_exclusions(publish.exclusions, data)
     if publish.exclusions:
-        logger.info("exclusion lists: %d users for every campaign, %d campaign-specific lists",
-                    everywhere.size, len(by_campaign))
+        logger.info(
+            "exclusion lists: %d users for every campaign, %d campaign-specific lists",
+            everywhere.size,
+            len(by_campaign),
+        )
     size = audience_size(data.n_users, publish.audience_fraction)
     depth = int(size * publish.keep_depth)
     stage = Path(trained.data_dir).parent / "staged" / f"{spec.name}-{stable_hash(trained, publish)}"
@@ -183,39 +211,65 @@ def stage_audiences(trained: TrainedModel, work_root: str, publish: PublishConfi
     try:
         changed = changed_since(data, Path(usable.stage) if usable else None)
     except Exception as exc:  # unreadable previous staging: rescore everything rather than fail the night
-        logger.warning("previous staging %s unusable (%s: %s); full rescore", usable and usable.stage,
-                       type(exc).__name__, exc)
+        logger.warning(
+            "previous staging %s unusable (%s: %s); full rescore", usable and usable.stage, type(exc).__name__, exc
+        )
         usable, changed = None, changed_since(data, None)
     previous_tops = usable.model_dump(by_alias=True) if usable else None
     tops, staged, reused = {}, {}, []
 
     def stage_one(cid: str) -> None:
         excluded = np.concatenate([everywhere, by_campaign.get(cid, everywhere[:0])])
-        users, scores, key, was_reused = refresh_campaign(scorer, data, data.campaigns[cid], size, depth, excluded,
-                                                          changed, load_previous_top(previous_tops, cid, size))
+        users, scores, key, was_reused = refresh_campaign(
+            scorer,
+            data,
+            data.campaigns[cid],
+            size,
+            depth,
+            excluded,
+            changed,
+            load_previous_top(previous_tops, cid, size),
+        )
         if users.size == 0:  # an empty audience is not a success: fail this campaign with the reason
-            raise ValueError(f"nothing left to rank: every candidate is a seed, a known non-converter or excluded "
-                             f"({excluded.size} excluded)")
+            raise ValueError(
+                f"nothing left to rank: every candidate is a seed, a known non-converter or excluded "
+                f"({excluded.size} excluded)"
+            )
         write_parquet_atomic(audience_frame(data, users, scores, spec.name), stage / "tops" / f"{cid}.parquet")
         tops[cid] = key
-        staged[cid] = str(write_parquet_atomic(audience_frame(data, users[:size], scores[:size], spec.name),
-                                               stage / f"{cid}.parquet"))
+        staged[cid] = str(
+            write_parquet_atomic(audience_frame(data, users[:size], scores[:size], spec.name), stage / f"{cid}.parquet")
+        )
         if was_reused:
             reused.append(cid)
 
     failed = for_each_campaign(list(data.campaigns), f"audiences of {spec.name}", stage_one)
     user_state(data).write_parquet(stage / USER_STATE)
     if usable:
-        logger.info("incremental: %d of %d users changed since the last run; %d of %d campaigns refreshed from "
-                    "their previous top list", int(changed.sum()), data.n_users, len(reused), len(staged))
+        logger.info(
+            "incremental: %d of %d users changed since the last run; %d of %d campaigns refreshed from "
+            "their previous top list",
+            int(changed.sum()),
+            data.n_users,
+            len(reused),
+            len(staged),
+        )
     state = StagingRecord(model=spec.model_dump_json(), stage=str(stage), size=size, campaign_keys=tops)
-    return StagedAudiences(model=spec.name, staged=staged, failed=failed, refresh_state=state,
-                           incremental_campaigns=reused)
+    return StagedAudiences(
+        model=spec.name, staged=staged, failed=failed, refresh_state=state, incremental_campaigns=reused
+    )
 
 
 @task
-def expand_one(spec: ModelSpec, data_dir: str, campaign_id: str | None, seed_user_ids: list[str], name: str,
-               audience_fraction: float, run_dir: str) -> dict:
+def expand_one(
+    spec: ModelSpec,
+    data_dir: str,
+    campaign_id: str | None,
+    seed_user_ids: list[str],
+    name: str,
+    audience_fraction: float,
+    run_dir: str,
+) -> dict:
     """Ad-hoc: fit on every campaign's seeds, then score one seed list and stage its audience."""
     from lookalike_models.pipeline import resolve_seeds
 

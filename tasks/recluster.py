@@ -31,8 +31,12 @@ def current_seeds(seeds_path: str, data_dir: str) -> dict[str, CampaignSeeds]:
         unknown += int((idx < 0).sum())
         if (idx >= 0).any():
             campaigns[str(cid)] = CampaignSeeds(str(cid), np.unique(idx[idx >= 0]))
-    logger.info("%s: %d campaigns, %d seeds unknown to the live model (wait for the nightly refit)",
-                SEEDS, len(campaigns), unknown)
+    logger.info(
+        "%s: %d campaigns, %d seeds unknown to the live model (wait for the nightly refit)",
+        SEEDS,
+        len(campaigns),
+        unknown,
+    )
     return campaigns
 
 

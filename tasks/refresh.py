@@ -34,13 +34,18 @@ def previous_refresh(output_root: str, previous_run: str | None, data_dir: str, 
         mismatch = f"unreadable refresh record {path} ({type(exc).__name__}: {exc})"
     if mismatch:
         # Reusing state that does not fit tonight's data would fail tonight and every night after it.
-        get_run_logger().warning("incremental refresh from run %s not possible: %s; full refresh", previous_run,
-                                 mismatch)
+        get_run_logger().warning(
+            "incremental refresh from run %s not possible: %s; full refresh", previous_run, mismatch
+        )
         return empty
     models = {name: folder for name, folder in state.models.items() if Path(folder).exists()}
     staging = state.staging if state.staging and Path(state.staging.stage).exists() else None
-    get_run_logger().info("incremental refresh from run %s: %d model folders, staging %s", previous_run,
-                          len(models), "found" if staging else "missing")
+    get_run_logger().info(
+        "incremental refresh from run %s: %d model folders, staging %s",
+        previous_run,
+        len(models),
+        "found" if staging else "missing",
+    )
     return PreviousRefresh(models=models, staging=staging)
 
 
@@ -58,14 +63,22 @@ def index_mismatch(previous_data_dir: str, data_dir: str) -> str | None:
 
 
 @task
-def record_refresh(run_dir: str, data_dir: str, trained: dict[str, TrainedModel], staged: StagedAudiences,
-                   specs: list[ModelSpec]) -> str:
+def record_refresh(
+    run_dir: str, data_dir: str, trained: dict[str, TrainedModel], staged: StagedAudiences, specs: list[ModelSpec]
+) -> str:
     """Leave in the run folder what the next run (and the re-clustering flow) needs: the encoded data,
     each model's folder and spec, and the staging of the published audiences."""
-    record = RefreshRecord(data_dir=data_dir, models={name: model.model_dir for name, model in trained.items()},
-                           specs={spec.name: spec for spec in specs}, staging=staged.refresh_state)
-    return str(write_bytes_atomic(record.model_dump_json(indent=1, by_alias=True, exclude={"run_id"}).encode(),
-                                  Path(run_dir) / REFRESH_FILE))
+    record = RefreshRecord(
+        data_dir=data_dir,
+        models={name: model.model_dir for name, model in trained.items()},
+        specs={spec.name: spec for spec in specs},
+        staging=staged.refresh_state,
+    )
+    return str(
+        write_bytes_atomic(
+            record.model_dump_json(indent=1, by_alias=True, exclude={"run_id"}).encode(), Path(run_dir) / REFRESH_FILE
+        )
+    )
 
 
 @task

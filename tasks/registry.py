@@ -34,8 +34,9 @@ def current_champion(registered_model: str) -> str | None:
 
 
 @task
-def register_and_choose(children: dict[str, str], report: dict, selection: SelectionConfig,
-                        trained: dict[str, TrainedModel]) -> ChampionDecision:
+def register_and_choose(
+    children: dict[str, str], report: dict, selection: SelectionConfig, trained: dict[str, TrainedModel]
+) -> ChampionDecision:
     """Register tonight's eligible models that left files (never the reference models, never a version with
     no artifacts) and compare them with the champion on tonight's held-out split. No alias moves here:
     ``promote_champion`` moves them once the champion's audiences are published."""
@@ -51,25 +52,36 @@ def register_and_choose(children: dict[str, str], report: dict, selection: Selec
     versions = {}
     for model in sorted(eligible):
         tags = {"model_name": model} | {k: str(v) for k, v in overall.get(model, {}).items() if isinstance(v, float)}
-        versions[model] = int(client.create_model_version(name, f"runs:/{children[model]}/model", children[model],
-                                                          tags=tags).version)
+        versions[model] = int(
+            client.create_model_version(name, f"runs:/{children[model]}/model", children[model], tags=tags).version
+        )
     before = current_champion(name)
     tonight = {m: float(overall[m][selection.metric]) for m in overall if overall[m].get(selection.metric) is not None}
     try:
         decision = choose_champion(tonight, before, selection.min_improvement, eligible)
     except ValueError:
-        raise ValueError(f"no eligible model ({', '.join(sorted(eligible)) or 'none registered'}) has a held-out "
-                         f"{selection.metric}: no campaign could be evaluated, or every evaluation failed") from None
+        raise ValueError(
+            f"no eligible model ({', '.join(sorted(eligible)) or 'none registered'}) has a held-out "
+            f"{selection.metric}: no campaign could be evaluated, or every evaluation failed"
+        ) from None
     others = {m: v for m, v in tonight.items() if m in eligible and m != decision.champion and not math.isnan(v)}
     challenger = max(sorted(others), key=others.__getitem__) if others else None
     reason = decision.reason
     if not decision.promoted:  # choose_champion's text may name the champion itself as "best challenger"
         reason = f"champion {decision.champion} ({tonight[decision.champion]:.4f}) kept" + (
-            f"; best challenger {challenger} ({others[challenger]:.4f})" if challenger else "")
-    logger.info("registry %s: registered %s; %s", name, ", ".join(f"{m} v{v}" for m, v in sorted(versions.items())),
-                reason)
-    return ChampionDecision(champion=decision.champion, promoted=decision.promoted, reason=reason,
-                            previous_champion=before, versions=versions, challenger=challenger)
+            f"; best challenger {challenger} ({others[challenger]:.4f})" if challenger else ""
+        )
+    logger.info(
+        "registry %s: registered %s; %s", name, ", ".join(f"{m} v{v}" for m, v in sorted(versions.items())), reason
+    )
+    return ChampionDecision(
+        champion=decision.champion,
+        promoted=decision.promoted,
+        reason=reason,
+        previous_champion=before,
+        versions=versions,
+        challenger=challenger,
+    )
 
 
 def has_artifacts(trained: TrainedModel) -> bool:
@@ -78,8 +90,9 @@ def has_artifacts(trained: TrainedModel) -> bool:
 
 
 @task
-def promote_champion(decision: ChampionDecision, selection: SelectionConfig,
-                     published: dict[str, str]) -> ChampionDecision:
+def promote_champion(
+    decision: ChampionDecision, selection: SelectionConfig, published: dict[str, str]
+) -> ChampionDecision:
     """Point ``champion`` at tonight's version of the chosen model, and ``challenger`` at the best other one;
     only once audiences are published, so the alias never names a model whose audiences are not live."""
     logger = get_run_logger()
@@ -104,8 +117,16 @@ def rank_runs(experiment: str, metric: str, top: int = 10) -> list[dict]:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    runs = client.search_runs([found.experiment_id], filter_string="tags.model != ''",
-                              order_by=[f"metrics.`{metric}` DESC"], max_results=top)
-    return [{"model": r.data.tags.get("model"), "run_id": r.info.run_id,
-             "parent": r.data.tags.get("mlflow.parentRunId"), metric: r.data.metrics.get(metric),
-             "start": r.info.start_time} for r in runs]
+    runs = client.search_runs(
+        [found.experiment_id], filter_string="tags.model != ''", order_by=[f"metrics.`{metric}` DESC"], max_results=top
+    )
+    return [
+        {
+            "model": r.data.tags.get("model"),
+            "run_id": r.info.run_id,
+            "parent": r.data.tags.get("mlflow.parentRunId"),
+            metric: r.data.metrics.get(metric),
+            "start": r.info.start_time,
+        }
+        for r in runs
+    ]

@@ -33,9 +33,11 @@ def evaluate_run(scored: list[ModelEvaluation], data_dir: str, evaluation: Evalu
     summary = summarize(per_campaign)
     reports = Path(run_dir) / "report"
     sizes = audience_sizes(load_data(data_dir).n_users, evaluation.audience_fractions)
-    files = [write_parquet_atomic(per_campaign, reports / "metrics_per_campaign.parquet"),
-             write_parquet_atomic(summary, reports / "metrics_summary.parquet"),
-             plot_precision_recall(summary, sizes, reports / "precision_recall_vs_audience_size.png")]
+    files = [
+        write_parquet_atomic(per_campaign, reports / "metrics_per_campaign.parquet"),
+        write_parquet_atomic(summary, reports / "metrics_summary.parquet"),
+        plot_precision_recall(summary, sizes, reports / "precision_recall_vs_audience_size.png"),
+    ]
     (reports / "metrics_summary.csv").write_text(summary.write_csv())
     comparison = pl.DataFrame()
     if evaluation.reference and evaluation.reference in set(per_campaign["model"]):
@@ -60,8 +62,9 @@ def publish_audiences(staged: dict[str, str], output_root: str, run_id: str) -> 
 
 
 @task
-def log_models_to_mlflow(mlflow_run: str, experiment: str, trained: dict[str, TrainedModel],
-                         report: dict) -> dict[str, str]:
+def log_models_to_mlflow(
+    mlflow_run: str, experiment: str, trained: dict[str, TrainedModel], report: dict
+) -> dict[str, str]:
     """One child run per model: held-out metrics (overall and per seed bucket), training curves and the
     model's files (the registry's versions point at them). Returns model name -> child run id."""
     children = {}
@@ -79,8 +82,10 @@ def log_models_to_mlflow(mlflow_run: str, experiment: str, trained: dict[str, Tr
         for row in (r for r in report.get("comparison", []) if r["model"] == model and r["seed_bucket"] == "all"):
             # The paired comparison with the reference: difference of means and its 95% CI over campaigns.
             prefix = f"vs_{row['reference']}.{row['metric']}"
-            tracking.log_metrics(child, {f"{prefix}.diff": row["diff"], f"{prefix}.ci_low": row["ci_low"],
-                                         f"{prefix}.ci_high": row["ci_high"]})
+            tracking.log_metrics(
+                child,
+                {f"{prefix}.diff": row["diff"], f"{prefix}.ci_low": row["ci_low"], f"{prefix}.ci_high": row["ci_high"]},
+            )
         tracking.log_metrics(child, {"fit_seconds": info.fit_seconds})
         for curve, values in info.history.items():
             tracking.log_curve(child, curve, values)
@@ -92,9 +97,16 @@ def log_models_to_mlflow(mlflow_run: str, experiment: str, trained: dict[str, Tr
 
 
 @task
-def log_run_artifacts(mlflow_run: str, report: dict, run_dir: str, data_dir: str, published: dict[str, str],
-                      decision: ChampionDecision, failed: dict[str, str] | None = None,
-                      skipped: dict[str, str] | None = None) -> None:
+def log_run_artifacts(
+    mlflow_run: str,
+    report: dict,
+    run_dir: str,
+    data_dir: str,
+    published: dict[str, str],
+    decision: ChampionDecision,
+    failed: dict[str, str] | None = None,
+    skipped: dict[str, str] | None = None,
+) -> None:
     """The run's report files, id mappings and published audiences, the champion decision, and every
     campaign that failed or was skipped (counts as metrics, reasons as ``report/campaign_problems.json``)."""
     import json
@@ -111,11 +123,19 @@ def log_run_artifacts(mlflow_run: str, report: dict, run_dir: str, data_dir: str
         tracking.log_artifact(mlflow_run, Path(data_dir) / name, "id_mapping")
     for cid, path in published.items():
         tracking.log_artifact(mlflow_run, path, f"audiences/campaign_id={cid}")
-    problems = write_bytes_atomic(json.dumps({"failed": failed, "skipped": skipped}, indent=1).encode(),
-                                  Path(run_dir) / "report" / "campaign_problems.json")
+    problems = write_bytes_atomic(
+        json.dumps({"failed": failed, "skipped": skipped}, indent=1).encode(),
+        Path(run_dir) / "report" / "campaign_problems.json",
+    )
     tracking.log_artifact(mlflow_run, problems, "report")
-    tracking.log_metrics(mlflow_run, {"campaigns_published": float(len(published)),
-                                      "campaigns_failed": float(len(failed)), "campaigns_skipped": float(len(skipped))})
+    tracking.log_metrics(
+        mlflow_run,
+        {
+            "campaigns_published": float(len(published)),
+            "campaigns_failed": float(len(failed)),
+            "campaigns_skipped": float(len(skipped)),
+        },
+    )
     c = tracking.client()
     c.set_tag(mlflow_run, "lookalike.status", run_status(published, failed, skipped))
     c.set_tag(mlflow_run, "lookalike.champion", decision.champion)
@@ -129,13 +149,26 @@ def run_status(published: dict, failed: dict, skipped: dict) -> str:
     return "partial" if failed or skipped else "complete"
 
 
-def summary_markdown(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict,
-                     decision: ChampionDecision, skipped: dict | None = None) -> str:
+def summary_markdown(
+    run_id: str,
+    mlflow_url: str,
+    report: dict,
+    published: dict,
+    failed: dict,
+    decision: ChampionDecision,
+    skipped: dict | None = None,
+) -> str:
     skipped = skipped or {}
     status = run_status(published, failed, skipped)
-    lines = [f"# Look-alike run `{run_id}`: {status}", "", f"MLflow run: [{mlflow_url}]({mlflow_url})", "",
-             f"Published audiences: {len(published)} (model `{decision.champion}`: {decision.reason}); "
-             f"failed campaigns: {len(failed)}; skipped campaigns (invalid input): {len(skipped)}", ""]
+    lines = [
+        f"# Look-alike run `{run_id}`: {status}",
+        "",
+        f"MLflow run: [{mlflow_url}]({mlflow_url})",
+        "",
+        f"Published audiences: {len(published)} (model `{decision.champion}`: {decision.reason}); "
+        f"failed campaigns: {len(failed)}; skipped campaigns (invalid input): {len(skipped)}",
+        "",
+    ]
     overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
     if overall:
         keys = [k for k in overall[0] if k.startswith(("precision_at_", "recall_at_"))] + ["gauc"]
@@ -159,19 +192,34 @@ def comparison_markdown(comparison: list[dict]) -> list[str]:
     if not rows:
         return []
     metrics = list(dict.fromkeys(r["metric"] for r in rows if r["metric"].startswith(("recall_at_", "auc"))))
-    lines = ["", f"Minus `{rows[0]['reference']}` on the same campaigns, paired 95% CI "
-             f"({rows[0]['campaigns']} campaigns, each averaged over the splits):", "",
-             "| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    lines = [
+        "",
+        f"Minus `{rows[0]['reference']}` on the same campaigns, paired 95% CI "
+        f"({rows[0]['campaigns']} campaigns, each averaged over the splits):",
+        "",
+        "| model | " + " | ".join(metrics) + " |",
+        "|---" * (len(metrics) + 1) + "|",
+    ]
     for model in dict.fromkeys(r["model"] for r in rows):
-        cells = {r["metric"]: f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" for r in rows
-                 if r["model"] == model}
+        cells = {
+            r["metric"]: f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+            for r in rows
+            if r["model"] == model
+        }
         lines.append(f"| {model} | " + " | ".join(cells.get(m, "-") for m in metrics) + " |")
     return lines
 
 
 @task
-def post_summary(run_id: str, mlflow_url: str, report: dict, published: dict, failed: dict, decision: ChampionDecision,
-                 skipped: dict | None = None) -> str:
+def post_summary(
+    run_id: str,
+    mlflow_url: str,
+    report: dict,
+    published: dict,
+    failed: dict,
+    decision: ChampionDecision,
+    skipped: dict | None = None,
+) -> str:
     """The run at a glance in the Prefect UI: metrics table plus a markdown summary with the MLflow link,
     the run's status and every failed or skipped campaign with its reason."""
     overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
@@ -201,8 +249,12 @@ def open_mlflow_run(experiment: str, run_id: str, config: dict, locked_root: str
     RUNNING runs left on it by killed flow runs are marked KILLED (none can be alive: the lock is ours)."""
     from prefect.runtime import deployment, flow_run
 
-    tags = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name),
-            "prefect.deployment": str(deployment.name or "none"), "lookalike.run_id": run_id}
+    tags = {
+        "prefect.flow_run_id": str(flow_run.id),
+        "prefect.flow_run_name": str(flow_run.name),
+        "prefect.deployment": str(deployment.name or "none"),
+        "lookalike.run_id": run_id,
+    }
     if locked_root:
         tags["lookalike.output_root"] = str(Path(locked_root).resolve())
     with tracking_store_initialisation():
@@ -230,8 +282,14 @@ def close_stale_runs(experiment: str, output_root: str, current: str) -> list[st
     """Mark RUNNING parent runs of ``output_root`` other than ``current`` as KILLED; returns their ids."""
     client = tracking.client()
     found = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([found.experiment_id], filter_string=(
-        f"attributes.status = 'RUNNING' and tags.`lookalike.output_root` = '{output_root}'")) if found else []
+    runs = (
+        client.search_runs(
+            [found.experiment_id],
+            filter_string=(f"attributes.status = 'RUNNING' and tags.`lookalike.output_root` = '{output_root}'"),
+        )
+        if found
+        else []
+    )
     stale = [r.info.run_id for r in runs if r.info.run_id != current]
     for run in stale:
         client.set_tag(run, "lookalike.closed_by", f"run {current}: its flow run died while it was RUNNING")
@@ -255,8 +313,14 @@ def previous_published_run(output_root: str) -> str | None:
 
 
 @task
-def report_reach_and_drift(scored: list[ModelEvaluation], publish_model: str, data_dir: str,
-                           evaluation: EvaluationConfig, run: RunFolder, previous_run: str | None) -> dict:
+def report_reach_and_drift(
+    scored: list[ModelEvaluation],
+    publish_model: str,
+    data_dir: str,
+    evaluation: EvaluationConfig,
+    run: RunFolder,
+    previous_run: str | None,
+) -> dict:
     """Expected precision per audience size for each campaign, and drift since the previous run."""
     from lookalike_models.reach import drift_between_runs, reach_table
 
@@ -266,8 +330,13 @@ def report_reach_and_drift(scored: list[ModelEvaluation], publish_model: str, da
     frames = [pl.read_parquet(s.metrics_path) for s in scored if s.model == publish_model and s.metrics_path]
     result: dict = {}
     if frames:
-        reach = reach_table(frames[0], publish_model, {c: s.size for c, s in data.campaigns.items()},
-                            evaluation.seed_buckets, data.n_users)
+        reach = reach_table(
+            frames[0],
+            publish_model,
+            {c: s.size for c, s in data.campaigns.items()},
+            evaluation.seed_buckets,
+            data.n_users,
+        )
         tracking.log_artifact(run.mlflow_run, write_parquet_atomic(reach, reports / "reach.parquet"), "report")
         result["reach_rows"] = reach.height
     if previous_run and previous_run != run.run_id:
@@ -276,9 +345,15 @@ def report_reach_and_drift(scored: list[ModelEvaluation], publish_model: str, da
             write_parquet_atomic(drift, reports / "drift.parquet")
             means = {f"drift.{k}": float(drift[k].mean()) for k in ("overlap_jaccard", "churn_in", "churn_out")}
             tracking.log_metrics(run.mlflow_run, means)
-            create_table_artifact(drift.to_dicts(), key="audience-drift",
-                                  description=f"Audience drift {previous_run} -> {run.run_id}")
-            logger.info("drift vs %s over %d campaigns: overlap %.3f, churn in %.3f", previous_run, drift.height,
-                        means["drift.overlap_jaccard"], means["drift.churn_in"])
+            create_table_artifact(
+                drift.to_dicts(), key="audience-drift", description=f"Audience drift {previous_run} -> {run.run_id}"
+            )
+            logger.info(
+                "drift vs %s over %d campaigns: overlap %.3f, churn in %.3f",
+                previous_run,
+                drift.height,
+                means["drift.overlap_jaccard"],
+                means["drift.churn_in"],
+            )
             result |= means
     return result

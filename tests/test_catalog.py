@@ -15,8 +15,10 @@ from lookalike_models.ptupcdr.hybrid import PTUPCDRHybridConfig
 
 
 def test_a_model_module_imports_without_the_catalog():
-    code = ("import sys; import lookalike_models.pinterest.ensemble, lookalike_models.ptupcdr.hybrid; "
-            "print('lookalike_models.catalog' in sys.modules)")
+    code = (
+        "import sys; import lookalike_models.pinterest.ensemble, lookalike_models.ptupcdr.hybrid; "
+        "print('lookalike_models.catalog' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -28,20 +28,26 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["nightly", "--set", "nosuch.key=1"], "unknown setting 'nosuch'"),
-    (["nightly", "--set", "publish.audience_fraction=5"], "publish.audience_fraction: Input should be less than"),
-    (["nightly", "--set", "publish.audience_fraction"], "expected KEY=VALUE"),
-    (["nightly", "--set", "publish.model=nosuch"], "publish.model 'nosuch' is neither"),
-    (["nightly", "--set", "models=[{name: a, model: minhash}, {name: a, model: random}]"], "unique"),
-    (["nightly", "--config", "no/such.yaml"], "config file no/such.yaml not found"),
-    (["nightly", "--set", "data.kind=folder", "--set", "data.path=/no/such/folder"], "seeds.parquet: file not found"),
-    (["expand", "--campaign", "nosuch"], "campaign 'nosuch' is not in the data's seeds; known: c000, c001"),
-    (["expand", "--campaign", "c001", "--seeds", "1,2"], "not both"),
-    (["expand", "--seeds", " , "], "comma-separated user ids"),
-    (["generate", "/tmp/unused", "--set", "n_users=many"], "n_users: Input should be a valid integer"),
-    (["recluster", "--seeds", "/no/such/seeds.parquet"], "file not found"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nightly", "--set", "nosuch.key=1"], "unknown setting 'nosuch'"),
+        (["nightly", "--set", "publish.audience_fraction=5"], "publish.audience_fraction: Input should be less than"),
+        (["nightly", "--set", "publish.audience_fraction"], "expected KEY=VALUE"),
+        (["nightly", "--set", "publish.model=nosuch"], "publish.model 'nosuch' is neither"),
+        (["nightly", "--set", "models=[{name: a, model: minhash}, {name: a, model: random}]"], "unique"),
+        (["nightly", "--config", "no/such.yaml"], "config file no/such.yaml not found"),
+        (
+            ["nightly", "--set", "data.kind=folder", "--set", "data.path=/no/such/folder"],
+            "seeds.parquet: file not found",
+        ),
+        (["expand", "--campaign", "nosuch"], "campaign 'nosuch' is not in the data's seeds; known: c000, c001"),
+        (["expand", "--campaign", "c001", "--seeds", "1,2"], "not both"),
+        (["expand", "--seeds", " , "], "comma-separated user ids"),
+        (["generate", "/tmp/unused", "--set", "n_users=many"], "n_users: Input should be a valid integer"),
+        (["recluster", "--seeds", "/no/such/seeds.parquet"], "file not found"),
+    ],
+)
 def test_user_mistakes_print_one_line_and_exit_2(argv, message, capsys):
     code, out, err = run_cli(argv, capsys)
     assert code == 2
@@ -78,8 +84,9 @@ def test_errors_inside_a_run_exit_2_for_bad_input_and_1_for_failures(monkeypatch
 
     fake_flow(monkeypatch, "flows.nightly_refresh", "nightly_refresh", bad_input)
     code, _, err = run_cli(["nightly"], capsys)
-    assert code == 2 and err.strip() == ("lookalike: error: in/seeds.parquet: column 'user_id': ids must be "
-                                         "integers or strings, got f64. Example: 1.5")
+    assert code == 2 and err.strip() == (
+        "lookalike: error: in/seeds.parquet: column 'user_id': ids must be integers or strings, got f64. Example: 1.5"
+    )
 
     def crash(config):
         raise RuntimeError("disk full")
@@ -89,9 +96,15 @@ def test_errors_inside_a_run_exit_2_for_bad_input_and_1_for_failures(monkeypatch
     assert code == 1 and "run failed: RuntimeError: disk full" in err and "--debug" in err
 
 
-@pytest.mark.parametrize(("published", "failed", "skipped", "code"), [
-    ({"c1": "p"}, {}, {}, 0), ({"c1": "p"}, {"minhash/c2": "ValueError: x"}, {}, 3),
-    ({"c1": "p"}, {}, {"ghost": "unknown seeds"}, 3), ({}, {}, {"ghost": "unknown seeds"}, 1)])
+@pytest.mark.parametrize(
+    ("published", "failed", "skipped", "code"),
+    [
+        ({"c1": "p"}, {}, {}, 0),
+        ({"c1": "p"}, {"minhash/c2": "ValueError: x"}, {}, 3),
+        ({"c1": "p"}, {}, {"ghost": "unknown seeds"}, 3),
+        ({}, {}, {"ghost": "unknown seeds"}, 1),
+    ],
+)
 def test_a_partial_night_is_not_a_clean_success(published, failed, skipped, code, monkeypatch, capsys):
     from tasks.reporting import run_status
 
@@ -141,6 +154,7 @@ def test_console_drops_tracebacks_of_user_errors_only():
 
 # ---- every command of the README ----
 
+
 def readme_commands() -> list[list[str]]:
     """`lookalike ...` lines of the README's bash blocks and inline code, as argument lists."""
     text = README.read_text()
@@ -171,7 +185,7 @@ def test_every_readme_command_is_valid(argv, tmp_path, monkeypatch, capsys):
         pl.DataFrame({"campaign_id": ["c000"], "user_id": [1000004]}).write_parquet(tmp_path / argv[2])
     if "--config" in argv:  # relative to the project, as the README runs from there
         i = argv.index("--config") + 1
-        argv = argv[:i] + [str(ROOT / argv[i])] + argv[i + 1:]
+        argv = argv[:i] + [str(ROOT / argv[i])] + argv[i + 1 :]
     code, out, err = run_cli([*argv, "--dry-run"], capsys)
     assert code == 0, err
     assert "is valid" in out
@@ -187,14 +201,30 @@ def test_deployments_never_collide_and_need_no_unset_variables():
 
 
 def small_run_overrides(tmp_path) -> list[str]:
-    return ["--set", "data.synthetic.n_users=1200", "--set", "data.synthetic.n_items=300",
-            "--set", "data.synthetic.n_campaigns=5", "--set", "data.synthetic.max_seeds=120",
-            "--set", f"output_root={tmp_path / 'out'}"]
+    return [
+        "--set",
+        "data.synthetic.n_users=1200",
+        "--set",
+        "data.synthetic.n_items=300",
+        "--set",
+        "data.synthetic.n_campaigns=5",
+        "--set",
+        "data.synthetic.max_seeds=120",
+        "--set",
+        f"output_root={tmp_path / 'out'}",
+    ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("argv", [c for c in readme_commands() if c[0] in ("nightly", "expand", "generate")
-                                  and not any("dask_address" in w for w in c)], ids=" ".join)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        c
+        for c in readme_commands()
+        if c[0] in ("nightly", "expand", "generate") and not any("dask_address" in w for w in c)
+    ],
+    ids=" ".join,
+)
 def test_readme_commands_run_on_small_data(argv, prefect_and_mlflow, tmp_path, capsys):
     """The README's runnable commands, as written, with small data and quick models appended."""
     if argv[0] == "generate":
@@ -207,13 +237,23 @@ def test_readme_commands_run_on_small_data(argv, prefect_and_mlflow, tmp_path, c
 
             require_shared("movielens-100k")
         i = argv.index("--config") + 1
-        argv = argv[:i] + [str(ROOT / argv[i])] + argv[i + 1:]
+        argv = argv[:i] + [str(ROOT / argv[i])] + argv[i + 1 :]
     extra = small_run_overrides(tmp_path)
     if argv[0] == "nightly":
-        extra += ["--set", "models=[{name: minhash, model: minhash}, {name: popularity, model: popularity}]",
-                  "--set", "evaluation.reference=popularity", "--set", "evaluation.split_seeds=[0]",
-                  "--set", f"selection.registered_model=reg-{tmp_path.name}", "--set", "execution.n_workers=2",
-                  "--set", "execution.shards=2"]
+        extra += [
+            "--set",
+            "models=[{name: minhash, model: minhash}, {name: popularity, model: popularity}]",
+            "--set",
+            "evaluation.reference=popularity",
+            "--set",
+            "evaluation.split_seeds=[0]",
+            "--set",
+            f"selection.registered_model=reg-{tmp_path.name}",
+            "--set",
+            "execution.n_workers=2",
+            "--set",
+            "execution.shards=2",
+        ]
     code, out, err = run_cli([*argv, *extra], capsys)
     assert code == 0, err
     if argv[0] == "expand":

@@ -29,5 +29,6 @@ def test_nightly_config_checks_model_names_and_params_when_read():
 
 def test_evaluation_reference_must_be_a_configured_model():
     with pytest.raises(ValidationError, match="evaluation.reference 'item_logreg'"):
-        NightlyConfig.model_validate({"models": [{"name": "minhash", "model": "minhash"}],
-                                      "evaluation": {"reference": "item_logreg"}})
+        NightlyConfig.model_validate(
+            {"models": [{"name": "minhash", "model": "minhash"}], "evaluation": {"reference": "item_logreg"}}
+        )

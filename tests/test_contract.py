@@ -52,8 +52,9 @@ def test_float_ids_are_refused(dataset):
 
 def test_null_ids_are_refused_with_the_row(dataset):
     frame = pl.read_parquet(dataset / "interactions.parquet")
-    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("user_id"))
-                               .alias("user_id"))
+    frame = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("user_id")).alias("user_id")
+    )
     rewrite(dataset, "interactions.parquet", frame)
     with pytest.raises(DataContractError, match="missing") as err:
         read_dataset(dataset)
@@ -98,11 +99,13 @@ def test_unsafe_campaign_ids_are_refused(bad):
 def test_per_campaign_problems_leave_other_campaigns_intact(dataset):
     seeds = pl.read_parquet(dataset / "seeds.parquet")
     good = seeds["campaign_id"].unique().to_list()
-    extra = pl.DataFrame({
-        "campaign_id": ["../../etc", "ghosts", "ghosts", "no_converters"],
-        "user_id": [seeds["user_id"][0], -1, -2, seeds["user_id"][1]],
-        "label": pl.Series([1, 1, 1, 0], dtype=pl.Int8),
-    })
+    extra = pl.DataFrame(
+        {
+            "campaign_id": ["../../etc", "ghosts", "ghosts", "no_converters"],
+            "user_id": [seeds["user_id"][0], -1, -2, seeds["user_id"][1]],
+            "label": pl.Series([1, 1, 1, 0], dtype=pl.Int8),
+        }
+    )
     rewrite(dataset, "seeds.parquet", pl.concat([seeds, extra]))
     data = encode(read_dataset(dataset))
     assert set(data.campaigns) == set(good)

@@ -43,10 +43,26 @@ def dask_cluster(tmp_path):
     procs = [subprocess.Popen(scheduler, env=env, stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT)]
     try:
         for i in range(2):
-            procs.append(subprocess.Popen(
-                [*DASK_WORKER, address, "--nthreads", "1", "--nworkers", "1",
-                 "--no-dashboard", "--host", "127.0.0.1", "--local-directory", str(tmp_path / f"worker-{i}")],
-                env=env, stdout=open(logs / f"worker-{i}.log", "w"), stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *DASK_WORKER,
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                        "--local-directory",
+                        str(tmp_path / f"worker-{i}"),
+                    ],
+                    env=env,
+                    stdout=open(logs / f"worker-{i}.log", "w"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
         deadline = time.monotonic() + 60
         with Client(address, timeout=60) as client:
             while len(client.scheduler_info()["workers"]) < 2:
@@ -64,17 +80,23 @@ def dask_cluster(tmp_path):
                 proc.kill()
 
 
-def test_dask_cluster_publishes_the_same_audiences_as_local(prefect_and_mlflow, synthetic_dir, tmp_path,
-                                                             dask_cluster):
+def test_dask_cluster_publishes_the_same_audiences_as_local(prefect_and_mlflow, synthetic_dir, tmp_path, dask_cluster):
     from flows.nightly_refresh import nightly_refresh
     from tests.test_flows import nightly_config
 
-    models = [ModelSpec(name="item_ridge", model="item_ridge", params={"max_items": 300}),
-              ModelSpec(name="popularity", model="popularity")]
+    models = [
+        ModelSpec(name="item_ridge", model="item_ridge", params={"max_items": 300}),
+        ModelSpec(name="popularity", model="popularity"),
+    ]
     local = nightly_refresh(nightly_config(synthetic_dir, tmp_path / "local", models=models))
-    remote = nightly_refresh(nightly_config(
-        synthetic_dir, tmp_path / "cluster", models=models,
-        execution=ExecutionConfig(backend="dask", dask_address=dask_cluster, shards=2)))
+    remote = nightly_refresh(
+        nightly_config(
+            synthetic_dir,
+            tmp_path / "cluster",
+            models=models,
+            execution=ExecutionConfig(backend="dask", dask_address=dask_cluster, shards=2),
+        )
+    )
     assert local["champion"]["champion"] == remote["champion"]["champion"] == "item_ridge"
     assert set(remote["published"]) == set(local["published"]) and local["published"]
     for cid, path in local["published"].items():

@@ -38,7 +38,7 @@ def test_user_items_csr_matches_interactions(synthetic_data):
     indptr, items = synthetic_data.user_items
     u = 17
     expected = np.unique(synthetic_data.item_idx[synthetic_data.user_idx == u])
-    assert (items[indptr[u]:indptr[u + 1]] == expected).all()
+    assert (items[indptr[u] : indptr[u + 1]] == expected).all()
 
 
 def test_campaign_item_leakage_is_removed(movielens_data, movielens_dir):

@@ -15,8 +15,11 @@ from lookalike_models.scorers import top_k
 
 
 def test_holdout_split_is_disjoint_deterministic_and_ten_percent():
-    campaigns = {"a": CampaignSeeds("a", np.arange(100), np.arange(500, 600)),
-                 "b": CampaignSeeds("b", np.arange(200, 240)), "tiny": CampaignSeeds("tiny", np.arange(3))}
+    campaigns = {
+        "a": CampaignSeeds("a", np.arange(100), np.arange(500, 600)),
+        "b": CampaignSeeds("b", np.arange(200, 240)),
+        "tiny": CampaignSeeds("tiny", np.arange(3)),
+    }
     train, held = holdout_split(campaigns, n_users=1000, holdout_frac=0.1, seed=1)
     again, held_again = holdout_split(campaigns, n_users=1000, holdout_frac=0.1, seed=1)
     assert held["a"].positives.size == 10 and train["a"].positives.size == 90

@@ -27,8 +27,11 @@ def nightly_config(folder, out, **overrides) -> NightlyConfig:
     defaults = dict(
         data=DataSource(kind="folder", path=str(folder)),
         models=[ModelSpec(name="minhash", model="minhash"), ModelSpec(name="popularity", model="popularity")],
-        evaluation=EvaluationConfig(audience_fractions=[0.02, 0.05]), output_root=str(out),
-        experiment="test-nightly", selection=SelectionConfig(registered_model=f"reg-{Path(out).name}"))
+        evaluation=EvaluationConfig(audience_fractions=[0.02, 0.05]),
+        output_root=str(out),
+        experiment="test-nightly",
+        selection=SelectionConfig(registered_model=f"reg-{Path(out).name}"),
+    )
     return NightlyConfig(**(defaults | overrides))
 
 
@@ -57,8 +60,10 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     assert {"report/precision_recall_vs_audience_size.png", "report/comparison_to_reference.csv"} <= artifacts
     per_campaign = pl.read_parquet(tmp_path / "runs" / first.run_id / "report" / "metrics_per_campaign.parquet")
     assert set(per_campaign["split_seed"]) == {0, 1}  # both held-out splits evaluated
-    [child] = MlflowClient().search_runs([run.info.experiment_id], filter_string=(
-        f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.model = 'minhash'"))
+    [child] = MlflowClient().search_runs(
+        [run.info.experiment_id],
+        filter_string=(f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.model = 'minhash'"),
+    )
     assert child.data.metrics["vs_popularity.recall_at_5pct.ci_low"] > 0  # minhash beats popularity, paired CI
 
     second = nightly_refresh(nightly_config(synthetic_dir, tmp_path, evaluation=two_splits))
@@ -74,15 +79,21 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     # Existing customers of c000 (its 10 best prospects yesterday) must not be targeted by c000 again.
     customers = tmp_path / "customers.parquet"
     pl.DataFrame({"user_id": audience["user_id"].head(10), "campaign_id": ["c000"] * 10}).write_parquet(customers)
-    third = nightly_refresh(nightly_config(synthetic_dir, tmp_path, publish=PublishConfig(
-        model="minhash", audience_fraction=0.05, exclusions=[str(customers)])))
+    third = nightly_refresh(
+        nightly_config(
+            synthetic_dir,
+            tmp_path,
+            publish=PublishConfig(model="minhash", audience_fraction=0.05, exclusions=[str(customers)]),
+        )
+    )
     excluded_run = pl.read_parquet(third.published["c000"])
     assert excluded_run.height == audience.height
     assert not excluded_run["user_id"].is_in(audience["user_id"].head(10).to_list()).any()
     assert pl.read_parquet(third.published["c001"]).equals(pl.read_parquet(second.published["c001"]))
     assert 0.5 < third.drift["drift.overlap_jaccard"] < 1.0
-    reach = pl.read_parquet(Path(third.published["c000"]).parents[3] / "runs" / third.run_id / "report"
-                            / "reach.parquet")
+    reach = pl.read_parquet(
+        Path(third.published["c000"]).parents[3] / "runs" / third.run_id / "report" / "reach.parquet"
+    )
     assert reach.filter(pl.col("campaign_id") == "c000")["audience_fraction"].to_list() == [0.02, 0.05]
 
     from tasks.registry import rank_runs
@@ -124,8 +135,11 @@ def test_dask_backend_publishes_the_same_audiences(prefect_and_mlflow, synthetic
     from lookalike_models.config import ExecutionConfig
 
     local = nightly_refresh(nightly_config(synthetic_dir, tmp_path / "local"))
-    dask = nightly_refresh(nightly_config(synthetic_dir, tmp_path / "dask",
-                                          execution=ExecutionConfig(backend="dask", n_workers=2, shards=3)))
+    dask = nightly_refresh(
+        nightly_config(
+            synthetic_dir, tmp_path / "dask", execution=ExecutionConfig(backend="dask", n_workers=2, shards=3)
+        )
+    )
     assert set(dask.published) == set(local.published)
     for cid, path in local.published.items():
         assert pl.read_parquet(dask.published[cid]).equals(pl.read_parquet(path)), cid
@@ -136,8 +150,13 @@ def test_bad_campaigns_fail_alone_and_publish_nothing(prefect_and_mlflow, synthe
 
     folder = shutil.copytree(synthetic_dir, tmp_path / "in")
     seeds = pl.read_parquet(folder / "seeds.parquet")
-    bad = pl.DataFrame({"campaign_id": ["../../escape", "ghost"], "user_id": [seeds["user_id"][0], -5],
-                        "label": pl.Series([1, 1], dtype=pl.Int8)})
+    bad = pl.DataFrame(
+        {
+            "campaign_id": ["../../escape", "ghost"],
+            "user_id": [seeds["user_id"][0], -5],
+            "label": pl.Series([1, 1], dtype=pl.Int8),
+        }
+    )
     pl.concat([seeds, bad]).write_parquet(folder / "seeds.parquet")
     result = nightly_refresh(nightly_config(folder, tmp_path / "out"))
     assert "ghost" not in result.published and "../../escape" not in result.published
@@ -158,8 +177,11 @@ def test_corrupt_input_fails_the_run_without_publishing(prefect_and_mlflow, synt
     with pytest.raises(DataContractError, match="seeds.parquet"):
         nightly_refresh(nightly_config(folder, tmp_path / "out"))
     assert not (tmp_path / "out" / "audiences").exists()
-    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("test-nightly").experiment_id],
-                                      order_by=["attributes.start_time DESC"], max_results=1)
+    runs = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("test-nightly").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     assert runs[0].info.status == "FAILED"
 
 
@@ -167,9 +189,14 @@ def test_adhoc_expansion_of_an_inline_seed_list(prefect_and_mlflow, synthetic_di
     from flows.expand_audience import expand_audience
 
     seeds = synthetic_data.user_ids.gather(synthetic_data.campaigns["c001"].positives[:40]).cast(pl.String)
-    config = ExpandConfig(data=DataSource(kind="folder", path=str(synthetic_dir)), campaign_id=None,
-                          seed_user_ids=seeds.to_list(), name="vip_list", audience_fraction=0.01,
-                          output_root=str(tmp_path))
+    config = ExpandConfig(
+        data=DataSource(kind="folder", path=str(synthetic_dir)),
+        campaign_id=None,
+        seed_user_ids=seeds.to_list(),
+        name="vip_list",
+        audience_fraction=0.01,
+        output_root=str(tmp_path),
+    )
     result = expand_audience(config)
     path = Path(result.published["vip_list"])
     assert path.parts[-2] == "campaign_id=vip_list" and pl.read_parquet(path).height == 30
@@ -189,11 +216,14 @@ def test_incremental_refresh_equals_a_full_refresh(prefect_and_mlflow, synthetic
     rng = np.random.default_rng(5)
     active = [u for u in rng.choice(synthetic_data.user_ids.to_numpy(), 200, replace=False) if u not in seeds][:60]
     new_rows = inter.sample(5 * len(active), seed=5).with_columns(
-        user_id=pl.Series(np.repeat(active, 5)).cast(inter.schema["user_id"]))
+        user_id=pl.Series(np.repeat(active, 5)).cast(inter.schema["user_id"])
+    )
     pl.concat([inter, new_rows]).write_parquet(day2 / "interactions.parquet")
 
-    one_model = {"models": [ModelSpec(name="minhash", model="minhash")],
-                 "selection": SelectionConfig(registered_model=f"reg-inc-{tmp_path.name}", not_eligible=[])}
+    one_model = {
+        "models": [ModelSpec(name="minhash", model="minhash")],
+        "selection": SelectionConfig(registered_model=f"reg-inc-{tmp_path.name}", not_eligible=[]),
+    }
     nightly_refresh(nightly_config(synthetic_dir, tmp_path / "inc", **one_model))
     incremental = nightly_refresh(nightly_config(day2, tmp_path / "inc", **one_model))
     full = nightly_refresh(nightly_config(day2, tmp_path / "full", **one_model))
@@ -204,8 +234,9 @@ def test_incremental_refresh_equals_a_full_refresh(prefect_and_mlflow, synthetic
         assert pl.read_parquet(incremental.published[cid]).equals(pl.read_parquet(path)), cid
 
 
-def test_embedding_models_track_user_embeddings_and_a_servable_encoder(prefect_and_mlflow, synthetic_dir,
-                                                                        synthetic_data, tmp_path):
+def test_embedding_models_track_user_embeddings_and_a_servable_encoder(
+    prefect_and_mlflow, synthetic_dir, synthetic_data, tmp_path
+):
     import mlflow.pyfunc
     import numpy as np
     from mlflow.tracking import MlflowClient
@@ -213,12 +244,18 @@ def test_embedding_models_track_user_embeddings_and_a_servable_encoder(prefect_a
     from flows.nightly_refresh import nightly_refresh
 
     small = {"encoder": {"max_epochs": 2, "dim": 16}}
-    result = nightly_refresh(nightly_config(synthetic_dir, tmp_path, models=[
-        ModelSpec(name="lsh_density", model="lsh_density", params=small)], selection=SelectionConfig(
-            registered_model=f"reg-emb-{tmp_path.name}", not_eligible=[])))
+    result = nightly_refresh(
+        nightly_config(
+            synthetic_dir,
+            tmp_path,
+            models=[ModelSpec(name="lsh_density", model="lsh_density", params=small)],
+            selection=SelectionConfig(registered_model=f"reg-emb-{tmp_path.name}", not_eligible=[]),
+        )
+    )
     child = MlflowClient().search_runs(
         [MlflowClient().get_run(result.mlflow_run_id).info.experiment_id],
-        f"tags.mlflow.parentRunId = '{result.mlflow_run_id}'")[0]
+        f"tags.mlflow.parentRunId = '{result.mlflow_run_id}'",
+    )[0]
     local = MlflowClient().download_artifacts(child.info.run_id, "model", str(tmp_path / "download"))
     embeddings = pl.read_parquet(Path(local) / "embeddings.parquet")
     assert embeddings.height == synthetic_data.n_users and embeddings["user_id"].equals(synthetic_data.user_ids)
@@ -234,17 +271,30 @@ def test_embedding_models_track_user_embeddings_and_a_servable_encoder(prefect_a
     assert np.allclose(served.predict(example), vectors[: example.shape[0]], atol=1e-5)
 
 
-def test_recluster_flow_refreshes_only_campaigns_whose_seeds_changed(prefect_and_mlflow, synthetic_dir,
-                                                                       synthetic_data, tmp_path):
+def test_recluster_flow_refreshes_only_campaigns_whose_seeds_changed(
+    prefect_and_mlflow, synthetic_dir, synthetic_data, tmp_path
+):
     from flows.nightly_refresh import nightly_refresh
     from flows.recluster_centroids import recluster_centroids
     from lookalike_models.config import ReclusterConfig
 
-    small = {"user_epochs": 1, "lookalike_epochs": 2, "lookalike_min_samples": 0, "dim": 16, "field_dim": 8,
-             "transform_dim": 16, "k": 4}
-    nightly_refresh(nightly_config(synthetic_dir, tmp_path, models=[ModelSpec(name="ralm", model="ralm", params=small)],
-                                   selection=SelectionConfig(registered_model=f"reg-ralm-{tmp_path.name}",
-                                                             not_eligible=[])))
+    small = {
+        "user_epochs": 1,
+        "lookalike_epochs": 2,
+        "lookalike_min_samples": 0,
+        "dim": 16,
+        "field_dim": 8,
+        "transform_dim": 16,
+        "k": 4,
+    }
+    nightly_refresh(
+        nightly_config(
+            synthetic_dir,
+            tmp_path,
+            models=[ModelSpec(name="ralm", model="ralm", params=small)],
+            selection=SelectionConfig(registered_model=f"reg-ralm-{tmp_path.name}", not_eligible=[]),
+        )
+    )
     seeds = pl.read_parquet(synthetic_dir / "seeds.parquet").filter(pl.col("label") == 1)
     config = ReclusterConfig(seeds_path=str(tmp_path / "seeds.parquet"), output_root=str(tmp_path))
     seeds.write_parquet(config.seeds_path)
@@ -253,8 +303,15 @@ def test_recluster_flow_refreshes_only_campaigns_whose_seeds_changed(prefect_and
 
     in_c003 = set(seeds.filter(pl.col("campaign_id") == "c003")["user_id"].to_list())
     newcomers = [u for u in synthetic_data.user_ids.to_list() if u not in in_c003][:25]
-    grown = pl.concat([seeds, pl.DataFrame({"campaign_id": ["c003"] * 25, "user_id": newcomers}).with_columns(
-        label=pl.lit(1)).select(seeds.columns).cast(seeds.schema)])
+    grown = pl.concat(
+        [
+            seeds,
+            pl.DataFrame({"campaign_id": ["c003"] * 25, "user_id": newcomers})
+            .with_columns(label=pl.lit(1))
+            .select(seeds.columns)
+            .cast(seeds.schema),
+        ]
+    )
     grown.write_parquet(config.seeds_path)
     second = recluster_centroids(config)["ralm"]
     assert second["reclustered"] == ["c003"] and second["campaigns"] == len(synthetic_data.campaigns)

@@ -43,8 +43,9 @@ def test_campaign_refresh_is_exact_and_falls_back_when_the_top_churned(synthetic
     old = MinHashScorer()
     old.fit(synthetic_data, {})
     none = np.empty(0, np.int64)
-    users, scores, key, _ = refresh_campaign(old, synthetic_data, seeds, 100, 200, none,
-                                             np.zeros(synthetic_data.n_users, bool), None)
+    users, scores, key, _ = refresh_campaign(
+        old, synthetic_data, seeds, 100, 200, none, np.zeros(synthetic_data.n_users, bool), None
+    )
     previous = PreviousTop(synthetic_data.user_ids.gather(users), scores, 100, key)
 
     def refresh(changed_users):

@@ -18,13 +18,15 @@ def test_closed_form_weights_equal_sklearn_ridge(synthetic_data):
 
 
 def test_item_ridge_learns_the_planted_signal(synthetic_data):
-    frame = evaluate_over_splits(synthetic_data, {"item_ridge": {}, "popularity": {}, "random": {}}, [0],
-                                 fractions=[0.05])
+    frame = evaluate_over_splits(
+        synthetic_data, {"item_ridge": {}, "popularity": {}, "random": {}}, [0], fractions=[0.05]
+    )
     overall = summarize(frame).filter(pl.col("seed_bucket") == "all")
     recall = dict(zip(overall["model"], overall["recall_at_5pct"]))
     assert recall["item_ridge"] > recall["popularity"] + 0.1 and recall["item_ridge"] > recall["random"] + 0.2
     gap = compare_to_reference(frame, "popularity", ["recall_at_5pct"]).filter(
-        (pl.col("model") == "item_ridge") & (pl.col("seed_bucket") == "all"))
+        (pl.col("model") == "item_ridge") & (pl.col("seed_bucket") == "all")
+    )
     assert gap["ci_low"][0] > 0
 
 

@@ -40,8 +40,11 @@ def test_network_scores_users_for_a_campaign(synthetic_data):
 
 
 def test_metaheac_learns_planted_campaigns_better_than_random_and_popularity(synthetic_data):
-    models = {"metaheac": {"model": "metaheac", **FAST}, "popularity": {"model": "popularity"},
-              "random": {"model": "random"}}
+    models = {
+        "metaheac": {"model": "metaheac", **FAST},
+        "popularity": {"model": "popularity"},
+        "random": {"model": "random"},
+    }
     summary = summarize(evaluate_scorers(synthetic_data, models, holdout_frac=0.2, fractions=[0.05]))
     overall = {r["model"]: r for r in summary.filter(pl.col("seed_bucket") == "all").iter_rows(named=True)}
     assert overall["metaheac"]["gauc"] > 0.75
@@ -53,10 +56,14 @@ def test_metaheac_learns_planted_campaigns_better_than_random_and_popularity(syn
 def test_meta_learned_weights_transfer_to_held_out_campaigns_and_both_baselines_run(synthetic_data):
     train, heldout = holdout_split(synthetic_data.campaigns, synthetic_data.n_users, 0.2, 0)
     names = sorted(heldout)
-    new = {c: heldout[c] for c in names[len(names) // 2:]}
+    new = {c: heldout[c] for c in names[len(names) // 2 :]}
     common = {**FAST, "meta_campaigns": names[: len(names) // 2]}
-    models = {"metaheac": {"model": "metaheac", **common}, "joint": {"model": "joint_baseline", **common},
-              "scratch": {"model": "scratch_baseline", **FAST}, "random": {"model": "random"}}
+    models = {
+        "metaheac": {"model": "metaheac", **common},
+        "joint": {"model": "joint_baseline", **common},
+        "scratch": {"model": "scratch_baseline", **FAST},
+        "random": {"model": "random"},
+    }
     summary = summarize(evaluate_scorers(synthetic_data, models, split=(train, new), fractions=[0.05]))
     gauc = dict(summary.filter(pl.col("seed_bucket") == "all").select("model", "gauc").iter_rows())
     for name in ("metaheac", "joint", "scratch"):
@@ -65,8 +72,11 @@ def test_meta_learned_weights_transfer_to_held_out_campaigns_and_both_baselines_
 
 def test_tiny_campaigns_do_not_crash_and_sampled_negatives_are_flagged(synthetic_data):
     users = np.arange(synthetic_data.n_users)
-    seeds = {"one": CampaignSeeds("one", users[:1]), "two": CampaignSeeds("two", users[5:7]),
-             "five": CampaignSeeds("five", users[10:15], users[20:21])}
+    seeds = {
+        "one": CampaignSeeds("one", users[:1]),
+        "two": CampaignSeeds("two", users[5:7]),
+        "five": CampaignSeeds("five", users[10:15], users[20:21]),
+    }
     for name in ("metaheac", "joint_baseline", "scratch_baseline"):
         scorer = build_scorer(name, {**FAST, "meta_steps": 5, "batch_size": 512})
         scorer.fit(synthetic_data, seeds)
@@ -89,8 +99,9 @@ def test_first_and_second_order_meta_training_both_run(synthetic_data, second_or
 def test_second_order_differs_from_first_order(synthetic_data):
     nets = []
     for second_order in (False, True):
-        scorer = build_scorer("metaheac", {**FAST, "meta_steps": 2, "second_order": second_order, "adapt_steps": 2,
-                                           "adapt_lr": 0.1})
+        scorer = build_scorer(
+            "metaheac", {**FAST, "meta_steps": 2, "second_order": second_order, "adapt_steps": 2, "adapt_lr": 0.1}
+        )
         scorer.fit(synthetic_data, synthetic_data.campaigns)
         nets.append(scorer.net)
     assert any(not torch.allclose(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
@@ -137,8 +148,9 @@ def test_stage_one_runs_only_when_due(synthetic_data, tmp_path):
     again.fit(synthetic_data, synthetic_data.campaigns)  # fresh weights on disk: reused, not re-trained
     assert again.history == {"stage1_reused": [1.0]}
     assert all(torch.equal(a, b) for a, b in zip(first.net.parameters(), again.net.parameters()))
-    overdue = build_scorer("metaheac", {**FAST, "meta_steps": 4, "meta_weights_path": str(path),
-                                        "meta_max_age_hours": 1e-9})
+    overdue = build_scorer(
+        "metaheac", {**FAST, "meta_steps": 4, "meta_weights_path": str(path), "meta_max_age_hours": 1e-9}
+    )
     overdue.fit(synthetic_data, synthetic_data.campaigns)
     assert "meta_loss" in overdue.history
     # Fresh weights of another model (or config) are not reused: the record beside them says what they are.
@@ -203,8 +215,20 @@ def _planted_interaction_tasks(n_users: int = 800, n_campaigns: int = 50, seed: 
     single = np.stack([f1 + 1, f2 + 1, noise + 1], 1).astype(np.int64)
     users = UserFields(["f1", "f2", "noise"], [], [], single, [4, 4, 11], [], [], np.zeros((n_users, 0), np.float32))
     none = np.zeros(0, np.int32)
-    return LookalikeData(pl.Series(np.arange(n_users)), pl.Series([0]), none, none, none.astype(np.float32),
-                         none.astype(np.int8), ["d"], users, campaigns, {}, [], [])
+    return LookalikeData(
+        pl.Series(np.arange(n_users)),
+        pl.Series([0]),
+        none,
+        none,
+        none.astype(np.float32),
+        none.astype(np.int8),
+        ["d"],
+        users,
+        campaigns,
+        {},
+        [],
+        [],
+    )
 
 
 def test_meta_learned_init_adapts_faster_than_random_init_and_joint_training_on_new_campaigns():
@@ -213,10 +237,21 @@ def test_meta_learned_init_adapts_faster_than_random_init_and_joint_training_on_
     data = _planted_interaction_tasks()
     names = sorted(data.campaigns)
     train, new = {c: data.campaigns[c] for c in names[:40]}, names[40:]
-    common = {"dim": 8, "hidden": 16, "gate_hidden": 16, "meta_steps": 60, "support_seeds": [10],
-              "adapt_steps": 3, "adapt_lr": 0.05, "outer_lr": 0.01}
-    scorers = {"meta": build_scorer("metaheac", common), "joint": build_scorer("joint_baseline", common),
-               "random_init": build_scorer("scratch_baseline", {**common, "scratch_steps": 3, "scratch_lr": 0.05})}
+    common = {
+        "dim": 8,
+        "hidden": 16,
+        "gate_hidden": 16,
+        "meta_steps": 60,
+        "support_seeds": [10],
+        "adapt_steps": 3,
+        "adapt_lr": 0.05,
+        "outer_lr": 0.01,
+    }
+    scorers = {
+        "meta": build_scorer("metaheac", common),
+        "joint": build_scorer("joint_baseline", common),
+        "random_init": build_scorer("scratch_baseline", {**common, "scratch_steps": 3, "scratch_lr": 0.05}),
+    }
     gauc = {}
     for name, scorer in scorers.items():
         scorer.fit(data, train)
@@ -262,7 +297,8 @@ def test_uniform_task_sampling_gives_the_cold_tail_its_share():
     from lookalike_models.metaheac.training import Task, _task_sampler
 
     tasks = [Task("hot", np.arange(5000), np.arange(0), torch.zeros(0, dtype=torch.long))] + [
-        Task(f"cold{i}", np.arange(10), np.arange(0), torch.zeros(0, dtype=torch.long)) for i in range(9)]
+        Task(f"cold{i}", np.arange(10), np.arange(0), torch.zeros(0, dtype=torch.long)) for i in range(9)
+    ]
     share = {}
     for how in ("uniform", "proportional"):
         draw = _task_sampler(tasks, np.random.default_rng(0), 1, how)
@@ -277,12 +313,14 @@ def test_adapters_add_meta_training_tasks_disjoint_from_campaigns_and_kept_out_o
     from lookalike_models.contract import read_dataset
     from tests.conftest import require_shared
 
-    adapter, source = {"movielens": (movielens, "movielens-100k"),
-                       "amazon": (amazon, "amazon-books-movies-dense")}[name]
+    adapter, source = {"movielens": (movielens, "movielens-100k"), "amazon": (amazon, "amazon-books-movies-dense")}[
+        name
+    ]
     extra = {"user_history": True} if name == "amazon" else {}
     plain = read_dataset(adapter.build(tmp_path / "plain", require_shared(source), n_campaigns=10, **extra))
-    more = read_dataset(adapter.build(tmp_path / "more", require_shared(source), n_campaigns=10,
-                                      n_meta_campaigns=50, **extra))
+    more = read_dataset(
+        adapter.build(tmp_path / "more", require_shared(source), n_campaigns=10, n_meta_campaigns=50, **extra)
+    )
     ids = set(more.seeds["campaign_id"].unique().to_list())
     assert {c for c in ids if not c.startswith("meta_")} == set(plain.seeds["campaign_id"].unique().to_list())
     assert len([c for c in ids if c.startswith("meta_")]) == 50

@@ -69,8 +69,9 @@ def test_mean_jaccard_estimate_is_close_to_exact():
 
 @pytest.mark.slow
 def test_minhash_beats_random_and_popularity_on_movielens(movielens_data):
-    per_campaign = evaluate_scorers(movielens_data, {"minhash": {}, "popularity": {}, "random": {}},
-                                    fractions=[0.02, 0.05, 0.1])
+    per_campaign = evaluate_scorers(
+        movielens_data, {"minhash": {}, "popularity": {}, "random": {}}, fractions=[0.02, 0.05, 0.1]
+    )
     overall = summarize(per_campaign).filter(pl.col("seed_bucket") == "all")
     recall = {r["model"]: r["recall_at_5pct"] for r in overall.iter_rows(named=True)}
     # Measured: minhash 0.40, popularity 0.31, random 0.05 (40 campaigns, seed 0).

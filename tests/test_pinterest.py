@@ -47,7 +47,7 @@ def _popularity_transfer_error(data: LookalikeData, task) -> float:
     for seeds, targets in zip(task.seeds, task.targets):
         scores = activity.copy()
         scores[seeds] = -np.inf
-        recalls.append(np.isin(targets, np.argsort(-scores, kind="stable")[:task.audience]).mean())
+        recalls.append(np.isin(targets, np.argsort(-scores, kind="stable")[: task.audience]).mean())
     return 1.0 - float(np.mean(recalls))
 
 
@@ -64,8 +64,7 @@ def test_starspace_from_random_init_beats_untrained_and_popularity_on_transfer_t
 
 def test_default_encoder_keeps_its_best_checkpoint_and_beats_random_vectors(synthetic_data, fitted):
     errors = [h["transfer_error"] for h in fitted.history]
-    gaussian = transfer_error(np.random.default_rng(0).standard_normal(fitted.embeddings.shape),
-                              fitted.transfer_task)
+    gaussian = transfer_error(np.random.default_rng(0).standard_normal(fitted.embeddings.shape), fitted.transfer_task)
     # Epoch 0 is the TF-IDF SVD warm start; a later epoch is kept only when it is better by min_improvement.
     assert min(errors) < gaussian - 0.5, (errors, gaussian)  # measured 0.22 vs 0.95
     kept = fitted.best_epoch
@@ -159,10 +158,12 @@ def test_merge_puts_intersection_first_then_fills_by_share():
 
 def test_scorers_beat_random_and_popularity_on_held_out_seeds(synthetic_data, tmp_path):
     enc = SMALL.model_dump()
-    models = {name: {"encoder": enc} for name in ("lsh_density", "pinterest_ensemble", "affinity_mlp",
-                                                   "centroid_cosine")}
-    per_campaign = evaluate_scorers(synthetic_data, {**models, "random": {}, "popularity": {}},
-                                    fractions=[0.02, 0.05, 0.1])
+    models = {
+        name: {"encoder": enc} for name in ("lsh_density", "pinterest_ensemble", "affinity_mlp", "centroid_cosine")
+    }
+    per_campaign = evaluate_scorers(
+        synthetic_data, {**models, "random": {}, "popularity": {}}, fractions=[0.02, 0.05, 0.1]
+    )
     overall = summarize(per_campaign).filter(pl.col("seed_bucket") == "all")
     recall = {r["model"]: r["recall_at_5pct"] for r in overall.iter_rows(named=True)}
     # Measured (8 campaigns): lsh_density 0.69, ensemble 0.70, affinity 0.71, centroid 0.61, popularity 0.09,
@@ -172,8 +173,10 @@ def test_scorers_beat_random_and_popularity_on_held_out_seeds(synthetic_data, tm
         assert recall[name] > 4 * recall["random"], (name, recall)
 
 
-@pytest.mark.parametrize("name", ["centroid_cosine", "lsh_density", "lsh_voting", "affinity_mlp",
-                                  "pinterest_classifier", "pinterest_ensemble"])
+@pytest.mark.parametrize(
+    "name",
+    ["centroid_cosine", "lsh_density", "lsh_voting", "affinity_mlp", "pinterest_classifier", "pinterest_ensemble"],
+)
 def test_save_then_load_scores_the_same(name, synthetic_data, tmp_path):
     params = {"encoder": SMALL.model_dump()}
     scorer = build_scorer(name, params)

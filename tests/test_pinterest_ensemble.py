@@ -26,15 +26,20 @@ def recall_by_model(frame: pl.DataFrame) -> dict[str, float]:
 
 
 def test_classifier_learns_planted_signal_at_least_as_well_as_item_logreg(synthetic_data):
-    frame = evaluate_over_splits(synthetic_data, {"pinterest_classifier": {}, "item_logreg": {}, "popularity": {},
-                                                  "random": {}}, [0], fractions=[0.05])
+    frame = evaluate_over_splits(
+        synthetic_data,
+        {"pinterest_classifier": {}, "item_logreg": {}, "popularity": {}, "random": {}},
+        [0],
+        fractions=[0.05],
+    )
     recall = recall_by_model(frame)
     # Measured (8 campaigns, split 0): classifier 0.73, item_logreg 0.74, popularity 0.09, random 0.08.
     assert recall["pinterest_classifier"] > recall["popularity"] + 0.3, recall
     assert recall["pinterest_classifier"] > recall["random"] + 0.4, recall
     assert recall["pinterest_classifier"] >= recall["item_logreg"] - 0.02, recall
     gap = compare_to_reference(frame, "popularity", ["recall_at_5pct"]).filter(
-        (pl.col("model") == "pinterest_classifier") & (pl.col("seed_bucket") == "all"))
+        (pl.col("model") == "pinterest_classifier") & (pl.col("seed_bucket") == "all")
+    )
     assert gap["ci_low"][0] > 0.1
 
 
@@ -56,8 +61,11 @@ def test_validated_ensemble_drops_a_useless_member(synthetic_data):
     train, heldout = holdout_split(synthetic_data.campaigns, synthetic_data.n_users, 0.1, seed=0)
     sizes = audience_sizes(synthetic_data.n_users, [0.05])
     recall = {}
-    for name, params in {"ensemble": {"embedding_model": "random", "encoder": SMALL}, "random": {},
-                         "pinterest_classifier": {}}.items():
+    for name, params in {
+        "ensemble": {"embedding_model": "random", "encoder": SMALL},
+        "random": {},
+        "pinterest_classifier": {},
+    }.items():
         scorer = build_scorer("pinterest_ensemble" if name == "ensemble" else name, params)
         scorer.fit(synthetic_data, train)
         rows = evaluate_campaigns(scorer, synthetic_data, train, heldout, sizes, [50, 200])

@@ -12,8 +12,18 @@ from lookalike_models.protocol import (
 
 
 def rows(model: str, split: int, recalls: dict[str, float]) -> list[dict]:
-    return [{"model": model, "split_seed": split, "campaign_id": c, "seed_bucket": "<50", "recall_at_5pct": r,
-             "precision_at_5pct": r / 10, "auc": 0.5 + r / 2} for c, r in recalls.items()]
+    return [
+        {
+            "model": model,
+            "split_seed": split,
+            "campaign_id": c,
+            "seed_bucket": "<50",
+            "recall_at_5pct": r,
+            "precision_at_5pct": r / 10,
+            "auc": 0.5 + r / 2,
+        }
+        for c, r in recalls.items()
+    ]
 
 
 def test_paired_bootstrap_ci_separates_a_real_shift_from_noise():
@@ -37,8 +47,9 @@ def test_campaign_means_weigh_each_campaign_once_whatever_its_number_of_splits()
 def test_compare_to_reference_pairs_campaigns_and_counts_wins():
     better = {f"c{i}": 0.6 + 0.01 * i for i in range(20)}
     reference = {f"c{i}": 0.4 + 0.01 * i for i in range(20)}
-    frame = pl.DataFrame(rows("model", 0, better) + rows("model", 1, better) + rows("ref", 0, reference)
-                         + rows("ref", 1, reference))
+    frame = pl.DataFrame(
+        rows("model", 0, better) + rows("model", 1, better) + rows("ref", 0, reference) + rows("ref", 1, reference)
+    )
     table = compare_to_reference(frame, "ref", ["recall_at_5pct"])
     row = table.filter((pl.col("model") == "model") & (pl.col("seed_bucket") == "all")).row(0, named=True)
     assert row["diff"] == pytest.approx(0.2) and row["ci_low"] == pytest.approx(0.2) and row["wins"] == 20

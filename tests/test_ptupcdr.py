@@ -46,8 +46,16 @@ def planted(seed: int = 0, n_users: int = N_USERS, offset_sd: float = 0.0) -> tu
         for u in range(n_users):
             items = rng.choice(n_items, PER_USER, replace=False)
             r = np.clip(true[u, items] + rng.normal(0, 0.3, PER_USER), 1, 5).astype(np.float32)
-            rows.append(pl.DataFrame({"user_id": np.full(PER_USER, u), "item_id": items + offset, "rating": r,
-                                      "domain": [domain] * PER_USER}))
+            rows.append(
+                pl.DataFrame(
+                    {
+                        "user_id": np.full(PER_USER, u),
+                        "item_id": items + offset,
+                        "rating": r,
+                        "domain": [domain] * PER_USER,
+                    }
+                )
+            )
     return pl.concat(rows), tgt_true
 
 
@@ -121,8 +129,7 @@ def test_bias_baseline_and_bridge_carry_the_users_offset_to_held_out_users(tmp_p
     users = np.random.default_rng(0).permutation(np.unique(target.users))
     val_users, test_users = users[:180], users[180:450]
     train = target.subset(~np.isin(target.users, users[:450]))
-    baseline = fit_bias_baseline(domains.source, train, target.of_users(val_users), domains.n_users,
-                                 domains.n_items)
+    baseline = fit_bias_baseline(domains.source, train, target.of_users(val_users), domains.n_users, domains.n_items)
     test = target.of_users(test_users)
     base_mae = mae_rmse(baseline.predict(test.users, test.items), test.ratings)[0]
     mean_mae = mae_rmse(np.full(len(test), train.ratings.mean()), test.ratings)[0]
@@ -143,8 +150,14 @@ def test_warm_start_from_the_bridge_beats_fitting_from_scratch_on_few_ratings(tm
     inter, _ = planted(seed=2, n_users=500)
     seeds = pl.DataFrame({"campaign_id": ["unused"], "user_id": [0]})
     data = encode(read_dataset(write_dataset(tmp_path / "planted", inter, seeds)))
-    res = run_warm_start(TwoDomains.from_data(data, "books", "movies"), beta=0.3, n_known=3, seed=0,
-                         config=ColdStartConfig(**{**SMALL, "mf_epochs": 30}), epoch_grid=(10, 50))
+    res = run_warm_start(
+        TwoDomains.from_data(data, "books", "movies"),
+        beta=0.3,
+        n_known=3,
+        seed=0,
+        config=ColdStartConfig(**{**SMALL, "mf_epochs": 30}),
+        epoch_grid=(10, 50),
+    )
     mae = {k: round(v["mae"], 3) for k, v in res.items()}
     # Measured: bridge alone 0.368, fitted from zero on 3 ratings 0.549, bridge fine-tuned on them 0.363.
     assert mae["ptupcdr_warm_start"] < mae["target_mf_fitted"] - 0.1, mae
@@ -180,8 +193,9 @@ def test_bridge_and_hybrid_reach_cold_converters(lookalike_planted):
 
     data, cold = lookalike_planted
     train, heldout = holdout_split(data.campaigns, data.n_users, holdout_frac=0.3, seed=0)
-    cold_heldout = {c: HeldOut(h.positives[cold[h.positives]], h.negatives, h.negatives_sampled)
-                    for c, h in heldout.items()}
+    cold_heldout = {
+        c: HeldOut(h.positives[cold[h.positives]], h.negatives, h.negatives_sampled) for c, h in heldout.items()
+    }
     sizes = audience_sizes(data.n_users, [0.1])
     bridge = build_scorer("ptupcdr_bridge", RATING)
     bridge.fit(data, train)
@@ -198,8 +212,11 @@ def test_bridge_and_hybrid_reach_cold_converters(lookalike_planted):
         for cid in heldout:
             scored = score_campaign(scorer, data, train[cid], max(sizes.values()))
             for part, split in (("all", heldout), ("cold", cold_heldout)):
-                rows[part].append(campaign_metrics(scored.users, scored.candidates, scored.candidate_scores,
-                                                   split[cid], sizes)["recall_at_10pct"])
+                rows[part].append(
+                    campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, split[cid], sizes)[
+                        "recall_at_10pct"
+                    ]
+                )
         for part in rows:
             recall[part][name] = round(float(np.mean(rows[part])), 3)
     # Measured: cold converters' recall@10% bridge 0.64, hybrid 0.5, no bridge 0, random 0.08; all converters
@@ -223,5 +240,6 @@ def test_bridge_scorer_save_load_gives_the_same_scores(lookalike_planted, tmp_pa
     loaded = build_scorer("ptupcdr_bridge", {**SMALL, "meta_epochs": 3, "mf_epochs": 5})
     loaded.load(tmp_path / "m", data)
     np.testing.assert_array_equal(loaded.candidates(data, seeds), candidates)
-    np.testing.assert_allclose(loaded.score(data, seeds, candidates), scorer.score(data, seeds, candidates),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.score(data, seeds, candidates), scorer.score(data, seeds, candidates), rtol=1e-5, atol=1e-6
+    )

@@ -78,8 +78,20 @@ def test_local_attention_sums_to_one_and_responds_to_the_target_user(fitted, syn
 def test_kmeans_centroids_are_recomputed_every_epoch_and_change(fitted, split):
     model = LookalikeModel(fitted.embeddings.shape[1], 16)
     log: dict[str, list[np.ndarray]] = {}
-    curve = train_lookalike(model, fitted.embeddings, split[0], k=8, epochs=3, batch_size=256, lr=0.01,
-                            negatives_per_positive=2, target_frac=0.3, max_seeds=500, seed=0, centroid_log=log)
+    curve = train_lookalike(
+        model,
+        fitted.embeddings,
+        split[0],
+        k=8,
+        epochs=3,
+        batch_size=256,
+        lr=0.01,
+        negatives_per_positive=2,
+        target_frac=0.3,
+        max_seeds=500,
+        seed=0,
+        centroid_log=log,
+    )
     assert len(curve) == 3
     assert set(log) == {cid for cid, s in split[0].items() if s.size >= 2}
     for per_epoch in log.values():
@@ -118,8 +130,10 @@ def test_negative_sampler_matches_the_rank_formula():
 
 def test_ralm_beats_random_and_popularity_on_held_out_seeds(synthetic_data, split):
     per_campaign = evaluate_scorers(
-        synthetic_data, {"ralm": {"model": "ralm", **SMALL}, "random": {"model": "random"},
-                         "popularity": {"model": "popularity"}}, split=split)
+        synthetic_data,
+        {"ralm": {"model": "ralm", **SMALL}, "random": {"model": "random"}, "popularity": {"model": "popularity"}},
+        split=split,
+    )
     overall = summarize(per_campaign).filter(pl.col("seed_bucket") == "all")
     by_model = {row["model"]: row for row in overall.iter_rows(named=True)}
     for baseline in ("random", "popularity"):
@@ -129,8 +143,10 @@ def test_ralm_beats_random_and_popularity_on_held_out_seeds(synthetic_data, spli
 
 def test_ralm_average_and_concat_variant_learn(synthetic_data, split):
     per_campaign = evaluate_scorers(
-        synthetic_data, {"avg": {"model": "ralm_average", **SMALL, "user_model": "concat"},
-                         "random": {"model": "random"}}, split=split)
+        synthetic_data,
+        {"avg": {"model": "ralm_average", **SMALL, "user_model": "concat"}, "random": {"model": "random"}},
+        split=split,
+    )
     overall = summarize(per_campaign).filter(pl.col("seed_bucket") == "all")
     by_model = {row["model"]: row for row in overall.iter_rows(named=True)}
     assert by_model["avg"]["gauc"] > by_model["random"]["gauc"] + 0.1
@@ -161,5 +177,6 @@ def test_save_load_scores_identically_and_recluster_refreshes_centroids(fitted, 
 def test_recluster_refuses_seeds_unknown_to_the_model(fitted, synthetic_data, tmp_path):
     fitted.save(tmp_path)
     with pytest.raises(ValueError, match="known users"):
-        recluster_campaign(tmp_path, synthetic_data, CampaignSeeds("new", np.array([0, synthetic_data.n_users])),
-                           "ralm", SMALL)
+        recluster_campaign(
+            tmp_path, synthetic_data, CampaignSeeds("new", np.array([0, synthetic_data.n_users])), "ralm", SMALL
+        )

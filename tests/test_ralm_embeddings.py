@@ -47,8 +47,9 @@ def test_svd_warm_start_gives_the_svd_user_factors(synthetic_data):
     model = UserModel(spec, field_dim=16, dim=16, residual=True)
     factors = svd_item_factors(tfidf, 16)
     init_from_svd(model, factors)
-    inputs = user_inputs(synthetic_data, spec, weighted_history(tfidf, 10_000, np.random.default_rng(0)), True,
-                         history_only=True)
+    inputs = user_inputs(
+        synthetic_data, spec, weighted_history(tfidf, 10_000, np.random.default_rng(0)), True, history_only=True
+    )
     with torch.no_grad():
         u = model.tower(inputs.rows(torch.arange(500))).numpy()
     expected = np.asarray(tfidf[:500] @ factors)
@@ -64,9 +65,20 @@ def test_sampled_softmax_learns_held_out_interactions_from_a_random_start(synthe
     model = UserModel(spec, field_dim=16, dim=16, item_bias=True)
     inputs = user_inputs(synthetic_data, spec, weighted_history(tfidf, 200, rng), True, history_only=True)
     start = validation_recall(model, inputs, val_users, val_items, tfidf)
-    curve = train_user_model(model, inputs, tfidf, np.bincount(tfidf.indices, minlength=synthetic_data.n_items),
-                             epochs=4, batch_size=256, lr=0.005, n_negatives=10, max_positives=50, seed=0,
-                             logq_correction=True, validation=(val_users, val_items))
+    curve = train_user_model(
+        model,
+        inputs,
+        tfidf,
+        np.bincount(tfidf.indices, minlength=synthetic_data.n_items),
+        epochs=4,
+        batch_size=256,
+        lr=0.005,
+        n_negatives=10,
+        max_positives=50,
+        seed=0,
+        logq_correction=True,
+        validation=(val_users, val_items),
+    )
     best = validation_recall(model, inputs, val_users, val_items, tfidf)
     assert best == max(c["val_recall"] for c in curve)  # the best state is the one kept
     # top 50 of 800 items is 0.06 by chance; a random model sits there, a trained one far above it.
@@ -75,8 +87,9 @@ def test_sampled_softmax_learns_held_out_interactions_from_a_random_start(synthe
 
 
 def test_centroid_cosine_on_ralm_embeddings_beats_popularity_and_random(synthetic_data, split):
-    recall = recall_by_model(synthetic_data, {"ralm_embeddings": CENTROID_COSINE, "popularity": {},
-                                              "random": {}}, split)
+    recall = recall_by_model(
+        synthetic_data, {"ralm_embeddings": CENTROID_COSINE, "popularity": {}, "random": {}}, split
+    )
     assert recall["ralm_embeddings"] > recall["popularity"] + 0.1
     assert recall["ralm_embeddings"] > recall["random"] + 0.2
 
@@ -96,8 +109,14 @@ def test_ralm_embeddings_on_movielens_match_svd_and_beat_popularity(movielens_da
     """Tuning split 100 (never reported): centroid cosine on RALM's embeddings is level with the SVD
     reference (pre-issue: 0.15 against 0.40) and well above popularity."""
     split = holdout_split(movielens_data.campaigns, movielens_data.n_users, 0.1, seed=100)
-    recall = recall_by_model(movielens_data, {"ralm_embeddings": {"model": "ralm_average", "transform": False,
-                                                                  "lookalike_epochs": 0},
-                                              "svd_centroid": {}, "popularity": {}}, split)
+    recall = recall_by_model(
+        movielens_data,
+        {
+            "ralm_embeddings": {"model": "ralm_average", "transform": False, "lookalike_epochs": 0},
+            "svd_centroid": {},
+            "popularity": {},
+        },
+        split,
+    )
     assert recall["ralm_embeddings"] > recall["popularity"] + 0.05
     assert recall["ralm_embeddings"] > recall["svd_centroid"] - 0.03

@@ -29,21 +29,24 @@ def test_tfidf_rows_are_unit_length_and_weigh_rare_items_up(synthetic_data):
 
 
 def test_reference_peers_learn_the_planted_signal(synthetic_data):
-    frame = evaluate_over_splits(synthetic_data, {"item_logreg": {}, "svd_centroid": {}, "popularity": {},
-                                                  "random": {}}, [0], fractions=[0.05])
+    frame = evaluate_over_splits(
+        synthetic_data, {"item_logreg": {}, "svd_centroid": {}, "popularity": {}, "random": {}}, [0], fractions=[0.05]
+    )
     overall = summarize(frame).filter(pl.col("seed_bucket") == "all")
     recall = dict(zip(overall["model"], overall["recall_at_5pct"]))
     assert recall["item_logreg"] > recall["popularity"] + 0.1 and recall["item_logreg"] > recall["random"] + 0.2
     assert recall["svd_centroid"] > recall["popularity"] + 0.05
     gap = compare_to_reference(frame, "popularity", ["recall_at_5pct"]).filter(
-        (pl.col("model") == "item_logreg") & (pl.col("seed_bucket") == "all"))
+        (pl.col("model") == "item_logreg") & (pl.col("seed_bucket") == "all")
+    )
     assert gap["ci_low"][0] > 0
 
 
 @pytest.mark.slow
 def test_reference_peers_beat_popularity_on_movielens(movielens_data):
-    frame = evaluate_over_splits(movielens_data, {"item_logreg": {}, "svd_centroid": {}, "popularity": {}},
-                                 [0, 1], fractions=[0.05])
+    frame = evaluate_over_splits(
+        movielens_data, {"item_logreg": {}, "svd_centroid": {}, "popularity": {}}, [0, 1], fractions=[0.05]
+    )
     table = compare_to_reference(frame, "popularity", ["recall_at_5pct"]).filter(pl.col("seed_bucket") == "all")
     low = dict(zip(table["model"], table["ci_low"]))
     assert low["item_logreg"] > 0.15 and low["svd_centroid"] > 0.05
@@ -59,10 +62,12 @@ def test_item_logreg_models_fitted_up_front_score_like_fits_on_demand(synthetic_
     on_demand.fit(synthetic_data, {})
     users = np.arange(synthetic_data.n_users)
     for cid in list(train)[:3]:
-        assert np.array_equal(upfront.score(synthetic_data, train[cid], users),
-                              on_demand.score(synthetic_data, train[cid], users))
+        assert np.array_equal(
+            upfront.score(synthetic_data, train[cid], users), on_demand.score(synthetic_data, train[cid], users)
+        )
     # All of a campaign's seeds are another seed list: fitted anew, not tonight's training-seed model.
     full = synthetic_data.campaigns[cid]
     assert upfront.campaign_model(full) is not upfront.models[cid][1]
-    assert np.array_equal(upfront.score(synthetic_data, full, users[::7]), on_demand.score(synthetic_data, full,
-                                                                                         users[::7]))
+    assert np.array_equal(
+        upfront.score(synthetic_data, full, users[::7]), on_demand.score(synthetic_data, full, users[::7])
+    )

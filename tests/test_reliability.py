@@ -42,6 +42,7 @@ def with_seeds(folder: Path, rows: pl.DataFrame, keep_existing: bool = True) -> 
 
 # ---- 1. a night whose ids changed type must not wedge the pipeline ----
 
+
 def test_previous_state_with_other_id_type_means_everyone_is_new(synthetic_data):
     previous = user_state(synthetic_data).with_columns(pl.col("user_id").cast(pl.String))
     assert "user_id type changed from String to Int64" in state_mismatch(synthetic_data, previous)
@@ -83,8 +84,11 @@ def test_previous_refresh_falls_back_to_a_full_refresh(dataset, tmp_path):
     with disable_run_logger():
         assert previous_refresh.fn(str(tmp_path / "out"), "r1", tonight, True) == PreviousRefresh()
         # Same id types: the previous model is reused.
-        record.write_text(json.dumps({"data_dir": encoded_dir(dataset, tmp_path / "e3"),
-                                      "models": {"minhash": str(model)}, "staging": None}))
+        record.write_text(
+            json.dumps(
+                {"data_dir": encoded_dir(dataset, tmp_path / "e3"), "models": {"minhash": str(model)}, "staging": None}
+            )
+        )
         assert previous_refresh.fn(str(tmp_path / "out"), "r1", tonight, True).models == {"minhash": str(model)}
         record.write_text("{not json")
         assert previous_refresh.fn(str(tmp_path / "out"), "r1", tonight, True).models == {}
@@ -92,10 +96,13 @@ def test_previous_refresh_falls_back_to_a_full_refresh(dataset, tmp_path):
 
 # ---- 2, 3. degenerate and invalid campaigns ----
 
+
 def test_a_campaign_of_the_whole_population_is_skipped_with_its_reason(dataset, synthetic_data):
     everyone = synthetic_data.user_ids
-    with_seeds(dataset, pl.DataFrame({"campaign_id": ["everyone"] * len(everyone), "user_id": everyone,
-                                      "label": [1] * len(everyone)}))
+    with_seeds(
+        dataset,
+        pl.DataFrame({"campaign_id": ["everyone"] * len(everyone), "user_id": everyone, "label": [1] * len(everyone)}),
+    )
     data = encode(read_dataset(dataset))
     assert "everyone" not in data.campaigns and "nothing is left to rank" in data.campaign_problems["everyone"]
     assert set(data.campaigns) == set(synthetic_data.campaigns)
@@ -104,8 +111,11 @@ def test_a_campaign_of_the_whole_population_is_skipped_with_its_reason(dataset, 
 def test_one_user_data_ends_in_one_clear_error(tmp_path):
     from lookalike_models.contract import write_dataset
 
-    folder = write_dataset(tmp_path / "one", pl.DataFrame({"user_id": [7], "item_id": [1]}),
-                           pl.DataFrame({"campaign_id": ["solo"], "user_id": [7]}))
+    folder = write_dataset(
+        tmp_path / "one",
+        pl.DataFrame({"user_id": [7], "item_id": [1]}),
+        pl.DataFrame({"campaign_id": ["solo"], "user_id": [7]}),
+    )
     with pytest.raises(DataContractError, match="no campaign can run .*solo: .*nothing is left to rank"):
         require_runnable_campaigns(encode(read_dataset(folder)))
 
@@ -115,9 +125,13 @@ def test_every_campaign_invalid_lists_every_reason(dataset):
     from tasks.data import prepare_data
 
     users = pl.read_parquet(dataset / "seeds.parquet")["user_id"].head(3)
-    with_seeds(dataset, pl.DataFrame({"campaign_id": ["ghost", "no_seeds", "../x"],
-                                      "user_id": [-1, users[1], users[2]], "label": [1, 0, 1]}),
-               keep_existing=False)
+    with_seeds(
+        dataset,
+        pl.DataFrame(
+            {"campaign_id": ["ghost", "no_seeds", "../x"], "user_id": [-1, users[1], users[2]], "label": [1, 0, 1]}
+        ),
+        keep_existing=False,
+    )
     with disable_run_logger(), pytest.raises(DataContractError) as err:
         prepare_data.fn(DataSource(kind="folder", path=str(dataset)), "fp", str(dataset.parent / "work"))
     message = str(err.value)
@@ -126,6 +140,7 @@ def test_every_campaign_invalid_lists_every_reason(dataset):
 
 
 # ---- 4. skipped campaigns are part of the run's outcome ----
+
 
 def test_skipped_campaigns_reach_the_summary_even_on_a_cached_rerun(dataset, tmp_path):
     from tasks.data import skipped_campaigns
@@ -146,6 +161,7 @@ def test_skipped_campaigns_reach_the_summary_even_on_a_cached_rerun(dataset, tmp
 
 # ---- 5, 6. input the contract used to accept silently ----
 
+
 def test_feature_only_users_are_counted(dataset, synthetic_data):
     features = pl.read_parquet(dataset / "user_features.parquet")
     extra = features.head(50).with_columns(pl.col("user_id") + 10_000_000)
@@ -155,9 +171,14 @@ def test_feature_only_users_are_counted(dataset, synthetic_data):
     assert feature_only_users(synthetic_data) == 0
 
 
-@pytest.mark.parametrize(("column", "values", "message"), [
-    ("weight", lambda n: -np.ones(n), "negative"), ("rating", lambda n: -np.ones(n), "negative"),
-    ("rating", lambda n: ["5"] * n, "must be numeric")])
+@pytest.mark.parametrize(
+    ("column", "values", "message"),
+    [
+        ("weight", lambda n: -np.ones(n), "negative"),
+        ("rating", lambda n: -np.ones(n), "negative"),
+        ("rating", lambda n: ["5"] * n, "must be numeric"),
+    ],
+)
 def test_negative_or_text_weights_are_refused_under_their_own_name(dataset, column, values, message):
     frame = pl.read_parquet(dataset / "interactions.parquet").drop("weight", strict=False)
     frame.with_columns(pl.Series(column, values(frame.height))).write_parquet(dataset / "interactions.parquet")
@@ -167,6 +188,7 @@ def test_negative_or_text_weights_are_refused_under_their_own_name(dataset, colu
 
 
 # ---- 7, 13. registry: eligible models with files, aliases only after publishing, stale runs closed ----
+
 
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
@@ -184,8 +206,14 @@ def night(tracking, tmp_path, scores: dict[str, float], with_files: set[str]):
         if model in with_files:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "state.npz").write_bytes(b"x")
-        trained[model] = TrainedModel(spec=ModelSpec(name=model, model="random"), data_dir=str(tmp_path), split=split,
-                                      model_dir=str(folder), fit_seconds=0.0, users_embedded=0)
+        trained[model] = TrainedModel(
+            spec=ModelSpec(name=model, model="random"),
+            data_dir=str(tmp_path),
+            split=split,
+            model_dir=str(folder),
+            fit_seconds=0.0,
+            users_embedded=0,
+        )
     report = {"summary": [{"model": m, "seed_bucket": "all", "recall_at_5pct": v} for m, v in scores.items()]}
     return children, trained, report
 
@@ -247,8 +275,16 @@ def test_run_artifacts_record_failed_and_skipped_campaigns(mlflow_store, synthet
     mlflow_run = mlflow_store.start_run("exp", "night", {})
     with disable_run_logger():
         decision = ChampionDecision(champion="minhash", promoted=True, reason="r")
-        log_run_artifacts.fn(mlflow_run, {"files": []}, str(tmp_path / "run"), str(data_dir), {}, decision,
-                             {"minhash/c1": "ValueError: x"}, {"ghost": "y"})
+        log_run_artifacts.fn(
+            mlflow_run,
+            {"files": []},
+            str(tmp_path / "run"),
+            str(data_dir),
+            {},
+            decision,
+            {"minhash/c1": "ValueError: x"},
+            {"ghost": "y"},
+        )
     run = mlflow_store.client().get_run(mlflow_run)
     assert run.data.metrics["campaigns_failed"] == 1 and run.data.metrics["campaigns_skipped"] == 1
     assert run.data.tags["lookalike.status"] == "failed"
@@ -257,6 +293,7 @@ def test_run_artifacts_record_failed_and_skipped_campaigns(mlflow_store, synthet
 
 
 # ---- 8. one run per output root ----
+
 
 def test_a_second_run_on_the_same_output_root_is_refused_with_a_clear_message(tmp_path):
     with exclusive_run(tmp_path, "nightly-refresh"):
@@ -270,10 +307,20 @@ def test_a_second_run_on_the_same_output_root_is_refused_with_a_clear_message(tm
 
 
 def test_the_lock_of_a_killed_run_is_released(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from lookalike_models.locking import exclusive_run\n"
-        f"with exclusive_run({str(tmp_path)!r}, 'doomed'):\n    print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from lookalike_models.locking import exclusive_run\n"
+                f"with exclusive_run({str(tmp_path)!r}, 'doomed'):\n    print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLockedError, match="doomed"):
@@ -288,15 +335,20 @@ def test_the_lock_of_a_killed_run_is_released(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_start_a_fresh_tracking_store_together(tmp_path):
-    script = ("from tasks.reporting import tracking_store_initialisation\nfrom tasks import tracking\n"
-              "with tracking_store_initialisation():\n    tracking.start_run('exp', 'night', {})\n")
+    script = (
+        "from tasks.reporting import tracking_store_initialisation\nfrom tasks import tracking\n"
+        "with tracking_store_initialisation():\n    tracking.start_run('exp', 'night', {})\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    runs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     assert [(p.wait(), p.stderr.read()[-300:])[0] for p in runs] == [0, 0]
 
 
 # ---- 12. one source of defaults ----
+
 
 def test_partial_deployment_parameters_take_the_rest_from_the_yaml_defaults():
     from flows.expand_audience import expand_audience
@@ -320,6 +372,7 @@ def test_partial_deployment_parameters_take_the_rest_from_the_yaml_defaults():
 
 # ---- 14. operator-facing text ----
 
+
 def test_the_mlflow_link_follows_the_tracking_uri(monkeypatch):
     from tasks.tracking import ui_base
 
@@ -341,30 +394,59 @@ def test_no_throughput_for_instant_steps():
 
 # ---- end to end through the CLI (Prefect test server): the nights of the issue ----
 
+
 def cli_night(folder: Path, out: Path) -> int:
     from flows import cli
 
-    return cli.main(["nightly", "--set", "data.kind=folder", "--set", f"data.path={folder}",
-                     "--set", f"output_root={out}", "--set", "models=[{name: minhash, model: minhash}]",
-                     "--set", "selection.not_eligible=[]", "--set", f"selection.registered_model=reg-{out.name}",
-                     "--set", "evaluation.reference=null", "--set", "evaluation.split_seeds=[0]",
-                     "--set", "experiment=reliability"])
+    return cli.main(
+        [
+            "nightly",
+            "--set",
+            "data.kind=folder",
+            "--set",
+            f"data.path={folder}",
+            "--set",
+            f"output_root={out}",
+            "--set",
+            "models=[{name: minhash, model: minhash}]",
+            "--set",
+            "selection.not_eligible=[]",
+            "--set",
+            f"selection.registered_model=reg-{out.name}",
+            "--set",
+            "evaluation.reference=null",
+            "--set",
+            "evaluation.split_seeds=[0]",
+            "--set",
+            "experiment=reliability",
+        ]
+    )
 
 
 @pytest.mark.slow
-def test_a_night_with_skipped_campaigns_is_partial_every_time(prefect_and_mlflow, dataset, synthetic_data, tmp_path,
-                                                              capsys):
+def test_a_night_with_skipped_campaigns_is_partial_every_time(
+    prefect_and_mlflow, dataset, synthetic_data, tmp_path, capsys
+):
     from mlflow.tracking import MlflowClient
 
     everyone = synthetic_data.user_ids
-    with_seeds(dataset, pl.DataFrame({"campaign_id": ["ghost", *["everyone"] * len(everyone)],
-                                      "user_id": [-1, *everyone], "label": [1] * (len(everyone) + 1)}))
+    with_seeds(
+        dataset,
+        pl.DataFrame(
+            {
+                "campaign_id": ["ghost", *["everyone"] * len(everyone)],
+                "user_id": [-1, *everyone],
+                "label": [1] * (len(everyone) + 1),
+            }
+        ),
+    )
     for _ in range(2):  # the second night is served from the cache and must report the same
         assert cli_night(dataset, tmp_path / "out") == 3
         out = capsys.readouterr().out
         assert "skipped campaigns (invalid input): 2" in out and "- skipped `everyone`:" in out
-    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("reliability").experiment_id],
-                                      "tags.`lookalike.status` = 'partial'")
+    runs = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("reliability").experiment_id], "tags.`lookalike.status` = 'partial'"
+    )
     assert [r.data.metrics["campaigns_skipped"] for r in runs] == [2, 2]
     published = (tmp_path / "out" / "audiences").glob("run_id=*/campaign_id=*")
     assert {p.name.split("=")[1] for p in published} == set(synthetic_data.campaigns)

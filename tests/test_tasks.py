@@ -26,20 +26,38 @@ from tasks.results import (
 
 SPEC = ModelSpec(name="minhash", model="minhash", params={"num_perm": 32})
 STAGING = StagingRecord(model=SPEC.model_dump_json(), stage="/s", size=5, campaign_keys={"c000": "k0"})
-TRAINED = TrainedModel(spec=SPEC, data_dir="/d", split=SplitFile(seed=3, path="/d/split.parquet"), model_dir="/m",
-                       fit_seconds=1.5, users_embedded=7, params={"model": "minhash", "num_perm": 32},
-                       history={"loss": [0.5, 0.25]})
+TRAINED = TrainedModel(
+    spec=SPEC,
+    data_dir="/d",
+    split=SplitFile(seed=3, path="/d/split.parquet"),
+    model_dir="/m",
+    fit_seconds=1.5,
+    users_embedded=7,
+    params={"model": "minhash", "num_perm": 32},
+    history={"loss": [0.5, 0.25]},
+)
 RECORDS = [
     TRAINED,
     ModelEvaluation(model="minhash", split_seed=3, metrics_path=None, failed={"c9": "ValueError: x"}),
-    StagedAudiences(model="minhash", staged={"c000": "/a.parquet"}, refresh_state=STAGING,
-                    incremental_campaigns=["c000"]),
+    StagedAudiences(
+        model="minhash", staged={"c000": "/a.parquet"}, refresh_state=STAGING, incremental_campaigns=["c000"]
+    ),
     PreviousRefresh(models={"minhash": "/m"}, staging=STAGING),
     ChampionDecision(champion="minhash", promoted=True, reason="best", versions={"minhash": 2}),
-    NightlyResult(run_id="r", mlflow_run_id="m", published={}, failed={}, skipped={"g": "why"}, status="failed",
-                  summary=[{"model": "minhash", "seed_bucket": "all", "gauc": None}], drift={}, data_dir="/d",
-                  champion=ChampionDecision(champion="minhash", promoted=False, reason="kept"),
-                  users_embedded={"minhash": 7}, campaigns_refreshed=[]),
+    NightlyResult(
+        run_id="r",
+        mlflow_run_id="m",
+        published={},
+        failed={},
+        skipped={"g": "why"},
+        status="failed",
+        summary=[{"model": "minhash", "seed_bucket": "all", "gauc": None}],
+        drift={},
+        data_dir="/d",
+        champion=ChampionDecision(champion="minhash", promoted=False, reason="kept"),
+        users_embedded={"minhash": 7},
+        campaigns_refreshed=[],
+    ),
 ]
 
 
@@ -64,8 +82,9 @@ def test_results_refuse_unknown_fields_and_are_read_only():
 def test_the_staging_record_keeps_the_field_names_the_library_reads():
     # incremental.load_previous_top and yesterday's refresh.json both spell the campaign keys "keys".
     assert STAGING.model_dump(by_alias=True)["keys"] == {"c000": "k0"}
-    assert StagingRecord.model_validate({"model": "m", "stage": "/s", "size": 5, "keys": {"c1": "k"}}).campaign_keys \
-        == {"c1": "k"}
+    assert StagingRecord.model_validate(
+        {"model": "m", "stage": "/s", "size": 5, "keys": {"c1": "k"}}
+    ).campaign_keys == {"c1": "k"}
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +114,9 @@ def test_train_evaluate_and_stage_hand_on_typed_records(night, tmp_path, monkeyp
         staged = stage_audiences.fn(trained, str(tmp_path), publish)
         # Tonight's staging as tomorrow's "previous": same seeds and users, so every campaign is refreshed
         # from its previous top list, and the audiences are the same.
-        again = stage_audiences.fn(trained, str(tmp_path), publish.model_copy(update={"keep_depth": 2.0}),
-                                   staged.refresh_state)
+        again = stage_audiences.fn(
+            trained, str(tmp_path), publish.model_copy(update={"keep_depth": 2.0}), staged.refresh_state
+        )
     assert trained.spec == SPEC and Path(trained.model_dir).is_dir() and trained.users_embedded > 0
     metrics = pl.read_parquet(evaluation.metrics_path)
     assert evaluation.split_seed == 0 and set(metrics["split_seed"]) == {0} and not evaluation.failed
@@ -111,8 +131,9 @@ def test_train_evaluate_and_stage_hand_on_typed_records(night, tmp_path, monkeyp
 
     campaigns, shards, size = plan_shards.fn(data_dir, 3, publish.audience_fraction)
     assert len(shards) == 3 and set(campaigns) == set(staged.staged)
-    parts = [score_shard.fn(SPEC, data_dir, split.path, trained.model_dir, campaigns, shard, size, [])
-             for shard in shards]
+    parts = [
+        score_shard.fn(SPEC, data_dir, split.path, trained.model_dir, campaigns, shard, size, []) for shard in shards
+    ]
     sharded, failed = merge_and_stage.fn(SPEC, data_dir, parts, size, str(tmp_path / "sharded"))
     assert not failed and set(sharded) == set(campaigns)
     for cid in campaigns:
@@ -166,10 +187,17 @@ def test_publish_audiences_copies_every_staged_file_then_marks_latest(tmp_path):
     assert not list((tmp_path / "out").rglob(".*tmp*"))  # no temporary file left behind
 
 
-@pytest.mark.parametrize(("error", "retried"), [
-    (ConnectionResetError("reset by peer"), True), (TimeoutError("slow share"), True),
-    (FileNotFoundError("no input"), False), (PermissionError("denied"), False),
-    (ValueError("bad input"), False), (KeyError("a bug"), False)])
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (ConnectionResetError("reset by peer"), True),
+        (TimeoutError("slow share"), True),
+        (FileNotFoundError("no input"), False),
+        (PermissionError("denied"), False),
+        (ValueError("bad input"), False),
+        (KeyError("a bug"), False),
+    ],
+)
 def test_tasks_retry_transient_io_errors_only(error, retried):
     from prefect.states import Failed
 

@@ -48,10 +48,12 @@ def read_ratings(source: str | Path | None = None) -> pl.DataFrame:
     source = Path(source) if source else shared_data_root() / "amazon-books-movies-dense"
     parts = []
     for domain, name in FILES.items():
-        raw = pl.read_csv(source / name, separator="\t",
-                          schema_overrides={USER_ID: pl.String, ITEM_ID: pl.String, RATING: pl.Float32})
-        parts.append(raw.unique([USER_ID, ITEM_ID], keep="last", maintain_order=True)
-                     .with_columns(pl.lit(domain).alias(DOMAIN)))
+        raw = pl.read_csv(
+            source / name, separator="\t", schema_overrides={USER_ID: pl.String, ITEM_ID: pl.String, RATING: pl.Float32}
+        )
+        parts.append(
+            raw.unique([USER_ID, ITEM_ID], keep="last", maintain_order=True).with_columns(pl.lit(domain).alias(DOMAIN))
+        )
     books, movies = parts
     shared = books.join(movies, on=ITEM_ID, how="semi")
     if shared.height:  # the domains must not share item ids, or encode() would merge their items
@@ -59,9 +61,18 @@ def read_ratings(source: str | Path | None = None) -> pl.DataFrame:
     return pl.concat(parts)
 
 
-def build(out_dir: str | Path, source_path: str | Path | None = None, n_campaigns: int = 40, min_raters: int = 50,
-          max_raters: int = 400, seed: int = 0, user_history: bool = False, n_meta_campaigns: int = 0,
-          meta_min_raters: int = 20, activity_feature: bool = False) -> Path:
+def build(
+    out_dir: str | Path,
+    source_path: str | Path | None = None,
+    n_campaigns: int = 40,
+    min_raters: int = 50,
+    max_raters: int = 400,
+    seed: int = 0,
+    user_history: bool = False,
+    n_meta_campaigns: int = 0,
+    meta_min_raters: int = 20,
+    activity_feature: bool = False,
+) -> Path:
     """Write the Books/Movies subset as a contract folder at ``out_dir``; returns it."""
     ratings = read_ratings(source_path)
     movies = ratings.filter(pl.col(DOMAIN) == TARGET_DOMAIN)
@@ -70,21 +81,37 @@ def build(out_dir: str | Path, source_path: str | Path | None = None, n_campaign
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(eligible[ITEM_ID].to_numpy(), min(n_campaigns, eligible.height), replace=False))
     meta_pool = raters.filter((pl.col("len") >= meta_min_raters) & ~pl.col(ITEM_ID).is_in(chosen.tolist()))
-    meta = np.sort(rng.choice(meta_pool.sort(ITEM_ID)[ITEM_ID].to_numpy(),
-                              min(n_meta_campaigns, meta_pool.height), replace=False)) if n_meta_campaigns else []
+    meta = (
+        np.sort(
+            rng.choice(
+                meta_pool.sort(ITEM_ID)[ITEM_ID].to_numpy(), min(n_meta_campaigns, meta_pool.height), replace=False
+            )
+        )
+        if n_meta_campaigns
+        else []
+    )
     campaign_ids = [f"movie_{i}" for i in chosen] + [f"meta_movie_{i}" for i in meta]
     campaign_items = [*chosen.tolist(), *list(meta)]
-    seeds = (movies.filter(pl.col(ITEM_ID).is_in(campaign_items))
-             .join(pl.DataFrame({CAMPAIGN_ID: campaign_ids, ITEM_ID: campaign_items}), on=ITEM_ID)
-             .select(CAMPAIGN_ID, USER_ID, pl.lit(1, pl.Int8).alias(LABEL)))
+    seeds = (
+        movies.filter(pl.col(ITEM_ID).is_in(campaign_items))
+        .join(pl.DataFrame({CAMPAIGN_ID: campaign_ids, ITEM_ID: campaign_items}), on=ITEM_ID)
+        .select(CAMPAIGN_ID, USER_ID, pl.lit(1, pl.Int8).alias(LABEL))
+    )
     interactions = ratings.select(USER_ID, ITEM_ID, RATING, pl.col(RATING).alias(WEIGHT), DOMAIN)
     campaign_features = pl.DataFrame({CAMPAIGN_ID: campaign_ids, ITEM_ID: campaign_items})
     schema, user_features = FeatureSchema(), None
     if user_history:
         organic = ratings.filter(~pl.col(ITEM_ID).is_in(campaign_items))
-        user_features = (ratings.select(USER_ID).unique().sort(USER_ID)
-                         .join(organic.group_by(USER_ID, DOMAIN).agg(ITEM_ID)
-                               .pivot(DOMAIN, index=USER_ID, values=ITEM_ID), on=USER_ID, how="left"))
+        user_features = (
+            ratings.select(USER_ID)
+            .unique()
+            .sort(USER_ID)
+            .join(
+                organic.group_by(USER_ID, DOMAIN).agg(ITEM_ID).pivot(DOMAIN, index=USER_ID, values=ITEM_ID),
+                on=USER_ID,
+                how="left",
+            )
+        )
         for domain in FILES:
             if domain not in user_features.columns:
                 user_features = user_features.with_columns(pl.lit(None, pl.List(pl.String)).alias(domain))
@@ -92,6 +119,7 @@ def build(out_dir: str | Path, source_path: str | Path | None = None, n_campaign
         if activity_feature:
             activity = organic.group_by(USER_ID).agg(pl.len().cast(pl.Float32).log1p().alias("activity"))
             user_features = user_features.join(activity, on=USER_ID, how="left").with_columns(
-                pl.col("activity").fill_null(0.0))
+                pl.col("activity").fill_null(0.0)
+            )
             schema = FeatureSchema(user_multi=list(FILES), user_continuous=["activity"])
     return write_dataset(out_dir, interactions, seeds, schema, user_features, campaign_features)

@@ -32,30 +32,65 @@ from lookalike_models.contract import (
     write_dataset,
 )
 
-GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-          "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-          "War", "Western"]
+GENRES = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 def _read(source: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    ratings = pl.read_csv(source / "u.data", separator="\t", has_header=False,
-                          new_columns=[USER_ID, ITEM_ID, RATING, TS])
-    users = pl.read_csv(source / "u.user", separator="|", has_header=False,
-                        new_columns=[USER_ID, "age", "gender", "occupation", "zip"],
-                        schema_overrides={"zip": pl.String})
+    ratings = pl.read_csv(
+        source / "u.data", separator="\t", has_header=False, new_columns=[USER_ID, ITEM_ID, RATING, TS]
+    )
+    users = pl.read_csv(
+        source / "u.user",
+        separator="|",
+        has_header=False,
+        new_columns=[USER_ID, "age", "gender", "occupation", "zip"],
+        schema_overrides={"zip": pl.String},
+    )
     raw_items = (source / "u.item").read_bytes().decode("latin-1")
     rows = [line.split("|") for line in raw_items.splitlines() if line.strip()]
-    items = pl.DataFrame({
-        ITEM_ID: [int(r[0]) for r in rows],
-        "release": [r[2] for r in rows],
-        "genres": [[g for g, flag in zip(GENRES, r[5:24]) if flag == "1"] for r in rows],
-    })
+    items = pl.DataFrame(
+        {
+            ITEM_ID: [int(r[0]) for r in rows],
+            "release": [r[2] for r in rows],
+            "genres": [[g for g, flag in zip(GENRES, r[5:24]) if flag == "1"] for r in rows],
+        }
+    )
     return ratings, users, items
 
 
-def build(out: str | Path, source: str | Path | None = None, n_campaigns: int = 40, min_raters: int = 50,
-          max_raters: int = 400, top_genres: int = 3, history_len: int = 50, seed: int = 0,
-          n_meta_campaigns: int = 0, meta_min_raters: int = 20, activity_feature: bool = False) -> Path:
+def build(
+    out: str | Path,
+    source: str | Path | None = None,
+    n_campaigns: int = 40,
+    min_raters: int = 50,
+    max_raters: int = 400,
+    top_genres: int = 3,
+    history_len: int = 50,
+    seed: int = 0,
+    n_meta_campaigns: int = 0,
+    meta_min_raters: int = 20,
+    activity_feature: bool = False,
+) -> Path:
     """Write MovieLens-100K as a contract folder at ``out``; returns it."""
     source = Path(source) if source else shared_data_root() / "movielens-100k"
     ratings, users, items = _read(source)
@@ -64,40 +99,68 @@ def build(out: str | Path, source: str | Path | None = None, n_campaigns: int = 
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(eligible[ITEM_ID].to_numpy(), min(n_campaigns, eligible.height), replace=False))
     meta_pool = raters.filter((pl.col("len") >= meta_min_raters) & ~pl.col(ITEM_ID).is_in(chosen.tolist()))
-    meta = np.sort(rng.choice(meta_pool.sort(ITEM_ID)[ITEM_ID].to_numpy(),
-                              min(n_meta_campaigns, meta_pool.height), replace=False)) if n_meta_campaigns else []
+    meta = (
+        np.sort(
+            rng.choice(
+                meta_pool.sort(ITEM_ID)[ITEM_ID].to_numpy(), min(n_meta_campaigns, meta_pool.height), replace=False
+            )
+        )
+        if n_meta_campaigns
+        else []
+    )
     name = pl.when(pl.col(ITEM_ID).is_in(list(meta))).then(pl.lit("meta_movie_")).otherwise(pl.lit("movie_"))
     campaign_items = [*chosen.tolist(), *list(meta)]
-    seeds = (ratings.filter(pl.col(ITEM_ID).is_in(campaign_items))
-             .select(pl.concat_str(name, pl.col(ITEM_ID).cast(pl.String)).alias(CAMPAIGN_ID), USER_ID,
-                     pl.lit(1, pl.Int8).alias(LABEL)))
-    interactions = ratings.with_columns(pl.col(RATING).cast(pl.Float32).alias(WEIGHT),
-                                        pl.lit("movies").alias(DOMAIN))
+    seeds = ratings.filter(pl.col(ITEM_ID).is_in(campaign_items)).select(
+        pl.concat_str(name, pl.col(ITEM_ID).cast(pl.String)).alias(CAMPAIGN_ID),
+        USER_ID,
+        pl.lit(1, pl.Int8).alias(LABEL),
+    )
+    interactions = ratings.with_columns(pl.col(RATING).cast(pl.Float32).alias(WEIGHT), pl.lit("movies").alias(DOMAIN))
     # Features are built from non-campaign movies only, for the same leakage reason.
     organic = interactions.filter(~pl.col(ITEM_ID).is_in(campaign_items))
-    top = (organic.join(items.select(ITEM_ID, "genres"), on=ITEM_ID).explode("genres")
-           .group_by(USER_ID, "genres").len().sort(USER_ID, "len", "genres", descending=[False, True, False])
-           .group_by(USER_ID, maintain_order=True).agg(pl.col("genres").head(top_genres)))
-    history = (organic.sort(USER_ID, TS, descending=[False, True])
-               .group_by(USER_ID, maintain_order=True).agg(pl.col(ITEM_ID).head(history_len).alias("history")))
-    user_features = (users.with_columns(
-        pl.col("age").cast(pl.Float32),
-        (pl.col("age") // 10).cast(pl.Int64).alias("age_bucket"),
-        pl.col("zip").str.slice(0, 1).alias("zip_region"))
-        .join(top, on=USER_ID, how="left").join(history, on=USER_ID, how="left")
-        .select(USER_ID, "age", "age_bucket", "gender", "occupation", "zip_region", "genres", "history"))
-    campaign_features = (items.filter(pl.col(ITEM_ID).is_in(campaign_items)).select(
-        pl.concat_str(name, pl.col(ITEM_ID).cast(pl.String)).alias(CAMPAIGN_ID), ITEM_ID,
+    top = (
+        organic.join(items.select(ITEM_ID, "genres"), on=ITEM_ID)
+        .explode("genres")
+        .group_by(USER_ID, "genres")
+        .len()
+        .sort(USER_ID, "len", "genres", descending=[False, True, False])
+        .group_by(USER_ID, maintain_order=True)
+        .agg(pl.col("genres").head(top_genres))
+    )
+    history = (
+        organic.sort(USER_ID, TS, descending=[False, True])
+        .group_by(USER_ID, maintain_order=True)
+        .agg(pl.col(ITEM_ID).head(history_len).alias("history"))
+    )
+    user_features = (
+        users.with_columns(
+            pl.col("age").cast(pl.Float32),
+            (pl.col("age") // 10).cast(pl.Int64).alias("age_bucket"),
+            pl.col("zip").str.slice(0, 1).alias("zip_region"),
+        )
+        .join(top, on=USER_ID, how="left")
+        .join(history, on=USER_ID, how="left")
+        .select(USER_ID, "age", "age_bucket", "gender", "occupation", "zip_region", "genres", "history")
+    )
+    campaign_features = items.filter(pl.col(ITEM_ID).is_in(campaign_items)).select(
+        pl.concat_str(name, pl.col(ITEM_ID).cast(pl.String)).alias(CAMPAIGN_ID),
+        ITEM_ID,
         pl.col("genres").list.first().fill_null("unknown").alias("main_genre"),
-        pl.col("release").str.slice(-4, 3).fill_null("unknown").alias("decade")))
+        pl.col("release").str.slice(-4, 3).fill_null("unknown").alias("decade"),
+    )
     continuous = ["age"]
     if activity_feature:
         activity = organic.group_by(USER_ID).agg(pl.len().cast(pl.Float32).log1p().alias("activity"))
         user_features = user_features.join(activity, on=USER_ID, how="left").with_columns(
-            pl.col("activity").fill_null(0.0))
+            pl.col("activity").fill_null(0.0)
+        )
         continuous.append("activity")
-    schema = FeatureSchema(user_single=["age_bucket", "gender", "occupation", "zip_region"],
-                           user_multi=["genres", "history"], user_continuous=continuous,
-                           campaign_single=["main_genre", "decade"])
-    return write_dataset(out, interactions.select(USER_ID, ITEM_ID, TS, WEIGHT, DOMAIN), seeds,
-                         schema, user_features, campaign_features)
+    schema = FeatureSchema(
+        user_single=["age_bucket", "gender", "occupation", "zip_region"],
+        user_multi=["genres", "history"],
+        user_continuous=continuous,
+        campaign_single=["main_genre", "decade"],
+    )
+    return write_dataset(
+        out, interactions.select(USER_ID, ITEM_ID, TS, WEIGHT, DOMAIN), seeds, schema, user_features, campaign_features
+    )

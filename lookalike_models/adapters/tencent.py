@@ -47,10 +47,16 @@ def sample_file(source: str | Path | None = None) -> Path:
 
 # The only classes a MetaHeac sample pickle needs (pandas < 2 wrote it); anything else is refused.
 _PICKLE_CLASSES = {
-    ("builtins", "slice"), ("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
-    ("pandas.core.frame", "DataFrame"), ("pandas.core.indexes.base", "Index"),
-    ("pandas.core.indexes.base", "_new_Index"), ("pandas.core.indexes.numeric", "Int64Index"),
-    ("pandas.core.indexes.range", "RangeIndex"), ("pandas.core.internals.managers", "BlockManager"),
+    ("builtins", "slice"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("pandas.core.frame", "DataFrame"),
+    ("pandas.core.indexes.base", "Index"),
+    ("pandas.core.indexes.base", "_new_Index"),
+    ("pandas.core.indexes.numeric", "Int64Index"),
+    ("pandas.core.indexes.range", "RangeIndex"),
+    ("pandas.core.internals.managers", "BlockManager"),
 }
 
 
@@ -89,7 +95,8 @@ def read_sample(path: str | Path) -> pl.DataFrame:
         frame = _read_pickle(path)
     else:
         frame = pl.read_csv(path, schema_overrides={f: pl.String for f in MULTI_FIELDS}).with_columns(
-            [pl.col(f).str.split(" ").list.eval(pl.element().cast(pl.Int64)) for f in MULTI_FIELDS])
+            [pl.col(f).str.split(" ").list.eval(pl.element().cast(pl.Int64)) for f in MULTI_FIELDS]
+        )
     if "row_id" not in frame.columns:
         frame = frame.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
     return frame.with_columns([pl.col(f).list.head(pl.col(f"{f}_length")).alias(f) for f in MULTI_FIELDS])
@@ -101,19 +108,27 @@ def build(out_dir: str | Path, source_path: str | Path | None = None) -> Path:
     rows = rows.with_columns(pl.format("aid_{}", "aid").alias(CAMPAIGN_ID), pl.col("row_id").alias(USER_ID))
     seeds = rows.select(CAMPAIGN_ID, USER_ID, pl.col(LABEL).clip(0, 1).cast(pl.Int8))
     user_features = rows.select(
-        USER_ID, *[pl.col(f).cast(pl.String) for f in SINGLE_FIELDS],
-        *[pl.col(f).list.eval(pl.element().cast(pl.String)) for f in MULTI_FIELDS])
+        USER_ID,
+        *[pl.col(f).cast(pl.String) for f in SINGLE_FIELDS],
+        *[pl.col(f).list.eval(pl.element().cast(pl.String)) for f in MULTI_FIELDS],
+    )
     # One row per ad: its fields are the same on every row of that ad.
-    campaign_features = (rows.group_by(CAMPAIGN_ID).agg([pl.col(f).first().cast(pl.String) for f in AD_FIELDS])
-                         .sort(CAMPAIGN_ID))
-    tokens = pl.concat([
-        rows.select(USER_ID, pl.col(f).alias("code")).explode("code").drop_nulls("code")
-        .select(USER_ID, pl.format(f"{f}:{{}}", "code").alias(ITEM_ID))
-        for f in MULTI_FIELDS
-    ]).unique(maintain_order=True)
+    campaign_features = (
+        rows.group_by(CAMPAIGN_ID).agg([pl.col(f).first().cast(pl.String) for f in AD_FIELDS]).sort(CAMPAIGN_ID)
+    )
+    tokens = pl.concat(
+        [
+            rows.select(USER_ID, pl.col(f).alias("code"))
+            .explode("code")
+            .drop_nulls("code")
+            .select(USER_ID, pl.format(f"{f}:{{}}", "code").alias(ITEM_ID))
+            for f in MULTI_FIELDS
+        ]
+    ).unique(maintain_order=True)
     interactions = tokens.with_columns(pl.lit(1.0, pl.Float32).alias(WEIGHT), pl.lit("profile").alias(DOMAIN))
-    schema = FeatureSchema(user_single=SINGLE_FIELDS, user_multi=MULTI_FIELDS, user_continuous=[],
-                           campaign_single=AD_FIELDS)
+    schema = FeatureSchema(
+        user_single=SINGLE_FIELDS, user_multi=MULTI_FIELDS, user_continuous=[], campaign_single=AD_FIELDS
+    )
     return write_dataset(out_dir, interactions, seeds, schema, user_features, campaign_features)
 
 

@@ -69,10 +69,10 @@ class HybridExperts(nn.Module):
 
     def __init__(self, user_dim: int, task_dim: int, hidden: int, n_experts: int, gate_hidden: int):
         super().__init__()
-        self.w1 = nn.Parameter(torch.empty(n_experts, user_dim, hidden).uniform_(-1, 1) / user_dim ** 0.5)
-        self.b1 = nn.Parameter(torch.empty(n_experts, hidden).uniform_(-1, 1) / user_dim ** 0.5)
-        self.w2 = nn.Parameter(torch.empty(n_experts, hidden, hidden).uniform_(-1, 1) / hidden ** 0.5)
-        self.b2 = nn.Parameter(torch.empty(n_experts, hidden).uniform_(-1, 1) / hidden ** 0.5)
+        self.w1 = nn.Parameter(torch.empty(n_experts, user_dim, hidden).uniform_(-1, 1) / user_dim**0.5)
+        self.b1 = nn.Parameter(torch.empty(n_experts, hidden).uniform_(-1, 1) / user_dim**0.5)
+        self.w2 = nn.Parameter(torch.empty(n_experts, hidden, hidden).uniform_(-1, 1) / hidden**0.5)
+        self.b2 = nn.Parameter(torch.empty(n_experts, hidden).uniform_(-1, 1) / hidden**0.5)
         self.gate = Gate(task_dim, gate_hidden, n_experts)
 
     def forward(self, user: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
@@ -97,9 +97,19 @@ class Critics(nn.Module):
 class MetaHeacNet(nn.Module):
     """score(users | campaign): probability that each user converts for the campaign."""
 
-    def __init__(self, single_sizes: list[int], multi_sizes: list[int], n_continuous: int,
-                 campaign_sizes: list[int], dim: int = 16, hidden: int = 32, n_experts: int = 8,
-                 n_critics: int = 5, gate_hidden: int = 32, gating: Gating = "row"):
+    def __init__(
+        self,
+        single_sizes: list[int],
+        multi_sizes: list[int],
+        n_continuous: int,
+        campaign_sizes: list[int],
+        dim: int = 16,
+        hidden: int = 32,
+        n_experts: int = 8,
+        n_critics: int = 5,
+        gate_hidden: int = 32,
+        gating: Gating = "row",
+    ):
         super().__init__()
         self.gating = gating
         self.fields = FieldEmbedding(single_sizes, multi_sizes, n_continuous, dim)

@@ -73,9 +73,19 @@ class _MetaHeacBase(AudienceScorer):
         the network, and the layout of the user and campaign fields. Not the interactions themselves: stage 1
         is meant to serve several nights while it is fresh (``meta_max_age_hours``)."""
         u = data.users
-        facts = {"model": self.name, "config": self.config.model_dump(mode="json", exclude=SERVING_ONLY),
-                 "fields": [u.names_single, u.single_sizes, u.names_multi, u.multi_sizes, u.names_continuous,
-                            data.campaign_field_names, data.campaign_field_sizes]}
+        facts = {
+            "model": self.name,
+            "config": self.config.model_dump(mode="json", exclude=SERVING_ONLY),
+            "fields": [
+                u.names_single,
+                u.single_sizes,
+                u.names_multi,
+                u.multi_sizes,
+                u.names_continuous,
+                data.campaign_field_names,
+                data.campaign_field_sizes,
+            ],
+        }
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
     def stage1_reusable(self, weights: Path, data: LookalikeData) -> bool:
@@ -86,8 +96,11 @@ class _MetaHeacBase(AudienceScorer):
             return False
         record = json.loads(record_path.read_text()).get("stage1") or {}
         if record.get("fingerprint") != self.stage1_fingerprint(data):
-            log.info("%s: stage-1 weights %s were trained for another model, config or field layout; "
-                     "stage 1 is due", self.name, weights)
+            log.info(
+                "%s: stage-1 weights %s were trained for another model, config or field layout; stage 1 is due",
+                self.name,
+                weights,
+            )
             return False
         return time.time() - record["trained_at"] < 3600 * self.config.meta_max_age_hours
 
@@ -108,8 +121,12 @@ class _MetaHeacBase(AudienceScorer):
 
     def params(self) -> dict[str, object]:
         """What a run should log besides the config: training figures and whether negatives were sampled."""
-        return {"negatives_sampled": self.negatives_sampled, "meta_steps_done": self.stats.steps,
-                "train_samples_per_s": round(self.stats.samples_per_s, 1), "train_seconds": self.stats.seconds}
+        return {
+            "negatives_sampled": self.negatives_sampled,
+            "meta_steps_done": self.stats.steps,
+            "train_samples_per_s": round(self.stats.samples_per_s, 1),
+            "train_seconds": self.stats.seconds,
+        }
 
     def save(self, folder: Path, weights: str = WEIGHTS) -> None:
         """The meta-learned weights (``torch.save`` of the state dict) and the stage-1 figures (JSON)."""

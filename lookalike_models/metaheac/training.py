@@ -42,19 +42,28 @@ class MetaHeacConfig(BaseModel):
     n_experts: int = Field(8, ge=1)
     n_critics: int = Field(5, ge=1)
     gate_hidden: int = Field(32, ge=1)
-    gating: Gating = Field("row", description="Gate input: each row's own user-field mean + ad fields (paper), "
-                           "or 'campaign': the mean over the campaign's seeds (one mix per campaign; ablation)")
+    gating: Gating = Field(
+        "row",
+        description="Gate input: each row's own user-field mean + ad fields (paper), "
+        "or 'campaign': the mean over the campaign's seeds (one mix per campaign; ablation)",
+    )
     batch_size: int = Field(256, ge=1, description="Rows per adaptation batch")
     tasks_per_step: int = Field(4, ge=1, description="Campaigns per meta-batch")
     meta_steps: int = Field(200, ge=0, description="Stage-1 meta-batches (joint baseline: same count)")
     task_sampling: Literal["uniform", "proportional"] = Field(
-        "uniform", description="How stage 1 draws campaigns: uniformly, or in proportion to seed count")
-    support_seeds: list[int] = Field([5, 10, 20], min_length=1, description="Stage 1: a task's support "
-                                     "positives, one of these sizes per draw (the few-seed regime served)")
+        "uniform", description="How stage 1 draws campaigns: uniformly, or in proportion to seed count"
+    )
+    support_seeds: list[int] = Field(
+        [5, 10, 20],
+        min_length=1,
+        description="Stage 1: a task's support positives, one of these sizes per draw (the few-seed regime served)",
+    )
     query_positives: int = Field(32, ge=1, description="Stage 1: a task's query positives, never in its support")
     inner_loop: Literal["adaptation", "one_sgd_step"] = Field(
-        "adaptation", description="Stage-1 inner loop: the serving adaptation itself, or one SGD step at "
-        "inner_lr (the mismatched pre-fix inner loop, kept as an ablation)")
+        "adaptation",
+        description="Stage-1 inner loop: the serving adaptation itself, or one SGD step at "
+        "inner_lr (the mismatched pre-fix inner loop, kept as an ablation)",
+    )
     inner_lr: float = Field(0.05, gt=0, description="inner_loop='one_sgd_step' only")
     outer_lr: float = Field(1e-3, gt=0, description="Outer Adam learning rate")
     second_order: bool = Field(False, description="Differentiate through the inner loop (heavy on CPU)")
@@ -68,10 +77,13 @@ class MetaHeacConfig(BaseModel):
     cold_threshold: int = Field(2000, ge=0, description="Campaigns with at most this many positives are cold")
     meta_campaigns: list[str] | None = Field(None, description="Campaigns for stage 1 (None: all given)")
     score_batch: int = Field(8192, ge=1)
-    meta_weights_path: str | None = Field(None, description="Nightly reuse: stage-1 weights are loaded from "
-                                          "this file when trained for this model, config and field layout "
-                                          "less than meta_max_age_hours ago, else re-trained and written "
-                                          "there (meta-train when due, adapt every night)")
+    meta_weights_path: str | None = Field(
+        None,
+        description="Nightly reuse: stage-1 weights are loaded from "
+        "this file when trained for this model, config and field layout "
+        "less than meta_max_age_hours ago, else re-trained and written "
+        "there (meta-train when due, adapt every night)",
+    )
     meta_max_age_hours: float = Field(168.0, gt=0, description="Age at which stage 1 is due again")
     seed: int = 0
 
@@ -120,10 +132,22 @@ class UserTable:
 def build_net(data: LookalikeData, cfg: MetaHeacConfig) -> MetaHeacNet:
     u = data.users
     if not u.single_sizes and not u.multi_sizes and not u.names_continuous:
-        raise ValueError("MetaHeac needs user features; this data has none (the Amazon adapter writes "
-                         "history fields with user_history=True)")
-    return MetaHeacNet(u.single_sizes, u.multi_sizes, len(u.names_continuous), data.campaign_field_sizes,
-                       cfg.dim, cfg.hidden, cfg.n_experts, cfg.n_critics, cfg.gate_hidden, cfg.gating)
+        raise ValueError(
+            "MetaHeac needs user features; this data has none (the Amazon adapter writes "
+            "history fields with user_history=True)"
+        )
+    return MetaHeacNet(
+        u.single_sizes,
+        u.multi_sizes,
+        len(u.names_continuous),
+        data.campaign_field_sizes,
+        cfg.dim,
+        cfg.hidden,
+        cfg.n_experts,
+        cfg.n_critics,
+        cfg.gate_hidden,
+        cfg.gating,
+    )
 
 
 def campaign_codes(data: LookalikeData, campaign_id: str) -> torch.Tensor:
@@ -155,8 +179,12 @@ class Task:
 
 
 def make_task(data: LookalikeData, seeds: CampaignSeeds) -> Task:
-    return Task(seeds.campaign_id, np.asarray(seeds.positives, np.int64), np.asarray(seeds.negatives, np.int64),
-                campaign_codes(data, seeds.campaign_id))
+    return Task(
+        seeds.campaign_id,
+        np.asarray(seeds.positives, np.int64),
+        np.asarray(seeds.negatives, np.int64),
+        campaign_codes(data, seeds.campaign_id),
+    )
 
 
 class RowSampler:
@@ -169,9 +197,13 @@ class RowSampler:
     def label_rows(self, task: Task, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """rows index the task's labelled list (positives first) -> (users, labels) with top-up negatives."""
         is_pos = rows < task.positives.size
-        users = np.where(is_pos, task.positives[np.minimum(rows, task.positives.size - 1)],
-                         task.negatives[np.clip(rows - task.positives.size, 0, max(task.negatives.size - 1, 0))]
-                         if task.negatives.size else 0)
+        users = np.where(
+            is_pos,
+            task.positives[np.minimum(rows, task.positives.size - 1)],
+            task.negatives[np.clip(rows - task.positives.size, 0, max(task.negatives.size - 1, 0))]
+            if task.negatives.size
+            else 0,
+        )
         want = int(np.ceil(self.neg_ratio * is_pos.sum())) - int((~is_pos).sum())
         labels = is_pos.astype(np.float32)
         if want > 0:
@@ -187,7 +219,7 @@ class RowSampler:
         while True:
             order = self.rng.permutation(task.n_rows)
             for start in range(0, order.size, batch_size):
-                yield self.label_rows(task, order[start:start + batch_size])
+                yield self.label_rows(task, order[start : start + batch_size])
 
     def support_query(self, task: Task, support_sizes: list[int], query_positives: int) -> tuple[Task, Task]:
         """A stage-1 episode: support = a few seeds (one of ``support_sizes``, at most half the task's) and
@@ -200,8 +232,9 @@ class RowSampler:
         k_neg = min(int(np.ceil(self.neg_ratio * k)), neg.size // 2)
         q_neg = min(int(np.ceil(self.neg_ratio * query_positives)), neg.size - k_neg)
         support = Task(task.campaign_id, pos[:k], neg[:k_neg], task.campaign, task.positives)
-        query = Task(task.campaign_id, pos[k:k + query_positives], neg[k_neg:k_neg + q_neg], task.campaign,
-                     task.positives)
+        query = Task(
+            task.campaign_id, pos[k : k + query_positives], neg[k_neg : k_neg + q_neg], task.campaign, task.positives
+        )
         return support, query
 
     def gate_seeds(self, task: Task, k: int) -> np.ndarray:
@@ -212,9 +245,16 @@ def bce(prob: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
     return F.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), torch.as_tensor(labels))
 
 
-def adapt_weights(net: MetaHeacNet, params: dict[str, torch.Tensor], users: UserTable, task: Task,
-                  how: Adaptation, sampler: RowSampler, gate_seeds: UserBatch | None,
-                  create_graph: bool = False) -> dict[str, torch.Tensor]:
+def adapt_weights(
+    net: MetaHeacNet,
+    params: dict[str, torch.Tensor],
+    users: UserTable,
+    task: Task,
+    how: Adaptation,
+    sampler: RowSampler,
+    gate_seeds: UserBatch | None,
+    create_graph: bool = False,
+) -> dict[str, torch.Tensor]:
     """The one adaptation procedure (stage 2, and stage 1's inner loop): ``how.steps`` updates of SGD or
     Adam (bias-corrected, as ``torch.optim.Adam``) from ``params`` on the task's rows; returns the adapted
     weights. ``create_graph`` keeps the graph through every update (second-order meta-gradients); without
@@ -238,16 +278,21 @@ def adapt_weights(net: MetaHeacNet, params: dict[str, torch.Tensor], users: User
                 m, v = moments[n]
                 m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
                 moments[n] = (m, v)
-                step = (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t) + 1e-20).sqrt() + eps)
+                step = (m / (1 - beta1**t)) / ((v / (1 - beta2**t) + 1e-20).sqrt() + eps)
             updated[n] = params[n] - how.lr * step
         params = updated
     return params
 
 
 @torch.no_grad()
-def _detached_update(how: Adaptation, params: list[torch.Tensor], grads: list[torch.Tensor],
-                     moments: dict[str, tuple[torch.Tensor, torch.Tensor]], names: list[str],
-                     t: int) -> list[torch.Tensor]:
+def _detached_update(
+    how: Adaptation,
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    moments: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    names: list[str],
+    t: int,
+) -> list[torch.Tensor]:
     """The same SGD / Adam update as ``adapt_weights``' differentiable one, as a few fused ``_foreach``
     ops over all tensors (the per-tensor Python loop dominated a CPU inner step); returns new leaves."""
     if how.optimizer == "sgd":
@@ -259,8 +304,8 @@ def _detached_update(how: Adaptation, params: list[torch.Tensor], grads: list[to
         torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
         for n, mi, vi in zip(names, m, v):
             moments[n] = (mi, vi)
-        denom = torch._foreach_add(torch._foreach_sqrt(torch._foreach_div(v, 1 - beta2 ** t)), eps)
-        new = torch._foreach_addcdiv(params, m, denom, value=-how.lr / (1 - beta1 ** t))
+        denom = torch._foreach_add(torch._foreach_sqrt(torch._foreach_div(v, 1 - beta2**t)), eps)
+        new = torch._foreach_addcdiv(params, m, denom, value=-how.lr / (1 - beta1**t))
     return [p.requires_grad_() for p in new]
 
 
@@ -270,6 +315,7 @@ def _task_sampler(tasks: list[Task], rng: np.random.Generator, k: int, how: str)
 
     def draw() -> list[Task]:
         return [tasks[i] for i in rng.choice(len(tasks), min(k, len(tasks)), replace=False, p=p)]
+
     return draw
 
 
@@ -292,8 +338,9 @@ def usable_tasks(data: LookalikeData, train_seeds: dict[str, CampaignSeeds], onl
     return [make_task(data, train_seeds[c]) for c in chosen if train_seeds[c].positives.size > 0]
 
 
-def meta_train(net: MetaHeacNet, users: UserTable, tasks: list[Task], cfg: MetaHeacConfig,
-               meta: bool = True) -> TrainStats:
+def meta_train(
+    net: MetaHeacNet, users: UserTable, tasks: list[Task], cfg: MetaHeacConfig, meta: bool = True
+) -> TrainStats:
     """Stage 1. ``meta=False`` trains the same network jointly on the same episodes (support and query rows
     at the current weights, no inner loop): the joint baseline."""
     rng = np.random.default_rng(cfg.seed)
@@ -351,8 +398,9 @@ def fixed_gate_seeds(users: UserTable, task: Task, cfg: MetaHeacConfig) -> UserB
     return users.batch(rng.choice(task.positives, min(cfg.task_seeds, task.positives.size), replace=False))
 
 
-def adapt(net: MetaHeacNet, users: UserTable, task: Task, cfg: MetaHeacConfig, how: Adaptation,
-          rng: np.random.Generator) -> tuple[MetaHeacNet, bool]:
+def adapt(
+    net: MetaHeacNet, users: UserTable, task: Task, cfg: MetaHeacConfig, how: Adaptation, rng: np.random.Generator
+) -> tuple[MetaHeacNet, bool]:
     """Stage 2: a copy of ``net`` adapted to one campaign by ``adapt_weights``; also whether negatives
     were sampled."""
     net = copy.deepcopy(net)
@@ -368,13 +416,16 @@ def adapt(net: MetaHeacNet, users: UserTable, task: Task, cfg: MetaHeacConfig, h
 
 
 @torch.no_grad()
-def score_users(net: MetaHeacNet, users: UserTable, task: Task, candidates: np.ndarray,
-                cfg: MetaHeacConfig) -> np.ndarray:
+def score_users(
+    net: MetaHeacNet, users: UserTable, task: Task, candidates: np.ndarray, cfg: MetaHeacConfig
+) -> np.ndarray:
     """Conversion probability float32 [n_candidates] of ``candidates`` for the task's campaign."""
     net.eval()
     if task.positives.size == 0:
         return np.zeros(candidates.size, np.float32)
     seeds = fixed_gate_seeds(users, task, cfg)
-    out = [net(users.batch(candidates[i:i + cfg.score_batch]), task.campaign, seeds)
-           for i in range(0, candidates.size, cfg.score_batch)]
+    out = [
+        net(users.batch(candidates[i : i + cfg.score_batch]), task.campaign, seeds)
+        for i in range(0, candidates.size, cfg.score_batch)
+    ]
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)

@@ -6,5 +6,14 @@ from lookalike_models.pinterest.encoder import EncoderConfig, StarSpaceUserEncod
 from lookalike_models.pinterest.lsh import HyperplaneLSH, RegionTable
 from lookalike_models.publishing import write_embeddings
 
-__all__ = ["EncoderConfig", "HyperplaneLSH", "RegionTable", "StarSpaceUserEncoder", "embed_users", "shared_encoder",
-           "train_encoder", "transfer_error", "write_embeddings"]
+__all__ = [
+    "EncoderConfig",
+    "HyperplaneLSH",
+    "RegionTable",
+    "StarSpaceUserEncoder",
+    "embed_users",
+    "shared_encoder",
+    "train_encoder",
+    "transfer_error",
+    "write_embeddings",
+]

@@ -79,8 +79,11 @@ class AffinityMLPScorer(EmbeddingScorer):
                 labels.append(np.concatenate([np.ones(targets.size), np.zeros(negatives.size)]))
         if not users:
             return None
-        return (torch.as_tensor(emb[np.concatenate(users)]), torch.as_tensor(np.concatenate(vectors)),
-                torch.as_tensor(np.concatenate(labels), dtype=torch.float32))
+        return (
+            torch.as_tensor(emb[np.concatenate(users)]),
+            torch.as_tensor(np.concatenate(vectors)),
+            torch.as_tensor(np.concatenate(labels), dtype=torch.float32),
+        )
 
     def fit_campaigns(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         cfg = self.config
@@ -97,8 +100,9 @@ class AffinityMLPScorer(EmbeddingScorer):
         gen = torch.Generator().manual_seed(cfg.seed)
         for _ in range(cfg.epochs):
             for idx in torch.randperm(labels.numel(), generator=gen).split(cfg.batch):
-                loss = F.binary_cross_entropy_with_logits(self.mlp(users[idx], vectors[idx]), labels[idx],
-                                                          pos_weight=pos_weight)
+                loss = F.binary_cross_entropy_with_logits(
+                    self.mlp(users[idx], vectors[idx]), labels[idx], pos_weight=pos_weight
+                )
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -41,21 +41,32 @@ log = logging.getLogger(__name__)
 class ClassifierConfig(EmbeddingScorerConfig):
     model_config = ConfigDict(extra="forbid")
 
-    C_grid: list[float] = Field([0.5, 1.0, 2.0, 4.0, 8.0, 16.0], min_length=1,
-                                description="Inverse L2 strengths tried on the campaigns' inner validation cuts")
+    C_grid: list[float] = Field(
+        [0.5, 1.0, 2.0, 4.0, 8.0, 16.0],
+        min_length=1,
+        description="Inverse L2 strengths tried on the campaigns' inner validation cuts",
+    )
     C: float = Field(4.0, gt=0, description="Inverse L2 strength for tuning=fixed")
     tuning: Literal["all", "bucket", "campaign", "fixed"] = Field(
-        "all", description="Where C is chosen on the inner cuts: once over all campaigns (mean validation "
-        "recall), per seed-list bucket, per campaign; fixed: always C")
+        "all",
+        description="Where C is chosen on the inner cuts: once over all campaigns (mean validation "
+        "recall), per seed-list bucket, per campaign; fixed: always C",
+    )
     bucket_edges: list[int] = Field([50, 200], description="Seed-list size buckets for tuning=bucket")
     validation_share: float = Field(0.2, gt=0, lt=1, description="Share of the training seeds held out to choose C")
     validation_audience: float = Field(0.05, gt=0, lt=1, description="Audience share at which the cut's recall counts")
-    embedding_weight: float = Field(0.0, ge=0, description="Scale of the StarSpace embedding block appended to the "
-                                    "unit TF-IDF rows; 0: no embedding, no encoder trained")
+    embedding_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Scale of the StarSpace embedding block appended to the "
+        "unit TF-IDF rows; 0: no embedding, no encoder trained",
+    )
     weighting: Literal["tfidf", "binary"] = Field(
-        "tfidf", description="Item rows: TF-IDF (sublinear tf, idf, unit rows) or the old unweighted multi-hot")
+        "tfidf", description="Item rows: TF-IDF (sublinear tf, idf, unit rows) or the old unweighted multi-hot"
+    )
     negatives: Literal["all", "equal"] = Field(
-        "all", description="Every non-seed user (capped) or, as the paper, as many random non-seeds as seeds")
+        "all", description="Every non-seed user (capped) or, as the paper, as many random non-seeds as seeds"
+    )
     max_negatives: int = Field(200_000, ge=1, description="Non-seed users sampled as negatives at most")
     max_validation_users: int = Field(100_000, ge=100, description="Non-seed users scored to place the cut's cutoff")
     max_iter: int = Field(200, ge=10)
@@ -112,23 +123,34 @@ class PinterestClassifierScorer(EmbeddingScorer):
         if cut is None:
             return None
         fit_seeds, val = cut
-        others = competing_users(self.features.shape[0], fit_seeds, val, cfg.max_validation_users,
-                                 campaign_rng(cfg.seed + 1, seeds.campaign_id))
+        others = competing_users(
+            self.features.shape[0],
+            fit_seeds,
+            val,
+            cfg.max_validation_users,
+            campaign_rng(cfg.seed + 1, seeds.campaign_id),
+        )
         x_val, x_others = self.features[val], self.features[others]
         results = []
         for C in cfg.C_grid:
             model = fit_campaign(self.features, fit_seeds, C, cfg)
-            results.append(validation_recall(model.decision_function(x_val), model.decision_function(x_others),
-                                             cfg.validation_audience))
+            results.append(
+                validation_recall(
+                    model.decision_function(x_val), model.decision_function(x_others), cfg.validation_audience
+                )
+            )
         return np.array(results)
 
     def choose_C(self, train_seeds: dict[str, CampaignSeeds]) -> ScopedChoice:
         results = {cid: r for cid, s in train_seeds.items() if (r := self.validation_results(s)) is not None}
-        choice = ScopedChoice.from_results(results, {cid: s.size for cid, s in train_seeds.items()},
-                                           len(self.config.C_grid), self.config.bucket_edges)
-        log.info("pinterest_classifier: C %s over all campaigns (validation recall by C %s)",
-                 self.config.C_grid[choice.overall],
-                 np.nanmean(np.array(list(results.values())), 0).round(3).tolist() if results else [])
+        choice = ScopedChoice.from_results(
+            results, {cid: s.size for cid, s in train_seeds.items()}, len(self.config.C_grid), self.config.bucket_edges
+        )
+        log.info(
+            "pinterest_classifier: C %s over all campaigns (validation recall by C %s)",
+            self.config.C_grid[choice.overall],
+            np.nanmean(np.array(list(results.values())), 0).round(3).tolist() if results else [],
+        )
         return choice
 
     def campaign_C(self, seeds: CampaignSeeds) -> float:
@@ -166,8 +188,9 @@ class PinterestClassifierScorer(EmbeddingScorer):
         if self.fitted is not None:
             super().save(folder)
         # Per-campaign fits are redone from the data with the C chosen in fit.
-        (folder / "classifier.json").write_text(json.dumps(
-            {"choice": self.choice.to_json() if self.choice else None, "chosen_C": self.chosen_C}, indent=1))
+        (folder / "classifier.json").write_text(
+            json.dumps({"choice": self.choice.to_json() if self.choice else None, "chosen_C": self.chosen_C}, indent=1)
+        )
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         if self.config.embedding_weight > 0:

@@ -44,8 +44,12 @@ def shared_encoder(data: LookalikeData, cfg: EncoderConfig) -> FittedEncoder:
         _ENCODERS.move_to_end(key)
         return _ENCODERS[key]
     fitted = train_encoder(data, cfg)
-    log.info("starspace: trained, transfer error %.4f -> %.4f, %.0f users/s", fitted.history[0]["transfer_error"],
-             min(h["transfer_error"] for h in fitted.history), fitted.users_per_second)
+    log.info(
+        "starspace: trained, transfer error %.4f -> %.4f, %.0f users/s",
+        fitted.history[0]["transfer_error"],
+        min(h["transfer_error"] for h in fitted.history),
+        fitted.users_per_second,
+    )
     _ENCODERS[key] = fitted
     while len(_ENCODERS) > _MAX_CACHED:
         _ENCODERS.popitem(last=False)
@@ -55,8 +59,10 @@ def shared_encoder(data: LookalikeData, cfg: EncoderConfig) -> FittedEncoder:
 def encoder_curves(fitted: FittedEncoder | None) -> dict[str, list[float]]:
     if fitted is None:
         return {}
-    return {"encoder_transfer_error": [h["transfer_error"] for h in fitted.history],
-            "encoder_loss": [h["loss"] for h in fitted.history if h["epoch"] > 0]}
+    return {
+        "encoder_transfer_error": [h["transfer_error"] for h in fitted.history],
+        "encoder_loss": [h["loss"] for h in fitted.history if h["epoch"] > 0],
+    }
 
 
 def embed_users(data: LookalikeData, cfg: EncoderConfig | None = None) -> np.ndarray:
@@ -113,10 +119,15 @@ class EmbeddingScorer(AudienceScorer):
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(self.fitted.model.state_dict(), folder / "encoder.pt")
         task = self.fitted.transfer_task
-        np.savez(folder / "embeddings.npz", embeddings=self.fitted.embeddings, proxy_items=task.items,
-                 audience=np.array(task.audience))
-        (folder / "encoder_history.json").write_text(json.dumps(
-            {"history": self.fitted.history, "users_per_second": self.fitted.users_per_second}, indent=1))
+        np.savez(
+            folder / "embeddings.npz",
+            embeddings=self.fitted.embeddings,
+            proxy_items=task.items,
+            audience=np.array(task.audience),
+        )
+        (folder / "encoder_history.json").write_text(
+            json.dumps({"history": self.fitted.history, "users_per_second": self.fitted.users_per_second}, indent=1)
+        )
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         folder = Path(folder)
@@ -125,8 +136,9 @@ class EmbeddingScorer(AudienceScorer):
         with np.load(folder / "embeddings.npz", allow_pickle=False) as npz:
             embeddings, proxy, audience = npz["embeddings"], npz["proxy_items"], int(npz["audience"])
         meta = json.loads((folder / "encoder_history.json").read_text())
-        self.fitted = FittedEncoder(model, embeddings, meta["history"], TransferTask(proxy, [], [], audience),
-                                    meta["users_per_second"])
+        self.fitted = FittedEncoder(
+            model, embeddings, meta["history"], TransferTask(proxy, [], [], audience), meta["users_per_second"]
+        )
 
 
 @register("centroid_cosine")

@@ -59,33 +59,59 @@ class EncoderConfig(BaseModel):
     field_dim: int = Field(16, ge=2, description="Embedding size of each categorical field")
     history_len: int = Field(1000, ge=1, description="Most items of a user's history bag (most weighted kept)")
     activity_field: bool = Field(True, description="Add log organic activity (scaled to [0, 1]) as a continuous field")
-    history_pool_power: float = Field(0.0, ge=0, le=1, description="History bag = sum / n^p (StarSpace -p); "
-                                      "ignored with tf-idf weights, which are already L2-normalised per user")
-    history_weighting: Literal["none", "tfidf"] = Field("tfidf", description="Bag = plain sum, or weighted by "
-                                                         "the user's tf-idf row (rare items say more)")
-    fold_in_proxy_items: bool = Field(True, description="After the checkpoint is chosen, re-embed users with the "
-                                      "withheld proxy items (random init: embedded from their engagers first)")
-    init: Literal["random", "svd"] = Field("svd", description="Item table from random normals, or from the "
-                                           "TruncatedSVD item factors of the tf-idf matrix (with an identity dense "
-                                           "layer epoch 0 is then the SVD user factors)")
+    history_pool_power: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="History bag = sum / n^p (StarSpace -p); "
+        "ignored with tf-idf weights, which are already L2-normalised per user",
+    )
+    history_weighting: Literal["none", "tfidf"] = Field(
+        "tfidf", description="Bag = plain sum, or weighted by the user's tf-idf row (rare items say more)"
+    )
+    fold_in_proxy_items: bool = Field(
+        True,
+        description="After the checkpoint is chosen, re-embed users with the "
+        "withheld proxy items (random init: embedded from their engagers first)",
+    )
+    init: Literal["random", "svd"] = Field(
+        "svd",
+        description="Item table from random normals, or from the "
+        "TruncatedSVD item factors of the tf-idf matrix (with an identity dense "
+        "layer epoch 0 is then the SVD user factors)",
+    )
     negatives: int = Field(50, ge=1, description="Sampled negative topics per positive")
-    negative_power: float = Field(1.0, ge=0, le=1, description="Negatives drawn with probability ~ engagers^power "
-                                  "(0: uniform over items; 1: StarSpace's draw from the training pairs)")
+    negative_power: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Negatives drawn with probability ~ engagers^power "
+        "(0: uniform over items; 1: StarSpace's draw from the training pairs)",
+    )
     share_embeddings: bool = Field(True, description="One item table for the history bag and the topics")
     dense_bias: bool = Field(False, description="Bias of the dense layer (a direction shared by every user)")
     positives_per_user: int = Field(16, ge=1, description="Positive topics sampled per user per epoch")
-    loss: Literal["margin", "softmax"] = Field("margin", description="margin ranking (the paper's) or softmax "
-                                               "over the positive and its sampled negatives")
+    loss: Literal["margin", "softmax"] = Field(
+        "margin", description="margin ranking (the paper's) or softmax over the positive and its sampled negatives"
+    )
     margin: float = Field(0.2, gt=0, le=2, description="Margin of the ranking loss (cosine scale)")
     temperature: float = Field(0.1, gt=0, description="Softmax loss: cosines divided by this")
     lr: float = Field(0.002, gt=0)
     batch_users: int = Field(64, ge=8, description="Users per step (x positives_per_user examples)")
     max_epochs: int = Field(10, ge=1)
     patience: int = Field(3, ge=1, description="Epochs without transfer-task improvement before stopping")
-    min_improvement: float = Field(0.01, ge=0, description="Transfer-error drop that counts as better: 24 proxy "
-                                   "items measure to about +-0.01, and smaller gains did not carry to campaigns")
-    users_per_epoch: int | None = Field(None, ge=1, description="Random active users trained per epoch (None: all); "
-                                        "bounds an epoch's cost at millions of users, every user is still embedded")
+    min_improvement: float = Field(
+        0.01,
+        ge=0,
+        description="Transfer-error drop that counts as better: 24 proxy "
+        "items measure to about +-0.01, and smaller gains did not carry to campaigns",
+    )
+    users_per_epoch: int | None = Field(
+        None,
+        ge=1,
+        description="Random active users trained per epoch (None: all); "
+        "bounds an epoch's cost at millions of users, every user is still embedded",
+    )
     proxy_items: int = Field(24, ge=2, description="Items withheld for the transfer task")
     proxy_min_users: int = Field(20, ge=4, description="Fewest engagers for a proxy item")
     transfer_audience: float = Field(0.05, gt=0, lt=1, description="Audience share for the transfer recall")
@@ -95,9 +121,18 @@ class EncoderConfig(BaseModel):
 class StarSpaceUserEncoder(nn.Module):
     """User fields -> one dense layer -> unit vector; item (topic) embeddings of the same dimension."""
 
-    def __init__(self, single_sizes: list[int], multi_sizes: list[int], n_continuous: int, n_items: int,
-                 dim: int = 32, field_dim: int = 16, history_pool_power: float = 0.0,
-                 share_embeddings: bool = False, dense_bias: bool = True):
+    def __init__(
+        self,
+        single_sizes: list[int],
+        multi_sizes: list[int],
+        n_continuous: int,
+        n_items: int,
+        dim: int = 32,
+        field_dim: int = 16,
+        history_pool_power: float = 0.0,
+        share_embeddings: bool = False,
+        dense_bias: bool = True,
+    ):
         super().__init__()
         # p < 1 keeps some of the history's size in the pooled vector, so activity can shape the direction.
         self.history_pool_power = history_pool_power
@@ -117,8 +152,14 @@ class StarSpaceUserEncoder(nn.Module):
         with torch.no_grad():
             self.history.weight[n_items].zero_()
 
-    def forward(self, single: torch.Tensor, multi: list[torch.Tensor], continuous: torch.Tensor,
-                history_sum: torch.Tensor, history_count: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        single: torch.Tensor,
+        multi: list[torch.Tensor],
+        continuous: torch.Tensor,
+        history_sum: torch.Tensor,
+        history_count: torch.Tensor,
+    ) -> torch.Tensor:
         """single int64 [B, n_single], multi[f] int64 [B, L_f], continuous float32 [B, n_cont],
         history_sum float32 [B, dim] (sum of history embeddings), history_count float32 [B]
         -> unit user vectors float32 [B, dim]."""
@@ -156,12 +197,18 @@ class UserInputs:
     history_weight: torch.Tensor  # float32 [n_users, history_len], 0 at padding
 
     def rows(self, users: torch.Tensor):
-        return (self.single[users], [m[users] for m in self.multi], self.continuous[users], self.history[users],
-                self.history_weight[users])
+        return (
+            self.single[users],
+            [m[users] for m in self.multi],
+            self.continuous[users],
+            self.history[users],
+            self.history_weight[users],
+        )
 
 
-def history_bag(model: StarSpaceUserEncoder, history: torch.Tensor, weight: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def history_bag(
+    model: StarSpaceUserEncoder, history: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """history int64 [B, L], weight float32 [B, L] -> (weighted sum of item embeddings [B, dim], items [B])."""
     return (weight.unsqueeze(-1) * model.history(history)).sum(1), (weight > 0).float().sum(1)
 
@@ -214,8 +261,9 @@ def organic_tfidf(data: LookalikeData, keep: np.ndarray) -> sp.csr_matrix:
     return user_item_tfidf(data, keep)
 
 
-def user_inputs(data: LookalikeData, keep: np.ndarray, history_len: int, activity_field: bool = True,
-                weighting: str = "none") -> UserInputs:
+def user_inputs(
+    data: LookalikeData, keep: np.ndarray, history_len: int, activity_field: bool = True, weighting: str = "none"
+) -> UserInputs:
     """Tensors of every user's fields and history bag from the kept (organic, non-proxy) interactions."""
     users, items, weight = data.user_idx[keep].astype(np.int64), data.item_idx[keep], data.weight[keep]
     # Strongest engagements first within each user, so a long history keeps what matters most.
@@ -243,17 +291,30 @@ def user_inputs(data: LookalikeData, keep: np.ndarray, history_len: int, activit
     if activity_field:
         activity = np.log1p(np.bincount(users, minlength=data.n_users)).astype(np.float32)
         continuous = np.concatenate([continuous, (activity / max(float(activity.max()), 1e-9))[:, None]], 1)
-    return UserInputs(torch.as_tensor(fields.single, dtype=torch.long),
-                      [torch.as_tensor(m, dtype=torch.long) for m in fields.multi],
-                      torch.as_tensor(continuous), torch.as_tensor(history), torch.as_tensor(weight))
+    return UserInputs(
+        torch.as_tensor(fields.single, dtype=torch.long),
+        [torch.as_tensor(m, dtype=torch.long) for m in fields.multi],
+        torch.as_tensor(continuous),
+        torch.as_tensor(history),
+        torch.as_tensor(weight),
+    )
 
 
 def make_encoder(data: LookalikeData, cfg: EncoderConfig) -> StarSpaceUserEncoder:
     u = data.users
     n_continuous = u.continuous.shape[1] + int(cfg.activity_field)
     pool_power = 0.0 if cfg.history_weighting == "tfidf" else cfg.history_pool_power
-    return StarSpaceUserEncoder(u.single_sizes, u.multi_sizes, n_continuous, data.n_items, cfg.dim,
-                                cfg.field_dim, pool_power, cfg.share_embeddings, cfg.dense_bias)
+    return StarSpaceUserEncoder(
+        u.single_sizes,
+        u.multi_sizes,
+        n_continuous,
+        data.n_items,
+        cfg.dim,
+        cfg.field_dim,
+        pool_power,
+        cfg.share_embeddings,
+        cfg.dense_bias,
+    )
 
 
 @torch.no_grad()
@@ -287,7 +348,7 @@ def encode_users(model: StarSpaceUserEncoder, inputs: UserInputs, batch: int = 6
     for lo in range(0, n, batch):
         idx = torch.arange(lo, min(lo + batch, n))
         single, multi, cont, hist, weight = inputs.rows(idx)
-        out[lo:lo + idx.numel()] = model(single, multi, cont, *history_bag(model, hist, weight)).numpy()
+        out[lo : lo + idx.numel()] = model(single, multi, cont, *history_bag(model, hist, weight)).numpy()
     return out
 
 
@@ -335,10 +396,10 @@ def train_encoder(data: LookalikeData, cfg: EncoderConfig | None = None) -> Fitt
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         start = time.perf_counter()
-        order = active[torch.as_tensor(rng.permutation(active.numel()))][:cfg.users_per_epoch]
+        order = active[torch.as_tensor(rng.permutation(active.numel()))][: cfg.users_per_epoch]
         total, batches = 0.0, 0
         for lo in range(0, order.numel(), cfg.batch_users):
-            users = order[lo:lo + cfg.batch_users]
+            users = order[lo : lo + cfg.batch_users]
             single, multi, cont, hist, weight = inputs.rows(users)
             b, m = users.numel(), cfg.positives_per_user
             # One positive per slot, drawn from the user's own history; left out of its bag below.
@@ -348,8 +409,9 @@ def train_encoder(data: LookalikeData, cfg: EncoderConfig | None = None) -> Fitt
             left_out = bag.unsqueeze(1) - torch.gather(weight, 1, slot).unsqueeze(-1) * model.history(positives)
             count = (lengths[users].float() - 1).unsqueeze(1).expand(b, m)
             rep = torch.arange(b).repeat_interleave(m)
-            u = model(single[rep], [x[rep] for x in multi], cont[rep], left_out.reshape(b * m, -1),
-                      count.reshape(-1))  # [B*m, d]
+            u = model(
+                single[rep], [x[rep] for x in multi], cont[rep], left_out.reshape(b * m, -1), count.reshape(-1)
+            )  # [B*m, d]
             negatives = torch.as_tensor(trainable[np.searchsorted(negative_cdf, rng.random((b * m, cfg.negatives)))])
             pos_sim = (u * model.topic_vectors(positives.reshape(-1))).sum(1, keepdim=True)
             neg_sim = torch.einsum("nd,nkd->nk", u, model.topic_vectors(negatives))
@@ -366,8 +428,14 @@ def train_encoder(data: LookalikeData, cfg: EncoderConfig | None = None) -> Fitt
         train_seconds += time.perf_counter() - start
         trained_users += order.numel()
         error = transfer_error(encode_users(model, inputs), task)
-        history.append({"epoch": epoch, "loss": total / max(batches, 1), "transfer_error": error,
-                        "seconds": time.perf_counter() - start})
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": total / max(batches, 1),
+                "transfer_error": error,
+                "seconds": time.perf_counter() - start,
+            }
+        )
         log.info("starspace: epoch %d loss %.4f transfer error %.4f", epoch, total / max(batches, 1), error)
         if error < best[0] - cfg.min_improvement:
             best, stale = (error, {k: v.clone() for k, v in model.state_dict().items()}), 0
@@ -379,19 +447,26 @@ def train_encoder(data: LookalikeData, cfg: EncoderConfig | None = None) -> Fitt
     model.load_state_dict(best[1])
     if cfg.fold_in_proxy_items and cfg.init == "random":
         full = organic_mask(data)
-        engagement = organic_tfidf(data, full) if cfg.history_weighting == "tfidf" else sp.csr_matrix(
-            (np.ones(int(full.sum()), np.float32), (data.user_idx[full], data.item_idx[full])),
-            shape=(data.n_users, data.n_items))
+        engagement = (
+            organic_tfidf(data, full)
+            if cfg.history_weighting == "tfidf"
+            else sp.csr_matrix(
+                (np.ones(int(full.sum()), np.float32), (data.user_idx[full], data.item_idx[full])),
+                shape=(data.n_users, data.n_items),
+            )
+        )
         fold_in_items(model, inputs, engagement.tocsc(), task.items)
     if cfg.fold_in_proxy_items:
         inputs = organic_inputs(data, cfg, task)
-    return FittedEncoder(model, encode_users(model, inputs), history, task,
-                         trained_users / max(train_seconds, 1e-9), best_epoch)
+    return FittedEncoder(
+        model, encode_users(model, inputs), history, task, trained_users / max(train_seconds, 1e-9), best_epoch
+    )
 
 
 @torch.no_grad()
-def fold_in_items(model: StarSpaceUserEncoder, inputs: UserInputs, engagement: sp.csc_matrix,
-                  items: np.ndarray) -> None:
+def fold_in_items(
+    model: StarSpaceUserEncoder, inputs: UserInputs, engagement: sp.csc_matrix, items: np.ndarray
+) -> None:
     """Give withheld items (the transfer task's proxies) an embedding after training: the mean direction
     of their engagers' history bags weighted by ``engagement`` [n_users, n_items], at the table's mean item
     norm. ``inputs`` are the training inputs (without those items), so no bag contains them."""
@@ -399,7 +474,7 @@ def fold_in_items(model: StarSpaceUserEncoder, inputs: UserInputs, engagement: s
         return
     bags = []
     for lo in range(0, inputs.history.shape[0], 65_536):
-        hist, weight = inputs.history[lo:lo + 65_536], inputs.history_weight[lo:lo + 65_536]
+        hist, weight = inputs.history[lo : lo + 65_536], inputs.history_weight[lo : lo + 65_536]
         bags.append(F.normalize(history_bag(model, hist, weight)[0], dim=1))
     bags = torch.cat(bags)  # [n_users, dim]
     table = model.history.weight

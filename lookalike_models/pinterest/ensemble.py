@@ -39,9 +39,19 @@ from lookalike_models.scorers import AudienceScorer, pick_scorer, register
 log = logging.getLogger(__name__)
 
 # What an ensemble may be made of: the Pinterest family, the references and the baselines.
-MEMBER_SCORERS = (AffinityMLPScorer, CentroidCosineScorer, LSHDensityScorer, LSHVotingScorer,
-                  PinterestClassifierScorer, ItemLogRegScorer, SVDCentroidScorer, ItemRidgeScorer, MinHashScorer,
-                  PopularityScorer, RandomScorer)
+MEMBER_SCORERS = (
+    AffinityMLPScorer,
+    CentroidCosineScorer,
+    LSHDensityScorer,
+    LSHVotingScorer,
+    PinterestClassifierScorer,
+    ItemLogRegScorer,
+    SVDCentroidScorer,
+    ItemRidgeScorer,
+    MinHashScorer,
+    PopularityScorer,
+    RandomScorer,
+)
 
 
 class MemberSpec(BaseModel):
@@ -60,17 +70,23 @@ class EnsembleConfig(BaseModel):
     classifier_params: dict[str, Any] = Field(default_factory=dict)
     # item_ridge by default: on tuning splits 100-104 it lifted the ensemble from -0.014 / -0.035 to -0.001 /
     # +0.000 recall@5% of item_ridge alone on MovieLens / Amazon (bench/results/ensemble_item_ridge_tuning.md).
-    extra_members: list[MemberSpec] = Field(default_factory=lambda: [MemberSpec(model="item_ridge")],
-                                            description="More members (validated mode)")
+    extra_members: list[MemberSpec] = Field(
+        default_factory=lambda: [MemberSpec(model="item_ridge")], description="More members (validated mode)"
+    )
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     # validated mode
     # scope and min_gain chosen on tuning splits 100-104 (bench/results/classifier_ensemble.md): per campaign
     # or per bucket the cut is too small and the choice overfits it; min_gain 0.01 removed the last loss.
     scope: Literal["campaign", "bucket", "all"] = Field(
-        "all", description="Where blend weights are chosen: per campaign, per seed bucket, or once")
+        "all", description="Where blend weights are chosen: per campaign, per seed bucket, or once"
+    )
     bucket_edges: list[int] = Field([50, 200], description="Seed-list size buckets for scope=bucket")
-    min_gain: float = Field(0.01, ge=0, description="A blend replaces the best single member only where its mean "
-                            "validation recall is higher by more than this")
+    min_gain: float = Field(
+        0.01,
+        ge=0,
+        description="A blend replaces the best single member only where its mean "
+        "validation recall is higher by more than this",
+    )
     weight_step: float = Field(0.25, gt=0, le=1, description="Grid step of the blend weights (they sum to 1)")
     validation_share: float = Field(0.2, gt=0, lt=1, description="Share of training seeds held out to choose weights")
     max_validation_users: int = Field(100_000, ge=100, description="Non-seed users scored to place the cutoff")
@@ -197,25 +213,39 @@ class PinterestEnsembleScorer(AudienceScorer):
             if cut is None:
                 continue
             fit_seeds, val = cut
-            others = competing_users(data.n_users, fit_seeds, val, cfg.max_validation_users,
-                                     campaign_rng(cfg.seed + 2, cid))
+            others = competing_users(
+                data.n_users, fit_seeds, val, cfg.max_validation_users, campaign_rng(cfg.seed + 2, cid)
+            )
             ranks = np.stack([rank_scores(m.score(data, fit_seeds, everyone)) for m in members], 1)
             blended_val, blended_others = ranks[val] @ self.blends.T, ranks[others] @ self.blends.T
-            results[cid] = np.array([validation_recall(blended_val[:, b], blended_others[:, b], cfg.reference_share)
-                                     for b in range(len(self.blends))])
+            results[cid] = np.array(
+                [
+                    validation_recall(blended_val[:, b], blended_others[:, b], cfg.reference_share)
+                    for b in range(len(self.blends))
+                ]
+            )
         self.validation = results
         self.seed_counts = {cid: s.size for cid, s in train_seeds.items()}
         self.choice = self.make_choice()
         mean = np.nanmean(np.array(list(results.values())), 0) if results else np.zeros(len(self.blends))
-        log.info("pinterest_ensemble: blend over all campaigns %s (validation recall by member %s)",
-                 self.blends[self.choice.overall].round(2).tolist(), mean[: len(members)].round(3).tolist())
+        log.info(
+            "pinterest_ensemble: blend over all campaigns %s (validation recall by member %s)",
+            self.blends[self.choice.overall].round(2).tolist(),
+            mean[: len(members)].round(3).tolist(),
+        )
 
     def make_choice(self) -> ScopedChoice:
         """Blend per campaign, bucket and overall from the stored validation results and the config."""
         cfg = self.config
         n_members = int((self.blends == 1).sum())  # the one-hot rows: each member alone
-        return ScopedChoice.from_results(self.validation, self.seed_counts, len(self.blends), cfg.bucket_edges,
-                                         n_protected=n_members, min_gain=cfg.min_gain)
+        return ScopedChoice.from_results(
+            self.validation,
+            self.seed_counts,
+            len(self.blends),
+            cfg.bucket_edges,
+            n_protected=n_members,
+            min_gain=cfg.min_gain,
+        )
 
     def weights_for(self, seeds: CampaignSeeds) -> np.ndarray:
         """float64 [n_members]: the campaign's chosen blend (by the configured scope, falling back to the
@@ -224,8 +254,9 @@ class PinterestEnsembleScorer(AudienceScorer):
 
     @property
     def history(self) -> dict[str, list[float]]:
-        embedding = next((m for m in getattr(self, "members", []) if isinstance(m, EmbeddingScorer)
-                          and m.fitted is not None), None)
+        embedding = next(
+            (m for m in getattr(self, "members", []) if isinstance(m, EmbeddingScorer) and m.fitted is not None), None
+        )
         return encoder_curves(getattr(embedding, "fitted", None))
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
@@ -243,8 +274,10 @@ class PinterestEnsembleScorer(AudienceScorer):
     def params(self) -> dict[str, Any]:
         if self.config.mode != "validated" or not hasattr(self, "blends"):
             return {}
-        return {"blend_overall": self.blends[self.choice.overall].tolist(),
-                "blend_by_bucket": {b: self.blends[i].tolist() for b, i in self.choice.by_bucket.items()}}
+        return {
+            "blend_overall": self.blends[self.choice.overall].tolist(),
+            "blend_by_bucket": {b: self.blends[i].tolist() for b, i in self.choice.by_bucket.items()},
+        }
 
     def user_embeddings(self) -> np.ndarray | None:
         return self.members[0].user_embeddings()
@@ -257,8 +290,9 @@ class PinterestEnsembleScorer(AudienceScorer):
         for i, member in enumerate(self.members):
             member.save(folder / f"member_{i}_{member.name}")
         if self.config.mode == "validated":
-            (folder / "blend.json").write_text(json.dumps({"blends": self.blends.tolist(),
-                                                           "choice": self.choice.to_json()}, indent=1))
+            (folder / "blend.json").write_text(
+                json.dumps({"blends": self.blends.tolist(), "choice": self.choice.to_json()}, indent=1)
+            )
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         folder = Path(folder)
@@ -268,4 +302,3 @@ class PinterestEnsembleScorer(AudienceScorer):
         if self.config.mode == "validated":
             saved = json.loads((folder / "blend.json").read_text())
             self.blends, self.choice = np.array(saved["blends"]), ScopedChoice(**saved["choice"])
-

@@ -12,8 +12,9 @@ from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import seed_bucket
 
 
-def competing_users(n_users: int, fit_seeds: CampaignSeeds, val: np.ndarray, max_users: int,
-                    rng: np.random.Generator) -> np.ndarray:
+def competing_users(
+    n_users: int, fit_seeds: CampaignSeeds, val: np.ndarray, max_users: int, rng: np.random.Generator
+) -> np.ndarray:
     """user_idx of the users the validation seeds compete with for the audience: everyone but the fit seeds
     and labelled non-converters (the validation seeds included, as held-out seeds are in the outer
     protocol), uniformly sampled down to ``max_users`` (the validation seeds always kept)."""
@@ -48,8 +49,15 @@ class ScopedChoice:
     bucket_edges: list[int]
 
     @classmethod
-    def from_results(cls, results: dict[str, np.ndarray], seed_counts: dict[str, int], n_options: int,
-                     bucket_edges: list[int], n_protected: int = 0, min_gain: float = 0.0) -> ScopedChoice:
+    def from_results(
+        cls,
+        results: dict[str, np.ndarray],
+        seed_counts: dict[str, int],
+        n_options: int,
+        bucket_edges: list[int],
+        n_protected: int = 0,
+        min_gain: float = 0.0,
+    ) -> ScopedChoice:
         """``results``: campaign_id -> float [n_options] validation results; ``seed_counts``: campaign_id ->
         its training seeds (the size ``pick`` sees later). The first ``n_protected`` options are the safe
         defaults (an ensemble's single members): another option is chosen only where its mean result beats
@@ -68,8 +76,12 @@ class ScopedChoice:
         buckets: dict[str, list[np.ndarray]] = {}
         for cid, r in results.items():
             buckets.setdefault(seed_bucket(seed_counts[cid], bucket_edges), []).append(r)
-        return cls(best(table), {b: best(rs) for b, rs in buckets.items()},
-                   {cid: best([r]) for cid, r in results.items()}, list(bucket_edges))
+        return cls(
+            best(table),
+            {b: best(rs) for b, rs in buckets.items()},
+            {cid: best([r]) for cid, r in results.items()},
+            list(bucket_edges),
+        )
 
     def pick(self, scope: str, seeds: CampaignSeeds) -> int:
         """The option for ``seeds`` under ``scope`` (campaign, bucket, all); a campaign or bucket that had no
@@ -82,5 +94,9 @@ class ScopedChoice:
         return pick
 
     def to_json(self) -> dict:
-        return {"overall": self.overall, "by_bucket": self.by_bucket, "by_campaign": self.by_campaign,
-                "bucket_edges": self.bucket_edges}
+        return {
+            "overall": self.overall,
+            "by_bucket": self.by_bucket,
+            "by_campaign": self.by_campaign,
+            "bucket_edges": self.bucket_edges,
+        }

@@ -39,11 +39,11 @@ def region_codes(embeddings: np.ndarray, planes: np.ndarray, chunk: int = 262_14
     """int64 [n_users, n_partitions]: each user's region id in each partition."""
     n_part, n_bits, dim = planes.shape
     flat = planes.reshape(n_part * n_bits, dim).T  # [dim, P*b]
-    weights = (1 << np.arange(n_bits, dtype=np.int64))
+    weights = 1 << np.arange(n_bits, dtype=np.int64)
     out = np.empty((embeddings.shape[0], n_part), np.int64)
     for lo in range(0, embeddings.shape[0], chunk):
-        bits = (embeddings[lo:lo + chunk] @ flat > 0).reshape(-1, n_part, n_bits)
-        out[lo:lo + chunk] = bits.astype(np.int64) @ weights
+        bits = (embeddings[lo : lo + chunk] @ flat > 0).reshape(-1, n_part, n_bits)
+        out[lo : lo + chunk] = bits.astype(np.int64) @ weights
     return out
 
 
@@ -62,8 +62,13 @@ class RegionTable:
     n_partitions: int
 
     def save(self, path: str | Path) -> Path:
-        np.savez(path, partition=self.partition, region=self.region, score=self.score,
-                 n_partitions=np.array(self.n_partitions))
+        np.savez(
+            path,
+            partition=self.partition,
+            region=self.region,
+            score=self.score,
+            n_partitions=np.array(self.n_partitions),
+        )
         return Path(path)
 
     @classmethod
@@ -144,7 +149,7 @@ class HyperplaneLSH:
         lo = np.searchsorted(self.sorted_codes[p], regions, side="left")
         hi = np.searchsorted(self.sorted_codes[p], regions, side="right")
         if regions.size == 1:
-            return self.order[p, lo[0]:hi[0]]
+            return self.order[p, lo[0] : hi[0]]
         lengths = hi - lo
         offsets = np.cumsum(lengths) - lengths
         rows = np.arange(lengths.sum()) - np.repeat(offsets, lengths) + np.repeat(lo, lengths)
@@ -158,8 +163,9 @@ class HyperplaneLSH:
         ids, hits = np.unique(found, return_counts=True)
         return ids[hits >= min_partitions]
 
-    def region_table(self, seeds: np.ndarray, kind: str = "density", min_region_seeds: int = 1,
-                     min_region_users: int = 1) -> RegionTable:
+    def region_table(
+        self, seeds: np.ndarray, kind: str = "density", min_region_seeds: int = 1, min_region_users: int = 1
+    ) -> RegionTable:
         """The campaign's {(partition, region) -> score} table from its seed users' regions."""
         if kind not in ("density", "voting"):
             raise ValueError(f"kind must be 'density' or 'voting', got {kind!r}")

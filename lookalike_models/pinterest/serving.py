@@ -30,10 +30,10 @@ class PackedUserEncoder(nn.Module):
         single = packed[:, :at].long()
         multi = []
         for width in self.multi_widths:
-            multi.append(packed[:, at:at + width].long())
+            multi.append(packed[:, at : at + width].long())
             at += width
-        continuous = packed[:, at:at + self.n_continuous]
-        bag = packed[:, at + self.n_continuous:]
+        continuous = packed[:, at : at + self.n_continuous]
+        bag = packed[:, at + self.n_continuous :]
         width = bag.shape[1] // 2
         history, weight = bag[:, :width].long(), bag[:, width:]
         return self.encoder(single, multi, continuous, *history_bag(self.encoder, history, weight))

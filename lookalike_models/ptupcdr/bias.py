@@ -18,8 +18,9 @@ import numpy as np
 from lookalike_models.ptupcdr.model import Ratings, mae_rmse
 
 
-def shrunk_biases(ratings: Ratings, n_users: int, n_items: int, user_shrink: float, item_shrink: float,
-                  rounds: int = 3) -> tuple[float, np.ndarray, np.ndarray]:
+def shrunk_biases(
+    ratings: Ratings, n_users: int, n_items: int, user_shrink: float, item_shrink: float, rounds: int = 3
+) -> tuple[float, np.ndarray, np.ndarray]:
     """(mean, b_user float64 [n_users], b_item float64 [n_items]) of r ~ mean + b_user + b_item.
 
     Item biases first, then user offsets, alternated ``rounds`` times; each a sum of residuals over
@@ -51,9 +52,16 @@ class BiasBaseline:
         return self.mean + self.item_bias[items] + self.alpha * self.source_offset[users]
 
 
-def fit_bias_baseline(source: Ratings, target_train: Ratings, val: Ratings, n_users: int, n_items: int,
-                      alphas: np.ndarray | None = None, user_shrinks: tuple[float, ...] = (0, 2, 5, 10, 25),
-                      item_shrinks: tuple[float, ...] = (2, 5, 10, 25)) -> BiasBaseline:
+def fit_bias_baseline(
+    source: Ratings,
+    target_train: Ratings,
+    val: Ratings,
+    n_users: int,
+    n_items: int,
+    alphas: np.ndarray | None = None,
+    user_shrinks: tuple[float, ...] = (0, 2, 5, 10, 25),
+    item_shrinks: tuple[float, ...] = (2, 5, 10, 25),
+) -> BiasBaseline:
     """Grid search of alpha x source user shrinkage x item shrinkage (both domains) on ``val``'s MAE.
 
     ``val``: target ratings of validation users, who are cold (absent from ``target_train``)."""
@@ -68,8 +76,10 @@ def fit_bias_baseline(source: Ratings, target_train: Ratings, val: Ratings, n_us
             errors = np.abs(base[None] + alphas[:, None] * offset[val.users][None] - val.ratings[None]).mean(1)
             k = int(np.argmin(errors))
             if best is None or errors[k] < best[0]:
-                best = (float(errors[k]), BiasBaseline(mean, item_bias, offset, float(alphas[k]), user_shrink,
-                                                       item_shrink))
+                best = (
+                    float(errors[k]),
+                    BiasBaseline(mean, item_bias, offset, float(alphas[k]), user_shrink, item_shrink),
+                )
     assert best is not None
     return best[1]
 

@@ -43,20 +43,30 @@ from lookalike_models.scorers import AudienceScorer, check_params, pick_scorer, 
 log = logging.getLogger(__name__)
 
 # What may rank the users with target activity.
-WARM_SCORERS = (MinHashScorer, ItemLogRegScorer, ItemRidgeScorer, SVDCentroidScorer, PTUPCDRBridgeScorer,
-                PopularityScorer, RandomScorer)
+WARM_SCORERS = (
+    MinHashScorer,
+    ItemLogRegScorer,
+    ItemRidgeScorer,
+    SVDCentroidScorer,
+    PTUPCDRBridgeScorer,
+    PopularityScorer,
+    RandomScorer,
+)
 
 
 class PTUPCDRHybridConfig(BaseModel, extra="forbid"):
-    warm_model: str = Field("minhash", description="Registered scorer for users with target activity "
-                            "(e.g. minhash, item_logreg)")
+    warm_model: str = Field(
+        "minhash", description="Registered scorer for users with target activity (e.g. minhash, item_logreg)"
+    )
     warm_params: dict[str, Any] = Field(default_factory=dict)
     bridge_params: dict[str, Any] = Field(default_factory=dict, description="ptupcdr_bridge's config")
     cold_share_scale: float = Field(1.0, ge=0, description="q = scale x the smoothed cold share of the seeds")
     cold_ranking: Literal["bridge", "bridge+warm"] = Field(
-        "bridge", description="How source-only users are ranked: by the bridge alone, or by the sum of their "
+        "bridge",
+        description="How source-only users are ranked: by the bridge alone, or by the sum of their "
         "percentile ranks under the bridge and under the warm scorer (when it can score them, e.g. item_logreg "
-        "through their source-domain items)")
+        "through their source-domain items)",
+    )
     prior_seeds: float = Field(2.0, ge=0, description="Smoothing: q starts from (n_cold + p/2) / (n + p)")
 
     @model_validator(mode="after")
@@ -68,8 +78,7 @@ class PTUPCDRHybridConfig(BaseModel, extra="forbid"):
         return self
 
 
-def interleave_keys(warm_order: np.ndarray, cold_order: np.ndarray, cold_share: float,
-                    n_users: int) -> np.ndarray:
+def interleave_keys(warm_order: np.ndarray, cold_order: np.ndarray, cold_share: float, n_users: int) -> np.ndarray:
     """float64 [n_users]: merged rank keys (lower = better; inf = not ranked) from two best-first user lists.
 
     The r-th warm user gets (r + 1) / (1 - q), the r-th cold user (r + 1) / q: reading keys in order takes
@@ -97,8 +106,9 @@ class PTUPCDRHybridScorer(AudienceScorer):
     config_class = PTUPCDRHybridConfig
 
     @classmethod
-    def from_fitted(cls, config: dict[str, Any], bridge: PTUPCDRBridgeScorer,
-                    warm: AudienceScorer) -> PTUPCDRHybridScorer:
+    def from_fitted(
+        cls, config: dict[str, Any], bridge: PTUPCDRBridgeScorer, warm: AudienceScorer
+    ) -> PTUPCDRHybridScorer:
         """A hybrid over already fitted parts (benchmarks share one bridge fit between hybrids)."""
         hybrid = cls(config)
         hybrid.bridge, hybrid.warm = bridge, warm
@@ -109,8 +119,12 @@ class PTUPCDRHybridScorer(AudienceScorer):
         self.bridge.fit(data, train_seeds)
         self.warm = pick_scorer(WARM_SCORERS, self.config.warm_model, "the warm part")(self.config.warm_params)
         self.warm.fit(data, train_seeds)
-        log.info("ptupcdr_hybrid: %d warm users (%s), %d cold users (bridge)", self.is_warm.sum(),
-                 self.config.warm_model, self.is_cold.sum())
+        log.info(
+            "ptupcdr_hybrid: %d warm users (%s), %d cold users (bridge)",
+            self.is_warm.sum(),
+            self.config.warm_model,
+            self.is_cold.sum(),
+        )
 
     @property
     def is_warm(self) -> np.ndarray:

@@ -89,8 +89,9 @@ class RatingMF(nn.Module):
             table.weight.requires_grad_(biases)
         self.register_buffer("mean", torch.tensor(float(mean) if biases else 0.0))
 
-    def predict_with(self, user_vectors: torch.Tensor, items: torch.Tensor,
-                     user_offsets: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_with(
+        self, user_vectors: torch.Tensor, items: torch.Tensor, user_offsets: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """user_vectors [B, d], items int64 [B], user_offsets [B] (b_u; none = 0) -> predicted ratings [B]."""
         pred = self.mean + self.item_bias(items).squeeze(-1) + (user_vectors * self.item(items)).sum(-1)
         return pred if user_offsets is None else pred + user_offsets
@@ -125,13 +126,29 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
 
 
 def _tensors(r: Ratings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return torch.as_tensor(r.users, dtype=torch.long), torch.as_tensor(r.items, dtype=torch.long), \
-        torch.as_tensor(r.ratings, dtype=torch.float32)
+    return (
+        torch.as_tensor(r.users, dtype=torch.long),
+        torch.as_tensor(r.items, dtype=torch.long),
+        torch.as_tensor(r.ratings, dtype=torch.float32),
+    )
 
 
-def fit_mf(ratings: Ratings, n_users: int, n_items: int, dim: int = 10, biases: bool = True, epochs: int = 60,
-           lr: float = 0.01, reg: float = 0.05, batch_size: int = 1024, val_frac: float = 0.05, patience: int = 5,
-           objective: str = "rating", n_neg: int = 4, seed: int = 0) -> RatingMF:
+def fit_mf(
+    ratings: Ratings,
+    n_users: int,
+    n_items: int,
+    dim: int = 10,
+    biases: bool = True,
+    epochs: int = 60,
+    lr: float = 0.01,
+    reg: float = 0.05,
+    batch_size: int = 1024,
+    val_frac: float = 0.05,
+    patience: int = 5,
+    objective: str = "rating",
+    n_neg: int = 4,
+    seed: int = 0,
+) -> RatingMF:
     """Matrix factorisation; the epoch is chosen on a random ``val_frac`` of the given ratings.
 
     ``objective``: ``rating`` (MSE on the ratings, the paper's) or ``implicit`` (logistic loss on observed
@@ -180,8 +197,9 @@ def fit_mf(ratings: Ratings, n_users: int, n_items: int, dim: int = 10, biases: 
     return model
 
 
-def liked_histories(source: Ratings, n_users: int, pad_id: int, history_len: int = 20,
-                    like_threshold: float = 3.0) -> np.ndarray:
+def liked_histories(
+    source: Ratings, n_users: int, pad_id: int, history_len: int = 20, like_threshold: float = 3.0
+) -> np.ndarray:
     """int64 [n_users, history_len]: each user's source items rated above ``like_threshold``, best rated
     first, padded with ``pad_id``. A user who liked nothing falls back to their best-rated items."""
     out = np.full((n_users, history_len), pad_id, np.int64)
@@ -241,9 +259,16 @@ class PTUPCDR(nn.Module):
     learned on the same task (a task-oriented EMCDR); ``map_embedding=False`` drops u_tgt_hat (offset only);
     ``map_offset=False`` drops b_tgt_hat (the paper's bridge, embedding only)."""
 
-    def __init__(self, source_users: torch.Tensor, source_items: torch.Tensor,
-                 source_user_bias: torch.Tensor | None = None, meta_hidden: int = 50, personal: bool = True,
-                 map_embedding: bool = True, map_offset: bool = True):
+    def __init__(
+        self,
+        source_users: torch.Tensor,
+        source_items: torch.Tensor,
+        source_user_bias: torch.Tensor | None = None,
+        meta_hidden: int = 50,
+        personal: bool = True,
+        map_embedding: bool = True,
+        map_offset: bool = True,
+    ):
         super().__init__()
         dim = source_users.shape[1]
         pad_row = torch.zeros(1, dim)
@@ -263,15 +288,33 @@ class PTUPCDR(nn.Module):
         bridges, scale, shift = self.meta(p_u if self.personal else torch.zeros_like(p_u))
         vectors = torch.bmm(self.source_users[users].unsqueeze(1), bridges).squeeze(1)
         offsets = (1 + scale) * self.source_user_bias[users] + shift
-        return (vectors if self.map_embedding else torch.zeros_like(vectors),
-                offsets if self.map_offset else torch.zeros_like(offsets))
+        return (
+            vectors if self.map_embedding else torch.zeros_like(vectors),
+            offsets if self.map_offset else torch.zeros_like(offsets),
+        )
 
 
-def fit_ptupcdr(source_mf: RatingMF, target_mf: RatingMF, histories: np.ndarray, train: Ratings, val: Ratings,
-                epochs: int = 60, lr: float = 0.005, batch_size: int = 256, patience: int = 6,
-                meta_hidden: int = 50, reg: float = 0.0, weight_decay: float = 0.0, objective: str = "rating",
-                n_neg: int = 4, seed: int = 0, personal: bool = True, map_embedding: bool = True,
-                map_offset: bool = True, source_offsets: np.ndarray | None = None) -> tuple[PTUPCDR, list[float]]:
+def fit_ptupcdr(
+    source_mf: RatingMF,
+    target_mf: RatingMF,
+    histories: np.ndarray,
+    train: Ratings,
+    val: Ratings,
+    epochs: int = 60,
+    lr: float = 0.005,
+    batch_size: int = 256,
+    patience: int = 6,
+    meta_hidden: int = 50,
+    reg: float = 0.0,
+    weight_decay: float = 0.0,
+    objective: str = "rating",
+    n_neg: int = 4,
+    seed: int = 0,
+    personal: bool = True,
+    map_embedding: bool = True,
+    map_offset: bool = True,
+    source_offsets: np.ndarray | None = None,
+) -> tuple[PTUPCDR, list[float]]:
     """Task-oriented meta training: MSE of mean + b_i + b_tgt_hat + u_tgt_hat . v_i against real target ratings.
 
     Only the encoder and meta network train; the MF tables are frozen. The epoch (0 = untrained: the source
@@ -288,8 +331,9 @@ def fit_ptupcdr(source_mf: RatingMF, target_mf: RatingMF, histories: np.ndarray,
     if objective == "implicit":
         val = with_negatives(val, pool, n_neg, rng)
     offsets = source_mf.user_bias.weight if source_offsets is None else torch.as_tensor(source_offsets).float()
-    model = PTUPCDR(source_mf.user.weight, source_mf.item.weight, offsets, meta_hidden,
-                    personal, map_embedding, map_offset)
+    model = PTUPCDR(
+        source_mf.user.weight, source_mf.item.weight, offsets, meta_hidden, personal, map_embedding, map_offset
+    )
     hist = torch.as_tensor(histories, dtype=torch.long)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     vu, vi, vr = _tensors(val)
@@ -350,8 +394,12 @@ def fit_emcdr(source_vectors: np.ndarray, target_vectors: np.ndarray, ridge: flo
     return LinearBridge(weight.astype(np.float32))
 
 
-def predict(target_mf: RatingMF, user_vectors: np.ndarray | torch.Tensor, items: np.ndarray,
-            user_offsets: np.ndarray | None = None) -> np.ndarray:
+def predict(
+    target_mf: RatingMF,
+    user_vectors: np.ndarray | torch.Tensor,
+    items: np.ndarray,
+    user_offsets: np.ndarray | None = None,
+) -> np.ndarray:
     """Ratings from explicit user vectors [n, d], target items [n] and user offsets b_u [n] (none = 0)."""
     with torch.no_grad():
         vectors = torch.as_tensor(np.asarray(user_vectors), dtype=torch.float32)
@@ -373,9 +421,16 @@ def bridged_vectors(model: PTUPCDR, users: np.ndarray, histories: np.ndarray) ->
     return bridged_users(model, users, histories)[0]
 
 
-def fine_tune_vectors(target_mf: RatingMF, users: np.ndarray, init: np.ndarray, ratings: Ratings,
-                      epochs: int = 50, lr: float = 0.01, reg: float = 0.2,
-                      offsets: np.ndarray | None = None) -> np.ndarray:
+def fine_tune_vectors(
+    target_mf: RatingMF,
+    users: np.ndarray,
+    init: np.ndarray,
+    ratings: Ratings,
+    epochs: int = 50,
+    lr: float = 0.01,
+    reg: float = 0.2,
+    offsets: np.ndarray | None = None,
+) -> np.ndarray:
     """Warm start: user vectors [len(users), d] fitted to the users' first target ratings, starting from
     ``init`` (bridged vectors, or zeros for a plain target MF); item tables and the users' ``offsets``
     [len(users)] (bridged b_u; none = 0) stay frozen. Full batch, Adam."""

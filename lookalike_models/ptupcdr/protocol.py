@@ -50,8 +50,11 @@ class TwoDomains:
 
         def ratings_of(code: int) -> Ratings:
             keep = data.domain == code
-            return Ratings(data.user_idx[keep].astype(np.int64), data.item_idx[keep].astype(np.int64),
-                           data.weight[keep].astype(np.float32))
+            return Ratings(
+                data.user_idx[keep].astype(np.int64),
+                data.item_idx[keep].astype(np.int64),
+                data.weight[keep].astype(np.float32),
+            )
 
         return cls(ratings_of(codes[0]), ratings_of(codes[1]), data.n_users, data.n_items)
 
@@ -116,8 +119,9 @@ def cold_start_split(domains: TwoDomains, beta: float, val_frac: float, seed: in
     n_val = max(1, int(round(val_frac * overlap.size)))
     if overlap.size - n_test - n_val < 1:
         raise ValueError(f"beta={beta} and val_frac={val_frac} leave no training users of {overlap.size}")
-    return ColdStartSplit(np.sort(overlap[n_val + n_test :]), np.sort(overlap[:n_val]),
-                          np.sort(overlap[n_val : n_val + n_test]))
+    return ColdStartSplit(
+        np.sort(overlap[n_val + n_test :]), np.sort(overlap[:n_val]), np.sort(overlap[n_val : n_val + n_test])
+    )
 
 
 def with_offsets(mf: RatingMF) -> np.ndarray:
@@ -125,8 +129,9 @@ def with_offsets(mf: RatingMF) -> np.ndarray:
     return np.hstack([mf.user.weight.numpy(), mf.user_bias.weight.numpy()])
 
 
-def run_cold_start(domains: TwoDomains, beta: float, seed: int = 0, config: ColdStartConfig | None = None,
-                   mf_cache: dict | None = None) -> dict[str, dict[str, float]]:
+def run_cold_start(
+    domains: TwoDomains, beta: float, seed: int = 0, config: ColdStartConfig | None = None, mf_cache: dict | None = None
+) -> dict[str, dict[str, float]]:
     """MAE/RMSE on the cold-start users' target ratings (and on the validation users', ``val_mae``) for:
     global mean, target-only MF, merged-domain MF, the bias baseline, EMCDR and PTUPCDR (plus the ablation
     bridges of ``ABLATIONS`` named in ``config.ablations``). Target-only MF has no vector or offset for a cold
@@ -145,8 +150,17 @@ def run_cold_start(domains: TwoDomains, beta: float, seed: int = 0, config: Cold
     def fitted(name: str, ratings: Ratings, reg: float) -> RatingMF:
         key = (name, beta, seed, reg, cfg.dim, cfg.biases, cfg.mf_epochs, cfg.mf_lr)
         if key not in cache:
-            cache[key] = fit_mf(ratings, n_u, n_i, dim=cfg.dim, biases=cfg.biases, epochs=cfg.mf_epochs,
-                                lr=cfg.mf_lr, reg=reg, seed=seed)
+            cache[key] = fit_mf(
+                ratings,
+                n_u,
+                n_i,
+                dim=cfg.dim,
+                biases=cfg.biases,
+                epochs=cfg.mf_epochs,
+                lr=cfg.mf_lr,
+                reg=reg,
+                seed=seed,
+            )
         return cache[key]
 
     source_mf = fitted("source", domains.source, cfg.mf_reg)
@@ -164,11 +178,18 @@ def run_cold_start(domains: TwoDomains, beta: float, seed: int = 0, config: Cold
     train_mean = float(target_train.ratings.mean())
     record("global_mean", lambda u, i: np.full(u.size, train_mean))
     record("target_mf", lambda u, i: predict(target_mf, np.zeros((u.size, cfg.dim), np.float32), i))
-    record("merged_mf", lambda u, i: predict(merged_mf, merged_mf.user.weight[u], i,
-                                             merged_mf.user_bias.weight[u, 0].numpy()))
+    record(
+        "merged_mf",
+        lambda u, i: predict(merged_mf, merged_mf.user.weight[u], i, merged_mf.user_bias.weight[u, 0].numpy()),
+    )
     baseline = fit_bias_baseline(domains.source, target_train, val, n_u, n_i)
-    record("bias_baseline", baseline.predict, alpha=baseline.alpha, user_shrink=baseline.user_shrink,
-           item_shrink=baseline.item_shrink)
+    record(
+        "bias_baseline",
+        baseline.predict,
+        alpha=baseline.alpha,
+        user_shrink=baseline.user_shrink,
+        item_shrink=baseline.item_shrink,
+    )
 
     src_x, tgt_x = with_offsets(source_mf), with_offsets(target_mf)
 
@@ -176,12 +197,14 @@ def run_cold_start(domains: TwoDomains, beta: float, seed: int = 0, config: Cold
         def predict_ratings(u, i):
             x = bridge(src_x[u])
             return predict(target_mf, x[:, : cfg.dim], i, x[:, cfg.dim])
+
         return predict_ratings
 
     # The ridge is chosen on the validation users' target ratings.
     bridges = {r: fit_emcdr(src_x[split.train_users], tgt_x[split.train_users], r) for r in cfg.ridges}
-    best_ridge = min(cfg.ridges, key=lambda r: mae_rmse(emcdr_predict(bridges[r])(val.users, val.items),
-                                                          val.ratings)[0])
+    best_ridge = min(
+        cfg.ridges, key=lambda r: mae_rmse(emcdr_predict(bridges[r])(val.users, val.items), val.ratings)[0]
+    )
     record("emcdr", emcdr_predict(bridges[best_ridge]), ridge=best_ridge)
 
     histories = liked_histories(domains.source, n_u, n_i, cfg.history_len, cfg.like_threshold)
@@ -189,12 +212,24 @@ def run_cold_start(domains: TwoDomains, beta: float, seed: int = 0, config: Cold
     baseline_head = with_biases(target_mf, baseline.mean, baseline.item_bias)
     for name, (personal, map_embedding, map_offset, on_baseline) in variants.items():
         head = baseline_head if on_baseline else target_mf
-        model, curve = fit_ptupcdr(source_mf, head, histories, target_train.of_users(split.train_users), val,
-                                   epochs=cfg.meta_epochs, lr=cfg.meta_lr, meta_hidden=cfg.meta_hidden,
-                                   reg=cfg.meta_reg, patience=cfg.meta_patience, seed=seed, personal=personal,
-                                   objective=cfg.meta_objective, map_embedding=map_embedding,
-                                   map_offset=map_offset,
-                                   source_offsets=baseline.alpha * baseline.source_offset if on_baseline else None)
+        model, curve = fit_ptupcdr(
+            source_mf,
+            head,
+            histories,
+            target_train.of_users(split.train_users),
+            val,
+            epochs=cfg.meta_epochs,
+            lr=cfg.meta_lr,
+            meta_hidden=cfg.meta_hidden,
+            reg=cfg.meta_reg,
+            patience=cfg.meta_patience,
+            seed=seed,
+            personal=personal,
+            objective=cfg.meta_objective,
+            map_embedding=map_embedding,
+            map_offset=map_offset,
+            source_offsets=baseline.alpha * baseline.source_offset if on_baseline else None,
+        )
 
         def bridge_predict(u, i, model=model, head=head):
             vectors, offsets = bridged_users(model, u, histories)
@@ -217,9 +252,14 @@ def reveal(ratings: Ratings, n_known: int, seed: int) -> tuple[Ratings, Ratings]
     return known.of_users(np.unique(rest.users)), rest
 
 
-def run_warm_start(domains: TwoDomains, beta: float, n_known: int = 5, seed: int = 0,
-                   config: ColdStartConfig | None = None,
-                   epoch_grid: tuple[int, ...] = (10, 25, 50, 100, 200)) -> dict[str, dict[str, float]]:
+def run_warm_start(
+    domains: TwoDomains,
+    beta: float,
+    n_known: int = 5,
+    seed: int = 0,
+    config: ColdStartConfig | None = None,
+    epoch_grid: tuple[int, ...] = (10, 25, 50, 100, 200),
+) -> dict[str, dict[str, float]]:
     """Cold test users reveal ``n_known`` target ratings each (random); MAE/RMSE on their other ratings for:
     the bridge alone, a zero-initialised vector fitted to the known ratings (target MF's way for a new
     user), and the bridged vector fine-tuned on them (warm start). Fine-tuning epochs are chosen per method
@@ -233,9 +273,20 @@ def run_warm_start(domains: TwoDomains, beta: float, n_known: int = 5, seed: int
     mf = dict(dim=cfg.dim, biases=cfg.biases, epochs=cfg.mf_epochs, lr=cfg.mf_lr, reg=cfg.mf_reg, seed=seed)
     source_mf, target_mf = fit_mf(domains.source, n_u, n_i, **mf), fit_mf(target_train, n_u, n_i, **mf)
     histories = liked_histories(domains.source, n_u, n_i, cfg.history_len, cfg.like_threshold)
-    model, _ = fit_ptupcdr(source_mf, target_mf, histories, target_train.of_users(split.train_users), val,
-                           epochs=cfg.meta_epochs, lr=cfg.meta_lr, meta_hidden=cfg.meta_hidden, reg=cfg.meta_reg,
-                           patience=cfg.meta_patience, seed=seed, objective=cfg.meta_objective)
+    model, _ = fit_ptupcdr(
+        source_mf,
+        target_mf,
+        histories,
+        target_train.of_users(split.train_users),
+        val,
+        epochs=cfg.meta_epochs,
+        lr=cfg.meta_lr,
+        meta_hidden=cfg.meta_hidden,
+        reg=cfg.meta_reg,
+        patience=cfg.meta_patience,
+        seed=seed,
+        objective=cfg.meta_objective,
+    )
 
     def evaluate(ratings: Ratings, init: str, epochs: int) -> tuple[float, float, Ratings]:
         known, rest = reveal(ratings, n_known, seed + 1)
@@ -243,19 +294,31 @@ def run_warm_start(domains: TwoDomains, beta: float, n_known: int = 5, seed: int
         bridged, offsets = bridged_users(model, users, histories)
         # The bridged offset stays fixed while the vector is fine-tuned; from zero there is no offset.
         start, offsets = (bridged, offsets) if init == "bridge" else (np.zeros_like(bridged), None)
-        vectors = fine_tune_vectors(target_mf, users, start, known, epochs, reg=cfg.mf_reg,
-                                    offsets=offsets) if epochs else start
+        vectors = (
+            fine_tune_vectors(target_mf, users, start, known, epochs, reg=cfg.mf_reg, offsets=offsets)
+            if epochs
+            else start
+        )
         rows = np.searchsorted(users, rest.users)
-        mae, rmse = mae_rmse(predict(target_mf, vectors[rows], rest.items,
-                                     None if offsets is None else offsets[rows]), rest.ratings)
+        mae, rmse = mae_rmse(
+            predict(target_mf, vectors[rows], rest.items, None if offsets is None else offsets[rows]), rest.ratings
+        )
         return mae, rmse, rest
 
     test = domains.target.of_users(split.test_users)
     results = {}
-    for name, init, grid in (("ptupcdr_cold", "bridge", (0,)), ("target_mf_fitted", "zeros", epoch_grid),
-                             ("ptupcdr_warm_start", "bridge", epoch_grid)):
+    for name, init, grid in (
+        ("ptupcdr_cold", "bridge", (0,)),
+        ("target_mf_fitted", "zeros", epoch_grid),
+        ("ptupcdr_warm_start", "bridge", epoch_grid),
+    ):
         epochs = min(grid, key=lambda e: evaluate(val, init, e)[1])
         mae, rmse, rest = evaluate(test, init, epochs)
-        results[name] = {"mae": mae, "rmse": rmse, "fine_tune_epochs": float(epochs),
-                         "n_users": float(np.unique(rest.users).size), "n_ratings": float(len(rest))}
+        results[name] = {
+            "mae": mae,
+            "rmse": rmse,
+            "fine_tune_epochs": float(epochs),
+            "n_users": float(np.unique(rest.users).size),
+            "n_ratings": float(len(rest)),
+        }
     return results

@@ -44,8 +44,10 @@ class PTUPCDRBridgeConfig(BaseModel):
     target_domain: str | None = Field(None, description="Target domain name; default the second")
     use_bridge: bool = Field(True, description="Reach users with no target activity through their bridges")
     objective: Literal["rating", "implicit"] = Field(
-        "implicit", description="rating: MF and bridge fitted on the weights as star ratings (the paper's task); "
-        "implicit: on observed vs sampled unobserved pairs, a space of what users engage with (look-alike's)")
+        "implicit",
+        description="rating: MF and bridge fitted on the weights as star ratings (the paper's task); "
+        "implicit: on observed vs sampled unobserved pairs, a space of what users engage with (look-alike's)",
+    )
     n_neg: int = Field(4, ge=1, description="Sampled unobserved items per observed pair (implicit)")
     dim: int = Field(10, ge=2, le=128, description="MF embedding size (the paper's 10)")
     biases: bool = Field(True, description="Global mean + item bias in the MF rating model")
@@ -83,27 +85,49 @@ class PTUPCDRBridgeScorer(AudienceScorer):
         cfg = self.config
         torch.manual_seed(cfg.seed)
         domains = TwoDomains.from_data(data, cfg.source_domain, cfg.target_domain)
-        mf = dict(dim=cfg.dim, biases=cfg.biases, epochs=cfg.mf_epochs, reg=cfg.mf_reg, objective=cfg.objective,
-                  n_neg=cfg.n_neg, seed=cfg.seed)
+        mf = dict(
+            dim=cfg.dim,
+            biases=cfg.biases,
+            epochs=cfg.mf_epochs,
+            reg=cfg.mf_reg,
+            objective=cfg.objective,
+            n_neg=cfg.n_neg,
+            seed=cfg.seed,
+        )
         self.source_mf = fit_mf(domains.source, data.n_users, data.n_items, **mf)
         self.target_mf = fit_mf(domains.target, data.n_users, data.n_items, **mf)
         overlap = np.random.default_rng(cfg.seed).permutation(domains.overlapping_users())
         n_val = max(1, int(round(cfg.val_frac * overlap.size)))
         val_users, train_users = overlap[:n_val], overlap[n_val:]
-        self.histories = liked_histories(domains.source, data.n_users, data.n_items, cfg.history_len,
-                                         cfg.like_threshold)
+        self.histories = liked_histories(
+            domains.source, data.n_users, data.n_items, cfg.history_len, cfg.like_threshold
+        )
         self.bridge, curve = fit_ptupcdr(
-            self.source_mf, self.target_mf, self.histories, domains.target.of_users(train_users),
-            domains.target.of_users(val_users), epochs=cfg.meta_epochs, lr=cfg.meta_lr, meta_hidden=cfg.meta_hidden,
-            reg=cfg.meta_reg, batch_size=cfg.meta_batch_size, objective=cfg.objective, n_neg=cfg.n_neg,
-            seed=cfg.seed)
+            self.source_mf,
+            self.target_mf,
+            self.histories,
+            domains.target.of_users(train_users),
+            domains.target.of_users(val_users),
+            epochs=cfg.meta_epochs,
+            lr=cfg.meta_lr,
+            meta_hidden=cfg.meta_hidden,
+            reg=cfg.meta_reg,
+            batch_size=cfg.meta_batch_size,
+            objective=cfg.objective,
+            n_neg=cfg.n_neg,
+            seed=cfg.seed,
+        )
         self.has_target = np.zeros(data.n_users, bool)
         self.has_target[domains.target.users] = True
         self.has_source = np.zeros(data.n_users, bool)
         self.has_source[domains.source.users] = True
         self._set_vectors()
-        log.info("ptupcdr_bridge: %d users with target activity, %d bridged from the source only; bridge epoch %d",
-                 self.has_target.sum(), (self.has_source & ~self.has_target).sum(), int(np.argmin(curve)) + 1)
+        log.info(
+            "ptupcdr_bridge: %d users with target activity, %d bridged from the source only; bridge epoch %d",
+            self.has_target.sum(),
+            (self.has_source & ~self.has_target).sum(),
+            int(np.argmin(curve)) + 1,
+        )
 
     def _set_vectors(self) -> None:
         """float32 [n_users, d] target-domain vectors; NaN rows for users the scorer cannot reach."""
@@ -140,10 +164,17 @@ class PTUPCDRBridgeScorer(AudienceScorer):
     def save(self, folder: Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save({"source_mf": self.source_mf.state_dict(), "target_mf": self.target_mf.state_dict(),
-                    "bridge": self.bridge.state_dict()}, folder / "ptupcdr.pt")
-        np.savez(folder / "ptupcdr.npz", histories=self.histories, has_target=self.has_target,
-                 has_source=self.has_source)
+        torch.save(
+            {
+                "source_mf": self.source_mf.state_dict(),
+                "target_mf": self.target_mf.state_dict(),
+                "bridge": self.bridge.state_dict(),
+            },
+            folder / "ptupcdr.pt",
+        )
+        np.savez(
+            folder / "ptupcdr.npz", histories=self.histories, has_target=self.has_target, has_source=self.has_source
+        )
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         folder = Path(folder)
@@ -158,8 +189,12 @@ class PTUPCDRBridgeScorer(AudienceScorer):
             model.eval().requires_grad_(False)
             mfs.append(model)
         self.source_mf, self.target_mf = mfs
-        self.bridge = PTUPCDR(self.source_mf.user.weight, self.source_mf.item.weight,
-                              self.source_mf.user_bias.weight, self.config.meta_hidden)
+        self.bridge = PTUPCDR(
+            self.source_mf.user.weight,
+            self.source_mf.item.weight,
+            self.source_mf.user_bias.weight,
+            self.config.meta_hidden,
+        )
         self.bridge.load_state_dict(states["bridge"])
         self.bridge.eval()
         self._set_vectors()

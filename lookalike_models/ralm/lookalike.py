@@ -37,8 +37,14 @@ from lookalike_models.dataset import CampaignSeeds
 log = logging.getLogger(__name__)
 
 
-def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 10, init: np.ndarray | None = None,
-           sample: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(
+    x: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    iters: int = 10,
+    init: np.ndarray | None = None,
+    sample: int = 100_000,
+) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd's k-means: (centroids float32 [k', h], assignment int64 [n]) with k' = min(k, n).
 
     Centroid positions are fitted on at most ``sample`` rows (so a 1M-seed refresh stays cheap); every row
@@ -86,8 +92,9 @@ class LocalAttention(nn.Module):
         super().__init__()
         self.w = nn.Linear(h, h, bias=False)
 
-    def forward(self, eu: torch.Tensor, es: torch.Tensor,
-                log_sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, eu: torch.Tensor, es: torch.Tensor, log_sizes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = torch.tanh(self.w(eu) @ es.T)
         weights = torch.softmax(logits if log_sizes is None else logits + log_sizes, dim=-1)
         return weights @ es, weights
@@ -111,8 +118,18 @@ class LookalikeModel(nn.Module):
     """Shared transform + local/global attention over seed centroids (``mode='attention'``), or cosine
     to the seed mean (``mode='average'``). ``transform=False`` keeps the user embeddings as they are."""
 
-    def __init__(self, d: int, h: int = 32, alpha: float = 0.3, beta: float = 0.7, mode: str = "attention",
-                 transform: bool = True, size_prior: bool = True, init_scale: float = 5.0, activation: str = "relu"):
+    def __init__(
+        self,
+        d: int,
+        h: int = 32,
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        mode: str = "attention",
+        transform: bool = True,
+        size_prior: bool = True,
+        init_scale: float = 5.0,
+        activation: str = "relu",
+    ):
         super().__init__()
         if mode not in ("attention", "average"):
             raise ValueError(f"mode must be 'attention' or 'average', not {mode!r}")
@@ -135,8 +152,9 @@ class LookalikeModel(nn.Module):
         log_sizes = torch.log(sizes.float().clamp(min=1.0)) if self.size_prior and sizes is not None else None
         local, _ = self.local(eu, es, log_sizes)
         glob, _ = self.glob(es, log_sizes)
-        return (self.alpha * nn.functional.cosine_similarity(eu, glob.unsqueeze(0), dim=-1)
-                + self.beta * nn.functional.cosine_similarity(eu, local, dim=-1))
+        return self.alpha * nn.functional.cosine_similarity(
+            eu, glob.unsqueeze(0), dim=-1
+        ) + self.beta * nn.functional.cosine_similarity(eu, local, dim=-1)
 
     def logit(self, eu: torch.Tensor, es: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
         return self.log_scale.exp() * self.similarity(eu, es, sizes) + self.bias
@@ -155,13 +173,16 @@ class CampaignCentroids:
 @torch.no_grad()
 def transform_users(model: LookalikeModel, embeddings: np.ndarray, batch_size: int = 65_536) -> np.ndarray:
     """float32 [n, h]: the shared transform applied to user embeddings [n, d]."""
-    parts = [model.transform(torch.from_numpy(embeddings[s:s + batch_size])).numpy()
-             for s in range(0, embeddings.shape[0], batch_size)]
+    parts = [
+        model.transform(torch.from_numpy(embeddings[s : s + batch_size])).numpy()
+        for s in range(0, embeddings.shape[0], batch_size)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, embeddings.shape[1]), np.float32)
 
 
-def campaign_centroids(model: LookalikeModel, transformed_seeds: np.ndarray, positives: np.ndarray, k: int,
-                       seed: int = 0, iters: int = 10) -> CampaignCentroids:
+def campaign_centroids(
+    model: LookalikeModel, transformed_seeds: np.ndarray, positives: np.ndarray, k: int, seed: int = 0, iters: int = 10
+) -> CampaignCentroids:
     """k-means of a campaign's transformed seeds (one mean for the average ablation)."""
     if model.mode == "average":
         centroids = transformed_seeds.mean(0, keepdims=True).astype(np.float32)
@@ -174,14 +195,17 @@ def campaign_centroids(model: LookalikeModel, transformed_seeds: np.ndarray, pos
 
 
 @torch.no_grad()
-def score_users(model: LookalikeModel, transformed_users: np.ndarray, campaign: CampaignCentroids,
-                batch_size: int = 65_536) -> np.ndarray:
+def score_users(
+    model: LookalikeModel, transformed_users: np.ndarray, campaign: CampaignCentroids, batch_size: int = 65_536
+) -> np.ndarray:
     """float32 [n]: click probability of each (already transformed) user for one campaign. O(n k h)."""
     model.eval()
     es = torch.from_numpy(np.ascontiguousarray(campaign.centroids, np.float32))
     sizes = torch.from_numpy(campaign.sizes)
-    out = [torch.sigmoid(model.logit(torch.from_numpy(transformed_users[s:s + batch_size]), es, sizes)).numpy()
-           for s in range(0, transformed_users.shape[0], batch_size)]
+    out = [
+        torch.sigmoid(model.logit(torch.from_numpy(transformed_users[s : s + batch_size]), es, sizes)).numpy()
+        for s in range(0, transformed_users.shape[0], batch_size)
+    ]
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
 
@@ -197,10 +221,23 @@ def _n_targets(n_seeds: int, target_frac: float) -> int:
     return min(max(1, int(round(target_frac * n_seeds))), n_seeds - 1)
 
 
-def train_lookalike(model: LookalikeModel, embeddings: np.ndarray, campaigns: dict[str, CampaignSeeds], *,
-                    k: int, epochs: int, batch_size: int, lr: float, negatives_per_positive: int,
-                    target_frac: float, max_seeds: int, seed: int, negatives_from: str = "population",
-                    min_samples: int = 0, centroid_log: dict[str, list[np.ndarray]] | None = None) -> list[float]:
+def train_lookalike(
+    model: LookalikeModel,
+    embeddings: np.ndarray,
+    campaigns: dict[str, CampaignSeeds],
+    *,
+    k: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    negatives_per_positive: int,
+    target_frac: float,
+    max_seeds: int,
+    seed: int,
+    negatives_from: str = "population",
+    min_samples: int = 0,
+    centroid_log: dict[str, list[np.ndarray]] | None = None,
+) -> list[float]:
     """Train on (campaign seeds, target user, label) samples drawn from training seeds only.
 
     Each epoch, every campaign's training seeds are split at random: ``target_frac`` become positive
@@ -222,8 +259,10 @@ def train_lookalike(model: LookalikeModel, embeddings: np.ndarray, campaigns: di
     if negatives_from not in ("population", "other_seeds"):
         raise ValueError(f"negatives_from must be 'population' or 'other_seeds', not {negatives_from!r}")
     all_seeds = np.unique(np.concatenate([s.positives for s in usable.values()])) if usable else np.zeros(0, np.int64)
-    per_epoch = sum(_n_targets(min(s.positives.size, max_seeds), target_frac) * (1 + negatives_per_positive)
-                    for s in usable.values())
+    per_epoch = sum(
+        _n_targets(min(s.positives.size, max_seeds), target_frac) * (1 + negatives_per_positive)
+        for s in usable.values()
+    )
     if per_epoch and epochs:
         epochs = max(epochs, -(-min_samples // per_epoch))
     warm: dict[str, np.ndarray] = {}
@@ -256,7 +295,7 @@ def train_lookalike(model: LookalikeModel, embeddings: np.ndarray, campaigns: di
             y = np.concatenate([np.ones(targets.size, np.float32), np.zeros(negs.size, np.float32)])
             order = rng.permutation(users.size)
             for start in range(0, order.size, batch_size):
-                b = order[start:start + batch_size]
+                b = order[start : start + batch_size]
                 batches.append((context, labels, users[b], y[b]))
         total, count = 0.0, 0
         model.train()

@@ -23,8 +23,9 @@ class ProxyTask:
     targets: list[np.ndarray]  # per proxy, user_idx of the half to find
 
 
-def build_proxy_task(tfidf: sp.csr_matrix, n_proxies: int, min_users: int, max_users: int,
-                     rng: np.random.Generator) -> tuple[sp.csr_matrix, ProxyTask]:
+def build_proxy_task(
+    tfidf: sp.csr_matrix, n_proxies: int, min_users: int, max_users: int, rng: np.random.Generator
+) -> tuple[sp.csr_matrix, ProxyTask]:
     """(matrix with the proxies' columns zeroed, task): up to ``n_proxies`` items with ``min_users`` to
     ``max_users`` engagers, at random."""
     tfidf = tfidf.tocsc(copy=True)
@@ -33,11 +34,11 @@ def build_proxy_task(tfidf: sp.csr_matrix, n_proxies: int, min_users: int, max_u
     items = np.sort(rng.choice(eligible, min(n_proxies, eligible.size), replace=False)).astype(np.int64)
     seeds, targets = [], []
     for item in items:
-        users = rng.permutation(tfidf.indices[tfidf.indptr[item]:tfidf.indptr[item + 1]])
+        users = rng.permutation(tfidf.indices[tfidf.indptr[item] : tfidf.indptr[item + 1]])
         half = users.size // 2
         seeds.append(np.sort(users[:half]).astype(np.int64))
         targets.append(np.sort(users[half:]).astype(np.int64))
-        tfidf.data[tfidf.indptr[item]:tfidf.indptr[item + 1]] = 0.0
+        tfidf.data[tfidf.indptr[item] : tfidf.indptr[item + 1]] = 0.0
     tfidf.eliminate_zeros()
     return tfidf.tocsr(), ProxyTask(items, seeds, targets)
 

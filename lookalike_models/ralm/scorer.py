@@ -62,26 +62,33 @@ class RalmConfig(BaseModel):
     history_only: bool = Field(False, description="the item-history field alone, no profile fields (ablation)")
     max_history: int = Field(300, ge=1, description="items kept in the history field (the heaviest by TF-IDF)")
     history_weighting: Literal["tfidf", "mean"] = Field(
-        "tfidf", description="history field = TF-IDF-weighted sum of item vectors, or their mean (the paper)")
+        "tfidf", description="history field = TF-IDF-weighted sum of item vectors, or their mean (the paper)"
+    )
     drop_fields: list[str] = Field(
         default_factory=lambda: ["history"],
         description="multi-valued fields left out; an adapter's own 'history' field duplicates the item history "
-                    "without masking the item being predicted")
+        "without masking the item being predicted",
+    )
     init: Literal["svd", "random"] = Field(
-        "svd", description="history and output item tables from TruncatedSVD item factors, or random (the paper)")
+        "svd", description="history and output item tables from TruncatedSVD item factors, or random (the paper)"
+    )
     tower_activation: Literal["relu", "leaky_relu"] = Field("relu", description="user tower MLP activation")
-    residual: bool = Field(True, description="linear path around the tower MLP (identity on the history at the "
-                                             "SVD start)")
+    residual: bool = Field(
+        True, description="linear path around the tower MLP (identity on the history at the SVD start)"
+    )
     softmax_scale: float = Field(1.0, gt=0, description="initial (learned) scale of the sampled-softmax logits")
-    tie_items: bool = Field(True, description="one item table for the history field and the softmax output "
-                                              "(when field_dim == dim)")
+    tie_items: bool = Field(
+        True, description="one item table for the history field and the softmax output (when field_dim == dim)"
+    )
     item_bias: bool = Field(True, description="a learned per-item bias in the sampled-softmax logits")
     center_embeddings: bool = Field(True, description="subtract the population mean from the user embeddings")
     logq_correction: bool = Field(True, description="subtract the sampler's log probability from the logits")
     user_epochs: int = Field(10, ge=0, description="at most this many epochs (early stopping on held-out interactions)")
     early_stopping: Literal["proxy_items", "interactions", "none"] = Field(
-        "proxy_items", description="the user model's epoch chosen by look-alike recall on withheld proxy items, "
-                                   "by recall of held-out interactions, or the last epoch")
+        "proxy_items",
+        description="the user model's epoch chosen by look-alike recall on withheld proxy items, "
+        "by recall of held-out interactions, or the last epoch",
+    )
     n_proxy_items: int = Field(30, ge=1, description="proxy items for early stopping")
     user_val_frac: float = Field(0.05, gt=0, lt=1, description="interactions held out for early stopping")
     user_patience: int = Field(2, ge=1)
@@ -92,7 +99,8 @@ class RalmConfig(BaseModel):
     transform: bool = Field(True, description="shared FC+activation transform; False compares raw embeddings")
     transform_dim: int = Field(128, ge=2, description="h (chosen on tuning splits 100-104: 128 > 32)")
     transform_activation: Literal["relu", "leaky_relu"] = Field(
-        "leaky_relu", description="the shared transform's activation (paper: ReLU)")
+        "leaky_relu", description="the shared transform's activation (paper: ReLU)"
+    )
     k: int = Field(20, ge=1, description="k-means centroids per campaign (capped at the seed count)")
     size_prior: bool = Field(True, description="attention logits + log(seeds per centroid); False = paper as printed")
     alpha: float = Field(0.3, description="weight of cos(user, global attention)")
@@ -103,7 +111,8 @@ class RalmConfig(BaseModel):
     lookalike_lr: float = Field(0.003, gt=0)
     negatives_per_positive: int = Field(3, ge=1)
     negatives_from: Literal["population", "other_seeds"] = Field(
-        "population", description="random negatives from all users, or from other campaigns' training seeds")
+        "population", description="random negatives from all users, or from other campaigns' training seeds"
+    )
     target_frac: float = Field(0.3, gt=0, lt=1, description="share of seeds used as targets each epoch")
     max_train_seeds: int = Field(2000, ge=2, description="seeds sampled per campaign and epoch in training")
     seed: int = 0
@@ -116,18 +125,37 @@ class RalmScorer(AudienceScorer):
     def _build(self, spec: FieldSpec) -> None:
         c = self.config
         self.spec = spec
-        self.user_model = UserModel(spec, c.field_dim, c.attention_dim, c.hidden, c.dim, c.user_model,
-                                    c.tower_activation, c.residual, c.softmax_scale, c.item_bias,
-                                    c.tie_items)
-        self.lookalike = LookalikeModel(c.dim, c.transform_dim, c.alpha, c.beta, self.mode, c.transform,
-                                        c.size_prior, activation=c.transform_activation)
+        self.user_model = UserModel(
+            spec,
+            c.field_dim,
+            c.attention_dim,
+            c.hidden,
+            c.dim,
+            c.user_model,
+            c.tower_activation,
+            c.residual,
+            c.softmax_scale,
+            c.item_bias,
+            c.tie_items,
+        )
+        self.lookalike = LookalikeModel(
+            c.dim,
+            c.transform_dim,
+            c.alpha,
+            c.beta,
+            self.mode,
+            c.transform,
+            c.size_prior,
+            activation=c.transform_activation,
+        )
 
     def _final_inputs(self, data: LookalikeData) -> None:
         """Every user's fields with the full history (held-out interactions put back) for embedding."""
         c = self.config
         history = weighted_history(organic_tfidf(data), c.max_history, np.random.default_rng(c.seed))
-        self.inputs = user_inputs(data, self.spec, history, c.history_weighting == "tfidf", c.drop_fields,
-                                  c.history_only)
+        self.inputs = user_inputs(
+            data, self.spec, history, c.history_weighting == "tfidf", c.drop_fields, c.history_only
+        )
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         c = self.config
@@ -141,8 +169,14 @@ class RalmScorer(AudienceScorer):
             validation = (val_users, val_items)
         elif c.early_stopping == "proxy_items":
             tfidf, task = build_proxy_task(tfidf, c.n_proxy_items, 20, max(40, int(0.3 * data.n_users)), rng)
-        train_inputs = user_inputs(data, self.spec, weighted_history(tfidf, c.max_history, rng),
-                                   c.history_weighting == "tfidf", c.drop_fields, c.history_only)
+        train_inputs = user_inputs(
+            data,
+            self.spec,
+            weighted_history(tfidf, c.max_history, rng),
+            c.history_weighting == "tfidf",
+            c.drop_fields,
+            c.history_only,
+        )
         if c.init == "svd" and c.item_history:
             # Proxy items stay in the SVD (as StarSpace does): their rows are then real factors in the final
             # embedding, while the proxies are out of every history and every target during training.
@@ -154,17 +188,38 @@ class RalmScorer(AudienceScorer):
 
         item_counts = np.bincount(tfidf.indices, minlength=data.n_items)
         user_curve = train_user_model(
-            self.user_model, train_inputs, tfidf, item_counts, epochs=c.user_epochs, batch_size=c.user_batch_size,
-            lr=c.user_lr, n_negatives=c.n_negatives, max_positives=c.max_positives_per_user, seed=c.seed,
-            logq_correction=c.logq_correction, validation=validation, patience=c.user_patience,
-            validate=proxy_score if task is not None else None)
+            self.user_model,
+            train_inputs,
+            tfidf,
+            item_counts,
+            epochs=c.user_epochs,
+            batch_size=c.user_batch_size,
+            lr=c.user_lr,
+            n_negatives=c.n_negatives,
+            max_positives=c.max_positives_per_user,
+            seed=c.seed,
+            logq_correction=c.logq_correction,
+            validation=validation,
+            patience=c.user_patience,
+            validate=proxy_score if task is not None else None,
+        )
         self._final_inputs(data)
         self.embeddings = embed_users(self.user_model, self.inputs, data.n_users, center=c.center_embeddings)
         look_curve = train_lookalike(
-            self.lookalike, self.embeddings, train_seeds, k=c.k, epochs=c.lookalike_epochs,
-            batch_size=c.lookalike_batch_size, lr=c.lookalike_lr, negatives_per_positive=c.negatives_per_positive,
-            target_frac=c.target_frac, max_seeds=c.max_train_seeds, seed=c.seed, negatives_from=c.negatives_from,
-            min_samples=c.lookalike_min_samples)
+            self.lookalike,
+            self.embeddings,
+            train_seeds,
+            k=c.k,
+            epochs=c.lookalike_epochs,
+            batch_size=c.lookalike_batch_size,
+            lr=c.lookalike_lr,
+            negatives_per_positive=c.negatives_per_positive,
+            target_frac=c.target_frac,
+            max_seeds=c.max_train_seeds,
+            seed=c.seed,
+            negatives_from=c.negatives_from,
+            min_samples=c.lookalike_min_samples,
+        )
         # Lists of floats per key (the tracking task logs them): the user model's loss per epoch, its
         # early-stopping score from the start (epoch 0) on, and the look-alike loss per epoch.
         self.history = {"user_loss": [e["loss"] for e in user_curve[1:]], "lookalike_loss": look_curve}
@@ -178,8 +233,9 @@ class RalmScorer(AudienceScorer):
 
     def recluster(self, seeds: CampaignSeeds) -> CampaignCentroids:
         """Fresh centroids for this seed list (k-means over the transformed seeds)."""
-        return campaign_centroids(self.lookalike, self.transformed[seeds.positives], seeds.positives, self.config.k,
-                                  self.config.seed)
+        return campaign_centroids(
+            self.lookalike, self.transformed[seeds.positives], seeds.positives, self.config.k, self.config.seed
+        )
 
     def campaign(self, seeds: CampaignSeeds) -> CampaignCentroids:
         """Stored centroids when they describe these seeds, else re-clustered (and kept)."""
@@ -206,8 +262,9 @@ class RalmScorer(AudienceScorer):
         torch.save(self.lookalike.state_dict(), folder / "lookalike.pt")
         np.savez(folder / "embeddings.npz", embeddings=self.embeddings)
         write_centroids(folder, self.centroids)
-        (folder / "ralm.json").write_text(json.dumps({"spec": self.spec.to_dict(), "mode": self.mode,
-                                                      "history": self.history}))
+        (folder / "ralm.json").write_text(
+            json.dumps({"spec": self.spec.to_dict(), "mode": self.mode, "history": self.history})
+        )
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         folder = Path(folder)
@@ -265,9 +322,14 @@ def read_centroids(folder: Path) -> dict[str, CampaignCentroids]:
     return out
 
 
-def recluster_campaign(folder: str | Path, data: LookalikeData, seeds: CampaignSeeds,
-                       model: Literal["ralm", "ralm_average"] = "ralm", params: dict | None = None,
-                       force: bool = False) -> CampaignCentroids:
+def recluster_campaign(
+    folder: str | Path,
+    data: LookalikeData,
+    seeds: CampaignSeeds,
+    model: Literal["ralm", "ralm_average"] = "ralm",
+    params: dict | None = None,
+    force: bool = False,
+) -> CampaignCentroids:
     """Refresh one campaign's stored centroids in a saved RALM model folder (the paper's 5-minute update).
 
     Loads only what scoring needs (look-alike weights, user embeddings), re-clusters the campaign's seeds
@@ -276,9 +338,14 @@ def recluster_campaign(folder: str | Path, data: LookalikeData, seeds: CampaignS
     return recluster_campaigns(folder, data, {seeds.campaign_id: seeds}, model, params, force)[seeds.campaign_id]
 
 
-def recluster_campaigns(folder: str | Path, data: LookalikeData, campaigns: dict[str, CampaignSeeds],
-                        model: Literal["ralm", "ralm_average"] = "ralm", params: dict | None = None,
-                        force: bool = False) -> dict[str, CampaignCentroids]:
+def recluster_campaigns(
+    folder: str | Path,
+    data: LookalikeData,
+    campaigns: dict[str, CampaignSeeds],
+    model: Literal["ralm", "ralm_average"] = "ralm",
+    params: dict | None = None,
+    force: bool = False,
+) -> dict[str, CampaignCentroids]:
     """``recluster_campaign`` for several campaigns with one load and one write."""
     folder = Path(folder)
     scorer = (Ralm if model == "ralm" else RalmAverage)(params)
@@ -292,16 +359,23 @@ def recluster_campaigns(folder: str | Path, data: LookalikeData, campaigns: dict
     refreshed = {}
     for cid, seeds in campaigns.items():
         if seeds.positives.size == 0 or seeds.positives.min() < 0 or seeds.positives.max() >= embeddings.shape[0]:
-            raise ValueError(f"campaign {cid!r}: seeds must be known users of the model's index "
-                             f"(0..{embeddings.shape[0] - 1}); users new since training need a refit first")
+            raise ValueError(
+                f"campaign {cid!r}: seeds must be known users of the model's index "
+                f"(0..{embeddings.shape[0] - 1}); users new since training need a refit first"
+            )
         current = stored.get(cid)
         if not force and current is not None and current.fingerprint == seeds_fingerprint(seeds.positives):
             refreshed[cid] = current
             continue
         transformed = transform_users(scorer.lookalike, embeddings[seeds.positives])
-        refreshed[cid] = stored[cid] = campaign_centroids(scorer.lookalike, transformed, seeds.positives,
-                                                          scorer.config.k, scorer.config.seed)
-        log.info("ralm: re-clustered %s (%d seeds -> %d centroids)", cid, seeds.positives.size,
-                 refreshed[cid].centroids.shape[0])
+        refreshed[cid] = stored[cid] = campaign_centroids(
+            scorer.lookalike, transformed, seeds.positives, scorer.config.k, scorer.config.seed
+        )
+        log.info(
+            "ralm: re-clustered %s (%d seeds -> %d centroids)",
+            cid,
+            seeds.positives.size,
+            refreshed[cid].centroids.shape[0],
+        )
     write_centroids(folder, stored)
     return refreshed

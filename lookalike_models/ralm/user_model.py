@@ -96,13 +96,23 @@ class UserInputs:
     history_weights: torch.Tensor | None = None  # float32 [n_users, max_history]: TF-IDF weights, else a mean
 
     def rows(self, users: torch.Tensor) -> UserInputs:
-        return UserInputs(self.single[users], [m[users] for m in self.multi], self.continuous[users],
-                          None if self.history is None else self.history[users],
-                          None if self.history_weights is None else self.history_weights[users])
+        return UserInputs(
+            self.single[users],
+            [m[users] for m in self.multi],
+            self.continuous[users],
+            None if self.history is None else self.history[users],
+            None if self.history_weights is None else self.history_weights[users],
+        )
 
 
-def user_inputs(data: LookalikeData, spec: FieldSpec, history: tuple[np.ndarray, np.ndarray] | None,
-                weighted: bool, drop_multi: list[str] | None = None, history_only: bool = False) -> UserInputs:
+def user_inputs(
+    data: LookalikeData,
+    spec: FieldSpec,
+    history: tuple[np.ndarray, np.ndarray] | None,
+    weighted: bool,
+    drop_multi: list[str] | None = None,
+    history_only: bool = False,
+) -> UserInputs:
     """Every user's fields as tensors. ``history``: (codes, TF-IDF weights) from ``warm_start.weighted_history``;
     ``weighted`` pools the history field by those weights (a TF-IDF sum), else by a plain mean (the paper).
     ``history_only`` leaves every profile field out (the spec must say the same)."""
@@ -116,12 +126,18 @@ def user_inputs(data: LookalikeData, spec: FieldSpec, history: tuple[np.ndarray,
     continuous = uf.continuous.astype(np.float32)
     if history_only:
         single, continuous = single[:, :0], continuous[:, :0]
-    return UserInputs(torch.from_numpy(single), [torch.from_numpy(uf.multi[i].astype(np.int64)) for i in keep],
-                      torch.from_numpy(continuous), codes, weights)
+    return UserInputs(
+        torch.from_numpy(single),
+        [torch.from_numpy(uf.multi[i].astype(np.int64)) for i in keep],
+        torch.from_numpy(continuous),
+        codes,
+        weights,
+    )
 
 
-def field_spec(data: LookalikeData, item_history: bool, drop_multi: list[str] | None = None,
-               history_only: bool = False) -> FieldSpec:
+def field_spec(
+    data: LookalikeData, item_history: bool, drop_multi: list[str] | None = None, history_only: bool = False
+) -> FieldSpec:
     if history_only:
         return FieldSpec([], [], 0, data.n_items, True)
     uf = data.users
@@ -161,8 +177,9 @@ class FieldEmbedder(nn.Module):
             else:
                 if hidden is not None:
                     weights = weights.masked_fill(hidden, 0.0)
-                fields.append(nn.functional.embedding_bag(hist, self.history.weight, mode="sum",
-                                                          per_sample_weights=weights))
+                fields.append(
+                    nn.functional.embedding_bag(hist, self.history.weight, mode="sum", per_sample_weights=weights)
+                )
         return torch.stack(fields, 1)
 
 
@@ -189,8 +206,17 @@ class UserTower(nn.Module):
     identity on the history field and the MLP's output layer to zero, so training starts at the SVD
     user factors, and the MLP learns a correction instead of having to rediscover them through a ReLU."""
 
-    def __init__(self, spec: FieldSpec, field_dim: int, attention_dim: int, hidden: int, dim: int,
-                 merge: str = "merge", activation: str = "relu", residual: bool = False):
+    def __init__(
+        self,
+        spec: FieldSpec,
+        field_dim: int,
+        attention_dim: int,
+        hidden: int,
+        dim: int,
+        merge: str = "merge",
+        activation: str = "relu",
+        residual: bool = False,
+    ):
         super().__init__()
         if merge not in ("merge", "concat"):
             raise ValueError(f"user_model must be 'merge' or 'concat', not {merge!r}")
@@ -219,9 +245,20 @@ class UserModel(nn.Module):
     Logits are ``exp(log_scale) * u . v``: with a warm start from SVD factors (norms <= 1) a fixed scale of
     1 would keep the softmax almost flat, so the scale is learned (initial value ``softmax_scale``)."""
 
-    def __init__(self, spec: FieldSpec, field_dim: int = 32, attention_dim: int = 16, hidden: int = 64,
-                 dim: int = 32, merge: str = "merge", activation: str = "relu", residual: bool = False,
-                 softmax_scale: float = 1.0, item_bias: bool = False, tie_items: bool = False):
+    def __init__(
+        self,
+        spec: FieldSpec,
+        field_dim: int = 32,
+        attention_dim: int = 16,
+        hidden: int = 64,
+        dim: int = 32,
+        merge: str = "merge",
+        activation: str = "relu",
+        residual: bool = False,
+        softmax_scale: float = 1.0,
+        item_bias: bool = False,
+        tie_items: bool = False,
+    ):
         super().__init__()
         # One table needs the history field and field_dim == dim; otherwise the two tables stay separate.
         self.tie_items = tie_items and spec.item_history and field_dim == dim
@@ -239,8 +276,9 @@ class UserModel(nn.Module):
         """[n_items, d]: output item vectors (the history field's table when tied)."""
         return self.tower.fields.history.weight[1:] if self.tie_items else self.items.weight
 
-    def sampled_softmax_loss(self, x: UserInputs, positives: torch.Tensor, negatives: torch.Tensor,
-                             log_q: torch.Tensor | None = None) -> torch.Tensor:
+    def sampled_softmax_loss(
+        self, x: UserInputs, positives: torch.Tensor, negatives: torch.Tensor, log_q: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """positives int64 [B], negatives int64 [B, n_neg] -> mean cross entropy of picking the positive.
 
         Negatives that happen to be the positive are masked out (TF's ``remove_accidental_hits``). ``log_q``
@@ -289,7 +327,7 @@ def init_from_svd(model: UserModel, item_factors: np.ndarray, other_fields_std: 
         # The history field is the last field: its block in the concat input, or the merged vector itself.
         offset = 0 if tower.merge is not None else tower.skip.in_features - m
         eye = torch.eye(d, m)
-        tower.skip.weight[:, offset:offset + m] = eye
+        tower.skip.weight[:, offset : offset + m] = eye
 
 
 def csr_pairs(tfidf: sp.csr_matrix, max_positives: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -303,8 +341,9 @@ def csr_pairs(tfidf: sp.csr_matrix, max_positives: int, rng: np.random.Generator
     return users[keep].astype(np.int64), tfidf.indices[order][keep].astype(np.int64)
 
 
-def split_validation(tfidf: sp.csr_matrix, frac: float, rng: np.random.Generator
-                     ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+def split_validation(
+    tfidf: sp.csr_matrix, frac: float, rng: np.random.Generator
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     """Hold out ``frac`` of the interactions of users with at least 3 items for early stopping:
     (matrix without them, their user_idx, their item_idx). The held-out items leave the users' history
     field and the warm start, so the validation measures prediction of unseen interactions."""
@@ -319,8 +358,15 @@ def split_validation(tfidf: sp.csr_matrix, frac: float, rng: np.random.Generator
 
 
 @torch.no_grad()
-def validation_recall(model: UserModel, inputs: UserInputs, users: np.ndarray, items: np.ndarray,
-                      known: sp.csr_matrix, top: int = 50, batch_size: int = 4096) -> float:
+def validation_recall(
+    model: UserModel,
+    inputs: UserInputs,
+    users: np.ndarray,
+    items: np.ndarray,
+    known: sp.csr_matrix,
+    top: int = 50,
+    batch_size: int = 4096,
+) -> float:
     """Share of held-out (user, item) pairs whose item ranks in the user's top ``top`` of all items by
     u . v, the user's known (history) items left out of the ranking."""
     if users.size == 0:
@@ -329,21 +375,34 @@ def validation_recall(model: UserModel, inputs: UserInputs, users: np.ndarray, i
     table = model.item_table()
     hits = 0
     for s in range(0, users.size, batch_size):
-        u = torch.from_numpy(users[s:s + batch_size])
+        u = torch.from_numpy(users[s : s + batch_size])
         scores = model.tower(inputs.rows(u)) @ table.T * model.log_scale.exp()  # [B, n_items]
         if model.item_bias is not None:
             scores = scores + model.item_bias.weight.T
-        rows = known[users[s:s + batch_size]].tocoo()
+        rows = known[users[s : s + batch_size]].tocoo()
         scores[torch.from_numpy(rows.row).long(), torch.from_numpy(rows.col).long()] = float("-inf")
-        target = scores.gather(1, torch.from_numpy(items[s:s + batch_size]).unsqueeze(1))
+        target = scores.gather(1, torch.from_numpy(items[s : s + batch_size]).unsqueeze(1))
         hits += int(((scores > target).sum(1) < top).sum())
     return hits / users.size
 
 
-def train_user_model(model: UserModel, inputs: UserInputs, tfidf: sp.csr_matrix, item_counts: np.ndarray, *,
-                     epochs: int, batch_size: int, lr: float, n_negatives: int, max_positives: int, seed: int,
-                     logq_correction: bool = False, validation: tuple[np.ndarray, np.ndarray] | None = None,
-                     patience: int = 3, validate: Callable[[UserModel], float] | None = None) -> list[dict]:
+def train_user_model(
+    model: UserModel,
+    inputs: UserInputs,
+    tfidf: sp.csr_matrix,
+    item_counts: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    n_negatives: int,
+    max_positives: int,
+    seed: int,
+    logq_correction: bool = False,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    patience: int = 3,
+    validate: Callable[[UserModel], float] | None = None,
+) -> list[dict]:
     """Sampled-softmax training on the nonzeros of ``tfidf`` [n_users, n_items] (the training interactions;
     the inputs' history field must hold the same). Negatives by popularity rank (``item_counts``).
 
@@ -365,6 +424,7 @@ def train_user_model(model: UserModel, inputs: UserInputs, tfidf: sp.csr_matrix,
     opt = torch.optim.Adam(model.parameters(), lr=lr)
 
     if validate is None and validation is not None:
+
         def validate(m: UserModel) -> float:
             return validation_recall(m, inputs, *validation, tfidf)
 
@@ -380,7 +440,7 @@ def train_user_model(model: UserModel, inputs: UserInputs, tfidf: sp.csr_matrix,
         order = rng.permutation(users.size)
         total, steps = 0.0, 0
         for start in range(0, order.size, batch_size):
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             u = torch.from_numpy(users[batch])
             pos = torch.from_numpy(items[batch])
             neg = torch.from_numpy(sampler.sample((batch.size, n_negatives), rng))
@@ -390,8 +450,12 @@ def train_user_model(model: UserModel, inputs: UserInputs, tfidf: sp.csr_matrix,
             opt.step()
             total, steps = total + loss.item(), steps + 1
         curve.append({"epoch": epoch, "loss": total / max(steps, 1), "val_recall": measure()})
-        log.info("ralm user model epoch %d: sampled-softmax loss %.4f, validation recall %.4f", epoch,
-                 curve[-1]["loss"], curve[-1]["val_recall"])
+        log.info(
+            "ralm user model epoch %d: sampled-softmax loss %.4f, validation recall %.4f",
+            epoch,
+            curve[-1]["loss"],
+            curve[-1]["val_recall"],
+        )
         if validate is None:
             continue
         if curve[-1]["val_recall"] > best_score:
@@ -408,13 +472,15 @@ def train_user_model(model: UserModel, inputs: UserInputs, tfidf: sp.csr_matrix,
 
 
 @torch.no_grad()
-def embed_users(model: UserModel, inputs: UserInputs, n_users: int, batch_size: int = 8192,
-                center: bool = False) -> np.ndarray:
+def embed_users(
+    model: UserModel, inputs: UserInputs, n_users: int, batch_size: int = 8192, center: bool = False
+) -> np.ndarray:
     """float32 [n_users, d]: every user's universal embedding (full history, nothing masked); ``center``
     subtracts the population mean (a direction every user shares says nothing about look-alikes)."""
     model.eval()
-    out = [model.tower(inputs.rows(torch.arange(s, min(s + batch_size, n_users))))
-           for s in range(0, n_users, batch_size)]
+    out = [
+        model.tower(inputs.rows(torch.arange(s, min(s + batch_size, n_users)))) for s in range(0, n_users, batch_size)
+    ]
     if not out:
         return np.zeros((0, model.items.embedding_dim), np.float32)
     emb = torch.cat(out).numpy().astype(np.float32)
