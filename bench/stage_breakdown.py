@@ -100,13 +100,13 @@ GFLOPS, GBS = 1.0, 1.0
 def run_size(n_users: int, campaigns: int, models: list[str], champion: str, tmp: Path) -> None:
     import polars as pl
 
+    from lookalike_models.catalog import build_scorer
     from lookalike_models.config import DataSource
     from lookalike_models.evaluation import audience_size, audience_sizes, holdout_split, save_split
     from lookalike_models.io import write_parquet_atomic
     from lookalike_models.pipeline import score_campaign
     from lookalike_models.protocol import evaluate_campaigns
     from lookalike_models.publishing import audience_frame, audience_path
-    from lookalike_models.scorers import build_scorer
     from lookalike_models.sources import load_encoded
     from lookalike_models.synthetic import SyntheticConfig, write_synthetic
 

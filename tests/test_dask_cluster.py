@@ -97,7 +97,7 @@ def test_dask_cluster_publishes_the_same_audiences_as_local(prefect_and_mlflow, 
             execution=ExecutionConfig(backend="dask", dask_address=dask_cluster, shards=2),
         )
     )
-    assert local["champion"]["champion"] == remote["champion"]["champion"] == "item_ridge"
-    assert set(remote["published"]) == set(local["published"]) and local["published"]
-    for cid, path in local["published"].items():
-        assert pl.read_parquet(remote["published"][cid]).equals(pl.read_parquet(path)), cid
+    assert local.champion.champion == remote.champion.champion == "item_ridge"
+    assert set(remote.published) == set(local.published) and local.published
+    for cid, path in local.published.items():
+        assert pl.read_parquet(remote.published[cid]).equals(pl.read_parquet(path)), cid

@@ -10,6 +10,7 @@ import pytest
 import torch
 from sklearn.preprocessing import normalize
 
+from lookalike_models.catalog import build_scorer
 from lookalike_models.evaluation import holdout_split, summarize
 from lookalike_models.protocol import evaluate_scorers
 from lookalike_models.ralm.lookalike import transform_users
@@ -23,7 +24,6 @@ from lookalike_models.ralm.user_model import (
     validation_recall,
 )
 from lookalike_models.ralm.warm_start import organic_tfidf, svd_item_factors, weighted_history
-from lookalike_models.scorers import build_scorer
 
 torch.set_num_threads(1)
 SMALL = {"dim": 32, "field_dim": 32, "user_epochs": 4, "transform_dim": 16, "k": 8}
