@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
-from lookalike_models.adapters import shared_data_root
+from lookalike_models.adapters import choose_campaign_items, shared_data_root
 from lookalike_models.contract import (
     CAMPAIGN_ID,
     DOMAIN,
@@ -77,18 +76,8 @@ def build(
     ratings = read_ratings(source_path)
     movies = ratings.filter(pl.col(DOMAIN) == TARGET_DOMAIN)
     raters = movies.group_by(ITEM_ID).len()
-    eligible = raters.filter(pl.col("len").is_between(min_raters, max_raters)).sort(ITEM_ID)
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(eligible[ITEM_ID].to_numpy(), min(n_campaigns, eligible.height), replace=False))
-    meta_pool = raters.filter((pl.col("len") >= meta_min_raters) & ~pl.col(ITEM_ID).is_in(chosen.tolist()))
-    meta = (
-        np.sort(
-            rng.choice(
-                meta_pool.sort(ITEM_ID)[ITEM_ID].to_numpy(), min(n_meta_campaigns, meta_pool.height), replace=False
-            )
-        )
-        if n_meta_campaigns
-        else []
+    chosen, meta = choose_campaign_items(
+        raters, n_campaigns, min_raters, max_raters, n_meta_campaigns, meta_min_raters, seed
     )
     campaign_ids = [f"movie_{i}" for i in chosen] + [f"meta_movie_{i}" for i in meta]
     campaign_items = [*chosen.tolist(), *list(meta)]

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
-from lookalike_models.adapters import shared_data_root
+from lookalike_models.adapters import choose_campaign_items, shared_data_root
 from lookalike_models.contract import (
     CAMPAIGN_ID,
     DOMAIN,
@@ -95,18 +94,8 @@ def build(
     source = Path(source) if source else shared_data_root() / "movielens-100k"
     ratings, users, items = _read(source)
     raters = ratings.group_by(ITEM_ID).len()
-    eligible = raters.filter(pl.col("len").is_between(min_raters, max_raters)).sort(ITEM_ID)
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(eligible[ITEM_ID].to_numpy(), min(n_campaigns, eligible.height), replace=False))
-    meta_pool = raters.filter((pl.col("len") >= meta_min_raters) & ~pl.col(ITEM_ID).is_in(chosen.tolist()))
-    meta = (
-        np.sort(
-            rng.choice(
-                meta_pool.sort(ITEM_ID)[ITEM_ID].to_numpy(), min(n_meta_campaigns, meta_pool.height), replace=False
-            )
-        )
-        if n_meta_campaigns
-        else []
+    chosen, meta = choose_campaign_items(
+        raters, n_campaigns, min_raters, max_raters, n_meta_campaigns, meta_min_raters, seed
     )
     name = pl.when(pl.col(ITEM_ID).is_in(list(meta))).then(pl.lit("meta_movie_")).otherwise(pl.lit("movie_"))
     campaign_items = [*chosen.tolist(), *list(meta)]
