@@ -132,7 +132,13 @@ def _require_numeric(df: pl.DataFrame, file: Path, col: str) -> None:
 
 
 def _reject_duplicates(df: pl.DataFrame, file: Path, key: list[str]) -> None:
-    dup = df.filter(df.select(key).is_duplicated())
+    # One 64-bit hash per row first; the exact multi-column check runs only on rows whose hash repeats.
+    # (The exact check over all rows held ~3.5 GB at 20M interactions, the nightly's memory peak.)
+    repeated = df.select(pl.struct(key).hash().is_duplicated()).to_series()
+    if not repeated.any():
+        return
+    candidates = df.filter(repeated)
+    dup = candidates.filter(candidates.select(key).is_duplicated())
     if dup.height:
         raise DataContractError(file, ",".join(key), f"{dup.height} rows repeat the same key", dup.row(0, named=True))
 
