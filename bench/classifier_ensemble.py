@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import load_data, machine, write_results  # noqa: E402
+from bench.common import comparison_section, load_data, machine, write_results  # noqa: E402
 from lookalike_models.catalog import build_scorer  # noqa: E402
 from lookalike_models.evaluation import audience_sizes, campaign_means, holdout_split  # noqa: E402
 from lookalike_models.protocol import (  # noqa: E402
@@ -36,7 +36,6 @@ from lookalike_models.protocol import (  # noqa: E402
     compare_to_reference,
     evaluate_campaigns,
     evaluate_over_splits,
-    format_comparison,
 )
 
 MODELS = {
@@ -146,18 +145,7 @@ def main() -> None:
                 pl.col("fit_seconds").mean(), pl.col("score_seconds").sum() / len(splits)
             )
             out += [
-                f"## {kind}: {data.n_users} users, {data.n_items} items, "
-                f"{per_campaign['campaign_id'].n_unique()} evaluated campaigns "
-                f"({time.perf_counter() - start:.0f} s)",
-                "",
-                "recall@5%:",
-                "",
-                format_comparison(comparison, METRICS[0]),
-                "",
-                "GAUC:",
-                "",
-                format_comparison(comparison, "auc"),
-                "",
+                *comparison_section(kind, data, per_campaign, comparison, METRICS[0], time.perf_counter() - start),
             ]
             if ensembles and all(m in models for m in MEMBERS):
                 out += [

@@ -29,6 +29,26 @@ def timed(into: dict, key: str):
     into[key] = time.perf_counter() - start
 
 
+def comparison_section(kind: str, data: LookalikeData, per_campaign, comparison, metric: str, seconds: float) -> list:
+    """A results file's per-data-set heading and its two comparison tables (``metric`` and GAUC), each model
+    minus the reference with the paired CI (``protocol.compare_to_reference``'s frame)."""
+    from lookalike_models.protocol import format_comparison
+
+    return [
+        f"## {kind}: {data.n_users} users, {data.n_items} items, "
+        f"{per_campaign['campaign_id'].n_unique()} evaluated campaigns ({seconds:.0f} s)",
+        "",
+        f"{metric}:",
+        "",
+        format_comparison(comparison, metric),
+        "",
+        "GAUC:",
+        "",
+        format_comparison(comparison, "auc"),
+        "",
+    ]
+
+
 def machine() -> str:
     return f"{platform.machine()} {platform.system()}, 2 cores (shared with other jobs unless said otherwise)"
 

@@ -28,14 +28,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import load_data, machine, write_results  # noqa: E402
+from bench.common import comparison_section, load_data, machine, write_results  # noqa: E402
 from lookalike_models.evaluation import summarize  # noqa: E402
 from lookalike_models.protocol import (  # noqa: E402
     REPORTED_SPLITS,
     TUNING_SPLITS,
     compare_to_reference,
     evaluate_over_splits,
-    format_comparison,
 )
 from lookalike_models.synthetic import SyntheticConfig  # noqa: E402
 
@@ -143,18 +142,7 @@ def main() -> None:
                 pl.col("fit_seconds").mean(), pl.col("score_seconds").sum() / len(splits)
             )
             out += [
-                f"## {kind}: {data.n_users} users, {data.n_items} items, "
-                f"{per_campaign['campaign_id'].n_unique()} evaluated campaigns "
-                f"({time.perf_counter() - start:.0f} s)",
-                "",
-                f"{args.metric}:",
-                "",
-                format_comparison(comparison, args.metric),
-                "",
-                "GAUC:",
-                "",
-                format_comparison(comparison, "auc"),
-                "",
+                *comparison_section(kind, data, per_campaign, comparison, args.metric, time.perf_counter() - start),
                 f"{args.metric} by seed-list bucket (mean, minus {args.reference} [95% CI], campaigns):",
                 "",
                 bucket_table(comparison, args.metric),

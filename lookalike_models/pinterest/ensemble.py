@@ -1,4 +1,5 @@
-"""Pinterest ensemble (deWet & Ou, KDD 2019, sec. 4.3): an embedding scorer and the per-campaign classifier.
+"""Pinterest ensemble (deWet & Ou, KDD 2019, sec. 4.3): an embedding scorer and the per-campaign classifier,
+plus ``extra_members`` in validated mode (``item_ridge`` by default).
 
 Two modes:
   - ``validated`` (default): members' per-campaign score ranks are blended with weights chosen on an inner
