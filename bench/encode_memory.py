@@ -9,7 +9,6 @@ process, so each figure is that step's own peak RSS (read < read+validate < read
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,9 @@ def run_step(step: str, folder: Path) -> None:
         contract.read_dataset(folder)
     else:
         encode(contract.read_dataset(folder))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    # VmHWM is this process image's own high-water mark; ru_maxrss would carry the parent's across fork+exec.
+    status = Path("/proc/self/status").read_text().split("\n")
+    peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1e6
     print(f"| {step} | {time.perf_counter() - start:.1f} | {peak:.2f} |", flush=True)
 
 
