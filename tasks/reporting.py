@@ -15,6 +15,7 @@ from lookalike_models.evaluation import audience_sizes, metric_columns, plot_pre
 from lookalike_models.io import copy_file_atomic, write_parquet_atomic
 from lookalike_models.protocol import compare_to_reference
 from lookalike_models.publishing import audience_path, mark_latest
+from lookalike_models.scorers import REFRESH_STATE
 from tasks import tracking
 from tasks.data import load_data
 from tasks.results import ChampionDecision, ModelEvaluation, RunFolder, TrainedModel
@@ -90,7 +91,9 @@ def log_models_to_mlflow(
         for curve, values in info.history.items():
             tracking.log_curve(child, curve, values)
         if Path(info.model_dir).exists():
-            tracking.log_artifact(child, info.model_dir, "model")
+            for part in sorted(Path(info.model_dir).iterdir()):  # refresh_state/ is the next night's cache
+                if part.name != REFRESH_STATE:
+                    tracking.log_artifact(child, part, "model" if part.is_file() else f"model/{part.name}")
         tracking.end_run(child)
         children[model] = child
     return children

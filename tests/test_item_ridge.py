@@ -39,3 +39,41 @@ def test_save_then_load_scores_the_same(synthetic_data, tmp_path):
     seeds = next(iter(synthetic_data.campaigns.values()))
     users = np.arange(synthetic_data.n_users)
     assert np.array_equal(scorer.score(synthetic_data, seeds, users), again.score(synthetic_data, seeds, users))
+
+
+def test_incremental_refit_equals_a_cold_fit_bit_for_bit(synthetic_data, tmp_path):
+    """Night two: some users changed, one left, one is new, and the kept item set moved. The Gram built from
+    last night's (only changed rows applied) is the cold one exactly, so the factor and the scores are too."""
+    rng = np.random.default_rng(4)
+    yesterday = ItemRidgeScorer({"max_items": 150})
+    yesterday.fit(synthetic_data, synthetic_data.campaigns)
+    yesterday.save(tmp_path / "model")
+    changed_users = rng.choice(synthetic_data.n_users, 40, replace=False)
+    popular = np.argsort(-np.bincount(synthetic_data.item_idx, minlength=synthetic_data.n_items))
+    # Drop half of the changed users' rows, and every interaction of the 5 least popular kept items (which
+    # leave the kept set: their places go to items that enter it).
+    drop = (np.isin(synthetic_data.user_idx, changed_users) & (rng.random(synthetic_data.user_idx.size) < 0.5)) | (
+        np.isin(synthetic_data.item_idx, popular[145:150])
+    )
+    today = synthetic_data.without_interactions(~drop)
+    incremental, cold = ItemRidgeScorer({"max_items": 150}), ItemRidgeScorer({"max_items": 150})
+    applied = incremental.refit(today, today.campaigns, tmp_path / "model")
+    cold.fit(today, today.campaigns)
+    assert not np.array_equal(incremental.keep, yesterday.keep)  # the kept set did move
+    assert 0 < applied < today.n_users // 2  # only the changed users' rows were applied
+    assert np.array_equal(incremental.state.gram, cold.state.gram)
+    assert np.array_equal(incremental.factor, cold.factor)
+    seeds = next(iter(today.campaigns.values()))
+    users = np.arange(today.n_users)
+    assert np.array_equal(incremental.score(today, seeds, users), cold.score(today, seeds, users))
+
+
+def test_state_of_other_users_gives_the_cold_gram(synthetic_data, tmp_path):
+    """A previous state none of whose users exist tonight: every row is replaced, and the result is exact."""
+    yesterday = ItemRidgeScorer({"max_items": 100})
+    yesterday.fit(synthetic_data, synthetic_data.campaigns)
+    yesterday.state.users = yesterday.state.users.with_columns(pl.col("user_id").cast(pl.String) + "x")
+    yesterday.save(tmp_path / "model")
+    again = ItemRidgeScorer({"max_items": 100})
+    assert again.refit(synthetic_data, synthetic_data.campaigns, tmp_path / "model") == synthetic_data.n_users
+    assert np.array_equal(again.factor, yesterday.factor)
