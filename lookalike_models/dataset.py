@@ -87,7 +87,7 @@ class LookalikeData:
     def user_items(self) -> tuple[np.ndarray, np.ndarray]:
         """CSR of each user's distinct items: (indptr int64 [n_users+1], items int32), sorted by user."""
         key = self.user_idx.astype(np.int64) * max(self.n_items, 1) + self.item_idx
-        key = np.unique(key)
+        key = distinct(key)
         users = (key // max(self.n_items, 1)).astype(np.int64)
         items = (key % max(self.n_items, 1)).astype(np.int32)
         indptr = np.zeros(self.n_users + 1, np.int64)
@@ -310,10 +310,19 @@ def require_runnable_campaigns(data: LookalikeData) -> None:
     )
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` by a sort: numpy 2.4's default hash-based unique took 7.5 s on 5.8M int64 keys
+    on the 2-core box where sorting takes 0.1 s (the user x item pairs at 300k users; 20M at 1M)."""
+    ordered = np.sort(values)
+    first = np.ones(ordered.size, bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered[first]
+
+
 def feature_only_users(data: LookalikeData) -> int:
     """Users that appear in ``user_features`` but have no interaction. They stay in the population (feature
     models score them; cold-start users are real prospects), so the pipeline counts and reports them."""
-    return int(data.n_users - np.unique(data.user_idx).size)
+    return int((np.bincount(data.user_idx, minlength=data.n_users) == 0).sum())
 
 
 def encode(raw: RawDataset, max_multi_len: int = 50, min_seed_match_rate: float = 0.5) -> LookalikeData:

@@ -65,3 +65,11 @@ def test_content_key_names_the_content_not_the_object(synthetic_data, tmp_path):
     assert copy is not synthetic_data and copy.content_key == synthetic_data.content_key
     fewer = synthetic_data.without_interactions(np.arange(synthetic_data.user_idx.size) > 0)
     assert fewer.content_key != synthetic_data.content_key
+
+
+def test_distinct_is_numpy_unique():
+    from lookalike_models.dataset import distinct
+
+    values = np.random.default_rng(0).integers(-50, 50, 1000)
+    assert np.array_equal(distinct(values), np.unique(values))
+    assert distinct(np.empty(0, np.int64)).size == 0

@@ -48,7 +48,7 @@ from pydantic import BaseModel, Field
 from sklearn.decomposition import TruncatedSVD
 from torch import nn
 
-from lookalike_models.dataset import LookalikeData
+from lookalike_models.dataset import LookalikeData, distinct
 from lookalike_models.reference import user_item_tfidf
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def build_transfer_task(data: LookalikeData, keep: np.ndarray, cfg: EncoderConfi
     """Pick mid-popularity proxy items among organic interactions and split their engagers in halves."""
     rng = np.random.default_rng(cfg.seed)
     users, items = data.user_idx[keep], data.item_idx[keep]
-    pairs = np.unique(users.astype(np.int64) * data.n_items + items)
+    pairs = distinct(users.astype(np.int64) * data.n_items + items)
     users, items = pairs // data.n_items, pairs % data.n_items
     engagers = np.bincount(items, minlength=data.n_items)
     # Not the head (popularity would solve it) nor the tail (too few users to measure).
