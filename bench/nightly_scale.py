@@ -38,6 +38,8 @@ def write_config(folder: Path, data_dir: Path, models: list[str], out: Path, par
     config["data"] = {"kind": "folder", "path": str(data_dir)}
     config["models"] = [{"name": m, "model": m, "params": params.get(m, {})} for m in models]
     config["selection"]["not_eligible"] = []
+    if config["evaluation"].get("reference") not in models:  # the paired comparison needs its reference
+        config["evaluation"].pop("reference", None)
     config["output_root"] = str(out)
     config["experiment"] = "bench-nightly-scale"
     path = folder / "nightly.yaml"
@@ -75,7 +77,7 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
     text = "".join(lines)
     if proc.returncode != 0 and not killed:
         errors = [line for line in lines if re.search(r"Error|Exception|Traceback|failed", line)]
-        raise RuntimeError("nightly failed:\n" + "".join(errors[:20])[:6000])
+        raise RuntimeError("nightly failed:\n" + "".join(errors[:20] or lines[-30:])[:6000])
     return {
         "wall_s": wall,
         "cpu_s": usage.ru_utime + usage.ru_stime,
@@ -85,6 +87,7 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
         "cached_names": sorted(set(re.findall(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state Cached", text))),
         "completed_tasks": len(re.findall(r"Finished in state Completed", text)),
         "finished": finished,
+        "log": text,
     }
 
 

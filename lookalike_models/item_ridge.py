@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.item_gram import item_gram, load_state, save_state, state_of, updated_gram
-from lookalike_models.reference import is_everyone, user_item_matrix
+from lookalike_models.reference import is_everyone
 from lookalike_models.scorers import REFRESH_STATE, AudienceScorer, register
 
 log = logging.getLogger(__name__)
@@ -144,13 +144,20 @@ def positives_key(positives: np.ndarray) -> bytes:
 
 def kept_items(data: LookalikeData, max_items: int) -> np.ndarray:
     """int64 [n_kept], sorted: the ``max_items`` items with the most distinct users (ties: lower index)."""
-    presence = user_item_matrix(data)
-    counts = np.bincount(presence.indices, minlength=data.n_items)
+    counts = np.bincount(data.user_items[1], minlength=data.n_items)
     return np.sort(np.argsort(-counts, kind="stable")[:max_items]).astype(np.int64)
 
 
 def binary_features(data: LookalikeData, keep: np.ndarray) -> sp.csr_matrix:
-    """float64 CSR [n_users, n_kept]: 1 where the user touched the kept item."""
-    presence = user_item_matrix(data)[:, keep].tocsr()
-    presence.data = np.ones(presence.data.size, np.float64)
-    return presence
+    """float64 CSR [n_users, n_kept]: 1 where the user touched the kept item. Built from the users' distinct
+    items (``data.user_items``) by one pass over them, not by column-slicing a sparse matrix."""
+    indptr, items = data.user_items
+    position = np.full(data.n_items, -1, np.int64)
+    position[keep] = np.arange(keep.size)
+    column = position[items]
+    kept = column >= 0
+    kept_before = np.concatenate([[0], np.cumsum(kept)])
+    return sp.csr_matrix(
+        (np.ones(int(kept.sum())), column[kept].astype(np.int32), kept_before[indptr]),
+        shape=(data.n_users, keep.size),
+    )

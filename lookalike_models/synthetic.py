@@ -122,9 +122,10 @@ def generate(cfg: SyntheticConfig) -> dict[str, pl.DataFrame | FeatureSchema]:
         # Heavier users convert more often: propensity grows with activity.
         p = counts[eligible] / counts[eligible].sum()
         pos = rng.choice(eligible, n_from, replace=False, p=p)
-        noise = rng.choice(np.setdiff1d(all_users, pos), n_noise, replace=False)
+        noise = rng.choice(np.setdiff1d(all_users, pos, assume_unique=True), n_noise, replace=False)
         pos = np.concatenate([pos, noise])
-        outside = np.setdiff1d(all_users[~np.isin(community, comms)], pos)
+        # assume_unique: both are sets already, and numpy's hash-based unique is slow at millions of users
+        outside = np.setdiff1d(all_users[~np.isin(community, comms)], pos, assume_unique=True)
         n_neg = min(int(cfg.negatives_per_seed * pos.size), outside.size)
         neg = rng.choice(outside, n_neg, replace=False)
         seed_rows.append(
