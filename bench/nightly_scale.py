@@ -3,6 +3,7 @@
     python bench/nightly_scale.py --users 100000 300000 1000000 --campaigns 100 --models minhash
     python bench/nightly_scale.py --users 300000 --kill-after train_model --models minhash
     python bench/nightly_scale.py --users 1000000 --set execution.backend=dask --set execution.n_workers=2
+    python bench/nightly_scale.py --users 1000000 --models item_ridge --dask-workers 2 --set execution.shards=2
     python bench/nightly_scale.py --users 1000000 --models pinterest_ensemble \
         --params '{"pinterest_ensemble": {"encoder": {"max_epochs": 3}}}'
 
@@ -25,11 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench.dask_cluster, when run as a script
 LOOKALIKE = [sys.executable, "-m", "flows.cli"]
 
 
@@ -127,6 +130,12 @@ def main() -> None:
         help="nightly config override, e.g. execution.backend=dask",
     )
     parser.add_argument(
+        "--dask-workers",
+        type=int,
+        default=0,
+        help="start a real cluster (dask scheduler + N single-threaded worker processes) and score on it",
+    )
+    parser.add_argument(
         "--kill-after",
         help="task (function name, e.g. train_model) whose completion kills the first run; then it is resumed",
     )
@@ -162,16 +171,19 @@ def main() -> None:
                 "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/ml.db",
                 "PYTHONPATH": str(ROOT),
             }
-            first = run_nightly(config, env, args.kill_after, tuple(args.set))
-            show(n_users, n_inter, args.campaigns, f"killed at {args.kill_after}" if first["killed"] else "cold", first)
-            show_stages(first)
-            show(
-                n_users,
-                n_inter,
-                args.campaigns,
-                "resumed" if args.kill_after else "re-run",
-                run_nightly(config, env, overrides=tuple(args.set)),
-            )
+            with ExitStack() as stack:
+                sets = tuple(args.set)
+                if args.dask_workers:
+                    from bench.dask_cluster import local_dask_cluster
+
+                    address = stack.enter_context(local_dask_cluster(tmp, args.dask_workers, env))
+                    sets += ("execution.backend=dask", f"execution.dask_address={address}")
+                first = run_nightly(config, env, args.kill_after, sets)
+                label = f"killed at {args.kill_after}" if first["killed"] else "cold"
+                show(n_users, n_inter, args.campaigns, label, first)
+                show_stages(first)
+                again = run_nightly(config, env, overrides=sets)
+                show(n_users, n_inter, args.campaigns, "resumed" if args.kill_after else "re-run", again)
 
 
 def show(n_users: int, n_inter: int, campaigns: int, label: str, r: dict) -> None:

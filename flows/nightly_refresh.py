@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.dask_staging import stage_audiences_dask
 from lookalike_models.config import NightlyConfig, load_config, with_file_defaults
 from lookalike_models.locking import exclusive_run
 from tasks.data import fingerprint_inputs, prepare_data, skipped_campaigns, split_campaigns
-from tasks.distributed import dask_runner
+from tasks.distributed import stage_audiences_dask
 from tasks.modeling import evaluate_model, stage_audiences, train_model
 from tasks.refresh import previous_refresh, record_refresh
 from tasks.registry import promote_champion, register_and_choose
@@ -69,9 +68,7 @@ def refresh(config: NightlyConfig) -> NightlyResult:
         decision = register_and_choose(children, report, config.selection, trained)
         publisher = trained[decision.champion if publishing.model == "champion" else publishing.model]
         if config.execution.backend == "dask":
-            staged = stage_audiences_dask.with_options(task_runner=dask_runner(config.execution))(
-                publisher, publishing, config.execution.shards
-            )
+            staged = stage_audiences_dask(publisher, publishing, config.execution)
         else:
             staged = stage_audiences(publisher, work, publishing, previous.staging)
         record_refresh(run_dir, data_dir, trained, staged, config.models)

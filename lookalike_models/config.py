@@ -109,7 +109,7 @@ class ExecutionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["local", "dask"] = Field(
-        "local", description="Where audiences are scored: this process, or Dask workers (prefect-dask), users sharded"
+        "local", description="Where audiences are scored: this process, or Dask workers, users sharded"
     )
     dask_address: str | None = Field(
         None, description="Scheduler of an existing cluster, e.g. tcp://10.0.0.5:8786; empty starts a LocalCluster"
@@ -117,8 +117,7 @@ class ExecutionConfig(BaseModel):
     n_workers: int = Field(2, ge=1, description="LocalCluster workers")
     processes: bool = Field(
         False,
-        description="LocalCluster with worker processes (best with a Prefect server; "
-        "without one each process starts its own temporary server)",
+        description="LocalCluster with worker processes (each loads the data and model once) instead of threads",
     )
     shards: int = Field(4, ge=1, description="User shards per campaign")
 

@@ -1,31 +1,73 @@
-"""Scale-out: score user shards on Dask workers through prefect-dask.
+"""Scale-out: score user shards on a Dask cluster.
 
-One task per user range scores every campaign over that range (a worker loads the encoded data and the
-fitted model from the run's work folder once per process: paths travel, not arrays) and returns each
-campaign's top list of the range; one merge task keeps every campaign's global top, identical to the
-single-process audience. Tasks = shards, not campaigns x shards: Prefect's per-task cost stays small
-beside the scoring. The sub-flow that wires them is ``flows/dask_staging.py``.
+One Prefect task (``stage_audiences_dask``: retries, caching, logs, as every other stage) hands the user
+ranges to Dask as plain function calls: each scores every campaign over its range (a worker loads the
+encoded data and the fitted model from the run's work folder once per process: paths travel, not arrays)
+and returns each campaign's top list of the range; the task then keeps every campaign's global top,
+identical to the single-process audience. Workers run no Prefect code, so they need neither a Prefect
+server nor a temporary one of their own (with prefect-dask's task runner each worker process started one:
+~50 s before the first shard at 100k users, against ~4 s of local scoring; BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from prefect import task
+from prefect.logging import get_run_logger
 
-from lookalike_models.config import ExecutionConfig, ModelSpec
+from lookalike_models.config import ExecutionConfig, ModelSpec, PublishConfig
 from lookalike_models.evaluation import audience_size
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import merge_shards, score_campaign, shard_ranges
 from lookalike_models.publishing import audience_frame
 from lookalike_models.reach import load_exclusions
+from tasks.caching import stable_hash
 from tasks.data import load_data
 from tasks.modeling import fitted_scorer
+from tasks.results import StagedAudiences, TrainedModel
 
 
 @task
+def stage_audiences_dask(trained: TrainedModel, publish: PublishConfig, execution: ExecutionConfig) -> StagedAudiences:
+    """Every campaign's audience from user shards scored on Dask (``execution.dask_address``, else a
+    LocalCluster), staged in the run's work folder (shards that fail are retried once by Dask)."""
+    spec = trained.spec
+    key = stable_hash(trained, publish.audience_fraction, publish.exclusions)
+    stage = str(Path(trained.data_dir).parent / "staged" / f"{spec.name}-{key}")
+    campaigns, shards, size = plan_shards(trained.data_dir, execution.shards, publish.audience_fraction)
+    start = time.perf_counter()
+    with dask_client(execution) as client:
+        futures = client.map(
+            score_shard,
+            shards,
+            spec=spec,
+            data_dir=trained.data_dir,
+            split_path=trained.split.path,
+            model_dir=trained.model_dir,
+            campaign_ids=campaigns,
+            size=size,
+            exclusions=publish.exclusions,
+            pure=False,
+            retries=1,
+        )
+        parts = client.gather(futures)
+    get_run_logger().info(
+        "dask: %d shards x %d campaigns scored in %.1fs on %s",
+        len(shards),
+        len(campaigns),
+        time.perf_counter() - start,
+        execution.dask_address or "a LocalCluster",
+    )
+    staged, failed = merge_and_stage(spec, trained.data_dir, parts, size, stage)
+    return StagedAudiences(model=spec.name, staged=staged, failed=failed)
+
+
 def plan_shards(data_dir: str, n_shards: int, audience_fraction: float) -> tuple[list[str], list, int]:
     """Campaigns, user ranges and the audience size of a distributed scoring pass."""
     data = load_data(data_dir)
@@ -55,14 +97,13 @@ def limit_threads_to_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
-@task
 def score_shard(
+    user_range: tuple[int, int],
     spec: ModelSpec,
     data_dir: str,
     split_path: str,
     model_dir: str,
     campaign_ids: list[str],
-    user_range: tuple[int, int],
     size: int,
     exclusions: list[str],
 ) -> dict[str, tuple | str]:
@@ -82,7 +123,6 @@ def score_shard(
     return tops
 
 
-@task
 def merge_and_stage(
     spec: ModelSpec, data_dir: str, shards: list[dict], size: int, stage: str
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -106,16 +146,23 @@ def merge_and_stage(
     return staged, failed
 
 
-def dask_runner(execution: ExecutionConfig):
-    from prefect_dask import DaskTaskRunner
+@contextmanager
+def dask_client(execution: ExecutionConfig) -> Iterator:
+    """A client of the cluster at ``execution.dask_address``, else of a LocalCluster started here."""
+    from distributed import Client, LocalCluster
 
     if execution.dask_address:
-        return DaskTaskRunner(address=execution.dask_address)
-    return DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": execution.n_workers,
-            "threads_per_worker": 1,
-            "processes": execution.processes,
-            "dashboard_address": None,
-        }
+        with Client(execution.dask_address, timeout=60) as client:
+            yield client
+        return
+    # Worker processes listen on 127.0.0.1 only; thread workers talk in-process (no host to bind).
+    bind = {"host": "127.0.0.1"} if execution.processes else {}
+    cluster = LocalCluster(
+        n_workers=execution.n_workers,
+        threads_per_worker=1,
+        processes=execution.processes,
+        dashboard_address=None,
+        **bind,
     )
+    with cluster, Client(cluster) as client:
+        yield client

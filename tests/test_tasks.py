@@ -126,15 +126,13 @@ def test_train_evaluate_and_stage_hand_on_typed_records(night, tmp_path, monkeyp
     assert sorted(again.incremental_campaigns) == sorted(staged.staged)
     for cid, path in staged.staged.items():
         assert pl.read_parquet(again.staged[cid])["user_id"].equals(pl.read_parquet(path)["user_id"]), cid
-    # The Dask backend's tasks (flows/dask_staging.py wires them), run in-process: the same audiences.
+    # The Dask backend's shard functions (tasks/distributed.py), run in-process: the same audiences.
     from tasks.distributed import merge_and_stage, plan_shards, score_shard
 
-    campaigns, shards, size = plan_shards.fn(data_dir, 3, publish.audience_fraction)
+    campaigns, shards, size = plan_shards(data_dir, 3, publish.audience_fraction)
     assert len(shards) == 3 and set(campaigns) == set(staged.staged)
-    parts = [
-        score_shard.fn(SPEC, data_dir, split.path, trained.model_dir, campaigns, shard, size, []) for shard in shards
-    ]
-    sharded, failed = merge_and_stage.fn(SPEC, data_dir, parts, size, str(tmp_path / "sharded"))
+    parts = [score_shard(shard, SPEC, data_dir, split.path, trained.model_dir, campaigns, size, []) for shard in shards]
+    sharded, failed = merge_and_stage(SPEC, data_dir, parts, size, str(tmp_path / "sharded"))
     assert not failed and set(sharded) == set(campaigns)
     for cid in campaigns:
         assert pl.read_parquet(sharded[cid]).equals(pl.read_parquet(staged.staged[cid])), cid
