@@ -233,6 +233,16 @@ def test_incremental_refresh_equals_a_full_refresh(prefect_and_mlflow, synthetic
     assert 0 < incremental.users_embedded[model] <= len(active) < full.users_embedded[model]
     if model == "minhash":
         assert len(incremental.campaigns_refreshed) >= len(synthetic_data.campaigns) // 2
+    else:  # the next night's Gram state stays in the work folder; MLflow gets the model, not the cache
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        run = client.get_run(incremental.mlflow_run_id)
+        [child] = client.search_runs(
+            [run.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.model = '{model}'",
+        )
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "model")] == ["model/item_ridge.npz"]
     assert not full.campaigns_refreshed
     for cid, path in full.published.items():
         assert pl.read_parquet(incremental.published[cid]).equals(pl.read_parquet(path)), cid
