@@ -182,8 +182,12 @@ def main() -> None:
                 label = f"killed at {args.kill_after}" if first["killed"] else "cold"
                 show(n_users, n_inter, args.campaigns, label, first)
                 show_stages(first)
+                for line in re.findall(r"dask: \d+ shards .*", first["log"]):
+                    print(f"\n{line}\n")  # the shard scoring alone, as the staging task timed it
                 again = run_nightly(config, env, overrides=sets)
                 show(n_users, n_inter, args.campaigns, "resumed" if args.kill_after else "re-run", again)
+                for line in re.findall(r"dask: \d+ shards .*", again["log"]):
+                    print(f"\nre-run (workers warm: data and model already loaded): {line}\n")
 
 
 def show(n_users: int, n_inter: int, campaigns: int, label: str, r: dict) -> None:

@@ -159,7 +159,11 @@ def run_size(n_users: int, campaigns: int, models: list[str], champion: str, tmp
             target = audience_path(tmp / "audiences", "bench", cid)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
-    model_bytes = sum(f.stat().st_size for f in (tmp / "models").rglob("*") if f.is_file())
+    from lookalike_models.scorers import REFRESH_STATE
+
+    # What the flow logs to MLflow: the model folders without the next night's cache (refresh_state/).
+    tracked = [p for p in (tmp / "models").glob("*/*") if p.name != REFRESH_STATE]
+    model_bytes = sum(f.stat().st_size for p in tracked for f in [p, *p.rglob("*")] if f.is_file())
     with stage(f"track (MLflow: model folders, {model_bytes / 1e6:.0f} MB)", floor_note(bytes_=model_bytes * 2)):
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/ml.db"
         from tasks import tracking
@@ -167,8 +171,8 @@ def run_size(n_users: int, campaigns: int, models: list[str], champion: str, tmp
         parent = tracking.start_run("bench-stages", "night", {})
         for name in models:
             child = tracking.start_run("bench-stages", name, {}, parent_run_id=parent)
-            if (tmp / "models" / name).exists():
-                tracking.log_artifact(child, tmp / "models" / name, "model")
+            for part in (p for p in tracked if p.parent.name == name):
+                tracking.log_artifact(child, part, "model" if part.is_file() else f"model/{part.name}")
             tracking.end_run(child)
         tracking.log_artifact(parent, tmp / "audiences", "audiences")
         tracking.end_run(parent)

@@ -18,7 +18,7 @@ from lookalike_models.locking import exclusive_run
 from tasks.data import fingerprint_inputs, prepare_data, skipped_campaigns, split_campaigns
 from tasks.distributed import stage_audiences_dask
 from tasks.modeling import evaluate_model, stage_audiences, train_model
-from tasks.refresh import previous_refresh, record_refresh
+from tasks.refresh import previous_refresh, prune_refresh_state, record_refresh
 from tasks.registry import promote_champion, register_and_choose
 from tasks.reporting import (
     close_mlflow_run,
@@ -74,6 +74,7 @@ def refresh(config: NightlyConfig) -> NightlyResult:
         record_refresh(run_dir, data_dir, trained, staged, config.models)
         published = publish_audiences(staged.staged, config.output_root, run_id)
         decision = promote_champion(decision, config.selection, published)  # only once its audiences are live
+        prune_refresh_state(work, published, [model.model_dir for model in trained.values()])
         drift = report_reach_and_drift(evaluated, publisher.name, data_dir, evaluation, run, previous_run)
         failed = {f"{s.model}/{cid}": why for s in [*evaluated, staged] for cid, why in s.failed.items()}
         log_run_artifacts(mlflow_run, report, run_dir, data_dir, published, decision, failed, skipped)

@@ -1,6 +1,6 @@
 """Scale-out: score user shards on a Dask cluster.
 
-One Prefect task (``stage_audiences_dask``: retries, caching, logs, as every other stage) hands the user
+One Prefect task (``stage_audiences_dask``: its logs and state beside every other stage) hands the user
 ranges to Dask as plain function calls: each scores every campaign over its range (a worker loads the
 encoded data and the fitted model from the run's work folder once per process: paths travel, not arrays)
 and returns each campaign's top list of the range; the task then keeps every campaign's global top,

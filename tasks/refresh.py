@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -10,6 +11,7 @@ from prefect.logging import get_run_logger
 
 from lookalike_models.config import ModelSpec
 from lookalike_models.io import write_bytes_atomic
+from lookalike_models.scorers import REFRESH_STATE
 from tasks.results import PreviousRefresh, RefreshRecord, StagedAudiences, TrainedModel
 
 REFRESH_FILE = "refresh.json"
@@ -79,6 +81,26 @@ def record_refresh(
             record.model_dump_json(indent=1, by_alias=True, exclude={"run_id"}).encode(), Path(run_dir) / REFRESH_FILE
         )
     )
+
+
+@task
+def prune_refresh_state(work_root: str, published: dict[str, str], keep: list[str]) -> int:
+    """Once tonight's audiences are live, the next night starts from tonight's model folders (``keep``):
+    every other ``refresh_state/`` under the work folder (last night's, and that of the models of the extra
+    evaluation splits, never reused) is dead weight, ~330 MB per model at 1M users. Deletes them; returns
+    the bytes freed. Nothing is deleted on a night that published nothing (the next one starts from the
+    last published run, whose state must stay)."""
+    if not published:
+        return 0
+    kept = {Path(folder).resolve() for folder in keep}
+    freed = 0
+    for state in Path(work_root).glob(f"*/models/*/{REFRESH_STATE}"):
+        if state.parent.resolve() not in kept:
+            freed += sum(f.stat().st_size for f in state.rglob("*") if f.is_file())
+            shutil.rmtree(state, ignore_errors=True)
+    if freed:
+        get_run_logger().info("removed %.0f MB of refresh state no later night will read", freed / 1e6)
+    return freed
 
 
 @task

@@ -243,6 +243,9 @@ def test_incremental_refresh_equals_a_full_refresh(prefect_and_mlflow, synthetic
             filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.model = '{model}'",
         )
         assert [a.path for a in client.list_artifacts(child.info.run_id, "model")] == ["model/item_ridge.npz"]
+        # Only the live run's state stays on disk: last night's was removed once tonight's audiences were live.
+        states = list((tmp_path / "inc" / "work").glob("*/models/*/refresh_state"))
+        assert len(states) == 1 and "item_ridge" in states[0].parent.name
     assert not full.campaigns_refreshed
     for cid, path in full.published.items():
         assert pl.read_parquet(incremental.published[cid]).equals(pl.read_parquet(path)), cid
