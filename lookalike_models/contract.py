@@ -135,7 +135,7 @@ def _reject_duplicates(df: pl.DataFrame, file: Path, key: list[str]) -> None:
     # One 64-bit hash per row first; the exact multi-column check runs only on rows whose hash repeats.
     # (The exact check over all rows held ~3.5 GB at 20M interactions, the nightly's memory peak.) Repeats
     # are found by sorting the hashes: polars' hash-table ``is_duplicated`` took 24.7 s on 62M rows, the
-    # sort 1.9 s (bench/results/scale_curve.md).
+    # sort 1.9 s (BENCHMARKS.md, issue 14).
     hashes = df.select(pl.struct(key).hash()).to_series()
     ordered = hashes.sort()
     repeats = ordered.filter(ordered == ordered.shift(1))
