@@ -21,6 +21,19 @@ def load_data(kind: str, workdir: Path, synthetic: SyntheticConfig | None = None
     return load_encoded(source, Path(workdir) / kind)
 
 
+def scale_synthetic(n_users: int, campaigns: int = 100, interactions_per_user: float = 30.0) -> SyntheticConfig:
+    """The synthetic set the scale benchmarks share: n_items = max(5000, n_users / 20), ~20 distinct items
+    per user, campaigns of up to 2000 seeds, seed 3 (so every scale table measures the same data)."""
+    return SyntheticConfig(
+        n_users=n_users,
+        n_items=max(5000, n_users // 20),
+        n_campaigns=campaigns,
+        interactions_per_user=interactions_per_user,
+        max_seeds=2000,
+        seed=3,
+    )
+
+
 @contextmanager
 def timed(into: dict, key: str):
     """``with timed(times, "fit"): ...`` stores the block's wall seconds in ``times["fit"]``."""

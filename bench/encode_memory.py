@@ -46,17 +46,11 @@ def main() -> None:
     if args.step:
         run_step(args.step, args.folder)
         return
-    from lookalike_models.synthetic import SyntheticConfig, write_synthetic
+    from bench.common import scale_synthetic
+    from lookalike_models.synthetic import write_synthetic
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = SyntheticConfig(
-            n_users=args.users,
-            n_items=max(5000, args.users // 20),
-            n_campaigns=100,
-            interactions_per_user=30.0,
-            max_seeds=2000,
-            seed=3,
-        )
+        config = scale_synthetic(args.users)
         folder = write_synthetic(config, Path(tmp) / "data")
         print(f"{args.users:,} users\n\n| step (each in a fresh process) | seconds | peak RSS (GB) |\n|---|---|---|")
         for step in STEPS:

@@ -29,7 +29,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine  # noqa: E402
+from bench.common import machine, scale_synthetic  # noqa: E402
 from bench.nightly_scale import run_nightly, write_config  # noqa: E402
 
 TASKS = ("prepare_data", "train_model", "evaluate_model", "stage_audiences")
@@ -80,19 +80,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["item_ridge"])
     args = parser.parse_args()
 
-    from lookalike_models.synthetic import SyntheticConfig, write_synthetic
+    from lookalike_models.synthetic import write_synthetic
 
     print(f"machine: {machine()}; models: {', '.join(args.models)}")
     with tempfile.TemporaryDirectory(prefix="lookalike-incremental-") as tmp:
         tmp = Path(tmp)
-        synthetic = SyntheticConfig(
-            n_users=args.users,
-            n_items=max(5000, args.users // 20),
-            n_campaigns=args.campaigns,
-            interactions_per_user=30.0,
-            max_seeds=2000,
-            seed=3,
-        )
+        synthetic = scale_synthetic(args.users, args.campaigns)
         day1 = write_synthetic(synthetic, tmp / "day1")
         changed = night_two(day1, tmp / "day2", args.changed)
         env = {

@@ -20,12 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from bench.common import scale_synthetic  # noqa: E402
 from lookalike_models.config import DataSource  # noqa: E402
 from lookalike_models.evaluation import audience_sizes, holdout_split  # noqa: E402
 from lookalike_models.protocol import TUNING_SPLITS, compare_to_reference, evaluate_campaigns  # noqa: E402
 from lookalike_models.reference import ItemLogRegScorer  # noqa: E402
 from lookalike_models.sources import load_encoded  # noqa: E402
-from lookalike_models.synthetic import SyntheticConfig, write_synthetic  # noqa: E402
+from lookalike_models.synthetic import write_synthetic  # noqa: E402
 
 
 def main() -> None:
@@ -37,14 +38,7 @@ def main() -> None:
     n = args.users
     with tempfile.TemporaryDirectory(prefix="lookalike-negcap-") as tmp:
         folder = write_synthetic(
-            SyntheticConfig(
-                n_users=n,
-                n_items=max(5000, n // 20),
-                n_campaigns=args.campaigns,
-                interactions_per_user=30.0,
-                max_seeds=2000,
-                seed=3,
-            ),
+            scale_synthetic(n, args.campaigns),
             Path(tmp) / "d",
         )
         data = load_encoded(DataSource(kind="folder", path=str(folder)), Path(tmp) / "in")

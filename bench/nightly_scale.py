@@ -141,7 +141,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from lookalike_models.synthetic import SyntheticConfig, write_synthetic
+    from bench.common import scale_synthetic
+    from lookalike_models.synthetic import write_synthetic
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
@@ -152,14 +153,7 @@ def main() -> None:
     for n_users in args.users:
         with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as tmp:
             tmp = Path(tmp)
-            synthetic = SyntheticConfig(
-                n_users=n_users,
-                n_items=max(5000, n_users // 20),
-                n_campaigns=args.campaigns,
-                interactions_per_user=args.interactions_per_user,
-                max_seeds=2000,
-                seed=3,
-            )
+            synthetic = scale_synthetic(n_users, args.campaigns, args.interactions_per_user)
             data_dir = write_synthetic(synthetic, tmp / "data")
             import polars as pl
 

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from bench.common import load_data, machine  # noqa: E402
+from bench.common import load_data, machine, scale_synthetic  # noqa: E402
 
 
 def ridge_rows(data, campaigns: int) -> list[str]:
@@ -110,18 +110,9 @@ def main() -> None:
         "--logreg-solvers", nargs="+", default=["lbfgs", "saga"], help="saga takes ~30x liblinear's time"
     )
     args = parser.parse_args()
-    from lookalike_models.synthetic import SyntheticConfig
-
     print(f"machine: {machine()}")
     for n_users in args.users:
-        synthetic = SyntheticConfig(
-            n_users=n_users,
-            n_items=max(5000, n_users // 20),
-            n_campaigns=args.campaigns,
-            interactions_per_user=30.0,
-            max_seeds=2000,
-            seed=3,
-        )
+        synthetic = scale_synthetic(n_users, args.campaigns)
         with tempfile.TemporaryDirectory() as tmp, threadpool_limits(1):
             data = load_data("synthetic", Path(tmp), synthetic)
             print(f"\n{n_users:,} users, {data.user_idx.size:,} interactions, {len(data.campaigns)} campaigns\n")

@@ -100,6 +100,7 @@ GFLOPS, GBS = 1.0, 1.0
 def run_size(n_users: int, campaigns: int, models: list[str], champion: str, tmp: Path) -> None:
     import polars as pl
 
+    from bench.common import scale_synthetic
     from lookalike_models.catalog import build_scorer
     from lookalike_models.config import DataSource
     from lookalike_models.evaluation import audience_size, audience_sizes, holdout_split, save_split
@@ -108,16 +109,9 @@ def run_size(n_users: int, campaigns: int, models: list[str], champion: str, tmp
     from lookalike_models.protocol import evaluate_campaigns
     from lookalike_models.publishing import audience_frame, audience_path
     from lookalike_models.sources import load_encoded
-    from lookalike_models.synthetic import SyntheticConfig, write_synthetic
+    from lookalike_models.synthetic import write_synthetic
 
-    synthetic = SyntheticConfig(
-        n_users=n_users,
-        n_items=max(5000, n_users // 20),
-        n_campaigns=campaigns,
-        interactions_per_user=30.0,
-        max_seeds=2000,
-        seed=3,
-    )
+    synthetic = scale_synthetic(n_users, campaigns)
     folder = write_synthetic(synthetic, tmp / "data")
     n_rows = pl.scan_parquet(folder / "interactions.parquet").select(pl.len()).collect().item()
     print(f"\n{n_users:,} users, {n_rows:,} interactions, {campaigns} campaigns (generated, not timed)", flush=True)

@@ -112,7 +112,9 @@ class ExecutionConfig(BaseModel):
         "local", description="Where audiences are scored: this process, or Dask workers, users sharded"
     )
     dask_address: str | None = Field(
-        None, description="Scheduler of an existing cluster, e.g. tcp://10.0.0.5:8786; empty starts a LocalCluster"
+        None,
+        pattern=r"^(tcp|tls)://(\[[0-9a-fA-F:]+\]|[^/:\s\[\]]+):\d+$",  # host or [IPv6], and a port
+        description="Scheduler of an existing cluster, e.g. tcp://10.0.0.5:8786; empty starts a LocalCluster",
     )
     n_workers: int = Field(2, ge=1, description="LocalCluster workers")
     processes: bool = Field(

@@ -152,7 +152,12 @@ def dask_client(execution: ExecutionConfig) -> Iterator:
     from distributed import Client, LocalCluster
 
     if execution.dask_address:
-        with Client(execution.dask_address, timeout=60) as client:
+        try:
+            client = Client(execution.dask_address, timeout=60)
+        except OSError as exc:  # distributed's connect timeout is an OSError too
+            address = execution.dask_address
+            raise OSError(f"execution.dask_address {address}: no Dask scheduler answered ({exc})") from exc
+        with client:
             yield client
         return
     # Worker processes listen on 127.0.0.1 only; thread workers talk in-process (no host to bind).

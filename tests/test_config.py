@@ -32,3 +32,12 @@ def test_evaluation_reference_must_be_a_configured_model():
         NightlyConfig.model_validate(
             {"models": [{"name": "minhash", "model": "minhash"}], "evaluation": {"reference": "item_logreg"}}
         )
+
+
+def test_dask_address_must_name_a_scheduler():
+    from lookalike_models.config import ExecutionConfig
+
+    assert ExecutionConfig(dask_address="tcp://10.0.0.5:8786").dask_address == "tcp://10.0.0.5:8786"
+    for wrong in ("10.0.0.5:8786", "tcp://10.0.0.5", "http://host:8786/api"):
+        with pytest.raises(ValidationError, match="dask_address"):
+            ExecutionConfig(dask_address=wrong)
