@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from threadpoolctl import threadpool_limits
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.item_gram import item_gram, load_state, save_state, state_of, updated_gram
 from lookalike_models.reference import is_everyone
+from lookalike_models.ridge_strength import choose_strength
 from lookalike_models.scorers import REFRESH_STATE, AudienceScorer, register
 
 log = logging.getLogger(__name__)
@@ -40,9 +42,19 @@ log = logging.getLogger(__name__)
 class ItemRidgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    strength: float = Field(
-        7.0, gt=0, description="Ridge strength in units of the mean item count (chosen on tuning splits 100-104)"
+    strength: float | None = Field(
+        None,
+        gt=0,
+        description="Ridge strength in units of the mean item count; None: chosen each run on the inner cut "
+        "of the training seeds from strength_grid (ridge_strength.py)",
     )
+    strength_grid: list[float] = Field(
+        [1 / 16, 1 / 4, 1.0, 4.0, 16.0, 64.0, 256.0],
+        min_length=1,
+        description="Strengths tried per run, in units of the mean item count (a wide log range)",
+    )
+    validation_share: float = Field(0.2, gt=0, lt=1, description="Share of each campaign's seeds held out to choose")
+    max_validation_users: int = Field(100_000, ge=100, description="Non-seed users scored to place the cut's cutoff")
     max_items: int = Field(8000, ge=1, description="Most active items kept as features (O(n_items³) fit)")
 
 
@@ -64,6 +76,9 @@ class ItemRidgeScorer(AudienceScorer):
         state = load_state(Path(previous) / REFRESH_STATE) if previous else None
         updated = updated_gram(state, data, keep, features) if state else None
         gram, applied = updated if updated else (item_gram(features), data.n_users)
+        self.strength = self.config.strength
+        if self.strength is None:
+            self.strength = chosen_strength(features, gram, train_seeds, self.config)
         self.factorise(data, keep, features, gram, None)
         self.solve_all([seeds.positives for seeds in train_seeds.values()])
         log.info(
@@ -81,10 +96,15 @@ class ItemRidgeScorer(AudienceScorer):
         integer Gram is kept for the next night (``save``)."""
         self.keep, self.features = keep, features
         self.state = state_of(data, keep, features, gram)
-        self.lam = self.config.strength * max(float(np.diag(gram).mean()), 1e-12) if lam is None else lam
-        gram[np.diag_indices_from(gram)] += self.lam
-        with threadpool_limits(1, "blas"):  # one thread: the same factor to the last bit in every process
-            self.factor = scipy.linalg.cho_factor(gram, overwrite_a=True, check_finite=False)[0]  # upper R
+        self.lam = self.strength * max(float(np.diag(gram).mean()), 1e-12) if lam is None else lam
+        key = (features_key(features), self.lam)
+        if key not in _FACTORS:  # a second item_ridge on the same data in this process (the ensemble's member)
+            gram[np.diag_indices_from(gram)] += self.lam
+            with threadpool_limits(1, "blas"):  # one thread: the same factor to the last bit in every process
+                _FACTORS[key] = scipy.linalg.cho_factor(gram, overwrite_a=True, check_finite=False)[0]  # upper R
+            while len(_FACTORS) > 1:
+                _FACTORS.popitem(last=False)
+        self.factor = _FACTORS[key]  # shared read-only
         self.solved: dict[bytes, np.ndarray] = {}  # seed list -> its weights
 
     def solve_all(self, seed_lists: list[np.ndarray]) -> None:
@@ -121,6 +141,9 @@ class ItemRidgeScorer(AudienceScorer):
         rows = self.features if is_everyone(candidates, self.features.shape[0]) else self.features[candidates]
         return (rows @ weights).astype(np.float32)
 
+    def params(self) -> dict[str, float]:
+        return {"chosen_strength": float(self.strength)} if getattr(self, "strength", None) is not None else {}
+
     def save(self, folder: Path) -> None:
         # The tracked model is the kept items and the strength (kilobytes, not an n_kept² factor); the integer
         # Gram and the users' rows go to refresh_state/ for the next night's fit and for load, which then only
@@ -136,6 +159,38 @@ class ItemRidgeScorer(AudienceScorer):
         state = load_state(Path(folder) / REFRESH_STATE)
         updated = updated_gram(state, data, keep, features) if state else None  # no rows to apply: same data
         self.factorise(data, keep, features, updated[0] if updated else item_gram(features), lam)
+
+
+# Process-level memos: the default night fits item_ridge alone and as an ensemble member on the same data and
+# seeds, and the tasks reload fitted models; one factor (n_kept² floats) and a few strength choices are kept.
+_FACTORS: OrderedDict[tuple[bytes, float], np.ndarray] = OrderedDict()
+_STRENGTHS: OrderedDict[bytes, float] = OrderedDict()
+
+
+def chosen_strength(
+    features: sp.csr_matrix, gram: np.ndarray, train_seeds: dict[str, CampaignSeeds], cfg: ItemRidgeConfig
+) -> float:
+    """``ridge_strength.choose_strength`` for these rows, seeds and settings, once per process."""
+    digest = hashlib.sha256(features_key(features) + cfg.model_dump_json().encode())
+    for cid in sorted(train_seeds):
+        digest.update(
+            cid.encode() + positives_key(train_seeds[cid].positives) + positives_key(train_seeds[cid].negatives)
+        )
+    key = digest.digest()
+    if key not in _STRENGTHS:
+        _STRENGTHS[key] = choose_strength(
+            features, gram, train_seeds, cfg.strength_grid, cfg.validation_share, max_users=cfg.max_validation_users
+        )[0]
+        while len(_STRENGTHS) > 4:
+            _STRENGTHS.popitem(last=False)
+    return _STRENGTHS[key]
+
+
+def features_key(features: sp.csr_matrix) -> bytes:
+    digest = hashlib.sha256(np.asarray(features.shape, np.int64).tobytes())
+    digest.update(np.ascontiguousarray(features.indptr).tobytes())
+    digest.update(np.ascontiguousarray(features.indices).tobytes())
+    return digest.digest()
 
 
 def positives_key(positives: np.ndarray) -> bytes:

@@ -31,6 +31,9 @@ class AudienceScorer(ABC):
     # True when a user's score depends only on that user's state and the seeds' state: then a campaign's
     # previous top list stays valid for unchanged users (incremental refresh, lookalike_models/incremental.py).
     pointwise: ClassVar[bool] = False
+    # True when ``fit`` learns from the training seeds' labels (not only from the data), so scoring a seed list
+    # that leaves some of them out still reflects them: a validation cut must then fit a fresh copy on the cut.
+    labels_in_fit: ClassVar[bool] = False
 
     def __init__(self, config: BaseModel | dict[str, Any] | None = None):
         if isinstance(config, BaseModel):

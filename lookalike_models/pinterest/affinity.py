@@ -3,19 +3,23 @@ are the campaigns' training seeds vs non-seeds (never any model's ranking)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from torch import nn
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.evaluation import campaign_rng
+from lookalike_models.evaluation import campaign_rng, inner_validation_cut
 from lookalike_models.pinterest.embedding import EmbeddingScorer, EmbeddingScorerConfig, unit_centroid
+from lookalike_models.pinterest.inner_validation import competing_users, validation_recall
+from lookalike_models.progress import Progress
 from lookalike_models.scorers import register
+from lookalike_models.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +42,17 @@ class AffinityMLP(nn.Module):
 
 
 class AffinityConfig(EmbeddingScorerConfig):
+    model_config = ConfigDict(extra="forbid")
+
     hidden: int = Field(64, ge=4)
     splits_per_campaign: int = Field(8, ge=1, description="Random context/target splits of each seed list")
     context_share: float = Field(0.5, gt=0, lt=1, description="Share of a split's seeds forming the seed vector")
     negatives_per_positive: int = Field(3, ge=1)
-    epochs: int = Field(8, ge=1)
+    max_epochs: int = Field(16, ge=1, description="Most passes over the examples; the epoch kept is chosen per run")
+    patience: int = Field(3, ge=1, description="Epochs without a better inner-cut recall before stopping")
+    validation_share: float = Field(0.2, gt=0, lt=1, description="Share of each campaign's seeds held out")
+    validation_audience: float = Field(0.05, gt=0, lt=1, description="Audience share at which the cut's recall counts")
+    max_validation_users: int = Field(5_000, ge=100, description="Non-seed users scored per campaign and epoch")
     lr: float = Field(0.005, gt=0)
     batch: int = Field(512, ge=16)
     seed: int = 0
@@ -55,6 +65,7 @@ class AffinityMLPScorer(EmbeddingScorer):
     then random users) are label 0. So no user is scored against a vector that contains it."""
 
     config_class = AffinityConfig
+    labels_in_fit = True
 
     def _examples(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]):
         cfg, emb = self.config, self.embeddings
@@ -86,27 +97,81 @@ class AffinityMLPScorer(EmbeddingScorer):
         )
 
     def fit_campaigns(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
+        """Train on each campaign's seeds less an inner validation cut; after every epoch the cut's seeds are
+        ranked among non-seed users from the fit seeds' vector, and the best epoch's weights are kept (the
+        epoch count is chosen per run, on the run's own seeds)."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         self.mlp = AffinityMLP(self.embeddings.shape[1], cfg.hidden)
-        examples = self._examples(data, train_seeds)
+        cuts = {cid: inner_validation_cut(s, cfg.validation_share, cfg.seed) for cid, s in train_seeds.items()}
+        fit_seeds = {cid: (cut[0] if cut else train_seeds[cid]) for cid, cut in cuts.items()}
+        examples = self._examples(data, fit_seeds)
         self.trained = examples is not None
         if not self.trained:
             log.warning("affinity_mlp: no campaign with 4+ training seeds; scoring falls back to centroid cosine")
             return
+        with torch_threads(1):
+            self._train(examples, self._validation_sets(data, cuts))
+
+    def _train(self, examples, validation) -> None:
+        cfg = self.config
         users, vectors, labels = examples
         pos_weight = torch.tensor((labels == 0).sum().item() / max((labels == 1).sum().item(), 1))
         opt = torch.optim.Adam(self.mlp.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(cfg.seed)
-        for _ in range(cfg.epochs):
-            for idx in torch.randperm(labels.numel(), generator=gen).split(cfg.batch):
-                loss = F.binary_cross_entropy_with_logits(
-                    self.mlp(users[idx], vectors[idx]), labels[idx], pos_weight=pos_weight
-                )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        best = (self._validation_recall(validation), copy.deepcopy(self.mlp.state_dict()), 0)
+        steps = -(-labels.numel() // cfg.batch)
+        with Progress("affinity_mlp", cfg.max_epochs * steps, "steps") as progress:
+            for epoch in range(1, cfg.max_epochs + 1):
+                self.mlp.train()
+                for idx in torch.randperm(labels.numel(), generator=gen).split(cfg.batch):
+                    loss = F.binary_cross_entropy_with_logits(
+                        self.mlp(users[idx], vectors[idx]), labels[idx], pos_weight=pos_weight
+                    )
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    progress.advance()
+                recall = self._validation_recall(validation)
+                if recall > best[0]:
+                    best = (recall, copy.deepcopy(self.mlp.state_dict()), epoch)
+                elif epoch - best[2] >= cfg.patience:
+                    progress.set_total(epoch * steps)
+                    break
+        self.mlp.load_state_dict(best[1])
         self.mlp.eval()
+        self.best_epoch = best[2]
+        log.info("affinity_mlp: epoch %d kept (inner-cut recall %.3f)", self.best_epoch, best[0])
+
+    def _validation_sets(self, data: LookalikeData, cuts) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per campaign with a cut: (fit seeds' unit vector [d], validation users' rows, competing users' rows)."""
+        cfg, emb = self.config, self.embeddings
+        sets = []
+        for cid, cut in cuts.items():
+            if cut is None:
+                continue
+            fit, val = cut
+            others = competing_users(data.n_users, fit, val, cfg.max_validation_users, campaign_rng(cfg.seed + 3, cid))
+            sets.append(
+                (
+                    torch.as_tensor(unit_centroid(emb, fit.positives)),
+                    torch.as_tensor(emb[val]),
+                    torch.as_tensor(emb[others]),
+                )
+            )
+        return sets
+
+    @torch.no_grad()
+    def _validation_recall(self, sets) -> float:
+        """Mean inner-cut recall (``validation_recall``) of the current MLP; 0 when no campaign has a cut (every
+        epoch then ties epoch 0 and training stops after ``patience`` epochs)."""
+        if not sets:
+            return 0.0
+        self.mlp.eval()
+        share = self.config.validation_audience
+        return float(
+            np.mean([validation_recall(self.mlp(v, c).numpy(), self.mlp(o, c).numpy(), share) for c, v, o in sets])
+        )
 
     @torch.no_grad()
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
@@ -114,6 +179,9 @@ class AffinityMLPScorer(EmbeddingScorer):
         if not getattr(self, "trained", True):
             return (self.embeddings[candidates] @ vector.numpy()).astype(np.float32)
         return self.mlp(torch.as_tensor(self.embeddings[candidates]), vector).numpy().astype(np.float32)
+
+    def params(self) -> dict[str, int]:
+        return {"chosen_epochs": self.best_epoch} if hasattr(self, "best_epoch") else {}
 
     def save(self, folder: Path) -> None:
         super().save(folder)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -32,8 +33,10 @@ from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng, inner_validation_cut
 from lookalike_models.pinterest.embedding import EmbeddingScorer, EmbeddingScorerConfig
 from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
-from lookalike_models.reference import campaign_labels, user_item_matrix, user_item_tfidf
+from lookalike_models.progress import Progress
+from lookalike_models.reference import campaign_labels, seeds_key, user_item_matrix, user_item_tfidf
 from lookalike_models.scorers import register
+from lookalike_models.threads import free_cores
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,9 @@ class ClassifierConfig(EmbeddingScorerConfig):
     )
     max_negatives: int = Field(200_000, ge=1, description="Non-seed users sampled as negatives at most")
     max_validation_users: int = Field(100_000, ge=100, description="Non-seed users scored to place the cut's cutoff")
+    max_tuning_campaigns: int = Field(
+        32, ge=1, description="With tuning=all, campaigns sampled to choose C (each costs len(C_grid) fits)"
+    )
     max_iter: int = Field(200, ge=10)
     seed: int = 0
 
@@ -102,6 +108,7 @@ class PinterestClassifierScorer(EmbeddingScorer):
     def fit_campaigns(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         self.features = self._features(data)
         self.chosen_C: dict[str, float] = {}
+        self.models: dict[tuple[str, float], LogisticRegression] = {}  # (seeds_key, C) -> fitted model
         self.choice = self.choose_C(train_seeds) if self.config.tuning != "fixed" else None
 
     def _features(self, data: LookalikeData) -> sp.csr_matrix:
@@ -133,7 +140,7 @@ class PinterestClassifierScorer(EmbeddingScorer):
         x_val, x_others = self.features[val], self.features[others]
         results = []
         for C in cfg.C_grid:
-            model = fit_campaign(self.features, fit_seeds, C, cfg)
+            model = self.fitted_model(fit_seeds, C)
             results.append(
                 validation_recall(
                     model.decision_function(x_val), model.decision_function(x_others), cfg.validation_audience
@@ -142,14 +149,32 @@ class PinterestClassifierScorer(EmbeddingScorer):
         return np.array(results)
 
     def choose_C(self, train_seeds: dict[str, CampaignSeeds]) -> ScopedChoice:
-        results = {cid: r for cid, s in train_seeds.items() if (r := self.validation_results(s)) is not None}
+        cfg = self.config
+        tuned = sorted(train_seeds)
+        if cfg.tuning == "all" and len(tuned) > cfg.max_tuning_campaigns:
+            # One C for all campaigns: a sample of them measures it; the search is len(C_grid) fits per campaign.
+            tuned = sorted(np.random.default_rng(cfg.seed).choice(tuned, cfg.max_tuning_campaigns, replace=False))
+        results = {}
+        # liblinear releases the GIL: campaigns side by side on the free cores, each fit single-threaded.
+        with (
+            Progress("pinterest_classifier C search", len(tuned), "campaigns") as progress,
+            ThreadPoolExecutor(free_cores()) as pool,
+        ):
+            for cid, r in zip(tuned, pool.map(lambda cid: self.validation_results(train_seeds[cid]), tuned)):
+                if r is not None:
+                    results[cid] = r
+                progress.advance()
         choice = ScopedChoice.from_results(
-            results, {cid: s.size for cid, s in train_seeds.items()}, len(self.config.C_grid), self.config.bucket_edges
+            results, {cid: s.size for cid, s in train_seeds.items()}, len(cfg.C_grid), cfg.bucket_edges
         )
+        if cfg.tuning == "all":  # the other Cs' fits are never asked for again
+            chosen = cfg.C_grid[choice.overall]
+            self.models = {key: model for key, model in self.models.items() if key[1] == chosen}
         log.info(
-            "pinterest_classifier: C %s over all campaigns (validation recall by C %s)",
-            self.config.C_grid[choice.overall],
+            "pinterest_classifier: C %s over all campaigns (validation recall by C %s, %d campaigns)",
+            cfg.C_grid[choice.overall],
             np.nanmean(np.array(list(results.values())), 0).round(3).tolist() if results else [],
+            len(results),
         )
         return choice
 
@@ -164,17 +189,27 @@ class PinterestClassifierScorer(EmbeddingScorer):
         return float(cfg.C_grid[self.choice.pick(cfg.tuning, seeds)])
 
     def campaign_model(self, data: LookalikeData, seeds: CampaignSeeds) -> LogisticRegression:
+        """The campaign's model at its C, fitted once per (seed list, C): the ensemble's blend validation,
+        the held-out evaluation and staging ask for the same fits the C search already made."""
         C = self.campaign_C(seeds)
         self.chosen_C[seeds.campaign_id] = C
-        cfg = self.config
-        return fit_campaign(self.features, seeds, C, cfg)
+        return self.fitted_model(seeds, C)
+
+    def fitted_model(self, seeds: CampaignSeeds, C: float) -> LogisticRegression:
+        key = (seeds_key(seeds), C)
+        if key not in self.models:
+            self.models[key] = fit_campaign(self.features, seeds, C, self.config)
+        return self.models[key]
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         return self.campaign_model(data, seeds).decision_function(self.features[candidates]).astype(np.float32)
 
     def params(self) -> dict[str, float]:
         chosen = np.array(list(getattr(self, "chosen_C", {}).values()))
-        return {"chosen_C_median": float(np.median(chosen))} if chosen.size else {}
+        if chosen.size:
+            return {"chosen_C_median": float(np.median(chosen))}
+        choice = getattr(self, "choice", None)
+        return {"chosen_C": float(self.config.C_grid[choice.overall])} if choice is not None else {}
 
     def user_embeddings(self) -> np.ndarray | None:
         return self.embeddings if self.fitted is not None else None
@@ -196,6 +231,6 @@ class PinterestClassifierScorer(EmbeddingScorer):
         if self.config.embedding_weight > 0:
             super().load(folder, data)
         self.features = self._features(data)
-        self.chosen_C = {}
+        self.chosen_C, self.models = {}, {}
         saved = json.loads((Path(folder) / "classifier.json").read_text())["choice"]
         self.choice = ScopedChoice(**saved) if saved else None

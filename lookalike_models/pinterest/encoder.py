@@ -49,7 +49,9 @@ from sklearn.decomposition import TruncatedSVD
 from torch import nn
 
 from lookalike_models.dataset import LookalikeData, distinct
+from lookalike_models.progress import Progress
 from lookalike_models.reference import user_item_tfidf
+from lookalike_models.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,11 @@ class EncoderConfig(BaseModel):
         description="Negatives drawn with probability ~ engagers^power "
         "(0: uniform over items; 1: StarSpace's draw from the training pairs)",
     )
+    negative_sharing: Literal["batch", "example"] = Field(
+        "batch",
+        description="One pool of sampled negatives per step shared by its examples (a matrix product), or "
+        "StarSpace's own draw per example (negatives x more gathers and gradient rows)",
+    )
     share_embeddings: bool = Field(True, description="One item table for the history bag and the topics")
     dense_bias: bool = Field(False, description="Bias of the dense layer (a direction shared by every user)")
     positives_per_user: int = Field(16, ge=1, description="Positive topics sampled per user per epoch")
@@ -99,7 +106,7 @@ class EncoderConfig(BaseModel):
     lr: float = Field(0.002, gt=0)
     batch_users: int = Field(64, ge=8, description="Users per step (x positives_per_user examples)")
     max_epochs: int = Field(10, ge=1)
-    patience: int = Field(3, ge=1, description="Epochs without transfer-task improvement before stopping")
+    patience: int = Field(2, ge=1, description="Epochs without transfer-task improvement before stopping")
     min_improvement: float = Field(
         0.01,
         ge=0,
@@ -188,29 +195,58 @@ class TransferTask:
 
 @dataclass
 class UserInputs:
-    """Every user's encoder inputs as tensors (history padded with ``n_items``)."""
+    """Every user's encoder inputs as tensors; the history bags as one CSR (``offsets`` into ``items`` and
+    ``weights``), so memory and work follow the interactions, not users x the longest history."""
 
     single: torch.Tensor
     multi: list[torch.Tensor]
     continuous: torch.Tensor
-    history: torch.Tensor  # int64 [n_users, history_len]
-    history_weight: torch.Tensor  # float32 [n_users, history_len], 0 at padding
+    offsets: torch.Tensor  # int64 [n_users + 1]
+    items: torch.Tensor  # int64 [nnz], each user's bag strongest engagements first
+    weights: torch.Tensor  # float32 [nnz]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def fields(self, users: torch.Tensor):
+        return self.single[users], [m[users] for m in self.multi], self.continuous[users]
+
+    def bags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(items [nnz_b], weights [nnz_b], offsets [B]) of ``users``' bags, the input of ``embedding_bag``."""
+        starts, lengths = self.offsets[users], self.lengths[users]
+        bag_offsets = torch.cumsum(lengths, 0) - lengths
+        at = torch.repeat_interleave(starts - bag_offsets, lengths) + torch.arange(int(lengths.sum()))
+        return self.items[at], self.weights[at], bag_offsets
 
     def rows(self, users: torch.Tensor):
-        return (
-            self.single[users],
-            [m[users] for m in self.multi],
-            self.continuous[users],
-            self.history[users],
-            self.history_weight[users],
-        )
+        """Padded rows (history padded with n_items, weight 0): the packed serving format's inputs."""
+        items, weights, bag_offsets = self.bags(users)
+        lengths = self.lengths[users]
+        width = max(1, int(lengths.max()) if lengths.numel() else 1)
+        position = torch.arange(items.numel()) - torch.repeat_interleave(bag_offsets, lengths)
+        row = torch.repeat_interleave(torch.arange(users.numel()), lengths)
+        history = torch.full((users.numel(), width), self.pad, dtype=torch.long)
+        weight = torch.zeros((users.numel(), width))
+        history[row, position], weight[row, position] = items, weights
+        return (*self.fields(users), history, weight)
+
+    pad: int = 0  # the history padding id (n_items)
 
 
 def history_bag(
     model: StarSpaceUserEncoder, history: torch.Tensor, weight: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """history int64 [B, L], weight float32 [B, L] -> (weighted sum of item embeddings [B, dim], items [B])."""
+    """Padded rows: history int64 [B, L], weight float32 [B, L] -> (weighted sum of item embeddings [B, dim],
+    items [B]). The serving format; training and encoding use ``bag_of``."""
     return (weight.unsqueeze(-1) * model.history(history)).sum(1), (weight > 0).float().sum(1)
+
+
+def bag_of(model: StarSpaceUserEncoder, inputs: UserInputs, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weighted sum of ``users``' history embeddings [B, dim], items [B]) by one ``embedding_bag``."""
+    items, weights, offsets = inputs.bags(users)
+    bag = F.embedding_bag(items, model.history.weight, offsets, mode="sum", per_sample_weights=weights)
+    return bag, inputs.lengths[users].float()
 
 
 def organic_mask(data: LookalikeData) -> np.ndarray:
@@ -274,29 +310,28 @@ def user_inputs(
     users, items = users[first], items[first]
     starts = np.searchsorted(users, users, side="left")
     position = np.arange(users.size) - starts
+    activity = np.log1p(np.bincount(users, minlength=data.n_users)).astype(np.float32)  # before the cap
     take = position < history_len
-    width = max(1, min(history_len, int(position.max()) + 1 if position.size else 1))
-    history = np.full((data.n_users, width), data.n_items, np.int64)
-    history[users[take], position[take]] = items[take]
-    weight = np.zeros(history.shape, np.float32)
+    users, items = users[take], items[take]
+    weight = np.ones(users.size, np.float32)
     if weighting == "tfidf":
         tfidf = organic_tfidf(data, keep).tocoo()
         keys = tfidf.row.astype(np.int64) * data.n_items + tfidf.col  # coo of a csr: sorted by (row, col)
-        at = np.searchsorted(keys, users[take] * data.n_items + items[take])
-        weight[users[take], position[take]] = tfidf.data[at]
-    else:
-        weight[users[take], position[take]] = 1.0
+        weight = tfidf.data[np.searchsorted(keys, users * data.n_items + items)].astype(np.float32)
+    offsets = np.zeros(data.n_users + 1, np.int64)
+    np.cumsum(np.bincount(users, minlength=data.n_users), out=offsets[1:])
     fields = data.users
     continuous = fields.continuous.astype(np.float32)
     if activity_field:
-        activity = np.log1p(np.bincount(users, minlength=data.n_users)).astype(np.float32)
         continuous = np.concatenate([continuous, (activity / max(float(activity.max()), 1e-9))[:, None]], 1)
     return UserInputs(
         torch.as_tensor(fields.single, dtype=torch.long),
         [torch.as_tensor(m, dtype=torch.long) for m in fields.multi],
         torch.as_tensor(continuous),
-        torch.as_tensor(history),
+        torch.as_tensor(offsets),
+        torch.as_tensor(items.astype(np.int64)),
         torch.as_tensor(weight),
+        pad=data.n_items,
     )
 
 
@@ -346,9 +381,8 @@ def encode_users(model: StarSpaceUserEncoder, inputs: UserInputs, batch: int = 6
     n = inputs.single.shape[0]
     out = np.empty((n, model.dense.out_features), np.float32)
     for lo in range(0, n, batch):
-        idx = torch.arange(lo, min(lo + batch, n))
-        single, multi, cont, hist, weight = inputs.rows(idx)
-        out[lo : lo + idx.numel()] = model(single, multi, cont, *history_bag(model, hist, weight)).numpy()
+        users = torch.arange(lo, min(lo + batch, n))
+        out[lo : lo + users.numel()] = model(*inputs.fields(users), *bag_of(model, inputs, users)).numpy()
     return out
 
 
@@ -364,9 +398,55 @@ class FittedEncoder:
     best_epoch: int = 0  # the checkpoint kept (0: the initial model)
 
 
+class NegativeSampler:
+    """StarSpace's negative draw: items in proportion to engagers^power, never a withheld (proxy) item."""
+
+    def __init__(self, inputs: UserInputs, n_items: int, withheld: np.ndarray, cfg: EncoderConfig):
+        self.trainable = np.setdiff1d(np.arange(n_items), withheld)
+        engagers = np.bincount(inputs.items.numpy(), minlength=n_items)[self.trainable].astype(np.float64)
+        cdf = np.cumsum(np.power(engagers, cfg.negative_power) * (engagers > 0))
+        self.cdf = cdf / cdf[-1]
+        self.rng = np.random.default_rng(cfg.seed)
+
+    def draw(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.as_tensor(self.trainable[np.searchsorted(self.cdf, self.rng.random(shape))])
+
+
+def step_loss(
+    model: StarSpaceUserEncoder, inputs: UserInputs, users: torch.Tensor, sampler: NegativeSampler, cfg: EncoderConfig
+) -> torch.Tensor:
+    """The ranking loss of one step: ``positives_per_user`` items drawn from each user's own bag (each left
+    out of the bag it is scored against) against sampled negative topics."""
+    b, m = users.numel(), cfg.positives_per_user
+    starts, lengths = inputs.offsets[users], inputs.lengths[users]
+    slot = starts.unsqueeze(1) + (torch.rand(b, m) * lengths.unsqueeze(1)).long()  # [B, m] into the CSR
+    positives, positive_weight = inputs.items[slot], inputs.weights[slot]
+    bag, count = bag_of(model, inputs, users)
+    left_out = bag.unsqueeze(1) - positive_weight.unsqueeze(-1) * model.history(positives)  # [B, m, d]
+    rep = torch.arange(b).repeat_interleave(m)
+    single, multi, continuous = inputs.fields(users)
+    u = model(
+        single[rep], [x[rep] for x in multi], continuous[rep], left_out.reshape(b * m, -1), (count - 1)[rep]
+    )  # [B*m, d]
+    pos_sim = (u * model.topic_vectors(positives.reshape(-1))).sum(1, keepdim=True)
+    if cfg.negative_sharing == "batch":
+        # One pool for the whole step: a [B*m, d] x [d, k] product and k rows of gradient, not B*m*k gathers.
+        neg_sim = u @ model.topic_vectors(sampler.draw((cfg.negatives,))).T
+    else:
+        neg_sim = torch.einsum("nd,nkd->nk", u, model.topic_vectors(sampler.draw((b * m, cfg.negatives))))
+    if cfg.loss == "softmax":
+        logits = torch.cat([pos_sim, neg_sim], 1) / cfg.temperature
+        return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
+    return F.relu(cfg.margin - pos_sim + neg_sim).mean()
+
+
 def train_encoder(data: LookalikeData, cfg: EncoderConfig | None = None) -> FittedEncoder:
-    """Train on organic interactions (no campaign seeds, no campaign items, no proxy items)."""
-    cfg = cfg or EncoderConfig()
+    """Train on organic interactions (no campaign seeds, no campaign items, no proxy items), one torch thread."""
+    with torch_threads(1):
+        return _train_encoder(data, cfg or EncoderConfig())
+
+
+def _train_encoder(data: LookalikeData, cfg: EncoderConfig) -> FittedEncoder:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     keep = organic_mask(data)
@@ -380,70 +460,49 @@ def train_encoder(data: LookalikeData, cfg: EncoderConfig | None = None) -> Fitt
         # measures users on items their bags never contained.
         init_from_svd(model, organic_tfidf(data, organic_mask(data)), cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    pad = data.n_items
-    lengths = (inputs.history != pad).sum(1)
-    active = torch.nonzero(lengths > 0).squeeze(1)
-    trainable = np.setdiff1d(np.arange(data.n_items), task.items)
-    engagers = np.bincount(inputs.history[inputs.history != pad].numpy(), minlength=data.n_items)[trainable]
-    negative_cdf = np.cumsum(np.power(engagers.astype(np.float64), cfg.negative_power) * (engagers > 0))
-    negative_cdf /= negative_cdf[-1]
+    sampler = NegativeSampler(inputs, data.n_items, task.items, cfg)
+    active = torch.nonzero(inputs.lengths > 0).squeeze(1)
+    per_epoch = min(active.numel(), cfg.users_per_epoch or active.numel())
+    steps = -(-per_epoch // cfg.batch_users)
 
     best = (transfer_error(encode_users(model, inputs), task), {k: v.clone() for k, v in model.state_dict().items()})
     history = [{"epoch": 0, "loss": float("nan"), "transfer_error": best[0], "seconds": 0.0}]
-    log.info("starspace: epoch 0 (%s init) transfer error %.4f", cfg.init, best[0])
-    best_epoch = 0
-    stale, trained_users, train_seconds = 0, 0, 0.0
-    for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
-        start = time.perf_counter()
-        order = active[torch.as_tensor(rng.permutation(active.numel()))][: cfg.users_per_epoch]
-        total, batches = 0.0, 0
-        for lo in range(0, order.numel(), cfg.batch_users):
-            users = order[lo : lo + cfg.batch_users]
-            single, multi, cont, hist, weight = inputs.rows(users)
-            b, m = users.numel(), cfg.positives_per_user
-            # One positive per slot, drawn from the user's own history; left out of its bag below.
-            slot = (torch.rand(b, m) * lengths[users].unsqueeze(1)).long()
-            positives = torch.gather(hist, 1, slot)
-            bag, _ = history_bag(model, hist, weight)  # [B, d]
-            left_out = bag.unsqueeze(1) - torch.gather(weight, 1, slot).unsqueeze(-1) * model.history(positives)
-            count = (lengths[users].float() - 1).unsqueeze(1).expand(b, m)
-            rep = torch.arange(b).repeat_interleave(m)
-            u = model(
-                single[rep], [x[rep] for x in multi], cont[rep], left_out.reshape(b * m, -1), count.reshape(-1)
-            )  # [B*m, d]
-            negatives = torch.as_tensor(trainable[np.searchsorted(negative_cdf, rng.random((b * m, cfg.negatives)))])
-            pos_sim = (u * model.topic_vectors(positives.reshape(-1))).sum(1, keepdim=True)
-            neg_sim = torch.einsum("nd,nkd->nk", u, model.topic_vectors(negatives))
-            if cfg.loss == "softmax":
-                logits = torch.cat([pos_sim, neg_sim], 1) / cfg.temperature
-                loss = F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long))
+    log.info(
+        "starspace: epoch 0 (%s init) transfer error %.4f; up to %d epochs of %d users (%d steps each)",
+        cfg.init,
+        best[0],
+        cfg.max_epochs,
+        per_epoch,
+        steps,
+    )
+    best_epoch, stale, trained_users, train_seconds = 0, 0, 0, 0.0
+    with Progress("starspace encoder", cfg.max_epochs * steps, "steps") as progress:
+        for epoch in range(1, cfg.max_epochs + 1):
+            model.train()
+            start = time.perf_counter()
+            order = active[torch.as_tensor(rng.permutation(active.numel()))][:per_epoch]
+            total = 0.0
+            for users in order.split(cfg.batch_users):
+                loss = step_loss(model, inputs, users, sampler, cfg)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item()
+                progress.advance()
+            train_seconds += time.perf_counter() - start
+            trained_users += order.numel()
+            error = transfer_error(encode_users(model, inputs), task)
+            history.append(
+                {"epoch": epoch, "loss": total / steps, "transfer_error": error, "seconds": time.perf_counter() - start}
+            )
+            log.info("starspace: epoch %d loss %.4f transfer error %.4f", epoch, total / steps, error)
+            if error < best[0] - cfg.min_improvement:
+                best, stale, best_epoch = (error, {k: v.clone() for k, v in model.state_dict().items()}), 0, epoch
             else:
-                loss = F.relu(cfg.margin - pos_sim + neg_sim).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            batches += 1
-        train_seconds += time.perf_counter() - start
-        trained_users += order.numel()
-        error = transfer_error(encode_users(model, inputs), task)
-        history.append(
-            {
-                "epoch": epoch,
-                "loss": total / max(batches, 1),
-                "transfer_error": error,
-                "seconds": time.perf_counter() - start,
-            }
-        )
-        log.info("starspace: epoch %d loss %.4f transfer error %.4f", epoch, total / max(batches, 1), error)
-        if error < best[0] - cfg.min_improvement:
-            best, stale = (error, {k: v.clone() for k, v in model.state_dict().items()}), 0
-            best_epoch = epoch
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
+                stale += 1
+                if stale >= cfg.patience:
+                    progress.set_total(epoch * steps)
+                    break
     model.load_state_dict(best[1])
     if cfg.fold_in_proxy_items and cfg.init == "random":
         full = organic_mask(data)
@@ -472,11 +531,13 @@ def fold_in_items(
     norm. ``inputs`` are the training inputs (without those items), so no bag contains them."""
     if items.size == 0:
         return
-    bags = []
-    for lo in range(0, inputs.history.shape[0], 65_536):
-        hist, weight = inputs.history[lo : lo + 65_536], inputs.history_weight[lo : lo + 65_536]
-        bags.append(F.normalize(history_bag(model, hist, weight)[0], dim=1))
-    bags = torch.cat(bags)  # [n_users, dim]
+    n = inputs.single.shape[0]
+    bags = torch.cat(
+        [
+            F.normalize(bag_of(model, inputs, torch.arange(lo, min(lo + 65_536, n)))[0], dim=1)
+            for lo in range(0, n, 65_536)
+        ]
+    )  # [n_users, dim]
     table = model.history.weight
     trained = torch.ones(table.shape[0] - 1, dtype=torch.bool)
     trained[torch.as_tensor(items)] = False

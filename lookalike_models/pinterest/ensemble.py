@@ -34,6 +34,7 @@ from lookalike_models.pinterest.embedding import CentroidCosineScorer, Embedding
 from lookalike_models.pinterest.encoder import EncoderConfig
 from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
 from lookalike_models.pinterest.lsh_scorers import LSHDensityScorer, LSHVotingScorer
+from lookalike_models.progress import Progress
 from lookalike_models.reference import ItemLogRegScorer, SVDCentroidScorer
 from lookalike_models.scorers import AudienceScorer, pick_scorer, register
 
@@ -90,6 +91,9 @@ class EnsembleConfig(BaseModel):
     )
     weight_step: float = Field(0.25, gt=0, le=1, description="Grid step of the blend weights (they sum to 1)")
     validation_share: float = Field(0.2, gt=0, lt=1, description="Share of training seeds held out to choose weights")
+    validation_folds: int = Field(
+        2, ge=1, le=10, description="Independent inner cuts the blend's recall is averaged over"
+    )
     max_validation_users: int = Field(100_000, ge=100, description="Non-seed users scored to place the cutoff")
     seed: int = 0
     # both modes: audience share of the validation recall / of the paper's intersection
@@ -196,35 +200,34 @@ class PinterestEnsembleScorer(AudienceScorer):
         return members
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
+        self.members = self._fit_members(data, train_seeds)
         if self.config.mode == "validated":
             self.choose_weights(data, train_seeds)
-        self.members = self._fit_members(data, train_seeds)
 
     def choose_weights(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
-        """Fit the members on each campaign's training seeds less a validation cut, score the cut for every
-        blend of ``blend_grid``, and keep the best blend per campaign, per bucket and over all campaigns."""
+        """Score each campaign's inner validation cut from the cut's fit seeds with every member, for every
+        blend of ``blend_grid``, and keep the best blend per campaign, per bucket and over all campaigns.
+
+        The members fitted on all training seeds are reused: they read a campaign's seeds when they score it,
+        so the cut's validation seeds stay unseen. Only members whose fit learns from the seed labels
+        (``labels_in_fit``, e.g. the affinity MLP) are fitted again, on the cut's fit seeds."""
         cfg = self.config
-        cuts = {cid: inner_validation_cut(s, cfg.validation_share, cfg.seed) for cid, s in train_seeds.items()}
-        inner = {cid: (cut[0] if cut else train_seeds[cid]) for cid, cut in cuts.items()}
-        members = self._fit_members(data, inner)
-        self.blends = blend_grid(len(members), cfg.weight_step)
-        results: dict[str, np.ndarray] = {}
-        everyone = np.arange(data.n_users)
-        for cid, cut in cuts.items():
-            if cut is None:
-                continue
-            fit_seeds, val = cut
-            others = competing_users(
-                data.n_users, fit_seeds, val, cfg.max_validation_users, campaign_rng(cfg.seed + 2, cid)
-            )
-            ranks = np.stack([rank_scores(m.score(data, fit_seeds, everyone)) for m in members], 1)
-            blended_val, blended_others = ranks[val] @ self.blends.T, ranks[others] @ self.blends.T
-            results[cid] = np.array(
-                [
-                    validation_recall(blended_val[:, b], blended_others[:, b], cfg.reference_share)
-                    for b in range(len(self.blends))
-                ]
-            )
+        self.blends = blend_grid(len(self.members), cfg.weight_step)
+        folds: list[dict[str, np.ndarray]] = []
+        # Cuts of their own (not the members' tuning cut, where each member's hyper-parameters already look
+        # their best), averaged over ``validation_folds`` of them, since a blend chosen on one small cut
+        # overrates the winner.
+        for fold in range(cfg.validation_folds):
+            cuts = {
+                cid: inner_validation_cut(s, cfg.validation_share, cfg.seed + 1 + fold)
+                for cid, s in train_seeds.items()
+            }
+            folds.append(self._fold_results(data, train_seeds, cuts, fold))
+        results = {
+            cid: np.mean([fold[cid] for fold in folds if cid in fold], 0)
+            for cid in train_seeds
+            if any(cid in fold for fold in folds)
+        }
         self.validation = results
         self.seed_counts = {cid: s.size for cid, s in train_seeds.items()}
         self.choice = self.make_choice()
@@ -232,8 +235,45 @@ class PinterestEnsembleScorer(AudienceScorer):
         log.info(
             "pinterest_ensemble: blend over all campaigns %s (validation recall by member %s)",
             self.blends[self.choice.overall].round(2).tolist(),
-            mean[: len(members)].round(3).tolist(),
+            mean[: len(self.members)].round(3).tolist(),
         )
+
+    def _fold_results(
+        self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds], cuts: dict, fold: int
+    ) -> dict[str, np.ndarray]:
+        """campaign_id -> validation recall of every blend on one cut per campaign."""
+        cfg = self.config
+        inner = {cid: (cut[0] if cut else train_seeds[cid]) for cid, cut in cuts.items()}
+        members = [self._refit_on_cut(m, data, inner) if m.labels_in_fit else m for m in self.members]
+        results: dict[str, np.ndarray] = {}
+        everyone = np.arange(data.n_users)
+        evaluable = [cid for cid, cut in cuts.items() if cut is not None]
+        with Progress(f"pinterest_ensemble blend validation, cut {fold + 1}", len(evaluable), "campaigns") as progress:
+            for cid in evaluable:
+                fit_seeds, val = cuts[cid]
+                others = competing_users(
+                    data.n_users, fit_seeds, val, cfg.max_validation_users, campaign_rng(cfg.seed + 2 + fold, cid)
+                )
+                ranks = np.stack([rank_scores(m.score(data, fit_seeds, everyone)) for m in members], 1)
+                blended_val, blended_others = ranks[val] @ self.blends.T, ranks[others] @ self.blends.T
+                results[cid] = np.array(
+                    [
+                        validation_recall(blended_val[:, b], blended_others[:, b], cfg.reference_share)
+                        for b in range(len(self.blends))
+                    ]
+                )
+                progress.advance()
+        return results
+
+    def _refit_on_cut(
+        self, member: AudienceScorer, data: LookalikeData, inner: dict[str, CampaignSeeds]
+    ) -> AudienceScorer:
+        """A fresh copy of ``member`` fitted on the cuts' fit seeds (sharing the fitted encoder)."""
+        copy = type(member)(member.config)
+        if isinstance(copy, EmbeddingScorer) and isinstance(member, EmbeddingScorer):
+            copy.use_encoder(member.fitted)
+        copy.fit(data, inner)
+        return copy
 
     def make_choice(self) -> ScopedChoice:
         """Blend per campaign, bucket and overall from the stored validation results and the config."""
