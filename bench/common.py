@@ -10,15 +10,33 @@ from pathlib import Path
 
 from lookalike_models.config import DataSource
 from lookalike_models.dataset import LookalikeData
+from lookalike_models.shapes import ShapeConfig
 from lookalike_models.sources import load_encoded
 from lookalike_models.synthetic import SyntheticConfig
 
+# Derived data shapes (``data.shape``, lookalike_models/shapes.py): name -> (data kind, shape).
+# longtail: a seeded sample of users, every item they touched kept (more items than users);
+# nopop: each domain's 10% most-engaged items removed (campaign items kept).
+SHAPES = {
+    "movielens_longtail": ("movielens", ShapeConfig(max_users=300)),
+    "amazon_longtail": ("amazon", ShapeConfig(max_users=500)),
+    "movielens_nopop": ("movielens", ShapeConfig(drop_popular_share=0.1)),
+    "amazon_nopop": ("amazon", ShapeConfig(drop_popular_share=0.1)),
+}
+
+
+def data_source(name: str, synthetic: SyntheticConfig | None = None) -> DataSource:
+    """The ``DataSource`` of a benchmark data name: a kind (synthetic, movielens, amazon, tencent) or a shape
+    of one (``SHAPES``, e.g. movielens_longtail)."""
+    kind, shape = SHAPES.get(name, (name, ShapeConfig()))
+    return DataSource(kind=kind, synthetic=synthetic or SyntheticConfig(), shape=shape)
+
 
 def load_data(kind: str, workdir: Path, synthetic: SyntheticConfig | None = None) -> LookalikeData:
-    """A data set exactly as the nightly flow sees it (``sources.load_encoded``: validated, encoded, the
-    campaigns' own items removed). ``kind``: synthetic, movielens, amazon, tencent."""
-    source = DataSource(kind=kind, synthetic=synthetic or SyntheticConfig())
-    return load_encoded(source, Path(workdir) / kind)
+    """A data set exactly as the nightly flow sees it (``sources.load_encoded``: validated, shaped, encoded,
+    the campaigns' own items removed). ``kind``: synthetic, movielens, amazon, tencent, or a ``SHAPES`` name."""
+    source = data_source(kind, synthetic)
+    return load_encoded(source, Path(workdir) / source.kind)
 
 
 def scale_synthetic(n_users: int, campaigns: int = 100, interactions_per_user: float = 30.0) -> SyntheticConfig:

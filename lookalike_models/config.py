@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lookalike_models.shapes import ShapeConfig
 from lookalike_models.synthetic import SyntheticConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -28,6 +29,11 @@ class DataSource(BaseModel):
         0.5, ge=0, le=1, description="A campaign fails if fewer of its seeds are known users"
     )
     max_multi_len: int = Field(50, ge=1, description="Longest multi-valued feature list kept")
+    shape: ShapeConfig = Field(
+        default_factory=ShapeConfig,
+        description="A derived shape of the data (lookalike_models/shapes.py): max_users (a seeded user sample, "
+        "all items kept), drop_popular_share (each domain's most-engaged items removed); defaults change nothing",
+    )
 
 
 class ModelSpec(BaseModel):

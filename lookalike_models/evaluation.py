@@ -146,13 +146,34 @@ def safe_auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
+# Held-out seeds by their organic activity (distinct non-campaign items): label -> (lowest, highest) count.
+ACTIVITY_BUCKETS = {"act_le5": (0, 5), "act_6_20": (6, 20), "act_gt20": (21, np.inf)}
+
+
+def activity_bucket_recall_columns(sizes: dict[str, int] | list[str]) -> list[str]:
+    """``recall_at_<size>_<bucket>`` for each audience size label and activity bucket."""
+    return [f"recall_at_{label}_{bucket}" for label in sizes for bucket in ACTIVITY_BUCKETS]
+
+
+def is_activity_column(column: str) -> bool:
+    return column.startswith("recall_at_") and column.endswith(tuple(f"_{b}" for b in ACTIVITY_BUCKETS))
+
+
 def campaign_metrics(
-    audience: np.ndarray, candidates: np.ndarray, scores: np.ndarray, heldout: HeldOut, sizes: dict[str, int]
+    audience: np.ndarray,
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    heldout: HeldOut,
+    sizes: dict[str, int],
+    activity: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Precision/recall at each audience size, and AUC of held-out seeds vs held-out non-seeds.
 
     ``audience``: ranked user_idx (best first), at least as long as the largest size when possible.
     ``candidates``/``scores``: what the scorer scored; held-out users outside it count as unscored.
+    ``activity``: each user's count of distinct organic items ([n_users], e.g. ``np.diff(data.user_items[0])``
+    on data without the campaigns' own items); with it, ``recall_at_<size>_<bucket>`` is the recall of only
+    the held-out seeds in each ``ACTIVITY_BUCKETS`` bucket (NaN when the campaign has none there).
     """
     hit = np.isin(audience, heldout.positives)
     cum_hits = np.concatenate([[0], np.cumsum(hit)])
@@ -161,6 +182,14 @@ def campaign_metrics(
         hits = cum_hits[min(k, audience.size)]
         row[f"precision_at_{label}"] = hits / k
         row[f"recall_at_{label}"] = hits / heldout.positives.size
+    if activity is not None:
+        seed_activity = activity[heldout.positives]
+        for bucket, (low, high) in ACTIVITY_BUCKETS.items():
+            members = heldout.positives[(seed_activity >= low) & (seed_activity <= high)]
+            cum = np.concatenate([[0], np.cumsum(np.isin(audience, members))])
+            for label, k in sizes.items():
+                hits = cum[min(k, audience.size)]
+                row[f"recall_at_{label}_{bucket}"] = hits / members.size if members.size else float("nan")
     order = np.argsort(candidates, kind="stable")
     sorted_candidates, sorted_scores = candidates[order], scores[order].astype(np.float64)
 
@@ -192,21 +221,30 @@ METRIC_PREFIXES = ("precision_at_", "recall_at_")
 
 
 def metric_columns(per_campaign: pl.DataFrame) -> list[str]:
-    """Precision/recall columns of per-campaign rows, then ``auc``."""
-    return [c for c in per_campaign.columns if c.startswith(METRIC_PREFIXES)] + ["auc"]
+    """Precision/recall columns of per-campaign rows, then ``auc`` (not the activity-bucket recalls)."""
+    return [c for c in per_campaign.columns if c.startswith(METRIC_PREFIXES) and not is_activity_column(c)] + ["auc"]
+
+
+def activity_columns(per_campaign: pl.DataFrame) -> list[str]:
+    """The activity-bucket recall columns (``campaign_metrics`` with ``activity``) of per-campaign rows."""
+    return [c for c in per_campaign.columns if is_activity_column(c)]
 
 
 def campaign_means(per_campaign: pl.DataFrame) -> pl.DataFrame:
     """Each (model, campaign)'s metrics averaged over the splits it was evaluated in (``split_seed``), so
     every campaign weighs the same however many splits could evaluate it. The seed bucket is the one of
-    its first split (buckets only move for a campaign that sits on an edge)."""
+    its first split (buckets only move for a campaign that sits on an edge). Activity-bucket recalls are
+    averaged over the splits that had a held-out seed in the bucket (NaN when none had)."""
     metrics = metric_columns(per_campaign)
     if "split_seed" not in per_campaign.columns:
         per_campaign = per_campaign.with_columns(pl.lit(0).alias("split_seed"))
+    by_activity = [pl.col(c).fill_nan(None).mean().fill_null(np.nan) for c in activity_columns(per_campaign)]
     return (
         per_campaign.sort("split_seed")
         .group_by("model", CAMPAIGN_ID, maintain_order=True)
-        .agg(pl.col("seed_bucket").first(), pl.len().alias("splits"), *[pl.col(m).mean() for m in metrics])
+        .agg(
+            pl.col("seed_bucket").first(), pl.len().alias("splits"), *[pl.col(m).mean() for m in metrics], *by_activity
+        )
     )
 
 

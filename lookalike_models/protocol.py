@@ -44,12 +44,15 @@ def evaluate_campaigns(
 ) -> list[dict]:
     """Rank every eligible user from each campaign's training seeds and measure its held-out seeds.
 
-    One row per campaign of ``heldout``: precision/recall at each size, AUC, seed bucket, candidates, seconds."""
+    One row per campaign of ``heldout``: precision/recall at each size, AUC, seed bucket, candidates, seconds,
+    and recall at each size over only the held-out seeds of each organic-activity bucket (distinct items of
+    ``data``, which holds no campaign's own item: ``recall_at_<size>_act_le5``, ``_act_6_20``, ``_act_gt20``)."""
     rows = []
+    activity = np.diff(data.user_items[0]) if heldout else None  # distinct organic items per user
     for cid, held in heldout.items():
         start = time.perf_counter()
         scored = score_campaign(scorer, data, train[cid], max(sizes.values()))
-        row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, held, sizes)
+        row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, held, sizes, activity)
         row.update(
             campaign_id=cid,
             n_train_seeds=train[cid].size,

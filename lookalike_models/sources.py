@@ -9,6 +9,7 @@ from pathlib import Path
 from lookalike_models.config import DataSource
 from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import LookalikeData, encode
+from lookalike_models.shapes import apply_shape, missing_campaigns
 from lookalike_models.synthetic import write_synthetic
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,11 @@ def materialize(source: DataSource, workdir: str | Path) -> Path:
 
 def load_encoded(source: DataSource, workdir: str | Path) -> LookalikeData:
     folder = materialize(source, workdir)
-    data = encode(read_dataset(folder), source.max_multi_len, source.min_seed_match_rate)
+    raw = read_dataset(folder)
+    shaped = raw if source.shape.is_identity else apply_shape(raw, source.shape)
+    data = encode(shaped, source.max_multi_len, source.min_seed_match_rate)
+    if shaped is not raw:
+        data.campaign_problems.update(missing_campaigns(raw, shaped, source.shape))
     data = data.without_campaign_leakage()
     log.info(
         "data: %d users, %d items, %d interactions, %d campaigns (%d with problems)",

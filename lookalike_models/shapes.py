@@ -1,0 +1,123 @@
+"""Derived data shapes: the same contract tables cut into a different shape, to show a result travels.
+
+- ``keep_users``: a seeded sample of ``n`` users with all their interactions (no item is filtered), so a
+  set like MovieLens-100K restricted to a few hundred users has more items than users (a long tail).
+- ``drop_popular_items``: the most-engaged items (by distinct users, per domain) removed from the
+  interactions and from multi-valued user fields that list item ids; a campaign's own item is never
+  dropped (its engagers are the campaign's seeds).
+
+Both take and return a ``RawDataset`` (ids as the advertiser gave them), so ``sources.load_encoded`` applies
+them (``data.shape``) before encoding and every consumer, the nightly flow and the benchmarks, sees the
+same shape. Campaigns the shape leaves without seeds become campaign problems (``missing_campaigns``);
+campaigns with too few seeds to hold any out are trained on but not evaluated, as everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from lookalike_models.contract import CAMPAIGN_ID, DOMAIN, ITEM_ID, USER_ID, RawDataset
+
+
+class ShapeConfig(BaseModel):
+    """``data.shape``: defaults change nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_users: int | None = Field(
+        None, ge=1, description="Keep a seeded sample of this many users (all their items); None: every user"
+    )
+    drop_popular_share: float = Field(
+        0.0, ge=0, lt=1, description="Remove this share of each domain's most-engaged items (campaign items kept)"
+    )
+    seed: int = Field(0, description="Seed of the user sample")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.max_users is None and self.drop_popular_share == 0
+
+
+def campaign_items(raw: RawDataset) -> list:
+    """Item ids the campaigns name as their own (``campaign_features.item_id``)."""
+    cf = raw.campaign_features
+    if cf is None or ITEM_ID not in cf.columns:
+        return []
+    return cf[ITEM_ID].drop_nulls().unique().to_list()
+
+
+def keep_users(raw: RawDataset, n_users: int, seed: int = 0) -> RawDataset:
+    """The ``n_users`` users (of those with interactions) a seeded draw picks, with all their interactions,
+    seeds and features; other users leave the population. Unchanged when there are no more users than that."""
+    users = raw.interactions[USER_ID].unique().sort()
+    if users.len() <= n_users:
+        return raw
+    picked = np.sort(np.random.default_rng(seed).choice(users.len(), n_users, replace=False))
+    kept = users.gather(picked)
+    return replace(
+        raw,
+        interactions=raw.interactions.filter(pl.col(USER_ID).is_in(kept.implode())),
+        seeds=raw.seeds.filter(pl.col(USER_ID).is_in(kept.implode())),
+        user_features=None
+        if raw.user_features is None
+        else raw.user_features.filter(pl.col(USER_ID).is_in(kept.implode())),
+    )
+
+
+def popular_items(raw: RawDataset, share: float) -> pl.Series:
+    """Per domain, the ``share`` of its items (rounded up) with the most distinct users, campaign items not
+    counted and never chosen; ties broken by item id, so the choice is deterministic."""
+    own = campaign_items(raw)
+    engagers = (
+        raw.interactions.filter(~pl.col(ITEM_ID).is_in(pl.Series(own, dtype=raw.interactions.schema[ITEM_ID])))
+        .group_by(DOMAIN, ITEM_ID)
+        .agg(pl.col(USER_ID).n_unique().alias("engagers"))
+        .sort(DOMAIN, "engagers", ITEM_ID, descending=[False, True, False])
+    )
+    top = engagers.group_by(DOMAIN, maintain_order=True).agg(
+        pl.col(ITEM_ID).head(pl.len().cast(pl.Float64).mul(share).ceil().cast(pl.UInt32))
+    )
+    if not top.height:
+        return pl.Series(ITEM_ID, [], raw.interactions.schema[ITEM_ID])
+    return top.explode(ITEM_ID)[ITEM_ID].drop_nulls()
+
+
+def drop_popular_items(raw: RawDataset, share: float) -> RawDataset:
+    """``raw`` without the interactions with each domain's ``share`` most-engaged items (``popular_items``),
+    and without those items in multi-valued user fields whose values have the item ids' type (e.g.
+    MovieLens' ``history``). Users left without interactions stay only if they have features."""
+    if share <= 0:
+        return raw
+    dropped = popular_items(raw, share)
+    interactions = raw.interactions.filter(~pl.col(ITEM_ID).is_in(dropped.implode()))
+    user_features = raw.user_features
+    if user_features is not None:
+        item_type = raw.interactions.schema[ITEM_ID]
+        lists = [
+            name
+            for name in raw.schema.user_multi
+            if isinstance(user_features.schema[name], pl.List) and user_features.schema[name].inner == item_type
+        ]
+        if lists:  # order kept (e.g. most recent first)
+            user_features = user_features.with_columns(
+                pl.col(name).list.eval(pl.element().filter(~pl.element().is_in(dropped.implode()))) for name in lists
+            )
+    return replace(raw, interactions=interactions, user_features=user_features)
+
+
+def apply_shape(raw: RawDataset, shape: ShapeConfig) -> RawDataset:
+    """``keep_users`` first, then ``drop_popular_items`` (popularity counted in the kept population)."""
+    if shape.max_users is not None:
+        raw = keep_users(raw, shape.max_users, shape.seed)
+    if shape.drop_popular_share > 0:
+        raw = drop_popular_items(raw, shape.drop_popular_share)
+    return raw
+
+
+def missing_campaigns(before: RawDataset, after: RawDataset, shape: ShapeConfig) -> dict[str, str]:
+    """Campaigns of ``before``'s seeds that have no seed row left in ``after``, with the reason."""
+    gone = set(before.seeds[CAMPAIGN_ID].unique()) - set(after.seeds[CAMPAIGN_ID].unique())
+    return {cid: f"campaign '{cid}': the data shape ({shape.model_dump()}) left none of its seeds" for cid in gone}
