@@ -65,6 +65,7 @@ def test_validated_ensemble_drops_a_useless_member(synthetic_data):
         "ensemble": {"embedding_model": "random", "encoder": SMALL},
         "random": {},
         "pinterest_classifier": {},
+        "item_ridge": {},
     }.items():
         scorer = build_scorer("pinterest_ensemble" if name == "ensemble" else name, params)
         scorer.fit(synthetic_data, train)
@@ -72,8 +73,9 @@ def test_validated_ensemble_drops_a_useless_member(synthetic_data):
         recall[name] = np.mean([r["recall_at_5pct"] for r in rows])
         if name == "ensemble":
             assert scorer.blends[scorer.choice.overall][0] == 0.0  # no weight on the random member
-    # Measured (8 campaigns): ensemble 0.73 = classifier 0.73 (blend [0, 1]), random 0.08.
-    assert recall["ensemble"] >= recall["pinterest_classifier"] - 0.01, recall
+    # Measured (8 campaigns): ensemble 0.72 (item_ridge alone chosen), item_ridge 0.72, classifier 0.73,
+    # random 0.01: the inner cuts cannot tell the two useful members apart, and either is a sound choice.
+    assert recall["ensemble"] >= max(recall["pinterest_classifier"], recall["item_ridge"]) - 0.02, recall
     assert recall["ensemble"] > recall["random"] + 0.4, recall
 
 

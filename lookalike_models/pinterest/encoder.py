@@ -114,10 +114,10 @@ class EncoderConfig(BaseModel):
         "items measure to about +-0.01, and smaller gains did not carry to campaigns",
     )
     users_per_epoch: int | None = Field(
-        None,
+        50_000,
         ge=1,
-        description="Random active users trained per epoch (None: all); "
-        "bounds an epoch's cost at millions of users, every user is still embedded",
+        description="Random active users trained per epoch (None: all); as the paper trains on a sample, this "
+        "bounds an epoch's cost at millions of users (every user is still embedded)",
     )
     proxy_items: int = Field(24, ge=2, description="Items withheld for the transfer task")
     proxy_min_users: int = Field(20, ge=4, description="Fewest engagers for a proxy item")

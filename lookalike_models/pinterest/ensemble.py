@@ -246,7 +246,6 @@ class PinterestEnsembleScorer(AudienceScorer):
         inner = {cid: (cut[0] if cut else train_seeds[cid]) for cid, cut in cuts.items()}
         members = [self._refit_on_cut(m, data, inner) if m.labels_in_fit else m for m in self.members]
         results: dict[str, np.ndarray] = {}
-        everyone = np.arange(data.n_users)
         evaluable = [cid for cid, cut in cuts.items() if cut is not None]
         with Progress(f"pinterest_ensemble blend validation, cut {fold + 1}", len(evaluable), "campaigns") as progress:
             for cid in evaluable:
@@ -254,8 +253,14 @@ class PinterestEnsembleScorer(AudienceScorer):
                 others = competing_users(
                     data.n_users, fit_seeds, val, cfg.max_validation_users, campaign_rng(cfg.seed + 2 + fold, cid)
                 )
-                ranks = np.stack([rank_scores(m.score(data, fit_seeds, everyone)) for m in members], 1)
-                blended_val, blended_others = ranks[val] @ self.blends.T, ranks[others] @ self.blends.T
+                # Only the users the cut ranks: ranks among them order val against others as ranks among all do.
+                scored = np.union1d(val, others)
+                ranks = np.stack([rank_scores(m.score(data, fit_seeds, scored)) for m in members], 1)
+                blended = ranks @ self.blends.T
+                blended_val, blended_others = (
+                    blended[np.searchsorted(scored, val)],
+                    blended[np.searchsorted(scored, others)],
+                )
                 results[cid] = np.array(
                     [
                         validation_recall(blended_val[:, b], blended_others[:, b], cfg.reference_share)
