@@ -97,3 +97,70 @@ def test_no_sink_outside_report_progress_to_and_the_interval_from_the_environmen
 
 def test_durations_read_like_a_person_writes_them():
     assert [duration(s) for s in (0.4, 42.3, 65, 3599.6, 7380)] == ["0.4s", "42s", "1m05s", "1h00m", "2h03m"]
+
+
+def test_progress_lines_appear_during_a_real_training(synthetic_data, monkeypatch, caplog):
+    """The issue's check, scaled down: lines every LOOKALIKE_PROGRESS_SECONDS (10 s in production) while a
+    model trains for several such intervals, each with the work done, a rate and an ETA, before the end."""
+    from lookalike_models.catalog import build_scorer
+
+    monkeypatch.setenv("LOOKALIKE_PROGRESS_SECONDS", "0.1")
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    calls = []
+    scorer = build_scorer("metaheac", {"dim": 8, "hidden": 16, "gate_hidden": 16, "meta_steps": 20, "batch_size": 128})
+    campaigns = dict(list(synthetic_data.campaigns.items())[:3])  # meta-training is the part under test
+    with report_progress_to(lambda *call: calls.append(call)):
+        scorer.fit(synthetic_data, campaigns)
+    lines = progress_lines(caplog)
+    assert lines[0] == "metaheac meta-training: starting, 20 steps expected"
+    assert lines[-1].startswith("metaheac meta-training: done, 20 steps in ")
+    periodic = [line for line in lines[1:-1] if "ETA" in line]
+    assert len(periodic) >= 2, lines
+    assert all("/20 steps (" in line and "steps/s, ETA " in line for line in periodic)
+    assert calls[0] == ("metaheac meta-training", 0, 20) and calls[-1] == ("metaheac meta-training", 20, 20)
+    assert len(calls) == len(periodic) + 2
+
+
+def test_a_training_task_keeps_one_progress_artifact_and_logs_progress_to_its_run(monkeypatch):
+    from tasks import modeling
+
+    created, updated = [], []
+    monkeypatch.setattr(
+        modeling, "update_progress_artifact", lambda i, p, description: updated.append((i, p, description))
+    )
+    monkeypatch.setattr(
+        modeling, "create_progress_artifact", lambda p, description: created.append((p, description)) or "a1"
+    )
+    clock = FakeClock()
+    sink = modeling.TrainingProgress("ralm_v1", min_seconds=2.0, clock=clock)
+    sink("ralm user model", 0, 100)
+    clock.now += 1
+    sink("ralm user model", 30, 100)  # within 2 s of the last update: skipped
+    clock.now += 1.5
+    sink("ralm user model", 50, 100)
+    sink("ralm user model", 80, 80)  # a piece of work ended (early stop): always shown
+    sink("ralm look-alike", 0, None)  # a total unknown keeps the last percentage
+    sink.finish()
+    assert created == [(0.0, "training ralm_v1: ralm user model 0/100")]
+    assert updated == [
+        ("a1", 50.0, "training ralm_v1: ralm user model 50/100"),
+        ("a1", 100.0, "training ralm_v1: ralm user model 80/80"),
+        ("a1", 100.0, "training ralm_v1: done"),
+    ]
+
+    class RunLogger:
+        def __init__(self):
+            self.lines = []
+
+        def log(self, level, fmt, *args):
+            self.lines.append((level, fmt % args))
+
+    run_logger = RunLogger()
+    with modeling.progress_lines_in(run_logger), report_progress_to(sink):
+        with Progress("ralm look-alike", 3, "batches", every=0) as progress:
+            progress.advance()
+    assert [line for _, line in run_logger.lines][0] == "ralm look-alike: starting, 3 batches expected"
+    assert "ralm look-alike: done, 1 batches in" in run_logger.lines[-1][1]
+    assert len(run_logger.lines) == 3 and {level for level, _ in run_logger.lines} == {logging.INFO}
+    library = logging.getLogger(LOGGER)
+    assert library.propagate and modeling._TO_RUN_LOGGER not in library.handlers  # restored after the task
