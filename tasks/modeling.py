@@ -369,7 +369,10 @@ def expand_one(
     data = load_data(data_dir)
     seeds = resolve_seeds(data, campaign_id, seed_user_ids, name)
     scorer = build_scorer(spec.model, spec.params)
-    scorer.fit(data, {**data.campaigns, seeds.campaign_id: seeds})
+    progress = TrainingProgress(spec.name)
+    with report_progress_to(progress), progress_lines_in(logger):
+        scorer.fit(data, {**data.campaigns, seeds.campaign_id: seeds})
+    progress.finish()
     size = audience_size(data.n_users, audience_fraction)
     scored = score_campaign(scorer, data, seeds, size)
     frame = audience_frame(data, scored.users, scored.scores, spec.name)
