@@ -25,6 +25,7 @@ from datasketch.hashfunc import sha1_hash32
 from pydantic import BaseModel, Field
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
+from lookalike_models.progress import Progress
 from lookalike_models.scorers import AudienceScorer, register
 from lookalike_models.user_state import USER_STATE, load_user_state, match_previous, user_state
 
@@ -60,10 +61,12 @@ def signatures(
     num_perm: int = 128,
     seed: int = 1,
     chunk_rows: int = 262_144,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """uint32 [n_users, num_perm] MinHash signatures from a user->items CSR.
 
-    Users with no items get the all-max signature, like an empty datasketch MinHash.
+    Users with no items get the all-max signature, like an empty datasketch MinHash. ``progress`` is
+    advanced by the users of each chunk.
     """
     a, b = permutations(num_perm, seed)
     # Permuting each item once (n_items x P) turns the per-interaction work into a gather + min.
@@ -81,6 +84,8 @@ def signatures(
         nonempty = users[lengths[start_user:stop_user] > 0]
         if nonempty.size:
             out[nonempty] = np.minimum.reduceat(permuted_items[items[lo:hi]], indptr[nonempty] - lo, axis=0)
+        if progress is not None:
+            progress.advance(stop_user - start_user)
         start_user = stop_user
     return out
 
@@ -160,7 +165,9 @@ class MinHashScorer(AudienceScorer):
         hashes = item_hashes(data.item_ids.to_list())
         old = self._previous_signatures(data, previous)
         if old is None:
-            self.sigs, redo = signatures(indptr, items, hashes, cfg.num_perm, cfg.seed), data.n_users
+            with Progress("minhash signatures", data.n_users, "users") as progress:
+                self.sigs = signatures(indptr, items, hashes, cfg.num_perm, cfg.seed, progress=progress)
+            redo = data.n_users
         else:
             rows, unchanged = old[1], old[2]
             self.sigs = np.empty((data.n_users, cfg.num_perm), _U32)
@@ -168,7 +175,10 @@ class MinHashScorer(AudienceScorer):
             todo = np.flatnonzero(~unchanged)
             lo, hi = indptr[todo], indptr[todo + 1]
             sub_indptr = np.concatenate([[0], np.cumsum(hi - lo)])
-            self.sigs[todo] = signatures(sub_indptr, items[_expand_ranges(lo, hi)], hashes, cfg.num_perm, cfg.seed)
+            with Progress("minhash signatures (changed users)", int(todo.size), "users") as progress:
+                self.sigs[todo] = signatures(
+                    sub_indptr, items[_expand_ranges(lo, hi)], hashes, cfg.num_perm, cfg.seed, progress=progress
+                )
             redo = int(todo.size)
         self.index = MinHashLSHIndex(self.sigs, cfg.threshold)
         self.user_state = user_state(data)

@@ -24,6 +24,7 @@ from sklearn.preprocessing import normalize
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng
+from lookalike_models.progress import Progress
 from lookalike_models.scorers import AudienceScorer, register
 
 
@@ -88,9 +89,13 @@ class ItemLogRegScorer(AudienceScorer):
         self.features = user_item_tfidf(data)
         self.models: dict[str, tuple[str, LogisticRegression]] = {}
         seeds = list(train_seeds.values())
-        with ThreadPoolExecutor(self.config.n_jobs) as pool:
+        with (
+            Progress("item_logreg campaign fits", len(seeds), "campaigns") as progress,
+            ThreadPoolExecutor(self.config.n_jobs) as pool,
+        ):
             for one, model in zip(seeds, pool.map(self.campaign_model, seeds)):
                 self.models[one.campaign_id] = (seeds_key(one), model)
+                progress.advance()
 
     def campaign_model(self, seeds: CampaignSeeds) -> LogisticRegression:
         known = getattr(self, "models", {}).get(seeds.campaign_id)
@@ -138,10 +143,14 @@ class SVDCentroidScorer(AudienceScorer):
     config_class = SVDCentroidConfig
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
-        tfidf = user_item_tfidf(data)
-        k = max(1, min(self.config.n_components, min(tfidf.shape) - 1))
-        factors = TruncatedSVD(k, random_state=self.config.seed).fit_transform(tfidf)
-        self.factors = normalize(factors).astype(np.float32)  # [n_users, k], unit rows
+        # One SVD call does the work: the progress says when it started and how long it took.
+        with Progress("svd_centroid fit (TF-IDF, SVD)", 2, "steps") as progress:
+            tfidf = user_item_tfidf(data)
+            progress.advance()
+            k = max(1, min(self.config.n_components, min(tfidf.shape) - 1))
+            factors = TruncatedSVD(k, random_state=self.config.seed).fit_transform(tfidf)
+            self.factors = normalize(factors).astype(np.float32)  # [n_users, k], unit rows
+            progress.advance()
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
         centroid = self.factors[seeds.positives].mean(0)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +23,7 @@ from lookalike_models.evaluation import audience_size, audience_sizes, load_spli
 from lookalike_models.incremental import changed_since, load_previous_top, refresh_campaign
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.pipeline import score_campaign
+from lookalike_models.progress import report_progress_to
 from lookalike_models.protocol import evaluate_campaigns
 from lookalike_models.publishing import audience_frame, write_embeddings
 from lookalike_models.reach import load_exclusions
@@ -74,17 +80,24 @@ def train_model(
     if previous_model_dir and Path(previous_model_dir).resolve() == model_dir.resolve():
         previous_model_dir = None  # same data as last run: nothing to reuse that a full fit would not give
     start = time.perf_counter()
-    try:
-        embedded = scorer.refit(data, train, Path(previous_model_dir) if previous_model_dir else None)
-    except Exception as exc:
-        if not previous_model_dir:
-            raise
-        # Yesterday's state must never wedge tonight: a full fit gives the same model, only slower.
-        logger.warning(
-            "%s: previous model %s unusable (%s: %s); full fit", spec.name, previous_model_dir, type(exc).__name__, exc
-        )
-        scorer = build_scorer(spec.model, spec.params)
-        embedded = scorer.refit(data, train, None)
+    progress = TrainingProgress(spec.name)
+    with report_progress_to(progress), progress_lines_in(logger):
+        try:
+            embedded = scorer.refit(data, train, Path(previous_model_dir) if previous_model_dir else None)
+        except Exception as exc:
+            if not previous_model_dir:
+                raise
+            # Yesterday's state must never wedge tonight: a full fit gives the same model, only slower.
+            logger.warning(
+                "%s: previous model %s unusable (%s: %s); full fit",
+                spec.name,
+                previous_model_dir,
+                type(exc).__name__,
+                exc,
+            )
+            scorer = build_scorer(spec.model, spec.params)
+            embedded = scorer.refit(data, train, None)
+    progress.finish()
     seconds = time.perf_counter() - start
     try:
         scorer.save(model_dir)
@@ -112,6 +125,85 @@ def train_model(
         params=loggable_params(spec, scorer),
         history={k: [float(x) for x in v] for k, v in history.items()},
     )
+
+
+class TrainingProgress:
+    """The sink of one training's library progress (``lookalike_models.progress``): one Prefect progress
+    artifact, "training <model>: <label> <done>/<total>", updated at most every ``min_seconds`` and whenever a
+    piece of work ends. Nested work (an encoder inside an ensemble) shows whichever reported last."""
+
+    def __init__(self, model_name: str, min_seconds: float = 2.0, clock=time.monotonic):
+        self.model_name, self.min_seconds, self.clock = model_name, min_seconds, clock
+        self.artifact_id = None
+        self.last_update = float("-inf")
+        self.percent = 0.0
+
+    def __call__(self, label: str, done: int, total: int | None) -> None:
+        finished = total is not None and done >= total
+        now = self.clock()
+        if self.artifact_id is not None and not finished and now - self.last_update < self.min_seconds:
+            return
+        self.last_update = now
+        if total:
+            self.percent = min(100.0, 100.0 * done / total)
+        counts = f"{done}/{total}" if total is not None else f"{done}"
+        self.show(f"training {self.model_name}: {label} {counts}")
+
+    def finish(self) -> None:
+        self.percent = 100.0
+        self.show(f"training {self.model_name}: done")
+
+    def show(self, description: str) -> None:
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(self.percent, description=description)
+        else:
+            update_progress_artifact(self.artifact_id, self.percent, description=description)
+
+
+# Prefect shows library loggers from WARNING up, on the console only. While a task trains, the library's
+# progress lines (INFO) go to that task's run logger instead: console and UI, with the task's name.
+_PROGRESS_LOGGER = logging.getLogger("lookalike_models.progress")
+_RUN_LOGGER: ContextVar = ContextVar("training_run_logger", default=None)
+_forwarding = {"count": 0, "saved": (logging.NOTSET, True)}
+_forwarding_lock = threading.Lock()
+
+
+class _ToRunLogger(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        run_logger = _RUN_LOGGER.get()
+        if run_logger is not None:
+            run_logger.log(record.levelno, "%s", record.getMessage())
+            return
+        parent = _PROGRESS_LOGGER.parent  # progress outside a training task (another thread): as without us
+        if parent is not None and record.levelno >= parent.getEffectiveLevel():
+            parent.handle(record)
+
+
+_TO_RUN_LOGGER = _ToRunLogger()
+
+
+@contextmanager
+def progress_lines_in(run_logger) -> Iterator[None]:
+    """Within this context (this task), ``lookalike_models.progress`` lines go to ``run_logger``."""
+    token = _RUN_LOGGER.set(run_logger)
+    with _forwarding_lock:
+        if _forwarding["count"] == 0:
+            _forwarding["saved"] = (_PROGRESS_LOGGER.level, _PROGRESS_LOGGER.propagate)
+            _PROGRESS_LOGGER.addHandler(_TO_RUN_LOGGER)
+            _PROGRESS_LOGGER.setLevel(logging.INFO)
+            _PROGRESS_LOGGER.propagate = False  # else the console shows each line twice
+        _forwarding["count"] += 1
+    try:
+        yield
+    finally:
+        _RUN_LOGGER.reset(token)
+        with _forwarding_lock:
+            _forwarding["count"] -= 1
+            if _forwarding["count"] == 0:
+                _PROGRESS_LOGGER.removeHandler(_TO_RUN_LOGGER)
+                level, propagate = _forwarding["saved"]
+                _PROGRESS_LOGGER.setLevel(level)
+                _PROGRESS_LOGGER.propagate = propagate
 
 
 def loggable_params(spec: ModelSpec, scorer: AudienceScorer) -> dict[str, str | int | float | bool]:
@@ -277,7 +369,10 @@ def expand_one(
     data = load_data(data_dir)
     seeds = resolve_seeds(data, campaign_id, seed_user_ids, name)
     scorer = build_scorer(spec.model, spec.params)
-    scorer.fit(data, {**data.campaigns, seeds.campaign_id: seeds})
+    progress = TrainingProgress(spec.name)
+    with report_progress_to(progress), progress_lines_in(logger):
+        scorer.fit(data, {**data.campaigns, seeds.campaign_id: seeds})
+    progress.finish()
     size = audience_size(data.n_users, audience_fraction)
     scored = score_campaign(scorer, data, seeds, size)
     frame = audience_frame(data, scored.users, scored.scores, spec.name)

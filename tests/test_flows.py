@@ -200,6 +200,14 @@ def test_adhoc_expansion_of_an_inline_seed_list(prefect_and_mlflow, synthetic_di
     result = expand_audience(config)
     path = Path(result.published["vip_list"])
     assert path.parts[-2] == "campaign_id=vip_list" and pl.read_parquet(path).height == 30
+    # The fit kept one progress artifact, finished at 100%.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+    with get_client(sync_client=True) as client:
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
+    training = [a for a in progress if (a.description or "").startswith("training ")]
+    assert training and all(float(a.data) == 100.0 for a in training)
 
 
 @pytest.mark.parametrize("model", ["minhash", "item_ridge"])

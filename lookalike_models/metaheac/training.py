@@ -32,6 +32,7 @@ from torch.func import functional_call
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.metaheac.network import Gating, MetaHeacNet, UserBatch
+from lookalike_models.progress import Progress
 
 
 class MetaHeacConfig(BaseModel):
@@ -350,41 +351,44 @@ def meta_train(
     opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
     stats, start = TrainStats(), time.perf_counter()
     net.train()
-    for _ in range(cfg.meta_steps if tasks else 0):
-        opt.zero_grad()
-        batch_tasks, step_loss = draw(), 0.0
-        for task in batch_tasks:
-            support, query = sampler.support_query(task, cfg.support_seeds, cfg.query_positives)
-            seeds = users.batch(sampler.gate_seeds(support, cfg.task_seeds)) if cfg.gating == "campaign" else None
-            q_users, q_y = sampler.label_rows(query, np.arange(query.n_rows))
-            if not meta:
-                s_users, s_y = sampler.label_rows(support, np.arange(support.n_rows))
-                both = users.batch(np.concatenate([s_users, q_users]))
-                loss = bce(net(both, task.campaign, seeds), np.concatenate([s_y, q_y])) / len(batch_tasks)
-                loss.backward()
-                stats.samples += s_y.size + q_y.size
-                step_loss += float(loss.detach())
-                continue
-            params = dict(net.named_parameters())
-            if not cfg.second_order:
-                params = {n: p.detach().requires_grad_() for n, p in params.items()}
-            fast = adapt_weights(net, params, users, support, inner, sampler, seeds, create_graph=cfg.second_order)
-            stats.samples += inner.steps * 2 * support.positives.size + q_y.size
-            query_loss = bce(functional_call(net, fast, (users.batch(q_users), task.campaign, seeds)), q_y)
-            query_loss = query_loss / len(batch_tasks)
-            step_loss += float(query_loss.detach())
-            if cfg.second_order:
-                query_loss.backward()
-                continue
-            # First-order: the query gradient at the adapted weights updates the initial weights.
-            q_grads = torch.autograd.grad(query_loss, list(fast.values()), allow_unused=True)
-            for p, g in zip(net.parameters(), q_grads):
-                if g is not None:
-                    p.grad = g if p.grad is None else p.grad + g
-        opt.step()
-        stats.steps += 1
-        stats.final_loss = step_loss
-        stats.losses.append(step_loss)
+    n_steps = cfg.meta_steps if tasks else 0
+    with Progress("metaheac meta-training" if meta else "metaheac joint training", n_steps, "steps") as progress:
+        for _ in range(n_steps):
+            opt.zero_grad()
+            batch_tasks, step_loss = draw(), 0.0
+            for task in batch_tasks:
+                support, query = sampler.support_query(task, cfg.support_seeds, cfg.query_positives)
+                seeds = users.batch(sampler.gate_seeds(support, cfg.task_seeds)) if cfg.gating == "campaign" else None
+                q_users, q_y = sampler.label_rows(query, np.arange(query.n_rows))
+                if not meta:
+                    s_users, s_y = sampler.label_rows(support, np.arange(support.n_rows))
+                    both = users.batch(np.concatenate([s_users, q_users]))
+                    loss = bce(net(both, task.campaign, seeds), np.concatenate([s_y, q_y])) / len(batch_tasks)
+                    loss.backward()
+                    stats.samples += s_y.size + q_y.size
+                    step_loss += float(loss.detach())
+                    continue
+                params = dict(net.named_parameters())
+                if not cfg.second_order:
+                    params = {n: p.detach().requires_grad_() for n, p in params.items()}
+                fast = adapt_weights(net, params, users, support, inner, sampler, seeds, create_graph=cfg.second_order)
+                stats.samples += inner.steps * 2 * support.positives.size + q_y.size
+                query_loss = bce(functional_call(net, fast, (users.batch(q_users), task.campaign, seeds)), q_y)
+                query_loss = query_loss / len(batch_tasks)
+                step_loss += float(query_loss.detach())
+                if cfg.second_order:
+                    query_loss.backward()
+                    continue
+                # First-order: the query gradient at the adapted weights updates the initial weights.
+                q_grads = torch.autograd.grad(query_loss, list(fast.values()), allow_unused=True)
+                for p, g in zip(net.parameters(), q_grads):
+                    if g is not None:
+                        p.grad = g if p.grad is None else p.grad + g
+            opt.step()
+            stats.steps += 1
+            stats.final_loss = step_loss
+            stats.losses.append(step_loss)
+            progress.advance()
     stats.seconds = time.perf_counter() - start
     stats.negatives_sampled = sampler.sampled_any
     return stats

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lookalike_models.progress import Progress
+
 
 @dataclass
 class Ratings:
@@ -148,12 +150,14 @@ def fit_mf(
     objective: str = "rating",
     n_neg: int = 4,
     seed: int = 0,
+    label: str = "ptupcdr matrix factorisation",
 ) -> RatingMF:
     """Matrix factorisation; the epoch is chosen on a random ``val_frac`` of the given ratings.
 
     ``objective``: ``rating`` (MSE on the ratings, the paper's) or ``implicit`` (logistic loss on observed
     pairs vs ``n_neg`` sampled unobserved items of the same domain, resampled every epoch: a space of *what*
     users engage with, which is what look-alike needs). ``reg``: L2 weight on the embeddings of each batch.
+    ``label`` names the fit in progress lines.
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -172,24 +176,28 @@ def fit_mf(
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     vu, vi, vr = _tensors(val)
     stopper = EarlyStopping(model, patience)
-    for _ in range(epochs):
-        model.train()
-        u, i, r = _tensors(train if objective == "rating" else with_negatives(train, pool, n_neg, rng))
-        for b in _batches(len(u), batch_size, gen):
-            pu, qi, bu = model.user(u[b]), model.item(i[b]), model.user_bias(u[b]).squeeze(-1)
-            pred = model.predict_with(pu, i[b], bu)
-            # b_u shrinks like the vectors (a user with few ratings keeps a small offset); b_i is free.
-            loss = example_loss(pred, r[b], objective) + reg * ((pu**2).sum(-1) + (qi**2).sum(-1) + bu**2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if len(val) == 0:
-            stopper.state = copy.deepcopy(model.state_dict())
-            continue
-        with torch.no_grad():
-            val_loss = float(example_loss(model(vu, vi), vr, objective))
-        if stopper.stop(model, val_loss):
-            break
+    examples = len(train) * (1 + (n_neg if objective == "implicit" else 0))
+    with Progress(label, epochs * -(-examples // batch_size), "batches") as progress:
+        for _ in range(epochs):
+            model.train()
+            u, i, r = _tensors(train if objective == "rating" else with_negatives(train, pool, n_neg, rng))
+            for b in _batches(len(u), batch_size, gen):
+                pu, qi, bu = model.user(u[b]), model.item(i[b]), model.user_bias(u[b]).squeeze(-1)
+                pred = model.predict_with(pu, i[b], bu)
+                # b_u shrinks like the vectors (a user with few ratings keeps a small offset); b_i is free.
+                loss = example_loss(pred, r[b], objective) + reg * ((pu**2).sum(-1) + (qi**2).sum(-1) + bu**2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                progress.advance()
+            if len(val) == 0:
+                stopper.state = copy.deepcopy(model.state_dict())
+                continue
+            with torch.no_grad():
+                val_loss = float(example_loss(model(vu, vi), vr, objective))
+            if stopper.stop(model, val_loss):
+                progress.set_total(progress.done)  # early stop
+                break
     model.load_state_dict(stopper.state)
     model.eval()
     for p in model.parameters():
@@ -347,19 +355,23 @@ def fit_ptupcdr(
     stopper = EarlyStopping(model, patience)
     curve = [val_loss()]
     stopper.stop(model, curve[0])
-    for _ in range(epochs):
-        model.train()
-        u, i, r = _tensors(with_negatives(train, pool, n_neg, rng) if objective == "implicit" else train)
-        for b in _batches(len(u), batch_size, gen):
-            bridged, offsets = model(u[b], hist[u[b]])
-            pred = target_mf.predict_with(bridged, i[b], offsets)
-            loss = example_loss(pred, r[b], objective) + reg * (bridged**2).sum(-1).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        curve.append(val_loss())
-        if stopper.stop(model, curve[-1]):
-            break
+    examples = len(train) * (1 + (n_neg if objective == "implicit" else 0))
+    with Progress("ptupcdr bridge", epochs * -(-examples // batch_size), "batches") as progress:
+        for _ in range(epochs):
+            model.train()
+            u, i, r = _tensors(with_negatives(train, pool, n_neg, rng) if objective == "implicit" else train)
+            for b in _batches(len(u), batch_size, gen):
+                bridged, offsets = model(u[b], hist[u[b]])
+                pred = target_mf.predict_with(bridged, i[b], offsets)
+                loss = example_loss(pred, r[b], objective) + reg * (bridged**2).sum(-1).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                progress.advance()
+            curve.append(val_loss())
+            if stopper.stop(model, curve[-1]):
+                progress.set_total(progress.done)  # early stop
+                break
     model.load_state_dict(stopper.state)
     model.eval()
     return model, curve

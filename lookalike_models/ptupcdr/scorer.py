@@ -94,8 +94,8 @@ class PTUPCDRBridgeScorer(AudienceScorer):
             n_neg=cfg.n_neg,
             seed=cfg.seed,
         )
-        self.source_mf = fit_mf(domains.source, data.n_users, data.n_items, **mf)
-        self.target_mf = fit_mf(domains.target, data.n_users, data.n_items, **mf)
+        self.source_mf = fit_mf(domains.source, data.n_users, data.n_items, **mf, label="ptupcdr source MF")
+        self.target_mf = fit_mf(domains.target, data.n_users, data.n_items, **mf, label="ptupcdr target MF")
         overlap = np.random.default_rng(cfg.seed).permutation(domains.overlapping_users())
         n_val = max(1, int(round(cfg.val_frac * overlap.size)))
         val_users, train_users = overlap[:n_val], overlap[n_val:]

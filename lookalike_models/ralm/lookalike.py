@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from lookalike_models.dataset import CampaignSeeds
+from lookalike_models.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -267,51 +268,58 @@ def train_lookalike(
         epochs = max(epochs, -(-min_samples // per_epoch))
     warm: dict[str, np.ndarray] = {}
     curve = []
-    for epoch in range(epochs):
-        batches = []  # (campaign_id, context seeds, cluster labels, target users, labels)
-        for cid, s in usable.items():
-            pos = rng.permutation(s.positives)[:max_seeds]
-            n_target = _n_targets(pos.size, target_frac)
-            targets, context = pos[:n_target], pos[n_target:]
-            if model.mode == "attention":
-                with torch.no_grad():
-                    tc = model.transform(emb[torch.from_numpy(context)]).numpy()
-                centroids, labels = kmeans(tc, k, rng, iters=5, init=warm.get(cid))
-                warm[cid] = centroids
-                if centroid_log is not None:
-                    centroid_log.setdefault(cid, []).append(centroids.copy())
-            else:
-                labels = np.zeros(context.size, np.int64)
-            n_neg = negatives_per_positive * targets.size
-            n_labelled = min(s.negatives.size, n_neg // 2)
-            negs = [rng.choice(s.negatives, n_labelled, replace=False)] if n_labelled else []
-            if negatives_from == "other_seeds" and all_seeds.size > s.positives.size:
-                randoms = rng.choice(all_seeds, n_neg - n_labelled)
-            else:
-                randoms = rng.integers(0, n_users, n_neg - n_labelled)
-            negs.append(randoms[~np.isin(randoms, s.positives)])
-            negs = np.concatenate(negs)
-            users = np.concatenate([targets, negs])
-            y = np.concatenate([np.ones(targets.size, np.float32), np.zeros(negs.size, np.float32)])
-            order = rng.permutation(users.size)
-            for start in range(0, order.size, batch_size):
-                b = order[start : start + batch_size]
-                batches.append((context, labels, users[b], y[b]))
-        total, count = 0.0, 0
-        model.train()
-        for i in rng.permutation(len(batches)):
-            context, labels, users, y = batches[i]
-            seeds_t = model.transform(emb[torch.from_numpy(context)])
-            k_used = int(labels.max()) + 1
-            es = _membership(labels, k_used) @ seeds_t
-            sizes = torch.bincount(torch.from_numpy(labels), minlength=k_used)
-            logit = model.logit(model.transform(emb[torch.from_numpy(users)]), es, sizes)
-            loss = nn.functional.binary_cross_entropy_with_logits(logit, torch.from_numpy(y))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total, count = total + loss.item() * users.size, count + users.size
-        curve.append(total / max(count, 1))
-        log.info("ralm look-alike epoch %d: log loss %.4f", epoch, curve[-1])
+    # Batches per epoch, at most: random negatives that hit a seed are dropped, so an epoch can be shorter.
+    per_epoch_batches = sum(
+        -(-_n_targets(min(s.positives.size, max_seeds), target_frac) * (1 + negatives_per_positive) // batch_size)
+        for s in usable.values()
+    )
+    with Progress("ralm look-alike", epochs * per_epoch_batches, "batches") as progress:
+        for epoch in range(epochs):
+            batches = []  # (campaign_id, context seeds, cluster labels, target users, labels)
+            for cid, s in usable.items():
+                pos = rng.permutation(s.positives)[:max_seeds]
+                n_target = _n_targets(pos.size, target_frac)
+                targets, context = pos[:n_target], pos[n_target:]
+                if model.mode == "attention":
+                    with torch.no_grad():
+                        tc = model.transform(emb[torch.from_numpy(context)]).numpy()
+                    centroids, labels = kmeans(tc, k, rng, iters=5, init=warm.get(cid))
+                    warm[cid] = centroids
+                    if centroid_log is not None:
+                        centroid_log.setdefault(cid, []).append(centroids.copy())
+                else:
+                    labels = np.zeros(context.size, np.int64)
+                n_neg = negatives_per_positive * targets.size
+                n_labelled = min(s.negatives.size, n_neg // 2)
+                negs = [rng.choice(s.negatives, n_labelled, replace=False)] if n_labelled else []
+                if negatives_from == "other_seeds" and all_seeds.size > s.positives.size:
+                    randoms = rng.choice(all_seeds, n_neg - n_labelled)
+                else:
+                    randoms = rng.integers(0, n_users, n_neg - n_labelled)
+                negs.append(randoms[~np.isin(randoms, s.positives)])
+                negs = np.concatenate(negs)
+                users = np.concatenate([targets, negs])
+                y = np.concatenate([np.ones(targets.size, np.float32), np.zeros(negs.size, np.float32)])
+                order = rng.permutation(users.size)
+                for start in range(0, order.size, batch_size):
+                    b = order[start : start + batch_size]
+                    batches.append((context, labels, users[b], y[b]))
+            total, count = 0.0, 0
+            model.train()
+            for i in rng.permutation(len(batches)):
+                context, labels, users, y = batches[i]
+                seeds_t = model.transform(emb[torch.from_numpy(context)])
+                k_used = int(labels.max()) + 1
+                es = _membership(labels, k_used) @ seeds_t
+                sizes = torch.bincount(torch.from_numpy(labels), minlength=k_used)
+                logit = model.logit(model.transform(emb[torch.from_numpy(users)]), es, sizes)
+                loss = nn.functional.binary_cross_entropy_with_logits(logit, torch.from_numpy(y))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total, count = total + loss.item() * users.size, count + users.size
+                progress.advance()
+            curve.append(total / max(count, 1))
+            log.info("ralm look-alike epoch %d: log loss %.4f", epoch, curve[-1])
     model.eval()
     return curve

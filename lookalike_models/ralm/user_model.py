@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from lookalike_models.dataset import LookalikeData
+from lookalike_models.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -435,36 +436,40 @@ def train_user_model(
     log.info("ralm user model start: validation recall %.4f", curve[0]["val_recall"])
     best_score, since = curve[0]["val_recall"], 0
     best_state = {k: v.clone() for k, v in model.state_dict().items()} if validate is not None else None
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = rng.permutation(users.size)
-        total, steps = 0.0, 0
-        for start in range(0, order.size, batch_size):
-            batch = order[start : start + batch_size]
-            u = torch.from_numpy(users[batch])
-            pos = torch.from_numpy(items[batch])
-            neg = torch.from_numpy(sampler.sample((batch.size, n_negatives), rng))
-            loss = model.sampled_softmax_loss(inputs.rows(u), pos, neg, log_q)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total, steps = total + loss.item(), steps + 1
-        curve.append({"epoch": epoch, "loss": total / max(steps, 1), "val_recall": measure()})
-        log.info(
-            "ralm user model epoch %d: sampled-softmax loss %.4f, validation recall %.4f",
-            epoch,
-            curve[-1]["loss"],
-            curve[-1]["val_recall"],
-        )
-        if validate is None:
-            continue
-        if curve[-1]["val_recall"] > best_score:
-            best_score, since = curve[-1]["val_recall"], 0
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            since += 1
-            if since >= patience:
-                break
+    per_epoch = -(-users.size // batch_size)
+    with Progress("ralm user model", epochs * per_epoch, "batches") as progress:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            order = rng.permutation(users.size)
+            total, steps = 0.0, 0
+            for start in range(0, order.size, batch_size):
+                batch = order[start : start + batch_size]
+                u = torch.from_numpy(users[batch])
+                pos = torch.from_numpy(items[batch])
+                neg = torch.from_numpy(sampler.sample((batch.size, n_negatives), rng))
+                loss = model.sampled_softmax_loss(inputs.rows(u), pos, neg, log_q)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total, steps = total + loss.item(), steps + 1
+                progress.advance()
+            curve.append({"epoch": epoch, "loss": total / max(steps, 1), "val_recall": measure()})
+            log.info(
+                "ralm user model epoch %d: sampled-softmax loss %.4f, validation recall %.4f",
+                epoch,
+                curve[-1]["loss"],
+                curve[-1]["val_recall"],
+            )
+            if validate is None:
+                continue
+            if curve[-1]["val_recall"] > best_score:
+                best_score, since = curve[-1]["val_recall"], 0
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            else:
+                since += 1
+                if since >= patience:
+                    progress.set_total(progress.done)  # early stop: the remaining epochs will not run
+                    break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
