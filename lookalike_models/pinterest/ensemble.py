@@ -318,9 +318,19 @@ class PinterestEnsembleScorer(AudienceScorer):
         return np.sum(ranks, 0).astype(np.float32)
 
     def params(self) -> dict[str, Any]:
+        """The blend and what each member chose on this run's seeds (its C, strength, epochs)."""
+        chosen = {
+            f"member_{member.name}_{key}": value
+            for member in getattr(self, "members", [])
+            for key, value in member.params().items()
+        }
+        embedding = next((m for m in getattr(self, "members", []) if isinstance(m, EmbeddingScorer) and m.fitted), None)
+        if embedding is not None:
+            chosen["member_encoder_best_epoch"] = embedding.fitted.best_epoch
         if self.config.mode != "validated" or not hasattr(self, "blends"):
-            return {}
+            return chosen
         return {
+            **chosen,
             "blend_overall": self.blends[self.choice.overall].tolist(),
             "blend_by_bucket": {b: self.blends[i].tolist() for b, i in self.choice.by_bucket.items()},
         }
