@@ -48,6 +48,9 @@ class AffinityConfig(EmbeddingScorerConfig):
     splits_per_campaign: int = Field(8, ge=1, description="Random context/target splits of each seed list")
     context_share: float = Field(0.5, gt=0, lt=1, description="Share of a split's seeds forming the seed vector")
     negatives_per_positive: int = Field(3, ge=1)
+    examples_per_epoch: int = Field(
+        200_000, ge=100, description="Examples sampled per epoch at most (bounds an epoch at many campaigns)"
+    )
     max_epochs: int = Field(16, ge=1, description="Most passes over the examples; the epoch kept is chosen per run")
     patience: int = Field(3, ge=1, description="Epochs without a better inner-cut recall before stopping")
     validation_share: float = Field(0.2, gt=0, lt=1, description="Share of each campaign's seeds held out")
@@ -68,8 +71,9 @@ class AffinityMLPScorer(EmbeddingScorer):
     labels_in_fit = True
 
     def _examples(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]):
+        """(user_idx [n], vector index [n], seed vectors [n_splits, d], labels [n]) of every training example."""
         cfg, emb = self.config, self.embeddings
-        users, vectors, labels = [], [], []
+        users, vector_of, vectors, labels = [], [], [], []
         for cid, seeds in train_seeds.items():
             if seeds.size < 4:
                 continue
@@ -83,16 +87,18 @@ class AffinityMLPScorer(EmbeddingScorer):
                 random = rng.integers(0, data.n_users, n_neg - labelled.size)
                 random = random[~np.isin(random, seeds.positives)]
                 negatives = np.concatenate([labelled, random])
-                vector = unit_centroid(emb, context)
                 batch_users = np.concatenate([targets, negatives])
                 users.append(batch_users)
-                vectors.append(np.repeat(vector[None, :], batch_users.size, 0))
+                # Each example points at its split's seed vector: one row per split, not per example.
+                vector_of.append(np.full(batch_users.size, len(vectors), np.int64))
+                vectors.append(unit_centroid(emb, context))
                 labels.append(np.concatenate([np.ones(targets.size), np.zeros(negatives.size)]))
         if not users:
             return None
         return (
-            torch.as_tensor(emb[np.concatenate(users)]),
-            torch.as_tensor(np.concatenate(vectors)),
+            torch.as_tensor(np.concatenate(users)),
+            torch.as_tensor(np.concatenate(vector_of)),
+            torch.as_tensor(np.stack(vectors)),
             torch.as_tensor(np.concatenate(labels), dtype=torch.float32),
         )
 
@@ -115,19 +121,20 @@ class AffinityMLPScorer(EmbeddingScorer):
 
     def _train(self, examples, validation) -> None:
         cfg = self.config
-        users, vectors, labels = examples
+        users, vector_of, vectors, labels = examples
+        emb = torch.as_tensor(self.embeddings)
         pos_weight = torch.tensor((labels == 0).sum().item() / max((labels == 1).sum().item(), 1))
         opt = torch.optim.Adam(self.mlp.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(cfg.seed)
         best = (self._validation_recall(validation), copy.deepcopy(self.mlp.state_dict()), 0)
-        steps = -(-labels.numel() // cfg.batch)
+        per_epoch = min(labels.numel(), cfg.examples_per_epoch)
+        steps = -(-per_epoch // cfg.batch)
         with Progress("affinity_mlp", cfg.max_epochs * steps, "steps") as progress:
             for epoch in range(1, cfg.max_epochs + 1):
                 self.mlp.train()
-                for idx in torch.randperm(labels.numel(), generator=gen).split(cfg.batch):
-                    loss = F.binary_cross_entropy_with_logits(
-                        self.mlp(users[idx], vectors[idx]), labels[idx], pos_weight=pos_weight
-                    )
+                for idx in torch.randperm(labels.numel(), generator=gen)[:per_epoch].split(cfg.batch):
+                    logits = self.mlp(emb[users[idx]], vectors[vector_of[idx]])
+                    loss = F.binary_cross_entropy_with_logits(logits, labels[idx], pos_weight=pos_weight)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -178,7 +185,13 @@ class AffinityMLPScorer(EmbeddingScorer):
         vector = torch.as_tensor(unit_centroid(self.embeddings, seeds.positives))
         if not getattr(self, "trained", True):
             return (self.embeddings[candidates] @ vector.numpy()).astype(np.float32)
-        return self.mlp(torch.as_tensor(self.embeddings[candidates]), vector).numpy().astype(np.float32)
+        # In blocks: the pair features are 4d+1 floats a user, too many to hold for millions at once.
+        return np.concatenate(
+            [
+                self.mlp(torch.as_tensor(self.embeddings[block]), vector).numpy()
+                for block in np.array_split(candidates, max(1, -(-candidates.size // 100_000)))
+            ]
+        ).astype(np.float32)
 
     def params(self) -> dict[str, int]:
         return {"chosen_epochs": self.best_epoch} if hasattr(self, "best_epoch") else {}

@@ -70,7 +70,12 @@ class ClassifierConfig(EmbeddingScorerConfig):
     negatives: Literal["all", "equal"] = Field(
         "all", description="Every non-seed user (capped) or, as the paper, as many random non-seeds as seeds"
     )
-    max_negatives: int = Field(200_000, ge=1, description="Non-seed users sampled as negatives at most")
+    max_negatives: int = Field(
+        50_000,
+        ge=1,
+        description="Non-seed users sampled as negatives at most (every fit's cost grows with it; the "
+        "C search and the blend validation fit each campaign several times)",
+    )
     max_validation_users: int = Field(100_000, ge=100, description="Non-seed users scored to place the cut's cutoff")
     max_tuning_campaigns: int = Field(
         32, ge=1, description="With tuning=all, campaigns sampled to choose C (each costs len(C_grid) fits)"

@@ -23,9 +23,9 @@ from lookalike_models.pinterest.encoder import (
     FittedEncoder,
     TransferTask,
     make_encoder,
-    organic_inputs,
     train_encoder,
 )
+from lookalike_models.pinterest.encoder_inputs import organic_inputs
 from lookalike_models.pinterest.serving import pack_inputs, packed_encoder
 from lookalike_models.scorers import AudienceScorer, register
 

@@ -14,9 +14,11 @@ Topics are items; by default the bag and the topics share one item table (StarSp
 embeddings). Training is StarSpace's margin ranking loss with ``k`` sampled negatives:
 ``mean_j max(0, margin - cos(u, t+) + cos(u, t-_j))``, where ``t+`` is an item the user engaged with,
 left out of the user's own bag for that example, and negatives are drawn like StarSpace draws them,
-in proportion to how often items occur (uniform negatives teach popularity: any popular item beats a
-random tail item). A step is ``batch_users`` users x ``positives_per_user`` examples; an epoch is a pass
-over ``users_per_epoch`` users at most, so its cost is linear and bounded at any population.
+in proportion to how often items occur (uniform negatives teach popularity). A step is ``batch_users``
+users x ``positives_per_user`` examples scored against one pool of sampled negatives shared by the step
+(``negative_sharing``); an epoch is a pass over ``users_per_epoch`` sampled users at most (the paper trains on a
+sample), so its cost is bounded at any population. Bags are CSR (``encoder_inputs.py``): cost follows the
+interactions, not users x the longest history.
 
 ``init='svd'`` (default) starts the item table from the TruncatedSVD item factors of the organic
 tf-idf matrix and the dense layer from the identity on the bag: epoch 0 is then exactly the SVD user
@@ -24,13 +26,10 @@ factors, and StarSpace epochs are kept only if the transfer task says they are b
 tuning splits (bench/results/embeddings.md), the paper's objective from a random table learns (transfer
 error falls well below the untrained model's) but stays under the SVD factors on the campaigns.
 
-Organic data only: campaign seeds are never read, campaign items' interactions are dropped.
-Early stopping and the checkpoint choice use the paper's *transfer task*: a proxy seed-list task
-built from organic data. A set of proxy items is withheld from training altogether; each proxy item's
-engagers are split into seeds and held-out targets; the error is ``1 - recall`` of the targets in the
-top ``transfer_audience`` users ranked by cosine to the seeds' mean embedding. Once the checkpoint is
-chosen, users are re-embedded with the proxy items back in their bags (``fold_in_proxy_items``), so the
-final embeddings no longer answer the transfer task honestly: its curve is in ``history``.
+Organic data only: campaign seeds are never read, campaign items' interactions are dropped. Early stopping
+and the checkpoint choice use the paper's transfer task (``transfer_task.py``). Once the checkpoint is chosen,
+users are re-embedded with the proxy items back in their bags (``fold_in_proxy_items``), so the final
+embeddings no longer answer the transfer task honestly: its curve is in ``history``.
 """
 
 from __future__ import annotations
@@ -48,9 +47,18 @@ from pydantic import BaseModel, Field
 from sklearn.decomposition import TruncatedSVD
 from torch import nn
 
-from lookalike_models.dataset import LookalikeData, distinct
+from lookalike_models.dataset import LookalikeData
+from lookalike_models.pinterest.encoder_inputs import (
+    UserInputs,
+    bag_of,
+    fold_in_items,
+    organic_inputs,
+    organic_mask,
+    organic_tfidf,
+    user_inputs,
+)
+from lookalike_models.pinterest.transfer_task import TransferTask, build_transfer_task, transfer_error
 from lookalike_models.progress import Progress
-from lookalike_models.reference import user_item_tfidf
 from lookalike_models.threads import torch_threads
 
 log = logging.getLogger(__name__)
@@ -181,158 +189,6 @@ class StarSpaceUserEncoder(nn.Module):
         """items int64 [...] -> unit topic vectors float32 [..., dim]."""
         table = self.history if self.topics is None else self.topics
         return F.normalize(table(items), dim=-1)
-
-
-@dataclass
-class TransferTask:
-    """Proxy seed lists from organic data: per proxy item, seeds and held-out target engagers."""
-
-    items: np.ndarray  # int64 [n_proxy] item_idx withheld from training
-    seeds: list[np.ndarray]  # user_idx per proxy item
-    targets: list[np.ndarray]
-    audience: int
-
-
-@dataclass
-class UserInputs:
-    """Every user's encoder inputs as tensors; the history bags as one CSR (``offsets`` into ``items`` and
-    ``weights``), so memory and work follow the interactions, not users x the longest history."""
-
-    single: torch.Tensor
-    multi: list[torch.Tensor]
-    continuous: torch.Tensor
-    offsets: torch.Tensor  # int64 [n_users + 1]
-    items: torch.Tensor  # int64 [nnz], each user's bag strongest engagements first
-    weights: torch.Tensor  # float32 [nnz]
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        return self.offsets[1:] - self.offsets[:-1]
-
-    def fields(self, users: torch.Tensor):
-        return self.single[users], [m[users] for m in self.multi], self.continuous[users]
-
-    def bags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(items [nnz_b], weights [nnz_b], offsets [B]) of ``users``' bags, the input of ``embedding_bag``."""
-        starts, lengths = self.offsets[users], self.lengths[users]
-        bag_offsets = torch.cumsum(lengths, 0) - lengths
-        at = torch.repeat_interleave(starts - bag_offsets, lengths) + torch.arange(int(lengths.sum()))
-        return self.items[at], self.weights[at], bag_offsets
-
-    def rows(self, users: torch.Tensor):
-        """Padded rows (history padded with n_items, weight 0): the packed serving format's inputs."""
-        items, weights, bag_offsets = self.bags(users)
-        lengths = self.lengths[users]
-        width = max(1, int(lengths.max()) if lengths.numel() else 1)
-        position = torch.arange(items.numel()) - torch.repeat_interleave(bag_offsets, lengths)
-        row = torch.repeat_interleave(torch.arange(users.numel()), lengths)
-        history = torch.full((users.numel(), width), self.pad, dtype=torch.long)
-        weight = torch.zeros((users.numel(), width))
-        history[row, position], weight[row, position] = items, weights
-        return (*self.fields(users), history, weight)
-
-    pad: int = 0  # the history padding id (n_items)
-
-
-def history_bag(
-    model: StarSpaceUserEncoder, history: torch.Tensor, weight: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded rows: history int64 [B, L], weight float32 [B, L] -> (weighted sum of item embeddings [B, dim],
-    items [B]). The serving format; training and encoding use ``bag_of``."""
-    return (weight.unsqueeze(-1) * model.history(history)).sum(1), (weight > 0).float().sum(1)
-
-
-def bag_of(model: StarSpaceUserEncoder, inputs: UserInputs, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weighted sum of ``users``' history embeddings [B, dim], items [B]) by one ``embedding_bag``."""
-    items, weights, offsets = inputs.bags(users)
-    bag = F.embedding_bag(items, model.history.weight, offsets, mode="sum", per_sample_weights=weights)
-    return bag, inputs.lengths[users].float()
-
-
-def organic_mask(data: LookalikeData) -> np.ndarray:
-    """bool [n_interactions]: interactions that are not with a campaign's own item (those are labels)."""
-    if not data.campaign_items:
-        return np.ones(data.user_idx.size, bool)
-    return ~np.isin(data.item_idx, np.fromiter(data.campaign_items.values(), np.int64))
-
-
-def build_transfer_task(data: LookalikeData, keep: np.ndarray, cfg: EncoderConfig) -> TransferTask:
-    """Pick mid-popularity proxy items among organic interactions and split their engagers in halves."""
-    rng = np.random.default_rng(cfg.seed)
-    users, items = data.user_idx[keep], data.item_idx[keep]
-    pairs = distinct(users.astype(np.int64) * data.n_items + items)
-    users, items = pairs // data.n_items, pairs % data.n_items
-    engagers = np.bincount(items, minlength=data.n_items)
-    # Not the head (popularity would solve it) nor the tail (too few users to measure).
-    upper = max(cfg.proxy_min_users + 1, int(np.quantile(engagers[engagers > 0], 0.98)))
-    eligible = np.flatnonzero((engagers >= cfg.proxy_min_users) & (engagers <= upper))
-    chosen = np.sort(rng.choice(eligible, min(cfg.proxy_items, eligible.size), replace=False))
-    seeds, targets = [], []
-    for item in chosen:
-        who = rng.permutation(users[items == item])
-        half = who.size // 2
-        seeds.append(np.sort(who[:half]))
-        targets.append(np.sort(who[half:]))
-    audience = max(1, int(round(cfg.transfer_audience * data.n_users)))
-    return TransferTask(chosen.astype(np.int64), seeds, targets, audience)
-
-
-def transfer_error(embeddings: np.ndarray | torch.Tensor, task: TransferTask) -> float:
-    """1 - mean recall of the proxy targets in the top ``task.audience`` users by cosine to the seeds'
-    centroid (seeds excluded). embeddings: float32 [n_users, d], rows unit-norm or not."""
-    emb = F.normalize(torch.as_tensor(embeddings, dtype=torch.float32), dim=1)
-    recalls = []
-    for seeds, targets in zip(task.seeds, task.targets):
-        if seeds.size == 0 or targets.size == 0:
-            continue
-        scores = emb @ F.normalize(emb[torch.as_tensor(seeds)].mean(0), dim=0)
-        scores[torch.as_tensor(seeds)] = -np.inf
-        top = torch.topk(scores, min(task.audience, scores.numel())).indices.numpy()
-        recalls.append(np.isin(targets, top).mean())
-    return float(1.0 - np.mean(recalls)) if recalls else float("nan")
-
-
-def organic_tfidf(data: LookalikeData, keep: np.ndarray) -> sp.csr_matrix:
-    """float32 CSR [n_users, n_items] of the kept interactions: sublinear tf x smoothed idf, rows L2-normalised."""
-    return user_item_tfidf(data, keep)
-
-
-def user_inputs(
-    data: LookalikeData, keep: np.ndarray, history_len: int, activity_field: bool = True, weighting: str = "none"
-) -> UserInputs:
-    """Tensors of every user's fields and history bag from the kept (organic, non-proxy) interactions."""
-    users, items, weight = data.user_idx[keep].astype(np.int64), data.item_idx[keep], data.weight[keep]
-    # Strongest engagements first within each user, so a long history keeps what matters most.
-    order = np.lexsort((items, -weight, users))
-    users, items = users[order], items[order]
-    first = np.ones(users.size, bool)
-    first[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
-    users, items = users[first], items[first]
-    starts = np.searchsorted(users, users, side="left")
-    position = np.arange(users.size) - starts
-    activity = np.log1p(np.bincount(users, minlength=data.n_users)).astype(np.float32)  # before the cap
-    take = position < history_len
-    users, items = users[take], items[take]
-    weight = np.ones(users.size, np.float32)
-    if weighting == "tfidf":
-        tfidf = organic_tfidf(data, keep).tocoo()
-        keys = tfidf.row.astype(np.int64) * data.n_items + tfidf.col  # coo of a csr: sorted by (row, col)
-        weight = tfidf.data[np.searchsorted(keys, users * data.n_items + items)].astype(np.float32)
-    offsets = np.zeros(data.n_users + 1, np.int64)
-    np.cumsum(np.bincount(users, minlength=data.n_users), out=offsets[1:])
-    fields = data.users
-    continuous = fields.continuous.astype(np.float32)
-    if activity_field:
-        continuous = np.concatenate([continuous, (activity / max(float(activity.max()), 1e-9))[:, None]], 1)
-    return UserInputs(
-        torch.as_tensor(fields.single, dtype=torch.long),
-        [torch.as_tensor(m, dtype=torch.long) for m in fields.multi],
-        torch.as_tensor(continuous),
-        torch.as_tensor(offsets),
-        torch.as_tensor(items.astype(np.int64)),
-        torch.as_tensor(weight),
-        pad=data.n_items,
-    )
 
 
 def make_encoder(data: LookalikeData, cfg: EncoderConfig) -> StarSpaceUserEncoder:
@@ -520,43 +376,3 @@ def _train_encoder(data: LookalikeData, cfg: EncoderConfig) -> FittedEncoder:
     return FittedEncoder(
         model, encode_users(model, inputs), history, task, trained_users / max(train_seconds, 1e-9), best_epoch
     )
-
-
-@torch.no_grad()
-def fold_in_items(
-    model: StarSpaceUserEncoder, inputs: UserInputs, engagement: sp.csc_matrix, items: np.ndarray
-) -> None:
-    """Give withheld items (the transfer task's proxies) an embedding after training: the mean direction
-    of their engagers' history bags weighted by ``engagement`` [n_users, n_items], at the table's mean item
-    norm. ``inputs`` are the training inputs (without those items), so no bag contains them."""
-    if items.size == 0:
-        return
-    n = inputs.single.shape[0]
-    bags = torch.cat(
-        [
-            F.normalize(bag_of(model, inputs, torch.arange(lo, min(lo + 65_536, n)))[0], dim=1)
-            for lo in range(0, n, 65_536)
-        ]
-    )  # [n_users, dim]
-    table = model.history.weight
-    trained = torch.ones(table.shape[0] - 1, dtype=torch.bool)
-    trained[torch.as_tensor(items)] = False
-    norm = table[:-1][trained].norm(dim=1).mean()
-    for item in items:
-        column = engagement[:, int(item)]
-        if column.nnz == 0:
-            continue
-        users, weight = torch.as_tensor(column.indices, dtype=torch.long), torch.as_tensor(column.data)
-        vector = (weight.unsqueeze(1) * bags[users]).sum(0)
-        table[item] = F.normalize(vector, dim=0) * norm
-        if model.topics is not None:
-            model.topics.weight[item] = table[item]
-
-
-def organic_inputs(data: LookalikeData, cfg: EncoderConfig, task: TransferTask) -> UserInputs:
-    """Every user's inputs from all organic interactions, proxy items included when they were folded in
-    after training (``fold_in_proxy_items``); the inputs of the saved model and of serving."""
-    keep = organic_mask(data)
-    if not cfg.fold_in_proxy_items:
-        keep &= ~np.isin(data.item_idx, task.items)
-    return user_inputs(data, keep, cfg.history_len, cfg.activity_field, cfg.history_weighting)

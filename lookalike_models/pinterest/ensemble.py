@@ -95,6 +95,9 @@ class EnsembleConfig(BaseModel):
         2, ge=1, le=10, description="Independent inner cuts the blend's recall is averaged over"
     )
     max_validation_users: int = Field(100_000, ge=100, description="Non-seed users scored to place the cutoff")
+    max_validation_campaigns: int = Field(
+        32, ge=1, description="With scope=all, campaigns sampled per cut to choose the blend"
+    )
     seed: int = 0
     # both modes: audience share of the validation recall / of the paper's intersection
     reference_share: float = Field(0.05, gt=0, le=1, description="Top-list size, share of users")
@@ -246,7 +249,11 @@ class PinterestEnsembleScorer(AudienceScorer):
         inner = {cid: (cut[0] if cut else train_seeds[cid]) for cid, cut in cuts.items()}
         members = [self._refit_on_cut(m, data, inner) if m.labels_in_fit else m for m in self.members]
         results: dict[str, np.ndarray] = {}
-        evaluable = [cid for cid, cut in cuts.items() if cut is not None]
+        evaluable = sorted(cid for cid, cut in cuts.items() if cut is not None)
+        if cfg.scope == "all" and len(evaluable) > cfg.max_validation_campaigns:
+            # One blend for all campaigns: a sample of them measures it (every member scores each one).
+            rng = np.random.default_rng(cfg.seed + fold)
+            evaluable = sorted(rng.choice(evaluable, cfg.max_validation_campaigns, replace=False))
         with Progress(f"pinterest_ensemble blend validation, cut {fold + 1}", len(evaluable), "campaigns") as progress:
             for cid in evaluable:
                 fit_seeds, val = cuts[cid]

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lookalike_models.pinterest.encoder import StarSpaceUserEncoder, UserInputs, history_bag
+from lookalike_models.pinterest.encoder import StarSpaceUserEncoder
+from lookalike_models.pinterest.encoder_inputs import UserInputs, history_bag
 
 
 class PackedUserEncoder(nn.Module):
