@@ -49,12 +49,13 @@ class AffinityConfig(EmbeddingScorerConfig):
     context_share: float = Field(0.5, gt=0, lt=1, description="Share of a split's seeds forming the seed vector")
     negatives_per_positive: int = Field(3, ge=1)
     examples_per_epoch: int = Field(
-        200_000, ge=100, description="Examples sampled per epoch at most (bounds an epoch at many campaigns)"
+        100_000, ge=100, description="Examples sampled per epoch at most (bounds an epoch at many campaigns)"
     )
     max_epochs: int = Field(16, ge=1, description="Most passes over the examples; the epoch kept is chosen per run")
     patience: int = Field(3, ge=1, description="Epochs without a better inner-cut recall before stopping")
     validation_share: float = Field(0.2, gt=0, lt=1, description="Share of each campaign's seeds held out")
     validation_audience: float = Field(0.05, gt=0, lt=1, description="Audience share at which the cut's recall counts")
+    max_validation_campaigns: int = Field(32, ge=1, description="Campaigns sampled to measure each epoch")
     max_validation_users: int = Field(5_000, ge=100, description="Non-seed users scored per campaign and epoch")
     lr: float = Field(0.005, gt=0)
     batch: int = Field(512, ge=16)
@@ -154,9 +155,13 @@ class AffinityMLPScorer(EmbeddingScorer):
         """Per campaign with a cut: (fit seeds' unit vector [d], validation users' rows, competing users' rows)."""
         cfg, emb = self.config, self.embeddings
         sets = []
-        for cid, cut in cuts.items():
-            if cut is None:
-                continue
+        measured = sorted(cid for cid, cut in cuts.items() if cut is not None)
+        if len(measured) > cfg.max_validation_campaigns:  # a sample measures an epoch as well, for less work
+            measured = sorted(
+                np.random.default_rng(cfg.seed).choice(measured, cfg.max_validation_campaigns, replace=False)
+            )
+        for cid in measured:
+            cut = cuts[cid]
             fit, val = cut
             others = competing_users(data.n_users, fit, val, cfg.max_validation_users, campaign_rng(cfg.seed + 3, cid))
             sets.append(

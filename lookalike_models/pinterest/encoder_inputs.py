@@ -4,6 +4,7 @@ tensors, the bag stored as one CSR so memory and work follow the interactions, a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,8 +34,9 @@ class UserInputs:
     items: torch.Tensor  # int64 [nnz], each user's bag strongest engagements first
     weights: torch.Tensor  # float32 [nnz]
 
-    @property
+    @functools.cached_property
     def lengths(self) -> torch.Tensor:
+        """int64 [n_users]: items in each user's bag."""
         return self.offsets[1:] - self.offsets[:-1]
 
     def fields(self, users: torch.Tensor):
