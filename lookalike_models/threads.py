@@ -5,18 +5,33 @@ cores beside busy neighbours spends its time waiting for cores and switching bet
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 
-def free_cores() -> int:
-    """Cores this process may use less the load of the last minute that is not its own, at least 1."""
+def _busy_jiffies() -> tuple[int, int]:
+    """(jiffies every CPU spent busy, jiffies this process spent on CPU) since boot, from /proc."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+    own = [int(x) for x in Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[11:13]]  # utime, stime
+    return busy, sum(own)
+
+
+def free_cores(window: float = 0.2) -> int:
+    """Cores this process may use less those other processes kept busy over the last ``window`` seconds,
+    at least 1. Sampled, not the load average: that one lags by a minute and counts this process's own
+    threads as neighbours."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
-        load = os.getloadavg()[0]
-    except OSError:
+        busy0, own0 = _busy_jiffies()
+        time.sleep(window)
+        busy1, own1 = _busy_jiffies()
+    except (OSError, ValueError, IndexError):
         return cores
-    # The load average counts this process too (about one core while it computes).
-    return max(1, min(cores, int(round(cores - max(load - 1.0, 0.0)))))
+    ticks = os.sysconf("SC_CLK_TCK") * window
+    others = max(0.0, (busy1 - busy0) - (own1 - own0)) / ticks
+    return max(1, min(cores, int(round(cores - others))))
 
 
 @contextmanager

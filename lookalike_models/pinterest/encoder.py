@@ -310,11 +310,13 @@ def _train_encoder(data: LookalikeData, cfg: EncoderConfig) -> FittedEncoder:
     keep &= ~np.isin(data.item_idx, task.items)
     inputs = user_inputs(data, keep, cfg.history_len, cfg.activity_field, cfg.history_weighting)
     model = make_encoder(data, cfg)
+    needs_organic = cfg.init == "svd" or (cfg.fold_in_proxy_items and cfg.history_weighting == "tfidf")
+    organic = organic_tfidf(data, organic_mask(data)) if needs_organic else None  # built once, used twice
     if cfg.init == "svd":
         # From all organic data, proxies included: their rows then hold real factors for the final embedding.
         # They stay out of every bag and every sampled topic while training, so the transfer task still
         # measures users on items their bags never contained.
-        init_from_svd(model, organic_tfidf(data, organic_mask(data)), cfg.seed)
+        init_from_svd(model, organic, cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sampler = NegativeSampler(inputs, data.n_items, task.items, cfg)
     active = torch.nonzero(inputs.lengths > 0).squeeze(1)
@@ -363,7 +365,7 @@ def _train_encoder(data: LookalikeData, cfg: EncoderConfig) -> FittedEncoder:
     if cfg.fold_in_proxy_items and cfg.init == "random":
         full = organic_mask(data)
         engagement = (
-            organic_tfidf(data, full)
+            organic
             if cfg.history_weighting == "tfidf"
             else sp.csr_matrix(
                 (np.ones(int(full.sum()), np.float32), (data.user_idx[full], data.item_idx[full])),
@@ -372,7 +374,7 @@ def _train_encoder(data: LookalikeData, cfg: EncoderConfig) -> FittedEncoder:
         )
         fold_in_items(model, inputs, engagement.tocsc(), task.items)
     if cfg.fold_in_proxy_items:
-        inputs = organic_inputs(data, cfg, task)
+        inputs = organic_inputs(data, cfg, task, organic if cfg.history_weighting == "tfidf" else None)
     return FittedEncoder(
         model, encode_users(model, inputs), history, task, trained_users / max(train_seconds, 1e-9), best_epoch
     )

@@ -90,9 +90,15 @@ def organic_tfidf(data: LookalikeData, keep: np.ndarray) -> sp.csr_matrix:
 
 
 def user_inputs(
-    data: LookalikeData, keep: np.ndarray, history_len: int, activity_field: bool = True, weighting: str = "none"
+    data: LookalikeData,
+    keep: np.ndarray,
+    history_len: int,
+    activity_field: bool = True,
+    weighting: str = "none",
+    tfidf: sp.csr_matrix | None = None,
 ) -> UserInputs:
-    """Tensors of every user's fields and history bag from the kept (organic, non-proxy) interactions."""
+    """Tensors of every user's fields and history bag from the kept (organic, non-proxy) interactions;
+    ``tfidf``: ``organic_tfidf(data, keep)`` when the caller already has it."""
     users, items, weight = data.user_idx[keep].astype(np.int64), data.item_idx[keep], data.weight[keep]
     # Strongest engagements first within each user, so a long history keeps what matters most.
     order = np.lexsort((items, -weight, users))
@@ -107,7 +113,7 @@ def user_inputs(
     users, items = users[take], items[take]
     weight = np.ones(users.size, np.float32)
     if weighting == "tfidf":
-        tfidf = organic_tfidf(data, keep).tocoo()
+        tfidf = (organic_tfidf(data, keep) if tfidf is None else tfidf).tocoo()
         keys = tfidf.row.astype(np.int64) * data.n_items + tfidf.col  # coo of a csr: sorted by (row, col)
         weight = tfidf.data[np.searchsorted(keys, users * data.n_items + items)].astype(np.float32)
     offsets = np.zeros(data.n_users + 1, np.int64)
@@ -127,13 +133,17 @@ def user_inputs(
     )
 
 
-def organic_inputs(data: LookalikeData, cfg: EncoderConfig, task: TransferTask) -> UserInputs:
+def organic_inputs(
+    data: LookalikeData, cfg: EncoderConfig, task: TransferTask, organic: sp.csr_matrix | None = None
+) -> UserInputs:
     """Every user's inputs from all organic interactions, proxy items included when they were folded in
-    after training (``fold_in_proxy_items``); the inputs of the saved model and of serving."""
+    after training (``fold_in_proxy_items``); the inputs of the saved model and of serving. ``organic``: the
+    tf-idf of all organic interactions, when the caller already has it."""
     keep = organic_mask(data)
     if not cfg.fold_in_proxy_items:
         keep &= ~np.isin(data.item_idx, task.items)
-    return user_inputs(data, keep, cfg.history_len, cfg.activity_field, cfg.history_weighting)
+        organic = None
+    return user_inputs(data, keep, cfg.history_len, cfg.activity_field, cfg.history_weighting, organic)
 
 
 @torch.no_grad()
