@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -38,13 +40,26 @@ from tasks.results import ModelEvaluation, SplitFile, StagedAudiences, StagingRe
 # runs night after night, and a model evicted here is restored from its folder (or refitted) on demand.
 _FITTED: OrderedDict[str, AudienceScorer] = OrderedDict()
 _MAX_FITTED = 8
+# Fitted models stay in memory for evaluation and staging while the process is under this resident size;
+# past it the oldest are dropped and reloaded from their folders when asked (at 1M users the default model
+# set holds several GB of signatures, factors and features).
+_MAX_RESIDENT_GB = float(os.environ.get("LOOKALIKE_MODEL_CACHE_GB", "3.0"))
+
+
+def resident_gb() -> float:
+    """This process's resident memory (Linux VmRSS), 0 where /proc is not there."""
+    try:
+        return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def remember_fitted(model_dir: str, scorer: AudienceScorer) -> None:
     _FITTED[model_dir] = scorer
     _FITTED.move_to_end(model_dir)
-    while len(_FITTED) > _MAX_FITTED:
+    while len(_FITTED) > _MAX_FITTED or (len(_FITTED) > 1 and resident_gb() > _MAX_RESIDENT_GB):
         _FITTED.popitem(last=False)
+        gc.collect()
 
 
 def fitted_scorer(spec: ModelSpec, data_dir: str, model_dir: str, split_path: str) -> AudienceScorer:

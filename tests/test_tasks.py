@@ -227,3 +227,17 @@ def test_current_champion_is_none_only_when_nothing_is_registered_or_promoted(tm
     monkeypatch.setattr(tracking, "client", Unreachable)
     with pytest.raises(MlflowException, match="unavailable"):  # not mistaken for "no champion yet"
         registry.current_champion("reg")
+
+
+def test_fitted_models_leave_memory_oldest_first_past_the_resident_budget(monkeypatch):
+    from tasks import modeling
+
+    monkeypatch.setattr(modeling, "_FITTED", modeling.OrderedDict())
+    resident = {"gb": 1.0}
+    monkeypatch.setattr(modeling, "resident_gb", lambda: resident["gb"])
+    for name in ("a", "b", "c"):
+        modeling.remember_fitted(name, object())
+    assert list(modeling._FITTED) == ["a", "b", "c"]  # under the budget: all kept
+    resident["gb"] = modeling._MAX_RESIDENT_GB + 1
+    modeling.remember_fitted("d", object())
+    assert list(modeling._FITTED) == ["d"]  # over it: the older ones go, the newest always stays
