@@ -71,6 +71,12 @@ class EvaluationConfig(BaseModel):
         description="One held-out split per seed; metrics are "
         "each campaign's mean over the splits. The first split's models are published",
     )
+    max_scored_users: int | None = Field(
+        200_000,
+        ge=1000,
+        description="Above this population, each campaign's held-out seeds are ranked against a uniform sample "
+        "of this many users (estimated ranks), so evaluation stops growing with the users; None: everyone",
+    )
     reference: str | None = Field(
         None,
         description="Model (ModelSpec.name) every model is compared with: paired "

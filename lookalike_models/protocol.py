@@ -22,7 +22,9 @@ from lookalike_models.evaluation import (
     audience_sizes,
     campaign_means,
     campaign_metrics,
+    campaign_rng,
     holdout_split,
+    sampled_campaign_metrics,
     seed_bucket,
 )
 from lookalike_models.pipeline import score_campaign
@@ -41,28 +43,55 @@ def evaluate_campaigns(
     heldout: dict[str, HeldOut],
     sizes: dict[str, int],
     bucket_edges: list[int],
+    max_scored_users: int | None = None,
 ) -> list[dict]:
-    """Rank every eligible user from each campaign's training seeds and measure its held-out seeds.
+    """Rank every eligible user from each campaign's training seeds and measure its held-out seeds; with
+    ``max_scored_users`` below the population, rank a uniform sample of them instead
+    (``evaluation.sampled_campaign_metrics``: the work stops growing with the population).
 
     One row per campaign of ``heldout``: precision/recall at each size, AUC, seed bucket, candidates, seconds,
     and recall at each size over only the held-out seeds of each organic-activity bucket (distinct items of
     ``data``, which holds no campaign's own item: ``recall_at_<size>_act_le5``, ``_act_6_20``, ``_act_gt20``)."""
     rows = []
     activity = np.diff(data.user_items[0]) if heldout else None  # distinct organic items per user
+    sampled = max_scored_users is not None and data.n_users > max_scored_users
     for cid, held in heldout.items():
         start = time.perf_counter()
-        scored = score_campaign(scorer, data, train[cid], max(sizes.values()))
-        row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, held, sizes, activity)
+        seeds = train[cid]
+        if sampled:
+            candidates, scores, weight = sampled_scores(scorer, data, seeds, held, max_scored_users)
+            row = sampled_campaign_metrics(candidates, scores, held, sizes, weight, activity)
+        else:
+            scored = score_campaign(scorer, data, seeds, max(sizes.values()))
+            row = campaign_metrics(scored.users, scored.candidates, scored.candidate_scores, held, sizes, activity)
+            candidates = scored.candidates
         row.update(
             campaign_id=cid,
-            n_train_seeds=train[cid].size,
-            seed_bucket=seed_bucket(train[cid].size, bucket_edges),
+            n_train_seeds=seeds.size,
+            seed_bucket=seed_bucket(seeds.size, bucket_edges),
             negatives_sampled=held.negatives_sampled,
-            n_candidates=scored.candidates.size,
+            n_candidates=candidates.size,
             score_seconds=time.perf_counter() - start,
         )
         rows.append(row)
     return rows
+
+
+def sampled_scores(
+    scorer: AudienceScorer, data: LookalikeData, seeds: CampaignSeeds, held: HeldOut, max_users: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(candidates, scores, weight): the scorer's scores of the held-out users and of a uniform sample of
+    about ``max_users`` other eligible users (not training seeds), each standing for ``weight`` users."""
+    rng = campaign_rng(17, seeds.campaign_id)
+    excluded = np.concatenate([seeds.positives, seeds.negatives, held.positives])
+    sample = rng.choice(data.n_users, min(max_users, data.n_users), replace=False)
+    sample = sample[~np.isin(sample, excluded)]
+    n_others = data.n_users - np.unique(excluded).size
+    wanted = np.union1d(sample, np.concatenate([held.positives, held.negatives]))
+    candidates = scorer.candidates(data, seeds)
+    candidates = candidates[np.isin(candidates, wanted)]
+    scores = np.asarray(scorer.score(data, seeds, candidates), np.float32)
+    return candidates, scores, n_others / max(sample.size, 1)
 
 
 def evaluate_scorers(

@@ -282,7 +282,11 @@ def evaluate_model(trained: TrainedModel, work_root: str, evaluation: Evaluation
     rows = []
 
     def evaluate(cid: str) -> None:
-        rows.extend(evaluate_campaigns(scorer, data, train, {cid: heldout[cid]}, sizes, evaluation.seed_buckets))
+        rows.extend(
+            evaluate_campaigns(
+                scorer, data, train, {cid: heldout[cid]}, sizes, evaluation.seed_buckets, evaluation.max_scored_users
+            )
+        )
 
     failed = for_each_campaign(list(heldout), f"held-out evaluation of {name} (split {seed})", evaluate)
     out = Path(trained.data_dir).parent / "scored" / f"{name}-{stable_hash(trained, evaluation)}"
