@@ -159,6 +159,20 @@ def is_activity_column(column: str) -> bool:
     return column.startswith("recall_at_") and column.endswith(tuple(f"_{b}" for b in ACTIVITY_BUCKETS))
 
 
+class ScoreLookup:
+    """The score of any user among what a scorer scored; users it did not score get -inf (ranked last)."""
+
+    def __init__(self, candidates: np.ndarray, scores: np.ndarray):
+        order = np.argsort(candidates, kind="stable")
+        self.candidates, self.scores = candidates[order], scores[order].astype(np.float64)
+
+    def __call__(self, users: np.ndarray) -> np.ndarray:
+        if self.candidates.size == 0:
+            return np.full(users.shape, -np.inf)
+        pos = np.minimum(np.searchsorted(self.candidates, users), self.candidates.size - 1)
+        return np.where(self.candidates[pos] == users, self.scores[pos], -np.inf)
+
+
 def campaign_metrics(
     audience: np.ndarray,
     candidates: np.ndarray,
@@ -190,14 +204,7 @@ def campaign_metrics(
             for label, k in sizes.items():
                 hits = cum[min(k, audience.size)]
                 row[f"recall_at_{label}_{bucket}"] = hits / members.size if members.size else float("nan")
-    order = np.argsort(candidates, kind="stable")
-    sorted_candidates, sorted_scores = candidates[order], scores[order].astype(np.float64)
-
-    def scores_of(users: np.ndarray) -> np.ndarray:
-        pos = np.minimum(np.searchsorted(sorted_candidates, users), max(sorted_candidates.size - 1, 0))
-        found = sorted_candidates.size > 0 and sorted_candidates[pos] == users
-        return np.where(found, sorted_scores[pos] if sorted_candidates.size else 0.0, -np.inf)
-
+    scores_of = ScoreLookup(candidates, scores)
     row["auc"] = safe_auc(scores_of(heldout.positives), scores_of(heldout.negatives))
     return row
 
@@ -218,16 +225,9 @@ def sampled_campaign_metrics(
     sampled users above it (ties count half) x ``sample_weight``, and it is a hit at size k when that rank is
     at most k. At 200,000 sampled users a seed near the 5% cutoff has its rank off by about 1% (binomial),
     while the work per campaign no longer grows with the population."""
-    order = np.argsort(candidates, kind="stable")
-    sorted_candidates, sorted_scores = candidates[order], scores[order].astype(np.float64)
-
-    def scores_of(users: np.ndarray) -> np.ndarray:
-        pos = np.minimum(np.searchsorted(sorted_candidates, users), max(sorted_candidates.size - 1, 0))
-        found = sorted_candidates.size > 0 and sorted_candidates[pos] == users
-        return np.where(found, sorted_scores[pos] if sorted_candidates.size else 0.0, -np.inf)
-
+    scores_of = ScoreLookup(candidates, scores)
     positive = scores_of(heldout.positives)
-    others = np.sort(sorted_scores[~np.isin(sorted_candidates, heldout.positives)])
+    others = np.sort(scores_of.scores[~np.isin(scores_of.candidates, heldout.positives)])
     above = others.size - np.searchsorted(others, positive, side="right")
     tied = np.searchsorted(others, positive, side="right") - np.searchsorted(others, positive, side="left")
     seeds_above = positive.size - np.searchsorted(np.sort(positive), positive, side="right")
