@@ -2,10 +2,13 @@
 plus ``extra_members`` in validated mode (``item_ridge`` by default).
 
 Two modes:
-  - ``validated`` (default): members' per-campaign score ranks are blended with weights chosen on an inner
-    validation cut of the campaigns' training seeds (``evaluation.inner_validation_cut``). Every member alone
-    is one of the candidate weightings, so the ensemble is its best member unless a blend validated better;
-    it is chosen per campaign, per seed-list bucket, or once for all campaigns (``scope``).
+  - ``validated`` (default): members' per-campaign score ranks are blended with weights chosen on inner
+    validation cuts of the campaigns' training seeds (``evaluation.inner_validation_cut``; ``validation_folds``
+    cuts of their own, not the one the members tune their hyper-parameters on). Every member alone is one of
+    the candidate weightings, so the ensemble is its best member unless a blend validated better; it is chosen
+    per campaign, per seed-list bucket, or once for all campaigns (``scope``). Each member is fitted once, on
+    all training seeds, and scores the cuts from their fit seeds (it reads a campaign's seeds when it scores
+    it); a member that learns from the seed labels at fit time (``labels_in_fit``) is refitted on each cut.
   - ``paper``: the paper's rule: users in both members' top lists first, then a round-robin fill whose
     embedding share falls with the seed-list size. Kept as the reference; with fixed shares it fell 0.08
     recall@5% below its best member on real data (issue 10).
