@@ -9,7 +9,8 @@ consequences for an operator:
   reaches the run only, which reports its end to a live server, then stops the server on its way out.
 - ``kill -9`` of the run left the server running, re-parented to PID 1. Here the kernel sends the server
   SIGTERM when the run dies (Linux ``PR_SET_PDEATHSIG``), and the server's pid is recorded in
-  ``PREFECT_HOME``, so the next run stops one that is still there (``reap_stale_servers``).
+  ``PREFECT_HOME`` (``lookalike-server-<pid>.json``), so the next run stops one that is still there
+  (``reap_stale_servers``).
 
 Used only without ``PREFECT_API_URL``: a configured server (or a test harness) is used as it is.
 """
@@ -26,7 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-RECORD = "lookalike-temporary-server.json"
+RECORDS = "lookalike-server-*.json"  # one per running temporary server, named by its pid
 SERVER_APP = "prefect.server.api.server:create_app"
 
 # Runs in the server's process before uvicorn: die with the parent (the thread that started the server,
@@ -78,13 +79,18 @@ def _free_port() -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux): the signal test is all there is
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _cmdline(pid: int) -> str:
@@ -94,34 +100,36 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def record_path(prefect_home: Path, pid: int) -> Path:
+    return prefect_home / RECORDS.replace("*", str(pid))
+
+
 def reap_stale_servers(prefect_home: Path, wait_seconds: float = 5.0) -> list[int]:
-    """Stop a temporary server recorded in ``prefect_home`` whose run is gone (killed with -9 where the
-    kernel could not stop it); returns the pids stopped. A server whose run is alive is left alone."""
-    record = prefect_home / RECORD
-    try:
-        note = json.loads(record.read_text())
-        pid, parent = int(note["pid"]), int(note["parent"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    if _alive(parent) and parent != os.getpid():
-        return []  # its run is still going (another run on the same PREFECT_HOME)
+    """Stop the temporary servers recorded in ``prefect_home`` whose run is gone (killed with -9 where the
+    kernel could not stop them); returns the pids stopped. A server whose run is alive is left alone."""
     stopped = []
-    if _alive(pid) and SERVER_APP in _cmdline(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + wait_seconds
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        stopped.append(pid)
-    record.unlink(missing_ok=True)
+    for record in sorted(prefect_home.glob(RECORDS)):
+        try:
+            note = json.loads(record.read_text())
+            pid, parent = int(note["pid"]), int(note["parent"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _alive(parent) and parent != os.getpid():
+            continue  # its run is still going (another run on the same PREFECT_HOME)
+        if _alive(pid) and SERVER_APP in _cmdline(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + wait_seconds
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            stopped.append(pid)
+        record.unlink(missing_ok=True)
     return stopped
 
 
-def _forget(record: Path, pid: int) -> None:
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        if json.loads(record.read_text())["pid"] == pid:
-            record.unlink()
+def _forget(record: Path) -> None:
+    record.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -143,12 +151,12 @@ def run_scoped_server() -> Iterator[str | None]:
     SubprocessASGIServer._instances[None] = server  # Prefect's own get_client() finds this one, running
     try:
         server.start()
-        record = home / RECORD
         pid = server.server_process.pid
+        record = record_path(home, pid)
         record.write_text(json.dumps({"pid": pid, "parent": os.getpid(), "port": server.port}))
         import atexit
 
-        atexit.register(_forget, record, pid)
+        atexit.register(_forget, record)
         yield server.api_url
     finally:
         # The server itself stays up until exit: Prefect's log and event workers still send to it.

@@ -347,20 +347,20 @@ def test_an_interrupted_run_closes_its_mlflow_runs(mlflow_store):
 
 
 def test_a_stale_temporary_server_is_reaped(tmp_path):
-    from flows.local_server import RECORD, SERVER_APP, reap_stale_servers
+    from flows.local_server import SERVER_APP, reap_stale_servers, record_path
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", SERVER_APP])
     try:
-        (tmp_path / RECORD).write_text(json.dumps({"pid": server.pid, "parent": gone.pid, "port": 1}))
+        record_path(tmp_path, server.pid).write_text(json.dumps({"pid": server.pid, "parent": gone.pid, "port": 1}))
         assert reap_stale_servers(tmp_path) == [server.pid]
-        assert server.wait(timeout=10) is not None and not (tmp_path / RECORD).exists()
+        assert server.wait(timeout=10) is not None and not record_path(tmp_path, server.pid).exists()
     finally:
         server.kill()
     # A server whose run is alive (this process) is left alone.
-    (tmp_path / RECORD).write_text(json.dumps({"pid": 999999, "parent": os.getppid(), "port": 1}))
-    assert reap_stale_servers(tmp_path) == [] and (tmp_path / RECORD).exists()
+    record_path(tmp_path, 999999).write_text(json.dumps({"pid": 999999, "parent": os.getppid(), "port": 1}))
+    assert reap_stale_servers(tmp_path) == [] and record_path(tmp_path, 999999).exists()
 
 
 # ---- 5. data sets sharing one output root ----
@@ -479,17 +479,16 @@ def wait_for(process: subprocess.Popen, text: str, timeout: float = 240) -> list
 
 
 def server_pid(tmp_path: Path) -> int:
-    from flows.local_server import RECORD
+    from flows.local_server import RECORDS
 
-    return json.loads((tmp_path / "prefect" / RECORD).read_text())["pid"]
+    [record] = (tmp_path / "prefect").glob(RECORDS)
+    return json.loads(record.read_text())["pid"]
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    from flows.local_server import _alive
+
+    return _alive(pid)
 
 
 def prefect_states(tmp_path: Path) -> list[str]:
