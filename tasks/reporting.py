@@ -342,7 +342,42 @@ def open_mlflow_run(experiment: str, run_id: str, config: dict, locked_root: str
     tracking.log_params(mlflow_run, config)
     if locked_root:
         close_stale_runs(experiment, tags["lookalike.output_root"], mlflow_run)
+        dead = crash_dead_flow_runs(flow_runs_on_root(tags["lookalike.output_root"]), f"MLflow run {mlflow_run}")
+        if dead:  # killed before they opened an MLflow run
+            get_run_logger().warning("marked %d Prefect flow runs of dead runs Crashed: %s", len(dead), ", ".join(dead))
     return mlflow_run
+
+
+def flow_runs_on_root(output_root: str) -> list[str]:
+    """Ids of this flow's runs that are not final (RUNNING, PENDING) and whose parameters name the output
+    root ``output_root`` holds the lock of (its own or its ``adhoc/``): runs killed before they opened an
+    MLflow run. Relative roots are read from this process's folder."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.runtime import flow_run
+
+    if not flow_run.id or not flow_run.flow_name:
+        return []
+    states = FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_run.flow_name])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=states)),
+        )
+    found = []
+    for run in runs:
+        config = (run.parameters or {}).get("config") or {}
+        root = Path(config.get("output_root", "runs") if isinstance(config, dict) else "runs")
+        if str(run.id) != str(flow_run.id) and output_root in (str(root.resolve()), str((root / "adhoc").resolve())):
+            found.append(str(run.id))
+    return found
 
 
 def tracking_store_initialisation():
