@@ -578,3 +578,20 @@ def test_the_partial_night_status_reaches_the_exit_code(monkeypatch, capsys):
     monkeypatch.setattr(cli, "quiet_user_error_tracebacks", lambda: None)
     code, out, _ = run_cli(["nightly"], capsys)
     assert code == 0 and "lookalike: run r1\n  audiences: /a" in out
+
+
+@pytest.mark.parametrize("model", ["minhash", "item_ridge", "item_logreg", "svd_centroid", "popularity", "random"])
+def test_a_single_seed_campaign_is_scored_by_the_quick_models(synthetic_data, model):
+    """Published from all its seeds: a campaign of one seed (nothing held out) gets an audience."""
+    import numpy as np
+
+    from lookalike_models.catalog import build_scorer
+    from lookalike_models.dataset import CampaignSeeds
+    from lookalike_models.pipeline import score_campaign
+
+    solo = CampaignSeeds("solo", synthetic_data.campaigns["c000"].positives[:1])
+    train = {**synthetic_data.campaigns, "solo": solo}
+    scorer = build_scorer(model)
+    scorer.fit(synthetic_data, train)
+    scored = score_campaign(scorer, synthetic_data, solo, 50)
+    assert scored.users.size == 50 and not np.isin(solo.positives, scored.users).any()
