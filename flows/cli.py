@@ -358,12 +358,15 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def check_data(source) -> None:
-    """The input exists, before any flow starts (and in ``--dry-run``): a contract folder's seed file, a real
-    data set's raw files (naming ``LOOKALIKE_DATA_ROOT`` and ``data.path``)."""
+    """The input exists, before any flow starts (and in ``--dry-run``): a contract folder's seed file and its
+    ``schema.yaml``, a real data set's raw files (naming ``LOOKALIKE_DATA_ROOT`` and ``data.path``)."""
     from lookalike_models.adapters import check_source_files
+    from lookalike_models.contract import SCHEMA, FeatureSchema
 
     if source.kind == "folder":
         known_campaigns(source)
+        if (Path(source.path) / SCHEMA).is_file():
+            FeatureSchema.from_yaml(Path(source.path) / SCHEMA)  # a YAML mistake: its file and line, now
     else:
         check_source_files(source.kind, source.path)
 

@@ -106,6 +106,14 @@ def test_a_schema_yaml_syntax_error_names_the_file_and_the_line(dataset):
         read_dataset(dataset)
 
 
+def test_a_broken_schema_yaml_stops_the_command_in_one_line(dataset, monkeypatch, capsys):
+    (dataset / "schema.yaml").write_text("user_features:\n  single: [age_bucket\n  multi: [interests]\n")
+    no_flow(monkeypatch)
+    argv = ["nightly", "--set", "data.kind=folder", "--set", f"data.path={dataset}", "--dry-run"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "schema.yaml" in err and "at line 3" in err
+
+
 @pytest.mark.parametrize(("first", "message"), [(None, "null timestamp"), (-5, "negative timestamp")])
 def test_null_or_negative_timestamps_are_refused_with_the_row(dataset, first, message):
     frame = pl.read_parquet(dataset / "interactions.parquet")
