@@ -135,7 +135,7 @@ def test_inline_seed_ids_stay_strings_and_reach_the_flow(monkeypatch, capsys):
 
     fake_flow(monkeypatch, "flows.expand_audience", "expand_audience", expand)
     code, out, _ = run_cli(["expand", "--seeds", "1000004,1000017,1000023", "--name", "spring_sale"], capsys)
-    assert code == 0 and out.strip() == "spring_sale: path"
+    assert code == 0 and out.strip() == f"spring_sale: {Path('path').resolve()}"  # absolute: where it lies
     config = seen["config"]
     assert config.seed_user_ids == ["1000004", "1000017", "1000023"] and config.campaign_id is None
     assert config.name == "spring_sale"
