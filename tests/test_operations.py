@@ -603,3 +603,49 @@ def test_a_single_seed_campaign_is_scored_by_the_quick_models(synthetic_data, mo
     scorer.fit(synthetic_data, train)
     scored = score_campaign(scorer, synthetic_data, solo, 50)
     assert scored.users.size == 50 and not np.isin(solo.positives, scored.users).any()
+
+
+@pytest.mark.slow
+def test_a_synthetic_night_after_a_movielens_night_starts_cold(prefect_and_mlflow, tmp_path):
+    """The issue's night: MovieLens, then synthetic on the same output root, was an "incremental refresh" from
+    MovieLens. Now the second night starts cold and compares no audiences across the two data sets."""
+    from tests.conftest import require_shared
+
+    require_shared("movielens-100k")
+    from flows.nightly_refresh import nightly_refresh
+    from lookalike_models.config import DataSource, EvaluationConfig, NightlyConfig
+    from lookalike_models.synthetic import SyntheticConfig
+    from tasks.refresh import REFRESH_FILE
+
+    def night(data: DataSource):
+        return nightly_refresh(
+            NightlyConfig(
+                data=data,
+                models=[ModelSpec(name="minhash", model="minhash")],
+                evaluation=EvaluationConfig(audience_fractions=[0.05]),
+                selection=SelectionConfig(registered_model=f"reg-{tmp_path.name}", metric="recall_at_5pct"),
+                output_root=str(tmp_path / "out"),
+                experiment="data-sets",
+            )
+        )
+
+    movielens = night(DataSource(kind="movielens"))
+    synthetic = night(DataSource(synthetic=SyntheticConfig(n_users=1500, n_items=300, n_campaigns=4, seed=3)))
+    assert movielens.status == synthetic.status == "complete"
+    assert synthetic.users_embedded["minhash"] == 1500 and not synthetic.campaigns_refreshed  # cold
+    assert not any(k.startswith("drift.") for k in synthetic.drift)
+    record = json.loads((tmp_path / "out" / "runs" / synthetic.run_id / REFRESH_FILE).read_text())
+    assert record["data_set"] == "synthetic"
+    # The log says which: a cold start because the previous run read another data set.
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    flow_run_id = UUID(synthetic.flow_run.rsplit("(", 1)[1].rstrip(")"))
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    [line] = [log.message for log in logs if "read another data set" in log.message]
+    assert f"previous run {movielens.run_id}" in line and "movielens:" in line and "tonight's synthetic" in line
