@@ -373,12 +373,12 @@ def check_data(source) -> None:
 
 def where_to_look(run_id: str, audiences_dir: str | None, mlflow_run_id: str | None, flow_run: str | None) -> str:
     """The run's last lines: where its audiences are, and how to open the MLflow and Prefect UIs."""
-    from tasks.tracking import ui_base, ui_is_served
+    from tasks.tracking import ui_base, ui_command, ui_is_served
 
     lines = [f"lookalike: run {run_id}"]
     lines.append(f"  audiences: {audiences_dir}" if audiences_dir else "  audiences: none published")
     if mlflow_run_id:
-        ui = f"UI: {ui_base()}" if ui_is_served() else f"open it with `make mlflow-ui` ({ui_base()})"
+        ui = f"UI: {ui_base()}" if ui_is_served() else f"open it with `{ui_command()}` ({ui_base()})"
         lines.append(f"  MLflow run {mlflow_run_id}: {ui}")
     if flow_run:
         from prefect.settings import PREFECT_API_URL, PREFECT_HOME
@@ -386,10 +386,13 @@ def where_to_look(run_id: str, audiences_dir: str | None, mlflow_run_id: str | N
         if PREFECT_API_URL.value():
             lines.append(f"  Prefect flow run {flow_run}: on {PREFECT_API_URL.value()}")
         else:
-            lines.append(
-                f"  Prefect flow run {flow_run}: kept in {PREFECT_HOME.value()}; open it with `make prefect-server` "
-                "(prefect server start, UI http://127.0.0.1:4200)"
-            )
+            home = Path(PREFECT_HOME.value())
+            # `make prefect-server` serves the project's PREFECT_HOME (.prefect); elsewhere, say which one.
+            own = home.resolve() == (PROJECT_ROOT / ".prefect").resolve()
+            how = "`make prefect-server` (prefect server start)"
+            if not own:
+                how = f"`PREFECT_HOME={home} prefect server start`"
+            lines.append(f"  Prefect flow run {flow_run}: kept in {home}; open it with {how}, UI http://127.0.0.1:4200")
     return "\n".join(lines)
 
 

@@ -107,13 +107,20 @@ def ui_is_served() -> bool:
     return bool(os.environ.get("LOOKALIKE_MLFLOW_UI")) or tracking_uri().startswith(("http://", "https://"))
 
 
+def ui_command() -> str:
+    """The command that serves a UI for this (local) store: ``make mlflow-ui`` for the project's own."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return "make mlflow-ui"
+    return f"mlflow ui --backend-store-uri {tracking_uri()} --host 127.0.0.1 --port 5000"
+
+
 def run_reference(run_id: str, experiment: str) -> str:
     """The run for a summary: its UI link where a UI is up, else its id and how to open it (no dead link)."""
     if ui_is_served():
         return run_url(run_id, experiment)
     return (
         f"MLflow run `{run_id}` (experiment `{experiment}`, local store {tracking_uri()}): "
-        f"`make mlflow-ui` serves it at {ui_base()}"
+        f"`{ui_command()}` serves it at {ui_base()}"
     )
 
 

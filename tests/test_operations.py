@@ -418,12 +418,22 @@ def test_data_set_keys():
 
 
 def test_the_last_lines_say_where_the_audiences_are_and_how_to_open_the_uis(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
     monkeypatch.delenv("LOOKALIKE_MLFLOW_UI", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/mlflow.db")
-    text = cli.where_to_look("r1", "/abs/runs/audiences/run_id=r1", "abc123", "tidy-fox (1234)")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with temporary_settings({PREFECT_HOME: ROOT / ".prefect", PREFECT_API_URL: None}):
+        text = cli.where_to_look("r1", "/abs/runs/audiences/run_id=r1", "abc123", "tidy-fox (1234)")
     assert "audiences: /abs/runs/audiences/run_id=r1" in text and "MLflow run abc123" in text
-    assert "make mlflow-ui" in text and "make prefect-server" in text and "tidy-fox (1234)" in text
+    assert "`make mlflow-ui`" in text and "`make prefect-server`" in text and "tidy-fox (1234)" in text
     assert "#/experiments" not in text
+    # Stores elsewhere than the project's: the commands name them.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x/mlflow.db")
+    with temporary_settings({PREFECT_HOME: "/tmp/x/prefect", PREFECT_API_URL: None}):
+        text = cli.where_to_look("r1", None, "abc123", "tidy-fox (1234)")
+    assert "audiences: none published" in text
+    assert "`mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db" in text
+    assert "`PREFECT_HOME=/tmp/x/prefect prefect server start`" in text
 
 
 def test_compare_rounds_and_dates_its_rows():
@@ -570,7 +580,8 @@ def test_after_a_kill_9_the_server_dies_and_the_next_run_cleans_up(tmp_path):
     assert "removed 2 leftovers of killed runs" in out or "removed 1 leftovers of killed runs" in out
     latest = (tmp_path / "out" / "audiences" / "LATEST").read_text()
     assert f"audiences: {(tmp_path / 'out' / 'audiences' / f'run_id={latest}').resolve()}" in out
-    assert "make mlflow-ui" in out and "make prefect-server" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in out
+    assert f"PREFECT_HOME={tmp_path / 'prefect'} prefect server start" in out
 
 
 def test_the_partial_night_status_reaches_the_exit_code(monkeypatch, capsys):
