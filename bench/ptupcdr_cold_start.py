@@ -104,13 +104,23 @@ def main() -> None:
                 + ", ".join(f"{m} {res[m]['mae']:.4f}/{res[m]['rmse']:.4f}" for m in methods),
                 flush=True,
             )
-    frame = pl.DataFrame(rows)
+    text = cold_start_table(pl.DataFrame(rows), args.betas, methods, args.seeds, not args.no_biases)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+def cold_start_table(
+    frame: pl.DataFrame, betas: list[float], methods: list[str], seeds: list[int], biases: bool
+) -> str:
+    """The markdown table of the runs in ``frame`` (one row per beta, seed and method), with its footnote."""
     table = [
         "| beta | method | MAE (mean +- std) | RMSE (mean +- std) | PTUPCDR MAE - method's (mean, paired) "
         "| PTUPCDR wins (MAE) |",
         "|---|---|---|---|---|---|",
     ]
-    for beta in args.betas:
+    for beta in betas:
         part = frame.filter(pl.col("beta") == beta)
         ours = part.filter(pl.col("method") == "ptupcdr").sort("seed")["mae"].to_numpy()
         for method in methods:
@@ -118,25 +128,27 @@ def main() -> None:
             theirs = m["mae"].to_numpy()
             wins = "" if method == "ptupcdr" else f"{int((ours < theirs).sum())}/{m.height}"
             delta = "" if method == "ptupcdr" else f"{(ours - theirs).mean():+.4f}"
-            table.append(
-                f"| {beta:.0%} | {method} | {m['mae'].mean():.4f} +- {m['mae'].std():.4f} | "
-                f"{m['rmse'].mean():.4f} +- {m['rmse'].std():.4f} | {delta} | {wins} |"
-            )
+            table.append(f"| {beta:.0%} | {method} | {mean_std(m['mae'])} | {mean_std(m['rmse'])} | {delta} | {wins} |")
     test_sizes = frame.group_by("beta").agg(pl.col("n_test_users").first(), pl.col("n_test_ratings").mean())
-    text = (
+    return (
         "\n".join(table)
         + "\n\n"
         + "; ".join(
             f"beta {r['beta']:.0%}: {r['n_test_users']} cold users, {r['n_test_ratings']:.0f} test ratings"
             for r in test_sizes.sort("beta").iter_rows(named=True)
         )
-        + f"\n\n{len(args.seeds)} seeds {args.seeds}, biases={not args.no_biases}, "
+        + f"\n\n{len(seeds)} seeds {seeds}, biases={biases}, "
         f"{frame['seconds'].sum() / len(methods):.0f}s in all.\n"
     )
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+
+
+def mean_std(values: pl.Series) -> str:
+    """'mean +- std' over seeds; one seed has no spread (polars' std is None there): 'mean (1 seed)'."""
+    return mean_std_of(values.mean(), values.std())
+
+
+def mean_std_of(mean: float, std: float | None) -> str:
+    return f"{mean:.4f} (1 seed)" if std is None else f"{mean:.4f} +- {std:.4f}"
 
 
 def tune(domains: TwoDomains, config: ColdStartConfig, args: argparse.Namespace) -> None:
@@ -210,8 +222,8 @@ def warm_start(domains: TwoDomains, config: ColdStartConfig, args: argparse.Name
     lines = ["| known ratings | beta | method | MAE | RMSE |", "|---|---|---|---|---|"]
     for r in summary.iter_rows(named=True):
         lines.append(
-            f"| {r['n_known']} | {r['beta']:.0%} | {r['method']} | {r['mae_mean']:.4f} +- {r['mae_std']:.4f} "
-            f"| {r['rmse_mean']:.4f} +- {r['rmse_std']:.4f} |"
+            f"| {r['n_known']} | {r['beta']:.0%} | {r['method']} | {mean_std_of(r['mae_mean'], r['mae_std'])} "
+            f"| {mean_std_of(r['rmse_mean'], r['rmse_std'])} |"
         )
     text = "\n".join(lines) + f"\n\nseeds {args.seeds}; MAE/RMSE on the cold users' ratings beyond the known ones.\n"
     print(text)

@@ -11,7 +11,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lookalike_models.contract import CAMPAIGN_ID
@@ -84,14 +87,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) received: the run stops as on Ctrl-C, reporting its end on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM becomes an exception, like Ctrl-C's KeyboardInterrupt: the flow run is marked crashed, the MLflow
+    run KILLED, the lock released and the temporary server stopped, instead of the process vanishing with its
+    run left RUNNING. (Prefect's own SIGTERM bridge, active while a flow runs, hands the signal on to this one
+    once it has reported the crash.)"""
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse itself reports its errors in one line, exit 2
     _local_defaults()
     try:
-        return run_command(args)
-    except KeyboardInterrupt:
-        print("lookalike: interrupted", file=sys.stderr)
-        return 130
+        with stop_on_sigterm():
+            return run_command(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Interrupted)
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(
+            f"lookalike: interrupted ({signal.Signals(signum).name}): the run stopped; what it had not published "
+            "stays unpublished (LATEST unchanged), its flow run is marked crashed and its MLflow run KILLED",
+            file=sys.stderr,
+        )
+        return 128 + signum
     except Exception as exc:  # noqa: BLE001 (the one place where every error becomes an exit status)
         if args.debug:
             raise
@@ -235,15 +273,17 @@ def run_command(args: argparse.Namespace) -> int:
             from lookalike_models.config import with_file_defaults
 
             config = with_file_defaults(config)
-        if config.data.kind == "folder":
-            known_campaigns(config.data)
+        check_data(config.data)
         if args.dry_run:
             return dry_run(config)
+        from flows.local_server import run_scoped_server
         from flows.nightly_refresh import nightly_refresh
 
         if not args.debug:
             quiet_user_error_tracebacks()
-        result = nightly_refresh(config)
+        with run_scoped_server():
+            result = nightly_refresh(config)
+        print(where_to_look(result.run_id, result.audiences_dir, result.mlflow_run_id, result.flow_run))
         if result.status == "failed":
             print("lookalike: run failed: no audience was published", file=sys.stderr)
             return EXIT_FAILED
@@ -259,16 +299,21 @@ def run_command(args: argparse.Namespace) -> int:
         config = build_config(ExpandConfig, args.config, "expand.yaml", expand_overrides(args))
         if not config.campaign_id and not config.seed_user_ids:
             raise UsageError("nothing to expand: give --campaign ID or --seeds ID,ID,...")
+        check_data(config.data)
         check_campaign(config)
         if args.dry_run:
             return dry_run(config)
         from flows.expand_audience import expand_audience
+        from flows.local_server import run_scoped_server
 
         if not args.debug:
             quiet_user_error_tracebacks()
-        result = expand_audience(config)
+        with run_scoped_server():
+            result = expand_audience(config)
+        for note in result.notes:
+            print(f"lookalike: warning: {note}", file=sys.stderr)
         for cid, path in result.published.items():
-            print(f"{cid}: {path}")
+            print(f"{cid}: {Path(path).resolve()}")
         return EXIT_OK
     if args.command == "generate":
         from lookalike_models.synthetic import SyntheticConfig, write_synthetic
@@ -282,9 +327,7 @@ def run_command(args: argparse.Namespace) -> int:
         from tasks.registry import current_champion, rank_runs
 
         print(f"champion of {args.registered_model}: {current_champion(args.registered_model)}")
-        print(f"| model | {args.metric} | run | parent run |\n|---|---|---|---|")
-        for row in rank_runs(args.experiment, args.metric, args.top):
-            print(f"| {row['model']} | {row[args.metric]} | {row['run_id']} | {row['parent']} |")
+        print(compare_table(rank_runs(args.experiment, args.metric, args.top), args.metric, args.experiment))
         return EXIT_OK
     if args.command == "recluster":
         if not Path(args.seeds).is_file():
@@ -292,11 +335,14 @@ def run_command(args: argparse.Namespace) -> int:
         config = with_overrides(ReclusterConfig(seeds_path=args.seeds), args.set)
         if args.dry_run:
             return dry_run(config)
+        from flows.local_server import run_scoped_server
         from flows.recluster_centroids import recluster_centroids
 
         if not args.debug:
             quiet_user_error_tracebacks()
-        print(recluster_centroids(config))
+        with run_scoped_server():
+            results = recluster_centroids(config)
+        print(recluster_summary(results, config))
         return EXIT_OK
     if args.command == "serve":
         from prefect import serve as prefect_serve
@@ -309,6 +355,75 @@ def run_command(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     raise UsageError(f"unknown command {args.command}")
+
+
+def check_data(source) -> None:
+    """The input exists, before any flow starts (and in ``--dry-run``): a contract folder's seed file and its
+    ``schema.yaml``, a real data set's raw files (naming ``LOOKALIKE_DATA_ROOT`` and ``data.path``)."""
+    from lookalike_models.adapters import check_source_files
+    from lookalike_models.contract import SCHEMA, FeatureSchema
+
+    if source.kind == "folder":
+        known_campaigns(source)
+        if (Path(source.path) / SCHEMA).is_file():
+            FeatureSchema.from_yaml(Path(source.path) / SCHEMA)  # a YAML mistake: its file and line, now
+    else:
+        check_source_files(source.kind, source.path)
+
+
+def where_to_look(run_id: str, audiences_dir: str | None, mlflow_run_id: str | None, flow_run: str | None) -> str:
+    """The run's last lines: where its audiences are, and how to open the MLflow and Prefect UIs."""
+    from tasks.tracking import ui_base, ui_command, ui_is_served
+
+    lines = [f"lookalike: run {run_id}"]
+    lines.append(f"  audiences: {audiences_dir}" if audiences_dir else "  audiences: none published")
+    if mlflow_run_id:
+        ui = f"UI: {ui_base()}" if ui_is_served() else f"open it with `{ui_command()}` ({ui_base()})"
+        lines.append(f"  MLflow run {mlflow_run_id}: {ui}")
+    if flow_run:
+        from prefect.settings import PREFECT_API_URL, PREFECT_HOME
+
+        if PREFECT_API_URL.value():
+            lines.append(f"  Prefect flow run {flow_run}: on {PREFECT_API_URL.value()}")
+        else:
+            home = Path(PREFECT_HOME.value())
+            # `make prefect-server` serves the project's PREFECT_HOME (.prefect); elsewhere, say which one.
+            own = home.resolve() == (PROJECT_ROOT / ".prefect").resolve()
+            how = "`make prefect-server` (prefect server start)"
+            if not own:
+                how = f"`PREFECT_HOME={home} prefect server start`"
+            lines.append(f"  Prefect flow run {flow_run}: kept in {home}; open it with {how}, UI http://127.0.0.1:4200")
+    return "\n".join(lines)
+
+
+def compare_table(rows: list[dict], metric: str, experiment: str) -> str:
+    """`lookalike compare`'s table: metric to 4 decimals, each model run's start time (UTC) and ids."""
+    from datetime import UTC, datetime
+
+    if not rows:
+        return f"no model runs with {metric} in experiment {experiment}"
+    lines = [f"| model | {metric} | started (UTC) | run | parent run |", "|---|---|---|---|---|"]
+    for row in rows:
+        value = row.get(metric)
+        shown = "-" if value is None else f"{value:.4f}"
+        start = row.get("start")
+        started = datetime.fromtimestamp(start / 1000, UTC).strftime("%Y-%m-%d %H:%M") if start else "-"
+        lines.append(f"| {row['model']} | {shown} | {started} | {row['run_id']} | {row['parent']} |")
+    return "\n".join(lines)
+
+
+def recluster_summary(results: dict, config) -> str:
+    """One line per re-clustered model, or why there was nothing to do."""
+    from lookalike_models.publishing import read_latest
+    from tasks.recluster import recluster_line
+
+    if not results:
+        live = read_latest(Path(config.output_root) / "audiences")
+        return (
+            f"lookalike: nothing to re-cluster: the live run {live} under {config.output_root} has none of the "
+            f"models {', '.join(config.models)} (re-clustering refreshes RALM centroids)"
+        )
+    return "\n".join(f"lookalike: {recluster_line(result)}" for result in results.values())
 
 
 def with_overrides(config, overrides: list[str]):

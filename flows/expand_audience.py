@@ -8,7 +8,15 @@ from lookalike_models.config import ExpandConfig, load_config, with_file_default
 from lookalike_models.locking import exclusive_run
 from tasks.data import fingerprint_inputs, prepare_data
 from tasks.modeling import expand_one
-from tasks.reporting import close_mlflow_run, open_mlflow_run, publish_audiences, start_run_folder
+from tasks.reporting import (
+    abandon_mlflow_run,
+    close_mlflow_run,
+    current_flow_run,
+    open_mlflow_run,
+    publish_audiences,
+    remove_run_leftovers,
+    start_run_folder,
+)
 from tasks.results import ExpandResult
 
 
@@ -17,6 +25,7 @@ def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expa
     config = with_file_defaults(config, "expand.yaml")  # partial parameters take the rest from conf/expand.yaml
     adhoc_root = f"{config.output_root}/adhoc"
     with exclusive_run(adhoc_root, "expand-audience"):  # one ad-hoc run at a time per output root
+        remove_run_leftovers(f"{adhoc_root}/audiences")  # of ad-hoc runs killed while publishing
         run_id, run_dir = start_run_folder(config.output_root)
         mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump(), adhoc_root)
         try:
@@ -29,13 +38,16 @@ def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expa
                 config.name,
                 config.audience_fraction,
                 run_dir,
+                config.data.min_seed_match_rate,
             )
-            published = publish_audiences(staged, adhoc_root, run_id)
-        except BaseException:
-            close_mlflow_run(mlflow_run, "FAILED")
+            published = publish_audiences(staged.staged, adhoc_root, run_id)
+        except BaseException as exc:  # an error, Ctrl-C or SIGTERM
+            abandon_mlflow_run(mlflow_run, exc)
             raise
         close_mlflow_run(mlflow_run)
-    return ExpandResult(run_id=run_id, published=published)
+    return ExpandResult(
+        run_id=run_id, published=published, mlflow_run_id=mlflow_run, flow_run=current_flow_run(), notes=staged.notes
+    )
 
 
 if __name__ == "__main__":

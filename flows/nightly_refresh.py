@@ -15,13 +15,16 @@ from prefect import flow
 
 from lookalike_models.config import NightlyConfig, load_config, with_file_defaults
 from lookalike_models.locking import exclusive_run
+from lookalike_models.sources import data_set_key
 from tasks.data import fingerprint_inputs, prepare_data, skipped_campaigns, split_campaigns
 from tasks.distributed import stage_audiences_dask
 from tasks.modeling import evaluate_model, stage_audiences, train_model
 from tasks.refresh import previous_refresh, prune_refresh_state, record_refresh
 from tasks.registry import promote_champion, register_and_choose
 from tasks.reporting import (
+    abandon_mlflow_run,
     close_mlflow_run,
+    current_flow_run,
     evaluate_run,
     log_models_to_mlflow,
     log_run_artifacts,
@@ -29,12 +32,14 @@ from tasks.reporting import (
     post_summary,
     previous_published_run,
     publish_audiences,
+    remove_run_leftovers,
     report_reach_and_drift,
+    run_audiences_dir,
     run_status,
     start_run_folder,
 )
 from tasks.results import NightlyResult, RunFolder
-from tasks.tracking import run_url
+from tasks.tracking import run_reference
 
 
 @flow(name="nightly-refresh")
@@ -45,10 +50,12 @@ def nightly_refresh(config: NightlyConfig = load_config()) -> NightlyResult:  # 
 
 
 def refresh(config: NightlyConfig) -> NightlyResult:
+    remove_run_leftovers(f"{config.output_root}/audiences")  # of runs killed while publishing (we hold the lock)
     run_id, run_dir = start_run_folder(config.output_root)
     work, evaluation, publishing = f"{config.output_root}/work", config.evaluation, config.publish
     mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump(), config.output_root)
     run = RunFolder(run_id=run_id, run_dir=run_dir, output_root=config.output_root, mlflow_run=mlflow_run)
+    data_set = data_set_key(config.data)
     try:
         fingerprint = fingerprint_inputs(config.data, publishing.exclusions)
         data_dir = prepare_data(config.data, fingerprint, work)
@@ -56,33 +63,41 @@ def refresh(config: NightlyConfig) -> NightlyResult:
         splits = split_campaigns(data_dir, evaluation, work)  # one per evaluation.split_seeds
         split = splits[0]  # the first split's models are the ones registered and published
         previous_run = previous_published_run(config.output_root)
-        previous = previous_refresh(config.output_root, previous_run, data_dir, publishing.incremental)
+        previous = previous_refresh(config.output_root, previous_run, data_dir, publishing.incremental, data_set)
         trained = {m.name: train_model(m, data_dir, split, work, previous.models.get(m.name)) for m in config.models}
         evaluated = [
             evaluate_model(trained[m.name] if s == split else train_model(m, data_dir, s, work), work, evaluation)
             for s in splits
             for m in config.models
         ]
-        report = evaluate_run(evaluated, data_dir, evaluation, run_dir)
+        report = evaluate_run(evaluated, data_dir, evaluation, run_dir, split)
         children = log_models_to_mlflow(mlflow_run, config.experiment, trained, report)
-        decision = register_and_choose(children, report, config.selection, trained)
+        decision = register_and_choose(children, report, config.selection, trained, publishing.model)
         publisher = trained[decision.champion if publishing.model == "champion" else publishing.model]
         if config.execution.backend == "dask":
             staged = stage_audiences_dask(publisher, publishing, config.execution)
         else:
             staged = stage_audiences(publisher, work, publishing, previous.staging)
-        record_refresh(run_dir, data_dir, trained, staged, config.models)
+        record_refresh(run_dir, data_dir, trained, staged, config.models, data_set)
         published = publish_audiences(staged.staged, config.output_root, run_id)
         decision = promote_champion(decision, config.selection, published)  # only once its audiences are live
         prune_refresh_state(work, published, [model.model_dir for model in trained.values()])
-        drift = report_reach_and_drift(evaluated, publisher.name, data_dir, evaluation, run, previous_run)
+        drift_from = None if previous.other_data_set else previous_run  # never compare two data sets
+        drift = report_reach_and_drift(evaluated, publisher.name, data_dir, evaluation, run, drift_from)
         failed = {f"{s.model}/{cid}": why for s in [*evaluated, staged] for cid, why in s.failed.items()}
         log_run_artifacts(mlflow_run, report, run_dir, data_dir, published, decision, failed, skipped)
         summary = post_summary(
-            run_id, run_url(mlflow_run, config.experiment), report, published, failed, decision, skipped
+            run_id,
+            run_reference(mlflow_run, config.experiment),
+            report,
+            published,
+            failed,
+            decision,
+            skipped,
+            run_audiences_dir(config.output_root, run_id),
         )
-    except BaseException:
-        close_mlflow_run(mlflow_run, "FAILED")
+    except BaseException as exc:  # an error, Ctrl-C or SIGTERM: MLflow FAILED or KILLED, no Prefect call needed
+        abandon_mlflow_run(mlflow_run, exc)
         raise
     close_mlflow_run(mlflow_run)
     print(summary)
@@ -99,6 +114,8 @@ def refresh(config: NightlyConfig) -> NightlyResult:
         champion=decision,
         users_embedded={name: model.users_embedded for name, model in trained.items()},
         campaigns_refreshed=staged.incremental_campaigns,
+        audiences_dir=run_audiences_dir(config.output_root, run_id) if published else None,
+        flow_run=current_flow_run(),
     )
 
 

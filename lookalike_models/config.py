@@ -237,8 +237,14 @@ def apply_overrides(config: BaseModel, overrides: list[str]) -> BaseModel:
         key, _, raw = item.partition("=")
         node = doc
         *parents, leaf = key.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # e.g. output_root.x=1: output_root is a plain value
+                section = ".".join(parents[: depth + 1])
+                raise ValueError(
+                    f"'{key}': '{section}' is a single value ({node!r:.60}), it has no key "
+                    f"'{'.'.join([*parents[depth + 1 :], leaf])}'"
+                )
         node[leaf] = yaml.safe_load(raw)
     return type(config).model_validate(doc)
 

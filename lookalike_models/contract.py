@@ -58,8 +58,19 @@ class FeatureSchema:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> FeatureSchema:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise DataContractError(path, "(yaml)", f"not valid YAML{where}: {problem}") from None
+        if not isinstance(raw, dict):
+            raise DataContractError(path, "(yaml)", f"must be a mapping, got {type(raw).__name__}", raw)
         users, campaigns = raw.get("user_features") or {}, raw.get("campaign_features") or {}
+        for section, value in (("user_features", users), ("campaign_features", campaigns)):
+            if not isinstance(value, dict):
+                raise DataContractError(path, section, "must be a mapping such as {single: [...], multi: [...]}", value)
         unknown = set(users) - {"single", "multi", "continuous"}
         if unknown:
             raise DataContractError(path, "user_features", "unknown field kind", sorted(unknown)[0])
@@ -147,6 +158,22 @@ def _reject_duplicates(df: pl.DataFrame, file: Path, key: list[str]) -> None:
         raise DataContractError(file, ",".join(key), f"{dup.height} rows repeat the same key", dup.row(0, named=True))
 
 
+def _require_timestamps(df: pl.DataFrame, file: Path) -> None:
+    """``ts``: integers (seconds since the epoch) or timestamps, never null, never before 1970."""
+    dtype = df.schema[TS]
+    if not (dtype.is_integer() or dtype.is_temporal()):
+        raise DataContractError(file, TS, f"must be an integer or a timestamp, got {dtype}", df[TS][0])
+    nulls = df.filter(pl.col(TS).is_null())
+    if nulls.height:
+        raise DataContractError(file, TS, f"{nulls.height} rows have a null timestamp", nulls.row(0, named=True))
+    if dtype.is_integer() or dtype in (pl.Date, pl.Datetime) or isinstance(dtype, pl.Datetime):
+        negative = df.filter(pl.col(TS).cast(pl.Int64) < 0)
+        if negative.height:
+            raise DataContractError(
+                file, TS, f"{negative.height} rows have a negative timestamp (before 1970)", negative.row(0, named=True)
+            )
+
+
 def validate_interactions(df: pl.DataFrame, file: Path) -> pl.DataFrame:
     """Check and normalise interactions: ``weight`` defaults to ``rating`` or 1, ``domain`` to "default"."""
     if df.height == 0:
@@ -165,8 +192,8 @@ def validate_interactions(df: pl.DataFrame, file: Path) -> pl.DataFrame:
             )
     if WEIGHT not in df.columns:
         df = df.with_columns((pl.col(RATING) if source else pl.lit(1.0)).alias(WEIGHT))
-    if TS in df.columns and not (df.schema[TS].is_integer() or df.schema[TS].is_temporal()):
-        raise DataContractError(file, TS, f"must be an integer or a timestamp, got {df.schema['ts']}", df[TS][0])
+    if TS in df.columns:
+        _require_timestamps(df, file)
     if DOMAIN not in df.columns:
         df = df.with_columns(pl.lit("default").alias(DOMAIN))
     elif df.schema[DOMAIN] != pl.String or df[DOMAIN].null_count():

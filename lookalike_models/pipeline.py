@@ -61,8 +61,16 @@ def shard_ranges(n_users: int, n_shards: int) -> list[tuple[int, int]]:
     return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
 
 
-def resolve_seeds(data: LookalikeData, campaign_id: str | None, seed_user_ids: list[str], name: str) -> CampaignSeeds:
-    """Seeds for an ad-hoc expansion: a known campaign, or an inline list of user ids."""
+def resolve_seeds(
+    data: LookalikeData,
+    campaign_id: str | None,
+    seed_user_ids: list[str],
+    name: str,
+    min_match_rate: float = 0.5,
+) -> tuple[CampaignSeeds, list[str]]:
+    """Seeds for an ad-hoc expansion: a known campaign, or an inline list of user ids; and the inline ids
+    the data does not know (ignored). An inline list follows the campaigns' rule: at least
+    ``min_match_rate`` of its ids (and one) must be known users, else it is refused naming the unknown ids."""
     from lookalike_models.contract import DataContractError, check_campaign_id
 
     if campaign_id:
@@ -70,7 +78,7 @@ def resolve_seeds(data: LookalikeData, campaign_id: str | None, seed_user_ids: l
             raise DataContractError("seeds.parquet", CAMPAIGN_ID, data.campaign_problems[campaign_id], campaign_id)
         if campaign_id not in data.campaigns:
             raise DataContractError("seeds.parquet", CAMPAIGN_ID, "no such campaign", campaign_id)
-        return data.campaigns[campaign_id]
+        return data.campaigns[campaign_id], []
     check_campaign_id(name, "parameter name")
     if not seed_user_ids:
         raise DataContractError("parameter seed_user_ids", USER_ID, "empty seed list: give ids or a campaign_id")
@@ -79,8 +87,14 @@ def resolve_seeds(data: LookalikeData, campaign_id: str | None, seed_user_ids: l
         bad = next(u for u in ids if isinstance(u, str))
         raise DataContractError("parameter seed_user_ids", USER_ID, "user ids of this data are integers", bad)
     idx = data.index_of(ids)
-    if (idx < 0).all():
+    unknown = [str(u) for u, i in zip(seed_user_ids, idx) if i < 0]
+    known = len(seed_user_ids) - len(unknown)
+    if known < max(1, min_match_rate * len(seed_user_ids)):
+        listed = ", ".join(unknown[:5]) + (f" ... ({len(unknown)} in all)" if len(unknown) > 5 else "")
         raise DataContractError(
-            "parameter seed_user_ids", USER_ID, "none of the seeds is a known user", seed_user_ids[0]
+            "parameter seed_user_ids",
+            USER_ID,
+            f"only {known} of {len(seed_user_ids)} seeds are known users (need {min_match_rate:.0%}, "
+            f"data.min_seed_match_rate); unknown: {listed}",
         )
-    return CampaignSeeds(name, np.unique(idx[idx >= 0]))
+    return CampaignSeeds(name, np.unique(idx[idx >= 0])), unknown

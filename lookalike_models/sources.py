@@ -6,6 +6,7 @@ import importlib
 import logging
 from pathlib import Path
 
+from lookalike_models.adapters import check_source_files
 from lookalike_models.config import DataSource
 from lookalike_models.contract import read_dataset
 from lookalike_models.dataset import LookalikeData, encode
@@ -25,8 +26,21 @@ def materialize(source: DataSource, workdir: str | Path) -> Path:
     if source.kind == "synthetic":
         return write_synthetic(source.synthetic, workdir / "synthetic")
     # Real sets: adapters read them where they lie and write the contract outside the repository.
+    check_source_files(source.kind, source.path)  # one line naming the file and LOOKALIKE_DATA_ROOT, not a trace
     adapter = importlib.import_module(f"lookalike_models.adapters.{source.kind}")
     return adapter.build(workdir / source.kind, source.path)
+
+
+def data_set_key(source: DataSource) -> str:
+    """Which data set a source reads, for telling nights of one data set from a switch to another: the kind,
+    and for the real sets their raw folder. A contract folder (``folder``) is keyed by kind only: a nightly
+    drop may land in a new folder every day, so its identity is checked on the data (``refresh.py``'s user
+    overlap), not on the path."""
+    if source.kind in ("synthetic", "folder"):
+        return source.kind
+    from lookalike_models.adapters import source_folder
+
+    return f"{source.kind}:{source_folder(source.kind, source.path).resolve()}"
 
 
 def load_encoded(source: DataSource, workdir: str | Path) -> LookalikeData:

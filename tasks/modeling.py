@@ -34,7 +34,14 @@ from lookalike_models.user_state import USER_STATE, user_state
 from tasks import tracking
 from tasks.caching import CACHED, stable_hash
 from tasks.data import load_data
-from tasks.results import ModelEvaluation, SplitFile, StagedAudiences, StagingRecord, TrainedModel
+from tasks.results import (
+    ExpandStaged,
+    ModelEvaluation,
+    SplitFile,
+    StagedAudiences,
+    StagingRecord,
+    TrainedModel,
+)
 
 # model_dir -> scorer fitted in this process, newest last. Bounded: a long-lived `lookalike serve` process
 # runs night after night, and a model evicted here is restored from its folder (or refitted) on demand.
@@ -380,13 +387,23 @@ def expand_one(
     name: str,
     audience_fraction: float,
     run_dir: str,
-) -> dict:
-    """Ad-hoc: fit on every campaign's seeds, then score one seed list and stage its audience."""
+    min_seed_match_rate: float = 0.5,
+) -> ExpandStaged:
+    """Ad-hoc: fit on every campaign's seeds, then score one seed list and stage its audience. An inline
+    seed list follows the campaigns' rule (``data.min_seed_match_rate``): too few known ids is refused,
+    naming the unknown ones; a few unknown ids are ignored, and the result's notes say which."""
     from lookalike_models.pipeline import resolve_seeds
 
     logger = get_run_logger()
     data = load_data(data_dir)
-    seeds = resolve_seeds(data, campaign_id, seed_user_ids, name)
+    seeds, unknown = resolve_seeds(data, campaign_id, seed_user_ids, name, min_seed_match_rate)
+    notes = []
+    if unknown:
+        notes.append(
+            f"{len(unknown)} of {len(seed_user_ids)} seed ids are not users of the data and were ignored: "
+            f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}"
+        )
+        logger.warning("expand %s: %s", seeds.campaign_id, notes[-1])
     scorer = build_scorer(spec.model, spec.params)
     progress = TrainingProgress(spec.name)
     with report_progress_to(progress), progress_lines_in(logger):
@@ -397,4 +414,4 @@ def expand_one(
     frame = audience_frame(data, scored.users, scored.scores, spec.name)
     path = write_parquet_atomic(frame, Path(run_dir) / "audiences" / spec.name / f"{seeds.campaign_id}.parquet")
     logger.info("expanded %s: %d seeds -> %d users with %s", seeds.campaign_id, seeds.size, frame.height, spec.name)
-    return {seeds.campaign_id: str(path)}
+    return ExpandStaged(staged={seeds.campaign_id: str(path)}, notes=notes)

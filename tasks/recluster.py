@@ -48,5 +48,19 @@ def recluster_model(model_dir: str, data_dir: str, spec: ModelSpec, campaigns: d
     before = {cid: c.fingerprint for cid, c in read_centroids(model_dir).items()}
     after = recluster_campaigns(model_dir, load_data(data_dir), campaigns, spec.model, spec.params)
     changed = sorted(cid for cid, c in after.items() if before.get(cid) != c.fingerprint)
-    get_run_logger().info("%s: %d of %d campaigns re-clustered", spec.name, len(changed), len(after))
-    return {"model": spec.name, "reclustered": changed, "campaigns": len(after)}
+    result = {"model": spec.name, "reclustered": changed, "campaigns": len(after)}
+    if not campaigns:
+        result["why"] = "no campaign of the seed file has a seed (label 1) that the live model knows"
+    elif not changed:
+        result["why"] = "every campaign's seeds are unchanged since its centroids were computed"
+    get_run_logger().info("%s", recluster_line(result))
+    return result
+
+
+def recluster_line(result: dict) -> str:
+    """'ralm: 2 of 8 campaigns re-clustered (c001, c003)', or why none was."""
+    done, total = result["reclustered"], result["campaigns"]
+    line = f"{result['model']}: {len(done)} of {total} campaigns re-clustered"
+    if done:
+        return line + f" ({', '.join(done[:10])}{' ...' if len(done) > 10 else ''})"
+    return line + (f": {result['why']}" if result.get("why") else "")

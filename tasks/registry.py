@@ -35,11 +35,19 @@ def current_champion(registered_model: str) -> str | None:
 
 @task
 def register_and_choose(
-    children: dict[str, str], report: dict, selection: SelectionConfig, trained: dict[str, TrainedModel]
+    children: dict[str, str],
+    report: dict,
+    selection: SelectionConfig,
+    trained: dict[str, TrainedModel],
+    publish_model: str = "champion",
 ) -> ChampionDecision:
     """Register tonight's eligible models that left files (never the reference models, never a version with
     no artifacts) and compare them with the champion on tonight's held-out split. No alias moves here:
-    ``promote_champion`` moves them once the champion's audiences are published."""
+    ``promote_champion`` moves them once the champion's audiences are published.
+
+    A night where no campaign has enough seeds to hold any out (``report["not_evaluated"]``) has nothing to
+    compare: it publishes with ``publish_model`` when one is pinned, else with the current champion (when it
+    is configured tonight), and says why; with neither it is refused in one line naming the campaigns."""
     logger = get_run_logger()
     client = tracking.client()
     name = selection.registered_model
@@ -57,6 +65,8 @@ def register_and_choose(
         )
     before = current_champion(name)
     tonight = {m: float(overall[m][selection.metric]) for m in overall if overall[m].get(selection.metric) is not None}
+    if not overall and report.get("not_evaluated"):
+        return unevaluated_night(report["not_evaluated"], before, publish_model, eligible, trained, versions, name)
     try:
         decision = choose_champion(tonight, before, selection.min_improvement, eligible)
     except ValueError:
@@ -84,6 +94,39 @@ def register_and_choose(
     )
 
 
+def unevaluated_night(
+    not_evaluated: dict[str, int],
+    before: str | None,
+    publish_model: str,
+    eligible: set[str],
+    trained: dict[str, TrainedModel],
+    versions: dict[str, int],
+    registered_model: str,
+) -> ChampionDecision:
+    """The decision of a night with no held-out evaluation at all (every campaign too small to hold out)."""
+    from lookalike_models.contract import CAMPAIGN_ID, SEEDS, DataContractError
+    from tasks.reporting import seed_counts
+
+    why = f"no campaign has enough seeds to hold any out ({seed_counts(not_evaluated, 5)})"
+    if publish_model != "champion":
+        model, how = publish_model, "publish.model"
+    elif before is not None and before in trained and before in eligible:
+        model, how = before, "the current champion"
+    else:
+        champion = f"champion {before} is not among tonight's models" if before else "there is no champion yet"
+        raise DataContractError(
+            SEEDS,
+            CAMPAIGN_ID,
+            f"{why} and {champion} in {registered_model}: set publish.model to one of "
+            f"{', '.join(sorted(trained))} to publish without evaluation",
+        )
+    reason = f"not evaluated: {why}; published with {how} {model}"
+    get_run_logger().warning("registry %s: %s", registered_model, reason)
+    return ChampionDecision(
+        champion=model, promoted=False, reason=reason, previous_champion=before, versions=versions, evaluated=False
+    )
+
+
 def has_artifacts(trained: TrainedModel) -> bool:
     folder = Path(trained.model_dir)
     return folder.is_dir() and any(folder.iterdir())
@@ -99,6 +142,10 @@ def promote_champion(
     name, versions = selection.registered_model, decision.versions
     if not published:
         logger.warning("registry %s: nothing was published; aliases stay where they are", name)
+        return decision
+    if not decision.evaluated or decision.champion not in versions:
+        why = "nothing was evaluated tonight" if not decision.evaluated else f"{decision.champion} is not registered"
+        logger.warning("registry %s: %s; aliases stay where they are", name, why)
         return decision
     client = tracking.client()
     champion, challenger = decision.champion, decision.challenger

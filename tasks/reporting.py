@@ -14,22 +14,37 @@ from lookalike_models.config import EvaluationConfig
 from lookalike_models.evaluation import audience_sizes, metric_columns, plot_precision_recall, summarize
 from lookalike_models.io import copy_file_atomic, write_parquet_atomic
 from lookalike_models.protocol import compare_to_reference
-from lookalike_models.publishing import audience_path, mark_latest
+from lookalike_models.publishing import audience_path, mark_complete, mark_latest
 from lookalike_models.scorers import REFRESH_STATE
 from tasks import tracking
 from tasks.data import load_data
-from tasks.results import ChampionDecision, ModelEvaluation, RunFolder, TrainedModel
+from tasks.results import ChampionDecision, ModelEvaluation, RunFolder, SplitFile, TrainedModel
 from tasks.retrying import retry_on_io_error
 
 
 @task
-def evaluate_run(scored: list[ModelEvaluation], data_dir: str, evaluation: EvaluationConfig, run_dir: str) -> dict:
+def evaluate_run(
+    scored: list[ModelEvaluation],
+    data_dir: str,
+    evaluation: EvaluationConfig,
+    run_dir: str,
+    split: SplitFile | None = None,
+) -> dict:
     """Metrics table, summary by seed bucket (each campaign's mean over the splits), every model against
-    the reference with a paired 95% bootstrap CI over campaigns, and the precision/recall plot."""
+    the reference with a paired 95% bootstrap CI over campaigns, and the precision/recall plot.
+    ``not_evaluated``: campaigns of ``split`` with too few seeds to hold any out (campaign -> seeds); they
+    are trained on and published from all their seeds, and the summary says they were not evaluated."""
+    not_evaluated = unevaluated_campaigns(split.path) if split else {}
+    if not_evaluated:
+        get_run_logger().warning(
+            "%d campaigns have too few seeds to hold any out: published from all their seeds, not evaluated (%s)",
+            len(not_evaluated),
+            seed_counts(not_evaluated),
+        )
     frames = [pl.read_parquet(s.metrics_path) for s in scored if s.metrics_path]
     if not frames:
         get_run_logger().warning("no campaign could be evaluated")
-        return {"summary": [], "comparison": [], "files": []}
+        return {"summary": [], "comparison": [], "files": [], "not_evaluated": not_evaluated}
     per_campaign = pl.concat(frames, how="diagonal_relaxed")
     summary = summarize(per_campaign)
     reports = Path(run_dir) / "report"
@@ -45,7 +60,27 @@ def evaluate_run(scored: list[ModelEvaluation], data_dir: str, evaluation: Evalu
         comparison = compare_to_reference(per_campaign, evaluation.reference, metric_columns(per_campaign))
         files.append(write_parquet_atomic(comparison, reports / "comparison_to_reference.parquet"))
         (reports / "comparison_to_reference.csv").write_text(comparison.write_csv())
-    return {"summary": summary.to_dicts(), "comparison": comparison.to_dicts(), "files": [str(f) for f in files]}
+    return {
+        "summary": summary.to_dicts(),
+        "comparison": comparison.to_dicts(),
+        "files": [str(f) for f in files],
+        "not_evaluated": not_evaluated,
+    }
+
+
+def unevaluated_campaigns(split_path: str) -> dict[str, int]:
+    """Campaigns of a split that hold nothing out (too few seeds), with their seed counts."""
+    from lookalike_models.evaluation import load_split
+
+    train, heldout = load_split(split_path)
+    return {cid: seeds.size for cid, seeds in sorted(train.items()) if cid not in heldout}
+
+
+def seed_counts(campaigns: dict[str, int], limit: int = 10) -> str:
+    """'c1: 1 seed, c2: 3 seeds' (the first ``limit``, then how many more)."""
+    items = sorted(campaigns.items())
+    text = ", ".join(f"{cid}: {n} seed{'' if n == 1 else 's'}" for cid, n in items[:limit])
+    return text + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_on_io_error)
@@ -57,6 +92,7 @@ def publish_audiences(staged: dict[str, str], output_root: str, run_id: str) -> 
     for cid, path in sorted(staged.items()):
         published[cid] = str(copy_file_atomic(path, audience_path(root, run_id, cid)))
     if published:
+        mark_complete(root, run_id)  # the run folder is whole: a later clean-up never takes it for a leftover
         mark_latest(root, run_id)
     get_run_logger().info("published %d audiences under %s", len(published), root / f"run_id={run_id}")
     return published
@@ -71,32 +107,48 @@ def log_models_to_mlflow(
     children = {}
     for model, info in trained.items():
         child = tracking.start_run(experiment, model, {"model": model}, parent_run_id=mlflow_run)
-        tracking.log_params(child, info.params)
-        for row in (r for r in report["summary"] if r["model"] == model):
-            metrics = {k: v for k, v in row.items() if isinstance(v, float)}
-            # MLflow metric names allow no '<' or '>': '<50' -> 'lt50', '>=200' -> 'ge200'.
-            bucket = row["seed_bucket"].replace(">=", "ge").replace("<", "lt")
-            suffix = "" if bucket == "all" else f".bucket_{bucket}"
-            tracking.log_metrics(child, {f"{k}{suffix}": v for k, v in metrics.items()})
-            if row["seed_bucket"] == "all":
-                tracking.log_metrics(mlflow_run, {f"{model}.{k}": v for k, v in metrics.items()})
-        for row in (r for r in report.get("comparison", []) if r["model"] == model and r["seed_bucket"] == "all"):
-            # The paired comparison with the reference: difference of means and its 95% CI over campaigns.
-            prefix = f"vs_{row['reference']}.{row['metric']}"
-            tracking.log_metrics(
-                child,
-                {f"{prefix}.diff": row["diff"], f"{prefix}.ci_low": row["ci_low"], f"{prefix}.ci_high": row["ci_high"]},
-            )
-        tracking.log_metrics(child, {"fit_seconds": info.fit_seconds})
-        for curve, values in info.history.items():
-            tracking.log_curve(child, curve, values)
-        if Path(info.model_dir).exists():
-            for part in sorted(Path(info.model_dir).iterdir()):  # refresh_state/ is the next night's cache
-                if part.name != REFRESH_STATE:
-                    tracking.log_artifact(child, part, "model" if part.is_file() else f"model/{part.name}")
+        try:
+            log_model_run(child, mlflow_run, model, info, report)
+        except BaseException as exc:  # never leave a child RUNNING (an interrupt, a full disk)
+            tracking.end_run(child, end_status(exc))
+            raise
         tracking.end_run(child)
         children[model] = child
     return children
+
+
+def end_status(exc: BaseException) -> str:
+    """MLflow's status for a run ended by ``exc``: KILLED for an interrupt or a termination, else FAILED."""
+    from prefect.exceptions import TerminationSignal
+
+    return "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit | TerminationSignal) else "FAILED"
+
+
+def log_model_run(child: str, mlflow_run: str, model: str, info: TrainedModel, report: dict) -> None:
+    """One model's child run: params, held-out metrics, comparison with the reference, curves and files."""
+    tracking.log_params(child, info.params)
+    for row in (r for r in report["summary"] if r["model"] == model):
+        metrics = {k: v for k, v in row.items() if isinstance(v, float)}
+        # MLflow metric names allow no '<' or '>': '<50' -> 'lt50', '>=200' -> 'ge200'.
+        bucket = row["seed_bucket"].replace(">=", "ge").replace("<", "lt")
+        suffix = "" if bucket == "all" else f".bucket_{bucket}"
+        tracking.log_metrics(child, {f"{k}{suffix}": v for k, v in metrics.items()})
+        if row["seed_bucket"] == "all":
+            tracking.log_metrics(mlflow_run, {f"{model}.{k}": v for k, v in metrics.items()})
+    for row in (r for r in report.get("comparison", []) if r["model"] == model and r["seed_bucket"] == "all"):
+        # The paired comparison with the reference: difference of means and its 95% CI over campaigns.
+        prefix = f"vs_{row['reference']}.{row['metric']}"
+        tracking.log_metrics(
+            child,
+            {f"{prefix}.diff": row["diff"], f"{prefix}.ci_low": row["ci_low"], f"{prefix}.ci_high": row["ci_high"]},
+        )
+    tracking.log_metrics(child, {"fit_seconds": info.fit_seconds})
+    for curve, values in info.history.items():
+        tracking.log_curve(child, curve, values)
+    if Path(info.model_dir).exists():
+        for part in sorted(Path(info.model_dir).iterdir()):  # refresh_state/ is the next night's cache
+            if part.name != REFRESH_STATE:
+                tracking.log_artifact(child, part, "model" if part.is_file() else f"model/{part.name}")
 
 
 @task
@@ -160,18 +212,30 @@ def summary_markdown(
     failed: dict,
     decision: ChampionDecision,
     skipped: dict | None = None,
+    audiences_dir: str | None = None,
 ) -> str:
+    """``mlflow_url``: a link to the run in a UI that is up (http...), or a text naming the run (a local
+    store has no UI until ``make mlflow-ui`` starts one, so it gets no link)."""
     skipped = skipped or {}
     status = run_status(published, failed, skipped)
+    mlflow_line = f"MLflow run: [{mlflow_url}]({mlflow_url})" if mlflow_url.startswith("http") else mlflow_url
+    where = f" under `{audiences_dir}`" if audiences_dir and published else ""
     lines = [
         f"# Look-alike run `{run_id}`: {status}",
         "",
-        f"MLflow run: [{mlflow_url}]({mlflow_url})",
+        mlflow_line,
         "",
-        f"Published audiences: {len(published)} (model `{decision.champion}`: {decision.reason}); "
+        f"Published audiences: {len(published)}{where} (model `{decision.champion}`: {decision.reason}); "
         f"failed campaigns: {len(failed)}; skipped campaigns (invalid input): {len(skipped)}",
         "",
     ]
+    not_evaluated = report.get("not_evaluated") or {}
+    if not_evaluated:
+        lines += [
+            f"Not evaluated (too few seeds to hold any out; published from all their seeds): "
+            f"{seed_counts(not_evaluated)}",
+            "",
+        ]
     overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
     if overall:
         keys = [k for k in overall[0] if k.startswith(("precision_at_", "recall_at_"))] + ["gauc"]
@@ -222,15 +286,28 @@ def post_summary(
     failed: dict,
     decision: ChampionDecision,
     skipped: dict | None = None,
+    audiences_dir: str | None = None,
 ) -> str:
-    """The run at a glance in the Prefect UI: metrics table plus a markdown summary with the MLflow link,
-    the run's status and every failed or skipped campaign with its reason."""
+    """The run at a glance in the Prefect UI: metrics table plus a markdown summary with the MLflow run,
+    where the audiences are, the run's status and every failed or skipped campaign with its reason."""
     overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
     if overall:
         create_table_artifact(overall, key="audience-metrics", description=f"Held-out metrics of run {run_id}")
-    text = summary_markdown(run_id, mlflow_url, report, published, failed, decision, skipped)
+    text = summary_markdown(run_id, mlflow_url, report, published, failed, decision, skipped, audiences_dir)
     create_markdown_artifact(text, key="audience-run-summary", description=f"Run {run_id}")
     return text
+
+
+def current_flow_run() -> str | None:
+    """'<name> (<id>)' of the Prefect flow run this code runs in (None outside one)."""
+    from prefect.runtime import flow_run
+
+    return f"{flow_run.name} ({flow_run.id})" if flow_run.id else None
+
+
+def run_audiences_dir(output_root: str, run_id: str) -> str:
+    """The absolute folder of a run's published audiences."""
+    return str((Path(output_root) / "audiences" / f"run_id={run_id}").resolve())
 
 
 @task
@@ -265,7 +342,42 @@ def open_mlflow_run(experiment: str, run_id: str, config: dict, locked_root: str
     tracking.log_params(mlflow_run, config)
     if locked_root:
         close_stale_runs(experiment, tags["lookalike.output_root"], mlflow_run)
+        dead = crash_dead_flow_runs(flow_runs_on_root(tags["lookalike.output_root"]), f"MLflow run {mlflow_run}")
+        if dead:  # killed before they opened an MLflow run
+            get_run_logger().warning("marked %d Prefect flow runs of dead runs Crashed: %s", len(dead), ", ".join(dead))
     return mlflow_run
+
+
+def flow_runs_on_root(output_root: str) -> list[str]:
+    """Ids of this flow's runs that are not final (RUNNING, PENDING) and whose parameters name the output
+    root ``output_root`` holds the lock of (its own or its ``adhoc/``): runs killed before they opened an
+    MLflow run. Relative roots are read from this process's folder."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.runtime import flow_run
+
+    if not flow_run.id or not flow_run.flow_name:
+        return []
+    states = FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_run.flow_name])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=states)),
+        )
+    found = []
+    for run in runs:
+        config = (run.parameters or {}).get("config") or {}
+        root = Path(config.get("output_root", "runs") if isinstance(config, dict) else "runs")
+        if str(run.id) != str(flow_run.id) and output_root in (str(root.resolve()), str((root / "adhoc").resolve())):
+            found.append(str(run.id))
+    return found
 
 
 def tracking_store_initialisation():
@@ -282,24 +394,104 @@ def tracking_store_initialisation():
 
 
 def close_stale_runs(experiment: str, output_root: str, current: str) -> list[str]:
-    """Mark RUNNING parent runs of ``output_root`` other than ``current`` as KILLED; returns their ids."""
+    """Mark RUNNING parent runs of ``output_root`` other than ``current`` as KILLED, their RUNNING child runs
+    (one per model) FAILED, and the Prefect flow runs they belong to Crashed where still running; returns
+    the parent runs' ids. None of them can be alive: the caller holds the output root's lock."""
     client = tracking.client()
     found = client.get_experiment_by_name(experiment)
-    runs = (
-        client.search_runs(
-            [found.experiment_id],
-            filter_string=(f"attributes.status = 'RUNNING' and tags.`lookalike.output_root` = '{output_root}'"),
-        )
-        if found
-        else []
-    )
-    stale = [r.info.run_id for r in runs if r.info.run_id != current]
+    if not found:
+        return []
+    running = client.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'")
+    stale = [
+        r.info.run_id
+        for r in running
+        if r.info.run_id != current and r.data.tags.get("lookalike.output_root") == output_root
+    ]
     for run in stale:
         client.set_tag(run, "lookalike.closed_by", f"run {current}: its flow run died while it was RUNNING")
         client.set_terminated(run, "KILLED")
+    children = [r.info.run_id for r in running if r.data.tags.get("mlflow.parentRunId") in stale]
+    for run in children:
+        client.set_tag(run, "lookalike.closed_by", f"run {current}: its parent run's flow run died")
+        client.set_terminated(run, "FAILED")
+    logger = get_run_logger()
     if stale:
-        get_run_logger().warning("marked %d MLflow runs of dead flow runs KILLED: %s", len(stale), ", ".join(stale))
+        logger.warning(
+            "marked %d MLflow runs of dead flow runs KILLED (%s) and %d of their model runs FAILED",
+            len(stale),
+            ", ".join(stale),
+            len(children),
+        )
+    flow_runs = [r.data.tags.get("prefect.flow_run_id") for r in running if r.info.run_id in stale]
+    crashed = crash_dead_flow_runs([f for f in flow_runs if f], f"MLflow run {current}")
+    if crashed:
+        logger.warning("marked %d Prefect flow runs of dead runs Crashed: %s", len(crashed), ", ".join(crashed))
     return stale
+
+
+def crash_dead_flow_runs(flow_run_ids: list[str], by: str) -> list[str]:
+    """Set Prefect flow runs that are not final (a killed process left them RUNNING) to Crashed; returns
+    their ids. Ids this Prefect server does not know (another server, a test harness) are skipped."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+    from prefect.states import Crashed
+
+    current = str(flow_run.id)
+    crashed: list[str] = []
+    if not [f for f in flow_run_ids if f != current]:
+        return crashed
+    with get_client(sync_client=True) as client:
+        for flow_run_id in flow_run_ids:
+            if flow_run_id == current:
+                continue
+            try:
+                found = client.read_flow_run(UUID(flow_run_id))
+            except Exception:  # noqa: BLE001 (not a UUID, or unknown to this server: nothing to mark)
+                continue
+            if found.state is None or found.state.is_final():
+                continue
+            message = f"its process died while the flow run was {found.state.type.value}; found by {by}"
+            client.set_flow_run_state(found.id, Crashed(message=message), force=True)
+            crashed.append(flow_run_id)
+    return crashed
+
+
+@task
+def remove_run_leftovers(audiences_root: str) -> list[str]:
+    """Under the output root's lock: delete what runs killed while publishing left under ``audiences_root``
+    (temporary files, run folders LATEST never pointed to); see ``publishing.leftovers``."""
+    from lookalike_models.publishing import remove_leftovers
+
+    removed = [str(p) for p in remove_leftovers(audiences_root)]
+    if removed:
+        get_run_logger().warning(
+            "removed %d leftovers of killed runs under %s: %s",
+            len(removed),
+            audiences_root,
+            ", ".join(Path(p).name for p in removed[:5]) + (" ..." if len(removed) > 5 else ""),
+        )
+    return removed
+
+
+def abandon_mlflow_run(mlflow_run: str, exc: BaseException) -> None:
+    """A run that stops on ``exc``: its MLflow run KILLED (interrupt, termination) or FAILED, without a
+    Prefect task (the flow may be going down on a signal), and any child left RUNNING FAILED with it."""
+    status = end_status(exc)
+    try:
+        client = tracking.client()
+        run = client.get_run(mlflow_run)
+        client.set_tag(mlflow_run, "lookalike.status", "failed")
+        children = client.search_runs(
+            [run.info.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = '{mlflow_run}'",
+        )
+        for child in children:
+            client.set_terminated(child.info.run_id, "FAILED")
+        client.set_terminated(mlflow_run, status)
+    except Exception:  # noqa: BLE001 (the store is unreachable: the next run on this root closes it)
+        pass
 
 
 @task

@@ -81,12 +81,14 @@ class PreviousRefresh(Result):
 
     models: dict[str, str] = Field(default_factory=dict)  # model name -> model folder
     staging: StagingRecord | None = None
+    other_data_set: str | None = None  # why the last published run's data is another data set (no drift either)
 
 
 class RefreshRecord(Result):
     """``refresh.json`` in a run folder: what the next run and the re-clustering flow need."""
 
     data_dir: str
+    data_set: str | None = None  # ``sources.data_set_key`` of the run's source (None: written before it existed)
     models: dict[str, str] = Field(default_factory=dict)  # model name -> model folder
     specs: dict[str, ModelSpec] = Field(default_factory=dict)
     staging: StagingRecord | None = None
@@ -103,6 +105,7 @@ class ChampionDecision(Result):
     versions: dict[str, int] = Field(default_factory=dict)  # model name -> registered version
     challenger: str | None = None
     aliases_moved: bool = False
+    evaluated: bool = True  # False: no campaign could be held out; published without a comparison
 
 
 class RunFolder(Result):
@@ -129,6 +132,8 @@ class NightlyResult(Result):
     champion: ChampionDecision
     users_embedded: dict[str, int]
     campaigns_refreshed: list[str]
+    audiences_dir: str | None = None  # absolute folder of the published audiences (None: nothing published)
+    flow_run: str | None = None  # the Prefect flow run, '<name> (<id>)'
 
 
 class ExpandResult(Result):
@@ -136,3 +141,13 @@ class ExpandResult(Result):
 
     run_id: str
     published: dict[str, str]  # campaign_id (the seed list's name) -> audience file
+    mlflow_run_id: str | None = None
+    flow_run: str | None = None  # the Prefect flow run, '<name> (<id>)'
+    notes: list[str] = Field(default_factory=list)  # what the operator should know (e.g. seed ids ignored)
+
+
+class ExpandStaged(Result):
+    """``expand_one``'s staged audience and its notes (seed ids the data does not know, ignored)."""
+
+    staged: dict[str, str]  # campaign_id -> parquet path
+    notes: list[str] = Field(default_factory=list)

@@ -101,6 +101,29 @@ def run_url(run_id: str, experiment: str) -> str:
     return f"{ui_base()}/#/experiments/{experiment_id(experiment)}/runs/{run_id}"
 
 
+def ui_is_served() -> bool:
+    """Whether a UI for this store is known to be up: a tracking server, or ``$LOOKALIKE_MLFLOW_UI``. The
+    local SQLite store has none until ``make mlflow-ui`` starts one."""
+    return bool(os.environ.get("LOOKALIKE_MLFLOW_UI")) or tracking_uri().startswith(("http://", "https://"))
+
+
+def ui_command() -> str:
+    """The command that serves a UI for this (local) store: ``make mlflow-ui`` for the project's own."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return "make mlflow-ui"
+    return f"mlflow ui --backend-store-uri {tracking_uri()} --host 127.0.0.1 --port 5000"
+
+
+def run_reference(run_id: str, experiment: str) -> str:
+    """The run for a summary: its UI link where a UI is up, else its id and how to open it (no dead link)."""
+    if ui_is_served():
+        return run_url(run_id, experiment)
+    return (
+        f"MLflow run `{run_id}` (experiment `{experiment}`, local store {tracking_uri()}): "
+        f"`{ui_command()}` serves it at {ui_base()}"
+    )
+
+
 def save_torch_model(module, example, folder: str | Path) -> Path:
     """An MLflow pytorch model folder with its input/output signature, replaced atomically.
 

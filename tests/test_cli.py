@@ -3,6 +3,7 @@ traceback, run failures exit 1, partial nights exit 3, and every command the REA
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shlex
@@ -34,6 +35,7 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
         (["nightly", "--set", "nosuch.key=1"], "unknown setting 'nosuch'"),
         (["nightly", "--set", "publish.audience_fraction=5"], "publish.audience_fraction: Input should be less than"),
         (["nightly", "--set", "publish.audience_fraction"], "expected KEY=VALUE"),
+        (["nightly", "--set", "output_root.x=1"], "'output_root.x': 'output_root' is a single value ('runs')"),
         (["nightly", "--set", "publish.model=nosuch"], "publish.model 'nosuch' is neither"),
         (["nightly", "--set", "models=[{name: a, model: minhash}, {name: a, model: random}]"], "unique"),
         (["nightly", "--config", "no/such.yaml"], "config file no/such.yaml not found"),
@@ -76,6 +78,7 @@ def fake_flow(monkeypatch, module: str, name: str, behaviour):
 
     monkeypatch.setattr(importlib.import_module(module), name, behaviour)
     monkeypatch.setattr(cli, "quiet_user_error_tracebacks", lambda: None)
+    monkeypatch.setattr(importlib.import_module("flows.local_server"), "run_scoped_server", contextlib.nullcontext)
 
 
 def test_errors_inside_a_run_exit_2_for_bad_input_and_1_for_failures(monkeypatch, capsys):
@@ -109,7 +112,15 @@ def test_a_partial_night_is_not_a_clean_success(published, failed, skipped, code
     from tasks.reporting import run_status
 
     def night(config):
-        return SimpleNamespace(status=run_status(published, failed, skipped), failed=failed, skipped=skipped)
+        return SimpleNamespace(
+            status=run_status(published, failed, skipped),
+            failed=failed,
+            skipped=skipped,
+            run_id="r1",
+            audiences_dir="/out/audiences/run_id=r1" if published else None,
+            mlflow_run_id="m1",
+            flow_run=None,
+        )
 
     fake_flow(monkeypatch, "flows.nightly_refresh", "nightly_refresh", night)
     assert run_cli(["nightly"], capsys)[0] == code
@@ -124,7 +135,7 @@ def test_inline_seed_ids_stay_strings_and_reach_the_flow(monkeypatch, capsys):
 
     fake_flow(monkeypatch, "flows.expand_audience", "expand_audience", expand)
     code, out, _ = run_cli(["expand", "--seeds", "1000004,1000017,1000023", "--name", "spring_sale"], capsys)
-    assert code == 0 and out.strip() == "spring_sale: path"
+    assert code == 0 and out.strip() == f"spring_sale: {Path('path').resolve()}"  # absolute: where it lies
     config = seen["config"]
     assert config.seed_user_ids == ["1000004", "1000017", "1000023"] and config.campaign_id is None
     assert config.name == "spring_sale"
@@ -184,6 +195,10 @@ def test_every_readme_command_is_valid(argv, tmp_path, monkeypatch, capsys):
     if argv[0] == "recluster":
         pl.DataFrame({"campaign_id": ["c000"], "user_id": [1000004]}).write_parquet(tmp_path / argv[2])
     if "--config" in argv:  # relative to the project, as the README runs from there
+        if "movielens" in argv[argv.index("--config") + 1]:  # --dry-run checks that the raw data is there
+            from tests.conftest import require_shared
+
+            require_shared("movielens-100k")
         i = argv.index("--config") + 1
         argv = argv[:i] + [str(ROOT / argv[i])] + argv[i + 1 :]
     code, out, err = run_cli([*argv, "--dry-run"], capsys)
