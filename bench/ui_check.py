@@ -230,6 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     config = night_config(args.users, out / "runs")
     check = Checks()
     print(f"ui-check: Prefect {prefect_url}, MLflow {mlflow_url}, output {out}")
+    sys.path.insert(0, str(ROOT))
+    os.environ["MLFLOW_TRACKING_URI"] = tracking
+    os.environ["LOOKALIKE_MLFLOW_UI"] = mlflow_url
+    from tasks import tracking as mlflow_tracking
+
+    # The store and the experiment first (before the MLflow UI opens the store), with the check's own artifact
+    # folder (a tracking URI alone would put artifacts in the project's mlruns/) and without the
+    # experiment-kind tag: the run must set it, as on an experiment made before this version.
+    mlflow_tracking.client().create_experiment(EXPERIMENT, artifact_location=(out / "mlruns").as_uri())
     with Processes(logs) as procs:
         procs.start(
             "prefect-server",
@@ -258,14 +267,6 @@ def main(argv: list[str] | None = None) -> int:
         run([*prefect, "deploy", "--all"], client, logs / "deploy.log")
         procs.start("worker", [*prefect, "worker", "start", "--pool", "lookalike-local"], client)
 
-        sys.path.insert(0, str(ROOT))
-        os.environ["MLFLOW_TRACKING_URI"] = tracking
-        os.environ["LOOKALIKE_MLFLOW_UI"] = mlflow_url
-        from tasks import tracking as mlflow_tracking
-
-        # The check's own artifact folder (a tracking URI alone would put them in the project's mlruns/).
-        # Without the experiment-kind tag: the run must set it, as on an experiment older than this check.
-        mlflow_tracking.client().create_experiment(EXPERIMENT, artifact_location=(out / "mlruns").as_uri())
         print("ui-check: night 1 from the command line")
         started = time.monotonic()
         run([str(BIN / "python"), "-m", "flows.cli", "nightly", *as_overrides(config)], cli_env, logs / "night-cli.log")

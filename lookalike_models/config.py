@@ -61,7 +61,8 @@ class DataSource(BaseModel):
     @model_validator(mode="after")
     def _synthetic_knobs_when_synthetic(self) -> DataSource:
         if self.kind == "synthetic" and self.synthetic is None:
-            self.synthetic = SyntheticConfig()
+            # Not marked as set: a partial run's missing knobs still come from the YAML file (with_file_defaults).
+            object.__setattr__(self, "synthetic", SyntheticConfig())
         return self
 
 

@@ -163,3 +163,19 @@ def test_the_whole_ui_check(tmp_path):
     if module.find_chromium() is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     assert module.main(["--out", str(tmp_path / "ui")]) == 0
+
+
+def test_a_torch_model_is_saved_without_the_local_version_warning(tmp_path, caplog, capfd):
+    """MLflow warned twice per model that the CPU wheel's version label (2.13.0+cpu) is dropped from the pins."""
+    import logging
+
+    import numpy as np
+    import torch
+
+    from tasks.tracking import save_torch_model
+
+    with caplog.at_level(logging.WARNING):
+        folder = save_torch_model(torch.nn.Linear(3, 2), np.zeros((2, 3), np.float32), tmp_path / "encoder")
+    assert "local version label" not in caplog.text + "".join(capfd.readouterr())
+    requirements = (folder / "requirements.txt").read_text()
+    assert f"torch=={torch.__version__.split('+')[0]}" in requirements and "+cpu" not in requirements
