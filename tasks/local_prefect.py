@@ -39,7 +39,9 @@ def prepare_local_server() -> None:
     with serialized(f"{database}.init.lock"):
         if ready.exists() and database.exists():  # another run created it while this one waited
             return
-        from prefect.server.database.alembic_commands import alembic_upgrade
+        import asyncio
 
-        alembic_upgrade()
+        from prefect.server.database import provide_database_interface
+
+        asyncio.run(provide_database_interface().create_db())  # Prefect's migrations, as its server runs them
         ready.touch()
