@@ -189,7 +189,7 @@ def log_run_artifacts(
 def champion_metrics(report: dict, champion: str) -> dict[str, float]:
     """The champion's held-out recall at every audience size and GAUC as ``champion.<metric>``: one point per
     night on the parent run, so the experiment's charts follow the published model's quality over nights."""
-    overall = next((r for r in report["summary"] if r["model"] == champion and r["seed_bucket"] == "all"), {})
+    overall = next((r for r in report.get("summary", []) if r["model"] == champion and r["seed_bucket"] == "all"), {})
     return {
         f"champion.{k}": v
         for k, v in overall.items()
