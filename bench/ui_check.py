@@ -217,7 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     tracking = f"sqlite:///{out / 'mlflow.db'}"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     base |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT)}
-    server_env = base | {"PREFECT_HOME": str(out / "prefect-server")}
+    # The port as a setting, not only a flag: the UI asks the server where its API is (else :4200).
+    server_env = base | {
+        "PREFECT_HOME": str(out / "prefect-server"),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(prefect_port),
+    }
     # Clients of the server: the operator's shell (its own ~/.prefect), the worker, the command line.
     client = base | {
         "PREFECT_API_URL": f"{prefect_url}/api",

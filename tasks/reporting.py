@@ -321,7 +321,8 @@ def open_mlflow_run(experiment: str, run_id: str, config: dict, locked_root: str
         tags["lookalike.dataset"] = dataset_label(config["data"])
     with tracking_store_initialisation():
         mlflow_run = tracking.start_run(experiment, run_id, tags)
-    tracking.ensure_runs_view(experiment, config.get("selection", {}).get("metric", "recall_at_5pct"))
+    metric = config.get("selection", {}).get("metric", "recall_at_5pct")
+    tracking.ensure_runs_view(experiment, metric)
     tracking.log_params(mlflow_run, config)
     if locked_root:
         close_stale_runs(experiment, tags["lookalike.output_root"], mlflow_run)

@@ -47,30 +47,39 @@ def experiment_id(name: str) -> str:
 
 def runs_view(metric: str) -> dict:
     """The runs table as an operator reads it: the published champion's held-out ``metric`` and GAUC per night
-    (parent runs), each model's own (child runs), its difference from the reference and its fit time."""
-    columns = [
-        f"metrics.`champion.{metric}`",
-        "metrics.`champion.gauc`",
-        f"metrics.`{metric}`",
-        "metrics.`gauc`",
-        f"metrics.`{metric}.vs_ref`",
-        "metrics.`fit_seconds`",
-        "tags.`lookalike.status`",
-        "tags.`lookalike.champion`",
-        "tags.`lookalike.dataset`",
-    ]
-    return {"selectedColumns": columns, "orderByKey": "attributes.start_time", "orderByAsc": False}
+    (parent runs), each model's own (child runs: expand a night), its difference from the reference and its fit
+    time; columns wide enough to read their names."""
+    metrics = [f"champion.{metric}", "champion.gauc", metric, "gauc", f"{metric}.vs_ref", "fit_seconds"]
+    tags = ["lookalike.status", "lookalike.champion", "lookalike.dataset"]
+    columns = [f"metrics.`{m}`" for m in metrics] + [f"tags.`{t}`" for t in tags]
+    return {
+        "selectedColumns": columns,
+        "columnOrder": ["duration", *columns],  # the Duration column keeps its place before them
+        "columnWidths": {c: max(100, 8 * len(c.split("`")[1]) + 24) for c in columns},
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+    }
 
 
 def ensure_runs_view(experiment: str, metric: str) -> None:
-    """Store the runs-table view on the experiment (rewritten only when it changes)."""
+    """Save ``runs_view`` on the experiment as MLflow's saved view "Operator view" (its Views list; the tag holds
+    ``{name, createdAt, updatedAt, state}``, the state as JSON text), rewritten only when it changes."""
     import json
+    import time
 
     c = client()
     exp = experiment_id(experiment)
-    value = json.dumps(runs_view(metric), sort_keys=True)
-    if c.get_experiment(exp).tags.get(SHARED_VIEW_TAG + RUNS_VIEW) != value:
-        c.set_experiment_tag(exp, SHARED_VIEW_TAG + RUNS_VIEW, value)
+    state = json.dumps(runs_view(metric), sort_keys=True)
+    current = c.get_experiment(exp).tags.get(SHARED_VIEW_TAG + RUNS_VIEW)
+    try:
+        saved = json.loads(current) if current else {}
+    except ValueError:
+        saved = {}
+    if saved.get("state") == state:
+        return
+    now = int(time.time() * 1000)
+    envelope = {"name": "Operator view", "createdAt": saved.get("createdAt", now), "updatedAt": now, "state": state}
+    c.set_experiment_tag(exp, SHARED_VIEW_TAG + RUNS_VIEW, json.dumps(envelope))
 
 
 def find_run(experiment: str, tags: dict[str, str], by_id: bool = False) -> str | None:
@@ -123,7 +132,9 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     import time
 
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and not math.isnan(v)]
+    # Six significant digits: what a table of metrics can show (0.917794, not 0.9177944862155388).
+    kept = {k: float(v) for k, v in metrics.items() if v is not None and not math.isnan(v)}
+    items = [Metric(k, float(f"{v:.6g}"), now, step) for k, v in kept.items()]
     for i in range(0, len(items), 1000):
         client().log_batch(run_id, metrics=items[i : i + 1000])
 
@@ -163,7 +174,7 @@ def run_url(run_id: str, experiment: str) -> str:
 
 def runs_table_url(experiment: str) -> str:
     """The experiment's runs table with the columns of ``runs_view``."""
-    return f"{ui_base()}/#/experiments/{experiment_id(experiment)}?viewStateShareKey={RUNS_VIEW}&{WORKFLOW_QUERY}"
+    return f"{ui_base()}/#/experiments/{experiment_id(experiment)}/runs?viewStateShareKey={RUNS_VIEW}&{WORKFLOW_QUERY}"
 
 
 def save_torch_model(module, example, folder: str | Path) -> Path:
