@@ -180,10 +180,10 @@ class Checks:
 
 def check_form(text: str, check: Checks) -> None:
     check('Property is type "None"' not in text, "custom-run form: no field reads 'Property is type \"None\"'")
-    order = [text.find(label) for label in ("Models", "Audience Fraction", "Data", "N Users")]
+    order = [text.find(label) for label in ("Audience Fraction", "Models", "Data", "N Users")]
     check(
         -1 not in order and order == sorted(order),
-        f"custom-run form: models, audience fraction, data, synthetic knobs in that order {order}",
+        f"custom-run form: audience fraction, models, data, synthetic knobs in that order {order}",
     )
     check("item_ridge" in text, "custom-run form: model names offered as choices")
 
@@ -315,7 +315,19 @@ def main(argv: list[str] | None = None) -> int:
             (1600, 1400),
         )
         check_artifacts(page_text(artifacts), check)
-        browse(chromium, f"{prefect_url}/v2/deployments", shots, "prefect-deployments")
+        [table] = api(
+            f"{prefect_url}/api",
+            "/artifacts/filter",
+            {"artifacts": {"key": {"any_": ["audience-metrics"]}, "flow_run_id": {"any_": [flow_run["id"]]}}},
+        )
+        metrics = browse(chromium, f"{prefect_url}/v2/artifacts/artifact/{table['id']}", shots, "prefect-metrics-table")
+        long_floats = re.findall(r"\d\.\d{7,}", page_text(metrics))
+        check(
+            "recall_at_5pct" in page_text(metrics) and not long_floats,
+            f"metrics table artifact: rounded {long_floats[:3]}",
+        )
+        listed = page_text(browse(chromium, f"{prefect_url}/v2/deployments", shots, "prefect-deployments"))
+        check("recluster" in listed and "Every 15 minutes" not in listed, "deployments: no schedule that does not run")
 
         wait_http(mlflow_url, 120, "MLflow UI")
         table = browse(chromium, mlflow_tracking.runs_table_url(EXPERIMENT), shots, "mlflow-runs-table", (1800, 1000))
@@ -330,7 +342,12 @@ def main(argv: list[str] | None = None) -> int:
             check("champion.gauc" in page_text(run_page), "MLflow parent run: the champion's metrics")
             registered = parent[0].data.tags.get("lookalike.champion_version", "").rsplit(" v", 1)[0]
             if registered:
-                browse(chromium, f"{mlflow_url}/#/models/{registered}", shots, "mlflow-registered-model")
+                browse(
+                    chromium,
+                    f"{mlflow_url}/#/models/{registered}?workflowType=machine_learning",
+                    shots,
+                    "mlflow-registered-model",
+                )
         kind = mlflow_tracking.client().get_experiment_by_name(EXPERIMENT).tags.get("mlflow.experimentKind")
         check(kind == "custom_model_development", f"MLflow experiment set up for model training ({kind})")
     print(f"ui-check: screenshots in {shots}")

@@ -45,6 +45,7 @@ class DataSource(BaseModel):
     path: Text = Field("", description="Contract folder (kind=folder) or raw data set folder; empty: the default")
     shape: ShapeConfig = Field(
         default_factory=ShapeConfig,
+        title="Shape",
         description="A derived shape of the data (lookalike_models/shapes.py): max_users (a seeded user sample, "
         "all items kept), drop_popular_share (each domain's most-engaged items removed); defaults change nothing",
     )
@@ -69,11 +70,10 @@ class DataSource(BaseModel):
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., description="Label in metrics and paths, e.g. 'minhash_t02'")
-    model: str = Field(
-        ..., description="Registered scorer, e.g. minhash, popularity, random", json_schema_extra=_scorer_choices
-    )
-    params: dict[str, Any] = Field(default_factory=dict, description="The scorer's own config")
+    # No per-field descriptions: the run form repeats them for every model of the list (see NightlyConfig.models).
+    name: str = Field(..., title="Name")
+    model: str = Field(..., title="Model", json_schema_extra=_scorer_choices)
+    params: dict[str, Any] = Field(default_factory=dict, title="Params")
 
     @model_validator(mode="after")
     def _known_model_and_params(self) -> ModelSpec:
@@ -185,19 +185,21 @@ class SelectionConfig(BaseModel):
 class NightlyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    publish: PublishConfig = Field(default_factory=PublishConfig, title="Publish")
     models: list[ModelSpec] = Field(
         default_factory=lambda: [
             ModelSpec(name="minhash", model="minhash"),
             ModelSpec(name="popularity", model="popularity"),
             ModelSpec(name="random", model="random"),
         ],
-        description="Models trained, evaluated and compared tonight; the champion publishes",
+        title="Models",
+        description="Trained, evaluated and compared tonight; the champion publishes. Each: name (its label in "
+        "metrics and paths, e.g. minhash_t02), model (a registered scorer), params (the scorer's config, JSON)",
     )
-    publish: PublishConfig = Field(default_factory=PublishConfig)
-    data: DataSource = Field(default_factory=DataSource)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    data: DataSource = Field(default_factory=DataSource, title="Data")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, title="Evaluation")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig, title="Champion selection")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig, title="Execution")
     output_root: str = Field("runs", description="Where run folders and published audiences go")
     experiment: str = Field("lookalike-nightly", description="MLflow experiment")
 
@@ -239,8 +241,8 @@ class ExpandConfig(BaseModel):
     seed_user_ids: list[str] = Field(default_factory=list, description="Or: seed user ids given directly")
     name: str = Field("adhoc", description="Name for an inline seed list (becomes its campaign id)")
     audience_fraction: float = Field(0.05, gt=0, le=1, description="Audience size / population")
-    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="minhash", model="minhash"))
-    data: DataSource = Field(default_factory=DataSource)
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="minhash", model="minhash"), title="Model")
+    data: DataSource = Field(default_factory=DataSource, title="Data")
     output_root: str = Field("runs", description="Where ad-hoc audiences are published (under adhoc/)")
     experiment: str = Field("lookalike-adhoc", description="MLflow experiment")
 

@@ -23,7 +23,8 @@ def test_the_custom_run_form_lists_what_users_change_first():
     from flows.nightly_refresh import nightly_refresh
 
     defs = definitions(nightly_refresh)
-    assert list(defs["NightlyConfig"]["properties"])[:3] == ["models", "publish", "data"]
+    # The audience size first (one box), then the models (a tall list), then the data.
+    assert list(defs["NightlyConfig"]["properties"])[:3] == ["publish", "models", "data"]
     assert list(defs["PublishConfig"]["properties"])[0] == "audience_fraction"
     assert list(defs["DataSource"]["properties"])[-1] == "synthetic"  # the generator's knobs come last
     assert {"item_ridge", "minhash", "item_logreg"} <= set(defs["ModelSpec"]["properties"]["model"]["enum"])
