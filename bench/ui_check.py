@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{prefect_url}/v2/deployments/deployment/{deployment['id']}/run",
             shots,
             "prefect-custom-run-form",
-            (1400, 3000),
+            (1400, 7000),
         )
         check_form(page_text(form), check)
         artifacts = browse(

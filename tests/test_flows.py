@@ -30,7 +30,7 @@ def nightly_config(folder, out, **overrides) -> NightlyConfig:
         evaluation=EvaluationConfig(audience_fractions=[0.02, 0.05]),
         output_root=str(out),
         experiment="test-nightly",
-        selection=SelectionConfig(registered_model=f"reg-{Path(out).name}"),
+        selection=SelectionConfig(),  # one registered model per output root
     )
     return NightlyConfig(**(defaults | overrides))
 
@@ -60,7 +60,10 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     assert run.data.metrics["champion.recall_at_5pct"] == pytest.approx(minhash_overall["recall_at_5pct"])
     assert "champion.gauc" in run.data.metrics and not any(k.startswith("minhash.") for k in run.data.metrics)
     assert run.data.tags["lookalike.dataset"].startswith("folder ")
-    assert run.data.tags["lookalike.champion_version"] == f"reg-{tmp_path.name} v1"
+    from tasks.registry import registered_model_name
+
+    registered = registered_model_name(SelectionConfig(), str(tmp_path))
+    assert run.data.tags["lookalike.champion_version"] == f"{registered} v1"
     experiment = MlflowClient().get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "recall_at_5pct" in experiment.tags["mlflow.sharedViewState.lookalike-runs"]
@@ -82,7 +85,7 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
 
     second = nightly_refresh(nightly_config(synthetic_dir, tmp_path, evaluation=two_splits))
     assert not second.champion.promoted and second.champion.previous_champion == "minhash"
-    registry = MlflowClient().get_model_version_by_alias(f"reg-{tmp_path.name}", "champion")
+    registry = MlflowClient().get_model_version_by_alias(registered, "champion")
     assert registry.tags["model_name"] == "minhash" and registry.version == second.champion.versions["minhash"]
     # A cached night (same input) logs no model files again and registers no new version.
     assert second.champion.versions == first.champion.versions

@@ -434,8 +434,6 @@ def cli_night(folder: Path, out: Path) -> int:
             "--set",
             "selection.not_eligible=[]",
             "--set",
-            f"selection.registered_model=reg-{out.name}",
-            "--set",
             "evaluation.reference=null",
             "--set",
             "evaluation.split_seeds=[0]",
