@@ -278,7 +278,9 @@ def apply_overrides(config: BaseModel, overrides: list[str]) -> BaseModel:
         node = doc
         *parents, leaf = key.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or an optional block left empty (data.synthetic of real data)
+                node[part] = {}
+            node = node[part]
         node[leaf] = yaml.safe_load(raw)
     return type(config).model_validate(doc)
 

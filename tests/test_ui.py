@@ -69,6 +69,10 @@ def test_none_in_yaml_still_reads_as_empty():
     assert DataSource().synthetic is not None  # kind synthetic: the generator's defaults
     assert EvaluationConfig(reference=None).reference == "" and ExecutionConfig(dask_address=None).dask_address == ""
     assert DataSource(shape={"max_users": None}).shape.is_identity
+    from lookalike_models.config import NightlyConfig, apply_overrides
+
+    real = NightlyConfig(data={"kind": "movielens"})  # its synthetic block is empty: --set still reaches into it
+    assert apply_overrides(real, ["data.synthetic.n_users=500"]).data.synthetic.n_users == 500
 
 
 def test_deployments_run_with_the_projects_prefect_home_and_show_schedules_as_they_are():
