@@ -348,6 +348,22 @@ def main(argv: list[str] | None = None) -> int:
                     shots,
                     "mlflow-registered-model",
                 )
+        children = mlflow_tracking.client().search_runs(
+            [mlflow_tracking.experiment_id(EXPERIMENT)],
+            "tags.model = 'minhash'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        if children:  # night 1's fit of minhash: its run spans the fit and holds the model's files
+            child = children[0]
+            page = page_text(
+                browse(chromium, mlflow_tracking.run_url(child.info.run_id, EXPERIMENT), shots, "mlflow-child-run")
+            )
+            seconds = (child.info.end_time - child.info.start_time) / 1000
+            check(
+                abs(seconds - child.data.metrics["fit_seconds"]) < 0.01 and "recall_at_5pct.vs_ref" in page,
+                f"MLflow child run: duration {seconds:.2f} s = fit_seconds, metrics against the reference",
+            )
         kind = mlflow_tracking.client().get_experiment_by_name(EXPERIMENT).tags.get("mlflow.experimentKind")
         check(kind == "custom_model_development", f"MLflow experiment set up for model training ({kind})")
     print(f"ui-check: screenshots in {shots}")
