@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install run test test-fast lint format bench mlflow-ui prefect-server clean
+.PHONY: install run test test-fast lint format bench mlflow-ui prefect-server ui-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,10 +44,16 @@ bench: install
 	$(PY) bench/minhash_throughput.py
 
 mlflow-ui: install
+	@echo "runs table: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (or follow a run's summary link)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 prefect-server: install
 	$(VENV)/bin/prefect server start --host 127.0.0.1
+
+# The real UIs, checked: Prefect server + MLflow UI on free local ports, a deployment run through a worker on
+# tiny data, headless-Chromium screenshots and text checks (needs `apt-get install -y chromium`).
+ui-check: install
+	$(PY) bench/ui_check.py
 
 clean:
 	rm -rf runs .prefect mlflow.db mlruns

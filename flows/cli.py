@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--experiment", default="lookalike-nightly")
     compare.add_argument("--metric", default="recall_at_5pct")
     compare.add_argument("--top", type=int, default=10)
-    compare.add_argument("--registered-model", default="lookalike-audience")
+    compare.add_argument("--output-root", default="runs", help="whose champion to show (default runs)")
+    compare.add_argument("--registered-model", help="default: the output root's (README: MLflow)")
     recluster = sub.add_parser("recluster", help="refresh the live RALM model's centroids from current seeds")
     recluster.add_argument("--seeds", required=True, help="Parquet of current seeds (campaign_id, user_id)")
     settable(recluster, "output_root=runs")
@@ -278,7 +279,9 @@ def run_command(args: argparse.Namespace) -> int:
             return dry_run(config)
         from flows.local_server import run_scoped_server
         from flows.nightly_refresh import nightly_refresh
+        from tasks.local_prefect import prepare_local_server
 
+        prepare_local_server()  # two runs on a fresh PREFECT_HOME: one creates the server's database
         if not args.debug:
             quiet_user_error_tracebacks()
         with run_scoped_server():
@@ -305,7 +308,9 @@ def run_command(args: argparse.Namespace) -> int:
             return dry_run(config)
         from flows.expand_audience import expand_audience
         from flows.local_server import run_scoped_server
+        from tasks.local_prefect import prepare_local_server
 
+        prepare_local_server()  # two runs on a fresh PREFECT_HOME: one creates the server's database
         if not args.debug:
             quiet_user_error_tracebacks()
         with run_scoped_server():
@@ -324,9 +329,11 @@ def run_command(args: argparse.Namespace) -> int:
         print(write_synthetic(config, args.out))
         return EXIT_OK
     if args.command == "compare":
-        from tasks.registry import current_champion, rank_runs
+        from lookalike_models.config import SelectionConfig
+        from tasks.registry import current_champion, rank_runs, registered_model_name
 
-        print(f"champion of {args.registered_model}: {current_champion(args.registered_model)}")
+        name = registered_model_name(SelectionConfig(registered_model=args.registered_model), args.output_root)
+        print(f"champion of {name}: {current_champion(name)}")
         print(compare_table(rank_runs(args.experiment, args.metric, args.top), args.metric, args.experiment))
         return EXIT_OK
     if args.command == "recluster":
@@ -337,7 +344,9 @@ def run_command(args: argparse.Namespace) -> int:
             return dry_run(config)
         from flows.local_server import run_scoped_server
         from flows.recluster_centroids import recluster_centroids
+        from tasks.local_prefect import prepare_local_server
 
+        prepare_local_server()  # two runs on a fresh PREFECT_HOME: one creates the server's database
         if not args.debug:
             quiet_user_error_tracebacks()
         with run_scoped_server():

@@ -20,7 +20,7 @@ from tasks.data import fingerprint_inputs, prepare_data, skipped_campaigns, spli
 from tasks.distributed import stage_audiences_dask
 from tasks.modeling import evaluate_model, stage_audiences, train_model
 from tasks.refresh import previous_refresh, prune_refresh_state, record_refresh
-from tasks.registry import promote_champion, register_and_choose
+from tasks.registry import claim_registered_model, decide_champion, promote_champion
 from tasks.reporting import (
     abandon_mlflow_run,
     close_mlflow_run,
@@ -57,6 +57,7 @@ def refresh(config: NightlyConfig) -> NightlyResult:
     run = RunFolder(run_id=run_id, run_dir=run_dir, output_root=config.output_root, mlflow_run=mlflow_run)
     data_set = data_set_key(config.data)
     try:
+        registered_model = claim_registered_model(config.selection, config.output_root)  # before anything trains
         fingerprint = fingerprint_inputs(config.data, publishing.exclusions)
         data_dir = prepare_data(config.data, fingerprint, work)
         skipped = skipped_campaigns(data_dir)
@@ -71,8 +72,8 @@ def refresh(config: NightlyConfig) -> NightlyResult:
             for m in config.models
         ]
         report = evaluate_run(evaluated, data_dir, evaluation, run_dir, split)
-        children = log_models_to_mlflow(mlflow_run, config.experiment, trained, report)
-        decision = register_and_choose(children, report, config.selection, trained, publishing.model)
+        model_runs = log_models_to_mlflow(mlflow_run, config.experiment, trained, report)
+        decision = decide_champion(model_runs, report, config.selection, trained, registered_model, publishing.model)
         publisher = trained[decision.champion if publishing.model == "champion" else publishing.model]
         if config.execution.backend == "dask":
             staged = stage_audiences_dask(publisher, publishing, config.execution)

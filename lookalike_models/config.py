@@ -4,15 +4,34 @@ flows take them as parameters so the Prefect UI renders them as forms."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from lookalike_models.shapes import ShapeConfig
 from lookalike_models.synthetic import SyntheticConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# Field order is the order of the Prefect UI's run form: what users change first, rarely changed knobs last.
+# Optional text is "" rather than None (YAML ``null`` still reads as ""): the form then shows a text box, not
+# a type switch reading 'Property is type "None"'.
+Text = Annotated[str, BeforeValidator(lambda v: "" if v is None else v)]
+# Metrics a run measures with the usual audience sizes (``evaluation.audience_fractions``): the form's choices.
+STANDARD_METRICS = [f"{kind}_at_{size}pct" for kind in ("recall", "precision") for size in (1, 2, 5, 10, 20)] + ["gauc"]
+
+
+def _scorer_choices(schema: dict[str, Any]) -> None:
+    """The form's choice list of registered scorers (validation checks the same registry)."""
+    import lookalike_models.catalog  # noqa: F401 (registers every scorer)
+    from lookalike_models.scorers import SCORERS
+
+    schema["enum"] = sorted(SCORERS)
+
+
+def _metric_choices(schema: dict[str, Any]) -> None:
+    schema["enum"] = STANDARD_METRICS
 
 
 class DataSource(BaseModel):
@@ -23,25 +42,38 @@ class DataSource(BaseModel):
         description="synthetic: generated; folder: a contract folder at `path`; "
         "movielens/amazon/tencent: the real sets in ../shared/data (or `path`)",
     )
-    path: str | None = Field(None, description="Contract folder (kind=folder) or raw data set folder")
-    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    path: Text = Field("", description="Contract folder (kind=folder) or raw data set folder; empty: the default")
+    shape: ShapeConfig = Field(
+        default_factory=ShapeConfig,
+        title="Shape",
+        description="A derived shape of the data (lookalike_models/shapes.py): max_users (a seeded user sample, "
+        "all items kept), drop_popular_share (each domain's most-engaged items removed); defaults change nothing",
+    )
     min_seed_match_rate: float = Field(
         0.5, ge=0, le=1, description="A campaign fails if fewer of its seeds are known users"
     )
     max_multi_len: int = Field(50, ge=1, description="Longest multi-valued feature list kept")
-    shape: ShapeConfig = Field(
-        default_factory=ShapeConfig,
-        description="A derived shape of the data (lookalike_models/shapes.py): max_users (a seeded user sample, "
-        "all items kept), drop_popular_share (each domain's most-engaged items removed); defaults change nothing",
+    synthetic: SyntheticConfig | None = Field(
+        None,
+        title="Synthetic data (kind: synthetic)",
+        description="The generator's knobs; used only when kind is synthetic (empty: the generator's defaults)",
     )
+
+    @model_validator(mode="after")
+    def _synthetic_knobs_when_synthetic(self) -> DataSource:
+        if self.kind == "synthetic" and self.synthetic is None:
+            # Not marked as set: a partial run's missing knobs still come from the YAML file (with_file_defaults).
+            object.__setattr__(self, "synthetic", SyntheticConfig())
+        return self
 
 
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., description="Label in metrics and paths, e.g. 'minhash_t02'")
-    model: str = Field(..., description="Registered scorer, e.g. minhash, popularity, random")
-    params: dict[str, Any] = Field(default_factory=dict, description="The scorer's own config")
+    # No per-field descriptions: the run form repeats them for every model of the list (see NightlyConfig.models).
+    name: str = Field(..., title="Name")
+    model: str = Field(..., title="Model", json_schema_extra=_scorer_choices)
+    params: dict[str, Any] = Field(default_factory=dict, title="Params")
 
     @model_validator(mode="after")
     def _known_model_and_params(self) -> ModelSpec:
@@ -71,16 +103,16 @@ class EvaluationConfig(BaseModel):
         description="One held-out split per seed; metrics are "
         "each campaign's mean over the splits. The first split's models are published",
     )
-    max_scored_users: int | None = Field(
+    max_scored_users: int = Field(
         200_000,
-        ge=1000,
+        ge=0,
         description="Above this population, each campaign's held-out seeds are ranked against a uniform sample "
-        "of this many users (estimated ranks), so evaluation stops growing with the users; None: everyone",
+        "of this many users (estimated ranks), so evaluation stops growing with the users; 0: everyone",
     )
-    reference: str | None = Field(
-        None,
+    reference: Text = Field(
+        "",
         description="Model (ModelSpec.name) every model is compared with: paired "
-        "95% bootstrap CI over campaigns of the difference (e.g. item_logreg)",
+        "95% bootstrap CI over campaigns of the difference (e.g. item_logreg); empty: none",
     )
 
     @field_validator("split_seeds")
@@ -94,12 +126,12 @@ class EvaluationConfig(BaseModel):
 class PublishConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    audience_fraction: float = Field(0.05, gt=0, le=1, description="Published audience size / population")
     model: str = Field(
         "champion",
         description="'champion' (the registry's champion after tonight's comparison) "
         "or a model name (ModelSpec.name) whose audiences are published",
     )
-    audience_fraction: float = Field(0.05, gt=0, le=1, description="Published audience size / population")
     exclusions: list[str] = Field(
         default_factory=list,
         description="Parquet files of users never to target: user_id, optional campaign_id (null = every campaign)",
@@ -123,9 +155,9 @@ class ExecutionConfig(BaseModel):
     backend: Literal["local", "dask"] = Field(
         "local", description="Where audiences are scored: this process, or Dask workers, users sharded"
     )
-    dask_address: str | None = Field(
-        None,
-        pattern=r"^(tcp|tls)://(\[[0-9a-fA-F:]+\]|[^/:\s\[\]]+):\d+$",  # host or [IPv6], and a port
+    dask_address: Text = Field(
+        "",
+        pattern=r"^$|^(tcp|tls)://(\[[0-9a-fA-F:]+\]|[^/:\s\[\]]+):\d+$",  # empty, or host or [IPv6] and a port
         description="Scheduler of an existing cluster, e.g. tcp://10.0.0.5:8786; empty starts a LocalCluster",
     )
     n_workers: int = Field(2, ge=1, description="LocalCluster workers")
@@ -139,27 +171,41 @@ class ExecutionConfig(BaseModel):
 class SelectionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    metric: str = Field("recall_at_5pct", description="Held-out metric (overall) that decides the champion")
+    metric: str = Field(
+        "recall_at_5pct",
+        description="Held-out metric (overall) that decides the champion",
+        json_schema_extra=_metric_choices,
+    )
     min_improvement: float = Field(0.0, ge=0, description="A challenger must beat the champion by this much")
-    registered_model: str = Field("lookalike-audience", description="MLflow registered model name")
     not_eligible: list[str] = Field(["random", "popularity"], description="Reference models never promoted")
+    registered_model: Text = Field(
+        "",
+        description="MLflow registered model; empty: one per output root (lookalike-audience-<folder>-<hash>), "
+        "so two output roots never share the 'champion' alias",
+    )
+    keep_versions: int = Field(
+        10, ge=1, description="Registered versions kept (the newest; versions an alias points at always)"
+    )
 
 
 class NightlyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    data: DataSource = Field(default_factory=DataSource)
+    publish: PublishConfig = Field(default_factory=PublishConfig, title="Publish")
     models: list[ModelSpec] = Field(
         default_factory=lambda: [
             ModelSpec(name="minhash", model="minhash"),
             ModelSpec(name="popularity", model="popularity"),
             ModelSpec(name="random", model="random"),
-        ]
+        ],
+        title="Models",
+        description="Trained, evaluated and compared tonight; the champion publishes. Each: name (its label in "
+        "metrics and paths, e.g. minhash_t02), model (a registered scorer), params (the scorer's config, JSON)",
     )
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    publish: PublishConfig = Field(default_factory=PublishConfig)
-    selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    data: DataSource = Field(default_factory=DataSource, title="Data")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, title="Evaluation")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig, title="Champion selection")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig, title="Execution")
     output_root: str = Field("runs", description="Where run folders and published audiences go")
     experiment: str = Field("lookalike-nightly", description="MLflow experiment")
 
@@ -177,7 +223,7 @@ class NightlyConfig(BaseModel):
         names = {m.name for m in self.models}
         if self.publish.model != "champion" and self.publish.model not in names:
             raise ValueError(f"publish.model '{self.publish.model}' is neither 'champion' nor a configured model")
-        if self.evaluation.reference is not None and self.evaluation.reference not in names:
+        if self.evaluation.reference and self.evaluation.reference not in names:
             raise ValueError(
                 f"evaluation.reference '{self.evaluation.reference}' is not a configured model; one of {sorted(names)}"
             )
@@ -197,14 +243,14 @@ class ExpandConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: DataSource = Field(default_factory=DataSource)
-    campaign_id: str | None = Field(None, description="A campaign of the data's seeds file")
+    campaign_id: Text = Field("", description="A campaign of the data's seeds file (or give seed_user_ids)")
     seed_user_ids: list[str] = Field(default_factory=list, description="Or: seed user ids given directly")
     name: str = Field("adhoc", description="Name for an inline seed list (becomes its campaign id)")
-    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="minhash", model="minhash"))
-    audience_fraction: float = Field(0.05, gt=0, le=1)
-    output_root: str = "runs"
-    experiment: str = "lookalike-adhoc"
+    audience_fraction: float = Field(0.05, gt=0, le=1, description="Audience size / population")
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="minhash", model="minhash"), title="Model")
+    data: DataSource = Field(default_factory=DataSource, title="Data")
+    output_root: str = Field("runs", description="Where ad-hoc audiences are published (under adhoc/)")
+    experiment: str = Field("lookalike-adhoc", description="MLflow experiment")
 
 
 class ReclusterConfig(BaseModel):
@@ -238,7 +284,9 @@ def apply_overrides(config: BaseModel, overrides: list[str]) -> BaseModel:
         node = doc
         *parents, leaf = key.split(".")
         for depth, part in enumerate(parents):
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or an optional block left empty (data.synthetic of real data)
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):  # e.g. output_root.x=1: output_root is a plain value
                 section = ".".join(parents[: depth + 1])
                 raise ValueError(
@@ -256,11 +304,11 @@ def with_file_defaults(config: BaseModel, default: str = "nightly.yaml") -> Base
     given = config.model_dump(exclude_unset=True)
     merged = _deep_merge(load_config(None, type(config), default).model_dump(), given)
     if isinstance(config, ExpandConfig) and given.get("seed_user_ids") and "campaign_id" not in given:
-        merged["campaign_id"] = None  # an inline seed list asks for no campaign of the data
+        merged["campaign_id"] = ""  # an inline seed list asks for no campaign of the data
     if isinstance(config, NightlyConfig) and "reference" not in given.get("evaluation", {}):
         names = {m["name"] for m in merged["models"]}
         if merged["evaluation"].get("reference") not in names:  # the file's reference is not among these models
-            merged["evaluation"]["reference"] = None
+            merged["evaluation"]["reference"] = ""
     return type(config).model_validate(merged)
 
 

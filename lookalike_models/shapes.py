@@ -15,10 +15,11 @@ campaigns with too few seeds to hold any out are trained on but not evaluated, a
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Annotated
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from lookalike_models.contract import CAMPAIGN_ID, DOMAIN, ITEM_ID, USER_ID, RawDataset
 
@@ -28,8 +29,8 @@ class ShapeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_users: int | None = Field(
-        None, ge=1, description="Keep a seeded sample of this many users (all their items); None: every user"
+    max_users: Annotated[int, BeforeValidator(lambda v: 0 if v is None else v)] = Field(
+        0, ge=0, description="Keep a seeded sample of this many users (all their items); 0: every user"
     )
     drop_popular_share: float = Field(
         0.0, ge=0, lt=1, description="Remove this share of each domain's most-engaged items (campaign items kept)"
@@ -38,7 +39,7 @@ class ShapeConfig(BaseModel):
 
     @property
     def is_identity(self) -> bool:
-        return self.max_users is None and self.drop_popular_share == 0
+        return not self.max_users and self.drop_popular_share == 0
 
 
 def campaign_items(raw: RawDataset) -> list:
@@ -110,7 +111,7 @@ def drop_popular_items(raw: RawDataset, share: float) -> RawDataset:
 
 def apply_shape(raw: RawDataset, shape: ShapeConfig) -> RawDataset:
     """``keep_users`` first, then ``drop_popular_items`` (popularity counted in the kept population)."""
-    if shape.max_users is not None:
+    if shape.max_users:
         raw = keep_users(raw, shape.max_users, shape.seed)
     if shape.drop_popular_share > 0:
         raw = drop_popular_items(raw, shape.drop_popular_share)

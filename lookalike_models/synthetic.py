@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from lookalike_models.contract import (
     CAMPAIGN_ID,
@@ -32,6 +32,8 @@ from lookalike_models.contract import (
 
 
 class SyntheticConfig(BaseModel):
+    model_config = ConfigDict(title="Generator knobs")
+
     n_users: int = Field(20_000, ge=100, le=10_000_000, description="Users in the population")
     n_items: int = Field(5_000, ge=50, description="Distinct items (pins, articles, products)")
     n_communities: int = Field(24, ge=2, description="Latent behaviour communities")

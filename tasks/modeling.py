@@ -101,7 +101,7 @@ def train_model(
     model_dir = Path(data_dir).parent / "models" / f"{spec.name}-{stable_hash(spec, split.path)}"
     if previous_model_dir and Path(previous_model_dir).resolve() == model_dir.resolve():
         previous_model_dir = None  # same data as last run: nothing to reuse that a full fit would not give
-    start = time.perf_counter()
+    started_at, start = time.time(), time.perf_counter()
     progress = TrainingProgress(spec.name)
     with report_progress_to(progress), progress_lines_in(logger):
         try:
@@ -125,6 +125,8 @@ def train_model(
         scorer.save(model_dir)
     except NotImplementedError:
         logger.info("%s keeps its fitted state in memory only", spec.name)
+    params = loggable_params(spec, scorer)
+    save_model_spec(spec, params, model_dir)
     export_user_encoder(scorer, data, model_dir)
     remember_fitted(str(model_dir), scorer)
     logger.info(
@@ -143,8 +145,9 @@ def train_model(
         split=split,
         model_dir=str(model_dir),
         fit_seconds=seconds,
+        fit_started_at=started_at,
         users_embedded=embedded,
-        params=loggable_params(spec, scorer),
+        params=params,
         history={k: [float(x) for x in v] for k, v in history.items()},
     )
 
@@ -228,6 +231,21 @@ def progress_lines_in(run_logger) -> Iterator[None]:
                 _PROGRESS_LOGGER.propagate = propagate
 
 
+MODEL_SPEC = "model_spec.json"
+
+
+def save_model_spec(spec: ModelSpec, params: dict, model_dir: Path) -> Path:
+    """``model_spec.json`` in every model folder: the scorer, its config and the values the fit chose. With the
+    run's data it reproduces the model, so a model whose state is refitted from the data (``item_logreg``,
+    ``popularity``) still leaves files to register and can be champion."""
+    import json
+
+    from lookalike_models.io import write_bytes_atomic
+
+    doc = {"name": spec.name, "model": spec.model, "params": spec.params, "fitted": params}
+    return write_bytes_atomic(json.dumps(doc, indent=1, sort_keys=True, default=str).encode(), model_dir / MODEL_SPEC)
+
+
 def loggable_params(spec: ModelSpec, scorer: AudienceScorer) -> dict[str, str | int | float | bool]:
     """The config and the fit's own facts, as plain values (a JSON-cached result; nested values as text)."""
     return {
@@ -291,7 +309,13 @@ def evaluate_model(trained: TrainedModel, work_root: str, evaluation: Evaluation
     def evaluate(cid: str) -> None:
         rows.extend(
             evaluate_campaigns(
-                scorer, data, train, {cid: heldout[cid]}, sizes, evaluation.seed_buckets, evaluation.max_scored_users
+                scorer,
+                data,
+                train,
+                {cid: heldout[cid]},
+                sizes,
+                evaluation.seed_buckets,
+                evaluation.max_scored_users or None,
             )
         )
 

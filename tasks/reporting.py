@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from lookalike_models.protocol import compare_to_reference
 from lookalike_models.publishing import audience_path, mark_complete, mark_latest
 from lookalike_models.scorers import REFRESH_STATE
 from tasks import tracking
+from tasks.caching import file_fingerprint, stable_hash
 from tasks.data import load_data
 from tasks.results import ChampionDecision, ModelEvaluation, RunFolder, SplitFile, TrainedModel
 from tasks.retrying import retry_on_io_error
@@ -98,34 +100,47 @@ def publish_audiences(staged: dict[str, str], output_root: str, run_id: str) -> 
     return published
 
 
+# Tags that let a later run find files already in the store instead of logging them again (a cached night).
+FIT_TAG, FILES_TAG, FILES_RUN_TAG = "lookalike.fit_id", "lookalike.model_files", "lookalike.model_files_run"
+IDS_TAG, IDS_RUN_TAG = "lookalike.id_mapping", "lookalike.id_mapping_run"
+
+
 @task
 def log_models_to_mlflow(
     mlflow_run: str, experiment: str, trained: dict[str, TrainedModel], report: dict
 ) -> dict[str, str]:
-    """One child run per model: held-out metrics (overall and per seed bucket), training curves and the
-    model's files (the registry's versions point at them). Returns model name -> child run id."""
-    children = {}
+    """One child run per model, spanning its fit (the run starts and ends with the training, so its Duration
+    is the fit's): held-out metrics (overall and per seed bucket), the difference from the reference with its
+    95% CI (``<metric>.vs_ref``, ``_low``, ``_high``), training curves and the model's files, without the next
+    night's ``refresh_state/`` caches. A fit an earlier run already logged (a cached night) is not logged again:
+    its child run names the run that holds the files (tag ``lookalike.model_files_run``). Returns model name ->
+    the run holding its files (what the registry registers)."""
+    holders = {}
     for model, info in trained.items():
-        child = tracking.start_run(experiment, model, {"model": model}, parent_run_id=mlflow_run)
+        fit = stable_hash(info)
+        earlier = tracking.find_run(experiment, {FIT_TAG: fit, FILES_TAG: "logged"})
+        end = info.fit_started_at + info.fit_seconds if info.fit_started_at else time.time()
+        tags = {"model": model, FIT_TAG: fit}
+        rows = [r for r in report.get("comparison", []) if r["model"] == model and r["seed_bucket"] == "all"]
+        if rows:
+            tags["lookalike.reference"] = rows[0]["reference"]
+        if earlier:
+            tags[FILES_RUN_TAG] = earlier
+        start = int((end - info.fit_seconds) * 1000)
+        child = tracking.start_run(experiment, model, tags, parent_run_id=mlflow_run, start_time=start)
         try:
-            log_model_run(child, mlflow_run, model, info, report)
+            log_model_run(child, model, info, report, rows, earlier)
         except BaseException as exc:  # never leave a child RUNNING (an interrupt, a full disk)
             tracking.end_run(child, end_status(exc))
             raise
-        tracking.end_run(child)
-        children[model] = child
-    return children
+        tracking.end_run(child, end_time=max(int(end * 1000), start))
+        holders[model] = earlier or child
+    return holders
 
 
-def end_status(exc: BaseException) -> str:
-    """MLflow's status for a run ended by ``exc``: KILLED for an interrupt or a termination, else FAILED."""
-    from prefect.exceptions import TerminationSignal
-
-    return "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit | TerminationSignal) else "FAILED"
-
-
-def log_model_run(child: str, mlflow_run: str, model: str, info: TrainedModel, report: dict) -> None:
-    """One model's child run: params, held-out metrics, comparison with the reference, curves and files."""
+def log_model_run(child: str, model: str, info: TrainedModel, report: dict, rows: list[dict], earlier: str | None):
+    """A model's child run: its params, held-out metrics (overall and per bucket), the comparison with the
+    reference, training curves, and its files unless an earlier run (``earlier``) already holds them."""
     tracking.log_params(child, info.params)
     for row in (r for r in report["summary"] if r["model"] == model):
         metrics = {k: v for k, v in row.items() if isinstance(v, float)}
@@ -133,22 +148,37 @@ def log_model_run(child: str, mlflow_run: str, model: str, info: TrainedModel, r
         bucket = row["seed_bucket"].replace(">=", "ge").replace("<", "lt")
         suffix = "" if bucket == "all" else f".bucket_{bucket}"
         tracking.log_metrics(child, {f"{k}{suffix}": v for k, v in metrics.items()})
-        if row["seed_bucket"] == "all":
-            tracking.log_metrics(mlflow_run, {f"{model}.{k}": v for k, v in metrics.items()})
-    for row in (r for r in report.get("comparison", []) if r["model"] == model and r["seed_bucket"] == "all"):
-        # The paired comparison with the reference: difference of means and its 95% CI over campaigns.
-        prefix = f"vs_{row['reference']}.{row['metric']}"
-        tracking.log_metrics(
-            child,
-            {f"{prefix}.diff": row["diff"], f"{prefix}.ci_low": row["ci_low"], f"{prefix}.ci_high": row["ci_high"]},
-        )
+    for row in rows:  # the paired comparison with the reference: difference of means and its 95% CI
+        name = row["metric"]
+        diff = {f"{name}.vs_ref": row["diff"], f"{name}.vs_ref_low": row["ci_low"]}
+        tracking.log_metrics(child, diff | {f"{name}.vs_ref_high": row["ci_high"]})
     tracking.log_metrics(child, {"fit_seconds": info.fit_seconds})
     for curve, values in info.history.items():
         tracking.log_curve(child, curve, values)
-    if Path(info.model_dir).exists():
-        for part in sorted(Path(info.model_dir).iterdir()):  # refresh_state/ is the next night's cache
-            if part.name != REFRESH_STATE:
-                tracking.log_artifact(child, part, "model" if part.is_file() else f"model/{part.name}")
+    if not earlier and Path(info.model_dir).exists():
+        log_model_files(child, Path(info.model_dir))
+        tracking.client().set_tag(child, FILES_TAG, "logged")
+
+
+def log_model_files(run_id: str, folder: Path, artifact_path: str = "model") -> None:
+    """A model folder's files under ``artifact_path``, without ``refresh_state/`` folders at any depth (the next
+    night's cache, e.g. ~100 MB of Gram matrix inside an ensemble's item_ridge member)."""
+    for part in sorted(folder.iterdir()):
+        if part.name == REFRESH_STATE:
+            continue
+        if part.is_file():
+            tracking.log_artifact(run_id, part, artifact_path)
+        elif any(p.name == REFRESH_STATE for p in part.rglob("*")):
+            log_model_files(run_id, part, f"{artifact_path}/{part.name}")
+        else:
+            tracking.log_artifact(run_id, part, f"{artifact_path}/{part.name}")
+
+
+def end_status(exc: BaseException) -> str:
+    """MLflow's status for a run ended by ``exc``: KILLED for an interrupt or a termination, else FAILED."""
+    from prefect.exceptions import TerminationSignal
+
+    return "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit | TerminationSignal) else "FAILED"
 
 
 @task
@@ -174,8 +204,17 @@ def log_run_artifacts(
     for table in ("metrics_summary.csv", "comparison_to_reference.csv"):
         if (Path(run_dir) / "report" / table).exists():
             tracking.log_artifact(mlflow_run, Path(run_dir) / "report" / table, "report")
-    for name in ("user_index.parquet", "item_index.parquet"):
-        tracking.log_artifact(mlflow_run, Path(data_dir) / name, "id_mapping")
+    client = tracking.client()
+    mappings = [Path(data_dir) / name for name in ("user_index.parquet", "item_index.parquet")]
+    ids = stable_hash(file_fingerprint(mappings))
+    experiment = client.get_run(mlflow_run).info.experiment_id
+    earlier = tracking.find_run(experiment, {IDS_TAG: ids}, by_id=True)
+    if earlier:  # the same encoded data as an earlier run's: its mappings are there already
+        client.set_tag(mlflow_run, IDS_RUN_TAG, earlier)
+    else:
+        for path in mappings:
+            tracking.log_artifact(mlflow_run, path, "id_mapping")
+        client.set_tag(mlflow_run, IDS_TAG, ids)
     for cid, path in published.items():
         tracking.log_artifact(mlflow_run, path, f"audiences/campaign_id={cid}")
     problems = write_bytes_atomic(
@@ -189,12 +228,26 @@ def log_run_artifacts(
             "campaigns_published": float(len(published)),
             "campaigns_failed": float(len(failed)),
             "campaigns_skipped": float(len(skipped)),
-        },
+        }
+        | champion_metrics(report, decision.champion),
     )
-    c = tracking.client()
-    c.set_tag(mlflow_run, "lookalike.status", run_status(published, failed, skipped))
-    c.set_tag(mlflow_run, "lookalike.champion", decision.champion)
-    c.set_tag(mlflow_run, "lookalike.champion_decision", decision.reason)
+    client.set_tag(mlflow_run, "lookalike.status", run_status(published, failed, skipped))
+    client.set_tag(mlflow_run, "lookalike.champion", decision.champion)
+    client.set_tag(mlflow_run, "lookalike.champion_decision", decision.reason)
+    if decision.champion in decision.versions:
+        version = f"{decision.registered_model} v{decision.versions[decision.champion]}"
+        client.set_tag(mlflow_run, "lookalike.champion_version", version)
+
+
+def champion_metrics(report: dict, champion: str) -> dict[str, float]:
+    """The champion's held-out recall at every audience size and GAUC as ``champion.<metric>``: one point per
+    night on the parent run, so the experiment's charts follow the published model's quality over nights."""
+    overall = next((r for r in report.get("summary", []) if r["model"] == champion and r["seed_bucket"] == "all"), {})
+    return {
+        f"champion.{k}": v
+        for k, v in overall.items()
+        if isinstance(v, float) and (k.startswith("recall_at_") or k == "gauc") and "_act_" not in k
+    }
 
 
 def run_status(published: dict, failed: dict, skipped: dict) -> str:
@@ -277,6 +330,11 @@ def comparison_markdown(comparison: list[dict]) -> list[str]:
     return lines
 
 
+def rounded(rows: list[dict], digits: int = 4) -> list[dict]:
+    """Table rows as people read them: 0.0175, not 0.017499999999999998."""
+    return [{k: round(v, digits) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
+
+
 @task
 def post_summary(
     run_id: str,
@@ -292,7 +350,7 @@ def post_summary(
     where the audiences are, the run's status and every failed or skipped campaign with its reason."""
     overall = [r for r in report["summary"] if r["seed_bucket"] == "all"]
     if overall:
-        create_table_artifact(overall, key="audience-metrics", description=f"Held-out metrics of run {run_id}")
+        create_table_artifact(rounded(overall), key="audience-metrics", description=f"Held-out metrics of run {run_id}")
     text = summary_markdown(run_id, mlflow_url, report, published, failed, decision, skipped, audiences_dir)
     create_markdown_artifact(text, key="audience-run-summary", description=f"Run {run_id}")
     return text
@@ -337,8 +395,12 @@ def open_mlflow_run(experiment: str, run_id: str, config: dict, locked_root: str
     }
     if locked_root:
         tags["lookalike.output_root"] = str(Path(locked_root).resolve())
+    if "data" in config:
+        tags["lookalike.dataset"] = dataset_label(config["data"])
     with tracking_store_initialisation():
         mlflow_run = tracking.start_run(experiment, run_id, tags)
+    metric = config.get("selection", {}).get("metric", "recall_at_5pct")
+    tracking.ensure_runs_view(experiment, metric)
     tracking.log_params(mlflow_run, config)
     if locked_root:
         close_stale_runs(experiment, tags["lookalike.output_root"], mlflow_run)
@@ -378,6 +440,19 @@ def flow_runs_on_root(output_root: str) -> list[str]:
         if str(run.id) != str(flow_run.id) and output_root in (str(root.resolve()), str((root / "adhoc").resolve())):
             found.append(str(run.id))
     return found
+
+
+def dataset_label(data: dict) -> str:
+    """The data set a run read, in a few words (tag ``lookalike.dataset``): e.g. ``synthetic n_users=20000
+    seed=7``, ``movielens``, ``folder /data/x``, with its shape when it has one."""
+    kind, path = data.get("kind", "?"), data.get("path") or ""
+    if kind == "synthetic":
+        knobs = data.get("synthetic") or {}
+        label = f"synthetic n_users={knobs.get('n_users')} seed={knobs.get('seed')}"
+    else:
+        label = f"{kind} {path}".strip()
+    shape = {k: v for k, v in (data.get("shape") or {}).items() if k != "seed" and v}
+    return label + "".join(f" {k}={v}" for k, v in shape.items())
 
 
 def tracking_store_initialisation():
@@ -541,7 +616,9 @@ def report_reach_and_drift(
             means = {f"drift.{k}": float(drift[k].mean()) for k in ("overlap_jaccard", "churn_in", "churn_out")}
             tracking.log_metrics(run.mlflow_run, means)
             create_table_artifact(
-                drift.to_dicts(), key="audience-drift", description=f"Audience drift {previous_run} -> {run.run_id}"
+                rounded(drift.to_dicts()),
+                key="audience-drift",
+                description=f"Audience drift {previous_run} -> {run.run_id}",
             )
             logger.info(
                 "drift vs %s over %d campaigns: overlap %.3f, churn in %.3f",

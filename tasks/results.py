@@ -35,6 +35,7 @@ class TrainedModel(Result):
     model_dir: str
     fit_seconds: float
     users_embedded: int
+    fit_started_at: float = 0.0  # when the fit began (seconds since the epoch): its MLflow run's start time
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)  # logged to MLflow
     history: dict[str, list[float]] = Field(default_factory=dict)  # training curves, one value per step
 
@@ -96,16 +97,19 @@ class RefreshRecord(Result):
 
 
 class ChampionDecision(Result):
-    """The registry's choice on tonight's held-out split; aliases move only once audiences are published."""
+    """The registry's choice on tonight's held-out split; versions are registered and aliases move only once
+    audiences are published."""
 
     champion: str
     promoted: bool
     reason: str
     previous_champion: str | None = None
-    versions: dict[str, int] = Field(default_factory=dict)  # model name -> registered version
+    versions: dict[str, int] = Field(default_factory=dict)  # model name -> registered version (once promoted)
     challenger: str | None = None
     aliases_moved: bool = False
     evaluated: bool = True  # False: no campaign could be held out; published without a comparison
+    registered_model: str = ""  # the output root's registered model
+    model_runs: dict[str, str] = Field(default_factory=dict)  # model name -> child run (its files registrable)
 
 
 class RunFolder(Result):

@@ -79,6 +79,7 @@ def fake_flow(monkeypatch, module: str, name: str, behaviour):
     monkeypatch.setattr(importlib.import_module(module), name, behaviour)
     monkeypatch.setattr(cli, "quiet_user_error_tracebacks", lambda: None)
     monkeypatch.setattr(importlib.import_module("flows.local_server"), "run_scoped_server", contextlib.nullcontext)
+    monkeypatch.setattr("tasks.local_prefect.prepare_local_server", lambda: None)
 
 
 def test_errors_inside_a_run_exit_2_for_bad_input_and_1_for_failures(monkeypatch, capsys):
@@ -137,7 +138,7 @@ def test_inline_seed_ids_stay_strings_and_reach_the_flow(monkeypatch, capsys):
     code, out, _ = run_cli(["expand", "--seeds", "1000004,1000017,1000023", "--name", "spring_sale"], capsys)
     assert code == 0 and out.strip() == f"spring_sale: {Path('path').resolve()}"  # absolute: where it lies
     config = seen["config"]
-    assert config.seed_user_ids == ["1000004", "1000017", "1000023"] and config.campaign_id is None
+    assert config.seed_user_ids == ["1000004", "1000017", "1000023"] and config.campaign_id == ""
     assert config.name == "spring_sale"
 
 

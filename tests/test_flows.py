@@ -30,7 +30,7 @@ def nightly_config(folder, out, **overrides) -> NightlyConfig:
         evaluation=EvaluationConfig(audience_fractions=[0.02, 0.05]),
         output_root=str(out),
         experiment="test-nightly",
-        selection=SelectionConfig(registered_model=f"reg-{Path(out).name}"),
+        selection=SelectionConfig(),  # one registered model per output root
     )
     return NightlyConfig(**(defaults | overrides))
 
@@ -54,8 +54,19 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
 
     run = MlflowClient().get_run(first.mlflow_run_id)
     assert run.info.status == "FINISHED" and run.data.tags["prefect.flow_run_id"]
-    assert run.data.metrics["minhash.recall_at_5pct"] > run.data.metrics["popularity.recall_at_5pct"]
     assert run.data.params["publish.model"] == "champion" and run.data.tags["lookalike.champion"] == "minhash"
+    # The parent run charts the published champion night after night, not one bar per model and metric.
+    minhash_overall = next(r for r in first.summary if r["model"] == "minhash" and r["seed_bucket"] == "all")
+    assert run.data.metrics["champion.recall_at_5pct"] == pytest.approx(minhash_overall["recall_at_5pct"])
+    assert "champion.gauc" in run.data.metrics and not any(k.startswith("minhash.") for k in run.data.metrics)
+    assert run.data.tags["lookalike.dataset"].startswith("folder ")
+    from tasks.registry import registered_model_name
+
+    registered = registered_model_name(SelectionConfig(), str(tmp_path))
+    assert run.data.tags["lookalike.champion_version"] == f"{registered} v1"
+    experiment = MlflowClient().get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "recall_at_5pct" in experiment.tags["mlflow.sharedViewState.lookalike-runs"]
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "report")}
     assert {"report/precision_recall_vs_audience_size.png", "report/comparison_to_reference.csv"} <= artifacts
     per_campaign = pl.read_parquet(tmp_path / "runs" / first.run_id / "report" / "metrics_per_campaign.parquet")
@@ -64,12 +75,27 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
         [run.info.experiment_id],
         filter_string=(f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.model = 'minhash'"),
     )
-    assert child.data.metrics["vs_popularity.recall_at_5pct.ci_low"] > 0  # minhash beats popularity, paired CI
+    assert child.data.metrics["recall_at_5pct.vs_ref_low"] > 0  # minhash beats popularity, paired CI
+    assert child.data.tags["lookalike.reference"] == "popularity"
+    trained_minhash = child.data.metrics["fit_seconds"]
+    duration = (child.info.end_time - child.info.start_time) / 1000  # the child run spans the fit
+    assert duration == pytest.approx(trained_minhash, abs=0.01)
+    files = {a.path for a in MlflowClient().list_artifacts(child.info.run_id, "model")}
+    assert "model/model_spec.json" in files
 
     second = nightly_refresh(nightly_config(synthetic_dir, tmp_path, evaluation=two_splits))
     assert not second.champion.promoted and second.champion.previous_champion == "minhash"
-    registry = MlflowClient().get_model_version_by_alias(f"reg-{tmp_path.name}", "champion")
+    registry = MlflowClient().get_model_version_by_alias(registered, "champion")
     assert registry.tags["model_name"] == "minhash" and registry.version == second.champion.versions["minhash"]
+    # A cached night (same input) logs no model files again and registers no new version.
+    assert second.champion.versions == first.champion.versions
+    [again] = MlflowClient().search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{second.mlflow_run_id}' and tags.model = 'minhash'",
+    )
+    assert again.data.tags["lookalike.model_files_run"] == child.info.run_id
+    assert not MlflowClient().list_artifacts(again.info.run_id, "model")
+    assert MlflowClient().get_run(second.mlflow_run_id).data.tags["lookalike.id_mapping_run"] == run.info.run_id
     assert second.run_id != first.run_id
     assert read_latest(tmp_path / "audiences") == second.run_id
     assert pl.read_parquet(first.published["c000"]).equals(audience)  # old run untouched
@@ -232,7 +258,7 @@ def test_incremental_refresh_equals_a_full_refresh(prefect_and_mlflow, synthetic
 
     one_model = {
         "models": [ModelSpec(name=model, model=model)],
-        "selection": SelectionConfig(registered_model=f"reg-inc-{tmp_path.name}", not_eligible=[]),
+        "selection": SelectionConfig(not_eligible=[]),  # one registered model per output root
     }
     nightly_refresh(nightly_config(synthetic_dir, tmp_path / "inc", **one_model))
     incremental = nightly_refresh(nightly_config(day2, tmp_path / "inc", **one_model))
@@ -250,7 +276,8 @@ def test_incremental_refresh_equals_a_full_refresh(prefect_and_mlflow, synthetic
             [run.info.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.model = '{model}'",
         )
-        assert [a.path for a in client.list_artifacts(child.info.run_id, "model")] == ["model/item_ridge.npz"]
+        files = [a.path for a in client.list_artifacts(child.info.run_id, "model")]
+        assert files == ["model/item_ridge.npz", "model/model_spec.json"]
         # Only the live run's state stays on disk: last night's was removed once tonight's audiences were live.
         states = list((tmp_path / "inc" / "work").glob("*/models/*/refresh_state"))
         assert len(states) == 1 and "item_ridge" in states[0].parent.name

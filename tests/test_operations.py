@@ -226,23 +226,24 @@ def mlflow_store(tmp_path, monkeypatch):
 
 
 def test_a_night_with_nothing_to_evaluate_publishes_with_the_champion_or_refuses(mlflow_store, tmp_path):
-    from tasks.registry import promote_champion, register_and_choose
+    from tasks.registry import claim_registered_model, decide_champion, promote_champion
 
     selection = SelectionConfig(registered_model="reg", not_eligible=[])
     tiny = {"summary": [], "not_evaluated": {"c1": 1, "c2": 3}}
     with disable_run_logger():
+        claim_registered_model.fn(selection, str(tmp_path))
         children, trained = registry_night(mlflow_store, tmp_path, ["minhash", "item_ridge"])
         with pytest.raises(DataContractError) as err:  # no champion yet, nothing pinned
-            register_and_choose.fn(children, tiny, selection, trained)
+            decide_champion.fn(children, tiny, selection, trained, "reg")
         assert "c1: 1 seed, c2: 3 seeds" in str(err.value) and "no champion yet" in str(err.value)
         assert "set publish.model" in str(err.value)
-        pinned = register_and_choose.fn(children, tiny, selection, trained, "item_ridge")
+        pinned = decide_champion.fn(children, tiny, selection, trained, "reg", "item_ridge")
         assert pinned.champion == "item_ridge" and not pinned.evaluated and "publish.model item_ridge" in pinned.reason
         promote_champion.fn(pinned, selection, {"c1": "p"})  # nothing was compared: no alias moves
         scored = {"summary": [{"model": "minhash", "seed_bucket": "all", "recall_at_5pct": 0.4}]}
-        promote_champion.fn(register_and_choose.fn(children, scored, selection, trained), selection, {"c1": "p"})
+        promote_champion.fn(decide_champion.fn(children, scored, selection, trained, "reg"), selection, {"c1": "p"})
         children, trained = registry_night(mlflow_store, tmp_path, ["minhash", "item_ridge"])
-        kept = register_and_choose.fn(children, tiny, selection, trained)
+        kept = decide_champion.fn(children, tiny, selection, trained, "reg")
     assert kept.champion == "minhash" and not kept.evaluated
     assert kept.reason.startswith("not evaluated: no campaign has enough seeds to hold any out (c1: 1 seed")
     assert "published with the current champion minhash" in kept.reason

@@ -226,30 +226,52 @@ def alias(tracking, name: str, which: str) -> str | None:
     return f"{version.tags['model_name']} v{version.version}"
 
 
-def test_registry_registers_eligible_models_and_promotes_only_after_publishing(mlflow_store, tmp_path):
-    from tasks.registry import promote_champion, register_and_choose
+def test_registry_registers_champion_and_challenger_only_once_published(mlflow_store, tmp_path):
+    from tasks.registry import decide_champion, promote_champion
 
-    selection = SelectionConfig(registered_model="reg")
+    selection = SelectionConfig(registered_model="reg", keep_versions=2)
     scores = {"minhash": 0.5, "memory_only": 0.9, "popularity": 0.2, "random": 0.05}
     children, trained, report = night(mlflow_store, tmp_path, scores, {"minhash", "popularity", "random"})
     with disable_run_logger():
-        decision = register_and_choose.fn(children, report, selection, trained)
-        assert set(decision.versions) == {"minhash"}  # no reference models, no version without files
-        assert decision.champion == "minhash" and alias(mlflow_store, "reg", "champion") is None
-        # Killed before publishing (or nothing published): the aliases do not move.
+        decision = decide_champion.fn(children, report, selection, trained, "reg")
+        assert set(decision.model_runs) == {"minhash"}  # no reference models, no model without files
+        assert decision.champion == "minhash" and not decision.versions
+        # Killed before publishing (or nothing published): nothing is registered, no alias moves.
         promote_champion.fn(decision, selection, {})
         assert alias(mlflow_store, "reg", "champion") is None
-        promote_champion.fn(decision, selection, {"c000": "path"})
-        assert alias(mlflow_store, "reg", "champion") == "minhash v1"
+        assert not mlflow_store.client().search_model_versions("name = 'reg'")
+        mlflow_store.client().create_registered_model("reg")
+        first = promote_champion.fn(decision, selection, {"c000": "path"})
+        assert alias(mlflow_store, "reg", "champion") == "minhash v1" and first.versions == {"minhash": 1}
+        # The same fit again (a cached night: the same run holds the files): no new version.
+        assert promote_champion.fn(decision, selection, {"c000": "path"}).versions == {"minhash": 1}
 
-        scores = {"minhash": 0.5, "minhash_deep": 0.4, "random": 0.05}
+        scores = {"minhash": 0.5, "minhash_deep": 0.4, "minhash_wide": 0.3, "random": 0.05}
         children, trained, report = night(mlflow_store, tmp_path, scores, set(scores))
-        kept = register_and_choose.fn(children, report, selection, trained)
+        kept = decide_champion.fn(children, report, selection, trained, "reg")
         promote_champion.fn(kept, selection, {"c000": "path"})
     assert not kept.promoted and kept.challenger == "minhash_deep"
     assert kept.reason == "champion minhash (0.5000) kept; best challenger minhash_deep (0.4000)"
-    assert alias(mlflow_store, "reg", "champion") == "minhash v2"  # tonight's version of the kept champion
-    assert alias(mlflow_store, "reg", "challenger") == "minhash_deep v3"
+    assert alias(mlflow_store, "reg", "champion") == "minhash v2"  # tonight's fit of the kept champion
+    assert alias(mlflow_store, "reg", "challenger") == "minhash_deep v3"  # only these two were registered
+    versions = {int(v.version) for v in mlflow_store.client().search_model_versions("name = 'reg'")}
+    assert versions == {2, 3}  # keep_versions=2: v1 (no alias any more) deleted
+
+
+def test_each_output_root_has_its_own_registered_model(mlflow_store, tmp_path):
+    from tasks.registry import claim_registered_model, registered_model_name
+
+    default = SelectionConfig()
+    a, b = registered_model_name(default, str(tmp_path / "a" / "runs")), registered_model_name(default, "b/runs")
+    assert a != b and a.startswith("lookalike-audience-runs-") and b.startswith("lookalike-audience-runs-")
+    assert registered_model_name(default, str(tmp_path / "a" / "runs" / ".")) == a  # by absolute path
+    with disable_run_logger():
+        assert claim_registered_model.fn(default, str(tmp_path / "a" / "runs")) == a
+        assert claim_registered_model.fn(default, str(tmp_path / "a" / "runs")) == a  # again: still its own
+        named = SelectionConfig(registered_model="shared")
+        claim_registered_model.fn(named, str(tmp_path / "a"))
+        with pytest.raises(ValueError, match="holds the champion of output root"):
+            claim_registered_model.fn(named, str(tmp_path / "b"))
 
 
 def test_stale_running_runs_of_the_output_root_are_marked_killed(mlflow_store):
@@ -363,11 +385,11 @@ def test_partial_deployment_parameters_take_the_rest_from_the_yaml_defaults():
     # The file's reference model is dropped, not forced on a caller whose models do not include it.
     minhash = {"config": {"models": [{"name": "minhash", "model": "minhash"}]}}
     only_minhash = nightly_refresh.validate_parameters(minhash)
-    assert with_file_defaults(only_minhash["config"]).evaluation.reference is None
+    assert with_file_defaults(only_minhash["config"]).evaluation.reference == ""
 
     inline = expand_audience.validate_parameters({"config": {"seed_user_ids": ["1000004"], "name": "vip"}})
     expand = with_file_defaults(inline["config"], "expand.yaml")
-    assert expand.campaign_id is None and expand.model == load_config(None, ExpandConfig, "expand.yaml").model
+    assert expand.campaign_id == "" and expand.model == load_config(None, ExpandConfig, "expand.yaml").model
 
 
 # ---- 14. operator-facing text ----
@@ -411,8 +433,6 @@ def cli_night(folder: Path, out: Path) -> int:
             "models=[{name: minhash, model: minhash}]",
             "--set",
             "selection.not_eligible=[]",
-            "--set",
-            f"selection.registered_model=reg-{out.name}",
             "--set",
             "evaluation.reference=null",
             "--set",
