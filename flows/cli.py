@@ -76,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--metric", default="recall_at_5pct")
     compare.add_argument("--top", type=int, default=10)
     compare.add_argument("--output-root", default="runs", help="whose champion to show (default runs)")
-    compare.add_argument("--registered-model", help="default: the output root's (README: MLflow)")
+    compare.add_argument("--registered-model", help="default: the output root's for the config's data (README: MLflow)")
+    compare.add_argument(
+        "--config", help="nightly config whose data set's champion to show (default conf/nightly.yaml)"
+    )
     recluster = sub.add_parser("recluster", help="refresh the live RALM model's centroids from current seeds")
     recluster.add_argument("--seeds", required=True, help="Parquet of current seeds (campaign_id, user_id)")
     settable(recluster, "output_root=runs")
@@ -330,9 +333,12 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "compare":
         from lookalike_models.config import SelectionConfig
+        from lookalike_models.sources import data_set_key
         from tasks.registry import current_champion, rank_runs, registered_model_name
 
-        name = registered_model_name(SelectionConfig(registered_model=args.registered_model), args.output_root)
+        data_set = data_set_key(build_config(NightlyConfig, args.config, "nightly.yaml", []).data)
+        selection = SelectionConfig(registered_model=args.registered_model or "")
+        name = registered_model_name(selection, args.output_root, data_set)
         print(f"champion of {name}: {current_champion(name)}")
         print(compare_table(rank_runs(args.experiment, args.metric, args.top), args.metric, args.experiment))
         return EXIT_OK

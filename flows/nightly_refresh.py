@@ -57,7 +57,8 @@ def refresh(config: NightlyConfig) -> NightlyResult:
     run = RunFolder(run_id=run_id, run_dir=run_dir, output_root=config.output_root, mlflow_run=mlflow_run)
     data_set = data_set_key(config.data)
     try:
-        registered_model = claim_registered_model(config.selection, config.output_root)  # before anything trains
+        # Before anything trains; one registered model (and champion) per output root and data set.
+        registered_model = claim_registered_model(config.selection, config.output_root, data_set)
         fingerprint = fingerprint_inputs(config.data, publishing.exclusions)
         data_dir = prepare_data(config.data, fingerprint, work)
         skipped = skipped_campaigns(data_dir)

@@ -24,22 +24,28 @@ from tasks.results import ChampionDecision, TrainedModel
 OUTPUT_ROOT_TAG = "lookalike.output_root"
 
 
-def registered_model_name(selection: SelectionConfig, output_root: str) -> str:
-    """``selection.registered_model`` when set, else one name per output root: ``lookalike-audience-<folder>-<hash
-    of its absolute path>``, so two output roots on one tracking store never share a ``champion`` alias."""
+def registered_model_name(selection: SelectionConfig, output_root: str, data_set: str = "") -> str:
+    """``selection.registered_model`` when set, else one name per output root and data set:
+    ``lookalike-audience-<folder>-<hash of its absolute path>[-<data kind>-<hash of the data set>]``, so two
+    output roots on one tracking store never share a ``champion`` alias, and neither do two data sets
+    (``sources.data_set_key``) published under one output root."""
     if selection.registered_model:
         return selection.registered_model
     root = Path(output_root).resolve()
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", root.name).strip("-") or "root"
-    return f"lookalike-audience-{slug}-{hashlib.sha256(str(root).encode()).hexdigest()[:6]}"
+    name = f"lookalike-audience-{slug}-{hashlib.sha256(str(root).encode()).hexdigest()[:6]}"
+    if data_set:
+        kind = re.sub(r"[^A-Za-z0-9_-]+", "-", data_set.split(":", 1)[0]).strip("-") or "data"
+        name += f"-{kind}-{hashlib.sha256(data_set.encode()).hexdigest()[:4]}"
+    return name
 
 
 @task
-def claim_registered_model(selection: SelectionConfig, output_root: str) -> str:
-    """The output root's registered model (created on first use), checked before anything trains: a name set
-    by hand that already holds another output root's champion is refused, with the way out."""
+def claim_registered_model(selection: SelectionConfig, output_root: str, data_set: str = "") -> str:
+    """The output root's registered model for ``data_set`` (created on first use), checked before anything
+    trains: a name set by hand that already holds another output root's champion is refused, with the way out."""
     client = tracking.client()
-    name, root = registered_model_name(selection, output_root), str(Path(output_root).resolve())
+    name, root = registered_model_name(selection, output_root, data_set), str(Path(output_root).resolve())
     try:
         registered = client.get_registered_model(name)
     except MlflowException as exc:

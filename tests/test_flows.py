@@ -62,7 +62,7 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     assert run.data.tags["lookalike.dataset"].startswith("folder ")
     from tasks.registry import registered_model_name
 
-    registered = registered_model_name(SelectionConfig(), str(tmp_path))
+    registered = registered_model_name(SelectionConfig(), str(tmp_path), "folder")  # its data: a contract folder
     assert run.data.tags["lookalike.champion_version"] == f"{registered} v1"
     experiment = MlflowClient().get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -265,6 +265,8 @@ def test_each_output_root_has_its_own_registered_model(mlflow_store, tmp_path):
     a, b = registered_model_name(default, str(tmp_path / "a" / "runs")), registered_model_name(default, "b/runs")
     assert a != b and a.startswith("lookalike-audience-runs-") and b.startswith("lookalike-audience-runs-")
     assert registered_model_name(default, str(tmp_path / "a" / "runs" / ".")) == a  # by absolute path
+    movielens = registered_model_name(default, str(tmp_path / "a" / "runs"), "movielens:/data/ml")
+    assert movielens.startswith(a + "-movielens-") and movielens != registered_model_name(default, "a", "synthetic")
     with disable_run_logger():
         assert claim_registered_model.fn(default, str(tmp_path / "a" / "runs")) == a
         assert claim_registered_model.fn(default, str(tmp_path / "a" / "runs")) == a  # again: still its own
