@@ -64,7 +64,13 @@ def resident_gb() -> float:
 def remember_fitted(model_dir: str, scorer: AudienceScorer) -> None:
     _FITTED[model_dir] = scorer
     _FITTED.move_to_end(model_dir)
-    while len(_FITTED) > _MAX_FITTED or (len(_FITTED) > 1 and resident_gb() > _MAX_RESIDENT_GB):
+    make_room(keep=1)
+
+
+def make_room(keep: int = 0) -> None:
+    """Drop the oldest kept models while more than ``_MAX_FITTED`` are kept or the process is over
+    ``_MAX_RESIDENT_GB``, keeping at least the newest ``keep``."""
+    while len(_FITTED) > _MAX_FITTED or (len(_FITTED) > keep and resident_gb() > _MAX_RESIDENT_GB):
         _FITTED.popitem(last=False)
         gc.collect()
 
@@ -101,6 +107,7 @@ def train_model(
     model_dir = Path(data_dir).parent / "models" / f"{spec.name}-{stable_hash(spec, split.path)}"
     if previous_model_dir and Path(previous_model_dir).resolve() == model_dir.resolve():
         previous_model_dir = None  # same data as last run: nothing to reuse that a full fit would not give
+    make_room()  # the fit about to run needs the memory the models kept for evaluation hold
     started_at, start = time.time(), time.perf_counter()
     progress = TrainingProgress(spec.name)
     with report_progress_to(progress), progress_lines_in(logger):

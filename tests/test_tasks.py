@@ -241,3 +241,5 @@ def test_fitted_models_leave_memory_oldest_first_past_the_resident_budget(monkey
     resident["gb"] = modeling._MAX_RESIDENT_GB + 1
     modeling.remember_fitted("d", object())
     assert list(modeling._FITTED) == ["d"]  # over it: the older ones go, the newest always stays
+    modeling.make_room()  # before a fit: even the newest goes while over the budget
+    assert not modeling._FITTED
