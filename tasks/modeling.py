@@ -50,7 +50,7 @@ _MAX_FITTED = 8
 # Fitted models stay in memory for evaluation and staging while the process is under this resident size;
 # past it the oldest are dropped and reloaded from their folders when asked (at 1M users the default model
 # set holds several GB of signatures, factors and features).
-_MAX_RESIDENT_GB = float(os.environ.get("LOOKALIKE_MODEL_CACHE_GB", "6.0"))
+_MAX_RESIDENT_GB = float(os.environ.get("LOOKALIKE_MODEL_CACHE_GB", "3.0"))
 
 
 def resident_gb() -> float:
