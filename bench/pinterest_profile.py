@@ -123,13 +123,21 @@ def floors(data, ens, gflops: float, gbs: float) -> dict[str, float]:
     gram_flops = float(np.sum(np.diff(ridge.features.indptr).astype(np.float64) ** 2))
     n_campaigns = len(data.campaigns)
     mlp = ens.members[0]
+    clf = next(m for m in ens.members if m.name == "pinterest_classifier")
+    n_fits = len(clf.models) + n_campaigns * (len(clf.config.C_grid) - 1)  # kept fits + the C search's others
     out = {
         "  encoder: training steps": step_flops / (gflops * 1e9),
         "  encoder: embed every user": (epochs + 2) * 2 * nnz * d / (gflops * 1e9),
         "item_ridge: Gram matrix": gram_flops / (gflops * 1e9),
         "item_ridge: strength search": (len(ridge.config.strength_grid) + 2) * cholesky / 2 / (gflops * 1e9),
         "item_ridge: final factor": cholesky * 2 / (gflops * 1e9),  # float64 runs at about half the float32 rate
-        "classifier: per-campaign fits (all)": (n_campaigns * 8) * nnz * 12 * 10 / (gbs * 1e9),
+        # ~10 liblinear passes over the rows a fit reads (seeds + capped negatives), 12 bytes a nonzero
+        "classifier: per-campaign fits (all)": n_fits
+        * min(data.n_users, clf.config.max_negatives + 2000)
+        * (nnz / data.n_users)
+        * 12
+        * 10
+        / (gbs * 1e9),
         "affinity MLP: fit + epoch choice (x2: final, blend cut)": 2
         * getattr(mlp, "best_epoch", 1)
         * sum(s.size for s in data.campaigns.values())

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.progress import Progress
+from lookalike_models.reference import is_everyone
 from lookalike_models.scorers import AudienceScorer, register
 from lookalike_models.user_state import USER_STATE, load_user_state, match_previous, user_state
 
@@ -233,7 +234,7 @@ class MinHashScorer(AudienceScorer):
         return found
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
-        everyone = candidates.size == self.sigs.shape[0] and np.array_equal(candidates, np.arange(candidates.size))
+        everyone = is_everyone(candidates, self.sigs.shape[0])
         return mean_jaccard_to_seeds(self.sigs[seeds.positives], self.sigs, None if everyone else candidates)
 
     def save(self, folder: Path) -> None:
