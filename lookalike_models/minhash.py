@@ -64,7 +64,7 @@ def signatures(
     chunk_rows: int = 262_144,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """uint32 [n_users, num_perm] MinHash signatures from a user->items CSR.
+    """uint32 [n_users, num_perm] MinHash signatures from a user->items CSR, column-major (Fortran order).
 
     Users with no items get the all-max signature, like an empty datasketch MinHash. ``progress`` is
     advanced by the users of each chunk.
@@ -73,7 +73,8 @@ def signatures(
     # Permuting each item once (n_items x P) turns the per-interaction work into a gather + min.
     permuted_items = hashes[:, None] * a[None, :] + b[None, :]  # uint32 arithmetic wraps: mod 2^32
     n_users = indptr.size - 1
-    out = np.full((n_users, num_perm), np.iinfo(_U32).max, _U32)
+    # Column-major: scoring reads one permutation's values of many users at a time (mean_jaccard_to_seeds).
+    out = np.empty((n_users, num_perm), _U32, order="F")
     lengths = np.diff(indptr)
     start_user = 0
     while start_user < n_users:
@@ -81,10 +82,12 @@ def signatures(
         stop_user = int(np.searchsorted(indptr, indptr[start_user] + chunk_rows, side="right")) - 1
         stop_user = max(stop_user, start_user + 1)
         lo, hi = indptr[start_user], indptr[stop_user]
-        users = np.arange(start_user, stop_user)
-        nonempty = users[lengths[start_user:stop_user] > 0]
+        block = np.full((stop_user - start_user, num_perm), np.iinfo(_U32).max, _U32)
+        nonempty = np.flatnonzero(lengths[start_user:stop_user] > 0)
         if nonempty.size:
-            out[nonempty] = np.minimum.reduceat(permuted_items[items[lo:hi]], indptr[nonempty] - lo, axis=0)
+            starts = indptr[start_user + nonempty] - lo
+            block[nonempty] = np.minimum.reduceat(permuted_items[items[lo:hi]], starts, axis=0)
+        out[start_user:stop_user] = block  # a cache-sized block transposed into the column-major result
         if progress is not None:
             progress.advance(stop_user - start_user)
         start_user = stop_user
@@ -121,20 +124,23 @@ class MinHashLSHIndex:
 
     def candidates(self, users: np.ndarray) -> np.ndarray:
         """Sorted unique user_idx sharing at least one band bucket with one of ``users``."""
-        found = []
+        # At low thresholds most users share some bucket and each is found in many bands: marking a mask
+        # costs one write per find, where concatenating and sorting the finds cost a sort of all of them.
+        found = np.zeros(self.keys.shape[0], bool)
         for band in range(self.bands):
             wanted = np.unique(self.keys[users, band])
             lo = np.searchsorted(self.sorted_keys[:, band], wanted, side="left")
             hi = np.searchsorted(self.sorted_keys[:, band], wanted, side="right")
-            found.append(self.order[_expand_ranges(lo, hi), band])
-        return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+            found[self.order[_expand_ranges(lo, hi), band]] = True
+        return np.flatnonzero(found)
 
 
 def mean_jaccard_to_seeds(seed_sigs: np.ndarray, sigs: np.ndarray, candidates: np.ndarray | None = None) -> np.ndarray:
     """float32 [n_candidates]: estimated mean Jaccard similarity of each candidate to the seed set, i.e. per
     permutation how many seeds share the candidate's min-hash, summed and divided by seeds x permutations.
 
-    ``sigs`` [n_users, n_perm] are every user's signatures and ``candidates`` the rows to score (None: all).
+    ``sigs`` [n_users, n_perm] are every user's signatures and ``candidates`` the rows to score (None: all);
+    column-major ``sigs`` (as ``signatures`` gives) make each permutation's read contiguous.
     Per permutation the seeds' values go into a small direct-mapped table (value -> count, indexed by the
     value's low bits) that a candidate reads in one step; the few values that lose a shared slot are found
     by a search. Additions happen in the same order as a plain per-permutation search, so the result is
@@ -194,7 +200,7 @@ class MinHashScorer(AudienceScorer):
             redo = data.n_users
         else:
             rows, unchanged = old[1], old[2]
-            self.sigs = np.empty((data.n_users, cfg.num_perm), _U32)
+            self.sigs = np.empty((data.n_users, cfg.num_perm), _U32, order="F")  # as signatures() gives
             self.sigs[unchanged] = old[0][rows[unchanged]]
             todo = np.flatnonzero(~unchanged)
             lo, hi = indptr[todo], indptr[todo + 1]
@@ -248,7 +254,7 @@ class MinHashScorer(AudienceScorer):
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         with np.load(Path(folder) / "minhash.npz", allow_pickle=False) as npz:
-            self.sigs = npz["signatures"]
+            self.sigs = np.asfortranarray(npz["signatures"])  # a model saved row-major before scores the same
         self.user_state = load_user_state(folder)
         if self.user_state is None:
             self.user_state = user_state(data)

@@ -111,10 +111,42 @@ class ItemLogRegScorer(AudienceScorer):
         return model.decision_function(rows).astype(np.float32)
 
     def save(self, folder: Path) -> None:
-        Path(folder).mkdir(parents=True, exist_ok=True)  # per-campaign fits are redone from the data
+        """The per-campaign coefficients, each with the identity of the seed list it was fitted on: a reload
+        (evaluation or staging after the model left memory) scores without refitting every campaign."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        campaigns = sorted(self.models)
+        fits = [self.models[cid][1] for cid in campaigns]
+        n_items = self.features.shape[1]
+        np.savez(
+            Path(folder) / LOGREG_FILE,
+            campaign_ids=np.array(campaigns, dtype=str),
+            seeds_keys=np.array([self.models[cid][0] for cid in campaigns], dtype=str),
+            coef=np.stack([m.coef_[0] for m in fits]) if fits else np.zeros((0, n_items)),
+            intercept=np.array([m.intercept_[0] for m in fits], np.float64),
+        )
 
     def load(self, folder: Path, data: LookalikeData) -> None:
-        self.fit(data, {})
+        self.features = user_item_tfidf(data)
+        self.models = {}
+        path = Path(folder) / LOGREG_FILE
+        if not path.exists():  # saved before the coefficients were kept: refit on demand, as then
+            return
+        with np.load(path, allow_pickle=False) as saved:
+            for cid, key, coef, intercept in zip(
+                saved["campaign_ids"], saved["seeds_keys"], saved["coef"], saved["intercept"], strict=True
+            ):
+                self.models[str(cid)] = (str(key), fitted_logreg(coef, intercept, self.config.C))
+
+
+LOGREG_FILE = "item_logreg.npz"
+
+
+def fitted_logreg(coef: np.ndarray, intercept: float, C: float) -> LogisticRegression:
+    """A binary ``LogisticRegression`` restored from its coefficients; it scores like the one saved."""
+    model = LogisticRegression(C=C, solver="liblinear", max_iter=200)
+    model.classes_ = np.array([0, 1], np.int8)
+    model.coef_, model.intercept_ = coef[None, :].astype(np.float64), np.array([intercept], np.float64)
+    return model
 
 
 def seeds_key(seeds: CampaignSeeds) -> str:

@@ -71,3 +71,25 @@ def test_item_logreg_models_fitted_up_front_score_like_fits_on_demand(synthetic_
     assert np.array_equal(
         upfront.score(synthetic_data, full, users[::7]), on_demand.score(synthetic_data, full, users[::7])
     )
+
+
+def test_item_logreg_reloaded_from_its_folder_scores_the_same_without_refitting(synthetic_data, tmp_path, monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+
+    from lookalike_models.evaluation import holdout_split
+    from lookalike_models.reference import ItemLogRegScorer
+
+    train, _ = holdout_split(synthetic_data.campaigns, synthetic_data.n_users, 0.1, 0)
+    fitted = ItemLogRegScorer()
+    fitted.fit(synthetic_data, train)
+    fitted.save(tmp_path)
+    reloaded = ItemLogRegScorer()
+    reloaded.load(tmp_path, synthetic_data)
+    users = np.arange(synthetic_data.n_users)
+    fits = []
+    monkeypatch.setattr(LogisticRegression, "fit", lambda *a, **k: fits.append(1) or pytest.fail("refitted"))
+    for cid in train:
+        assert np.array_equal(
+            fitted.score(synthetic_data, train[cid], users), reloaded.score(synthetic_data, train[cid], users)
+        )
+    assert not fits and set(reloaded.models) == set(train)
