@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -64,6 +65,7 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
         start_new_session=True,
     )
     lines, killed, finished = [], False, []
+    rss = RSSSampler(proc.pid, start)
     for line in proc.stdout:
         lines.append(line)
         task = re.search(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state (\w+)", line)
@@ -75,6 +77,7 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
             killed = True
             break
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the max over earlier runs
+    rss.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
     text = "".join(lines)
@@ -90,19 +93,50 @@ def run_nightly(config: Path, env: dict, kill_after: str | None = None, override
         "cached_names": sorted(set(re.findall(r"Task run '([a-z_-]+?)-[0-9a-z]+' - Finished in state Cached", text))),
         "completed_tasks": len(re.findall(r"Finished in state Completed", text)),
         "finished": finished,
+        "rss_samples": rss.samples,
         "log": text,
     }
 
 
+class RSSSampler:
+    """The child's resident memory (VmRSS) every ``every`` seconds, as (seconds since start, GB): each task's
+    peak is the largest sample between the previous task's end and its own."""
+
+    def __init__(self, pid: int, start: float, every: float = 0.25):
+        self.pid, self.start, self.every, self.samples = pid, start, every, []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        status = Path(f"/proc/{self.pid}/status")
+        while not self.done.wait(self.every):
+            try:
+                kb = int(status.read_text().split("VmRSS:")[1].split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+            self.samples.append((time.perf_counter() - self.start, kb / 1e6))
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def peak_between(samples: list[tuple[float, float]], lo: float, hi: float) -> float:
+    return max((gb for at, gb in samples if lo <= at <= hi), default=float("nan"))
+
+
 def show_stages(r: dict) -> None:
     """Seconds per task of a run (time since the previous task finished; the first includes start-up)."""
-    print("| task | state | seconds (since the previous task ended) |\n|---|---|---|")
-    previous = 0.0
+    print("| task | state | seconds (since the previous task ended) | peak RSS in that time (GB) |\n|---|---|---|---|")
+    previous, samples = 0.0, r["rss_samples"]
     for at, name, state in r["finished"]:
-        print(f"| {name} | {state} | {at - previous:.1f} |")
+        print(f"| {name} | {state} | {at - previous:.1f} | {peak_between(samples, previous, at):.2f} |")
         previous = at
+    tail = peak_between(samples, previous, r["wall_s"])
     print(
-        f"| (after the last task: publishing bookkeeping, summary, exit) | | {r['wall_s'] - previous:.1f} |", flush=True
+        f"| (after the last task: publishing, summary, exit) | | {r['wall_s'] - previous:.1f} | {tail:.2f} |",
+        flush=True,
     )
 
 

@@ -66,10 +66,13 @@ def refresh(config: NightlyConfig) -> NightlyResult:
         split = splits[0]  # the first split's models are the ones registered and published
         previous_run = previous_published_run(config.output_root)
         previous = previous_refresh(config.output_root, previous_run, data_dir, publishing.incremental, data_set)
-        trained = {m.name: train_model(m, data_dir, split, work, previous.models.get(m.name)) for m in config.models}
-        evaluated = [
-            evaluate_model(trained[m.name] if s == split else train_model(m, data_dir, s, work), work, evaluation)
-            for s in splits
+        trained, evaluated = {}, []
+        for m in config.models:  # each model is evaluated before the next one trains: fits never share memory
+            trained[m.name] = train_model(m, data_dir, split, work, previous.models.get(m.name))
+            evaluated.append(evaluate_model(trained[m.name], work, evaluation))
+        evaluated += [
+            evaluate_model(train_model(m, data_dir, s, work), work, evaluation)
+            for s in splits[1:]
             for m in config.models
         ]
         report = evaluate_run(evaluated, data_dir, evaluation, run_dir, split)

@@ -75,6 +75,21 @@ def make_room(keep: int = 0) -> None:
         gc.collect()
 
 
+def make_room_for_fit() -> None:
+    """Before a fit: drop every kept model that restores itself from its folder (the fit needs the memory,
+    and the nightly evaluates a model before the next one trains, so only staging reloads one), then the
+    others while over the budget."""
+    for model_dir in [d for d, scorer in _FITTED.items() if restores_itself(scorer)]:
+        del _FITTED[model_dir]
+    gc.collect()
+    make_room()
+
+
+def restores_itself(scorer: AudienceScorer) -> bool:
+    """Whether the scorer's class loads a saved fit (else a dropped model is refitted when asked again)."""
+    return type(scorer).load is not AudienceScorer.load
+
+
 def fitted_scorer(spec: ModelSpec, data_dir: str, model_dir: str, split_path: str) -> AudienceScorer:
     """The scorer ``train_model`` fitted: from memory, else restored from ``model_dir``, else refitted
     (``scorer_of`` for a ``TrainedModel``)."""
@@ -107,7 +122,7 @@ def train_model(
     model_dir = Path(data_dir).parent / "models" / f"{spec.name}-{stable_hash(spec, split.path)}"
     if previous_model_dir and Path(previous_model_dir).resolve() == model_dir.resolve():
         previous_model_dir = None  # same data as last run: nothing to reuse that a full fit would not give
-    make_room()  # the fit about to run needs the memory the models kept for evaluation hold
+    make_room_for_fit()
     started_at, start = time.time(), time.perf_counter()
     progress = TrainingProgress(spec.name)
     with report_progress_to(progress), progress_lines_in(logger):

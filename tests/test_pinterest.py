@@ -245,3 +245,14 @@ def test_on_movielens_starspace_centroid_matches_svd_and_beats_popularity(moviel
     # (before issue 10: 0.245).
     assert recall["centroid_cosine"] > recall["svd_centroid"] - 0.015, recall
     assert recall["centroid_cosine"] > recall["popularity"] + 0.08, recall
+
+
+def test_strongest_first_orders_like_lexsort_with_ties_and_unsorted_users():
+    from lookalike_models.pinterest.encoder_inputs import strongest_first
+
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 50, 5000)
+    items = rng.integers(0, 30, 5000).astype(np.int32)
+    weight = rng.choice(np.array([0.5, 1.0, 2.0, 3.5], np.float32), 5000)  # many exact ties
+    assert np.array_equal(strongest_first(users, items, weight, 30), np.lexsort((items, -weight, users)))
+    assert strongest_first(users[:0], items[:0], weight[:0], 30).size == 0

@@ -93,3 +93,17 @@ def test_validation_recall_counts_seeds_above_the_audience_cutoff():
     seeds = CampaignSeeds("c", np.arange(10), np.array([10, 11]))
     users = competing_users(1000, seeds, np.array([500]), 50, np.random.default_rng(0))
     assert 500 in users and not np.isin(np.arange(12), users).any() and users.size <= 51
+
+
+def test_blend_validation_gives_the_same_results_on_one_thread_or_two(synthetic_data, monkeypatch):
+    from lookalike_models.pinterest import ensemble
+
+    train, _ = holdout_split(synthetic_data.campaigns, synthetic_data.n_users, 0.1, seed=0)
+    validation = []
+    for threads in (1, 2):
+        monkeypatch.setattr(ensemble, "free_cores", lambda threads=threads: threads)
+        scorer = build_scorer("pinterest_ensemble", {"embedding_model": "centroid_cosine", "encoder": SMALL})
+        scorer.fit(synthetic_data, train)
+        validation.append(scorer.validation)
+    assert validation[0].keys() == validation[1].keys() and len(validation[0]) > 0
+    assert all(np.array_equal(validation[0][cid], validation[1][cid]) for cid in validation[0])

@@ -243,3 +243,19 @@ def test_fitted_models_leave_memory_oldest_first_past_the_resident_budget(monkey
     assert list(modeling._FITTED) == ["d"]  # over it: the older ones go, the newest always stays
     modeling.make_room()  # before a fit: even the newest goes while over the budget
     assert not modeling._FITTED
+
+
+def test_a_fit_first_drops_the_kept_models_that_reload_from_their_folders(monkeypatch):
+    from lookalike_models.minhash import MinHashScorer
+    from lookalike_models.scorers import AudienceScorer
+    from tasks import modeling
+
+    class InMemoryOnly(AudienceScorer):  # no load(): dropping it would cost a refit
+        name, config_class, fit, score = "in_memory", MinHashScorer.config_class, None, None
+
+    monkeypatch.setattr(modeling, "_FITTED", modeling.OrderedDict())
+    monkeypatch.setattr(modeling, "resident_gb", lambda: 0.1)  # far under the budget
+    modeling.remember_fitted("minhash", MinHashScorer())
+    modeling.remember_fitted("memory", InMemoryOnly())
+    modeling.make_room_for_fit()
+    assert list(modeling._FITTED) == ["memory"]

@@ -89,6 +89,20 @@ def organic_tfidf(data: LookalikeData, keep: np.ndarray) -> sp.csr_matrix:
     return user_item_tfidf(data, keep)
 
 
+def strongest_first(users: np.ndarray, items: np.ndarray, weight: np.ndarray, n_items: int) -> np.ndarray:
+    """The order of ``np.lexsort((items, -weight, users))``: by user, strongest engagement first, then item.
+
+    One stable sort of a combined int64 key where it fits (a few times faster than lexsort's three passes
+    at 20M interactions, and near-free on data already grouped by user); lexsort where it does not."""
+    if users.size == 0:
+        return np.zeros(0, np.int64)
+    levels, rank = np.unique(-weight, return_inverse=True)
+    if (int(users.max()) + 1) * levels.size * max(n_items, 1) >= 2**63:
+        return np.lexsort((items, -weight, users))
+    key = (users.astype(np.int64) * levels.size + rank.reshape(-1)) * n_items + items
+    return np.argsort(key, kind="stable")
+
+
 def user_inputs(
     data: LookalikeData,
     keep: np.ndarray,
@@ -101,7 +115,7 @@ def user_inputs(
     ``tfidf``: ``organic_tfidf(data, keep)`` when the caller already has it."""
     users, items, weight = data.user_idx[keep].astype(np.int64), data.item_idx[keep], data.weight[keep]
     # Strongest engagements first within each user, so a long history keeps what matters most.
-    order = np.lexsort((items, -weight, users))
+    order = strongest_first(users, items, weight, data.n_items)
     users, items = users[order], items[order]
     first = np.ones(users.size, bool)
     first[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
