@@ -17,6 +17,7 @@ seeds hold each value makes this O(P * candidates * log seeds), not O(candidates
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.progress import Progress
 from lookalike_models.reference import is_everyone
 from lookalike_models.scorers import AudienceScorer, register
+from lookalike_models.threads import free_cores
 from lookalike_models.user_state import USER_STATE, load_user_state, match_previous, user_state
 
 log = logging.getLogger(__name__)
@@ -76,21 +78,30 @@ def signatures(
     # Column-major: scoring reads one permutation's values of many users at a time (mean_jaccard_to_seeds).
     out = np.empty((n_users, num_perm), _U32, order="F")
     lengths = np.diff(indptr)
-    start_user = 0
+    bounds, start_user = [], 0
     while start_user < n_users:
-        # Take as many whole users as fit in chunk_rows interactions (small chunks stay in cache).
+        # As many whole users as hold chunk_rows interactions: each chunk's gather stays bounded.
         stop_user = int(np.searchsorted(indptr, indptr[start_user] + chunk_rows, side="right")) - 1
-        stop_user = max(stop_user, start_user + 1)
+        bounds.append((start_user, max(stop_user, start_user + 1)))
+        start_user = bounds[-1][1]
+
+    def sign(chunk: tuple[int, int]) -> int:
+        start_user, stop_user = chunk
         lo, hi = indptr[start_user], indptr[stop_user]
         block = np.full((stop_user - start_user, num_perm), np.iinfo(_U32).max, _U32)
         nonempty = np.flatnonzero(lengths[start_user:stop_user] > 0)
         if nonempty.size:
             starts = indptr[start_user + nonempty] - lo
             block[nonempty] = np.minimum.reduceat(permuted_items[items[lo:hi]], starts, axis=0)
-        out[start_user:stop_user] = block  # a cache-sized block transposed into the column-major result
-        if progress is not None:
-            progress.advance(stop_user - start_user)
-        start_user = stop_user
+        out[start_user:stop_user] = block  # transposed into the column-major result
+        return stop_user - start_user
+
+    # Chunks side by side on the free cores (numpy's gathers and reductions release the GIL); each writes
+    # its own rows, so the result does not depend on the thread count.
+    with ThreadPoolExecutor(free_cores() if len(bounds) > 1 else 1) as pool:
+        for n_signed in pool.map(sign, bounds):
+            if progress is not None:
+                progress.advance(n_signed)
     return out
 
 

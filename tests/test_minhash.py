@@ -17,7 +17,8 @@ def _csr(sets: list[list[int]]):
     return indptr, np.concatenate([np.sort(s) for s in sets if s] or [[]]).astype(np.int32)
 
 
-def test_signatures_are_bit_identical_to_datasketch():
+def test_signatures_are_bit_identical_to_datasketch(monkeypatch):
+    monkeypatch.setattr("lookalike_models.minhash.free_cores", lambda: 2)  # chunks signed on two threads
     rng = np.random.default_rng(0)
     item_ids = [f"item-{i}" for i in range(300)]
     sets = [sorted(rng.choice(300, rng.integers(1, 40), replace=False).tolist()) for _ in range(50)] + [[]]
