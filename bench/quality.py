@@ -13,7 +13,8 @@ BENCHMARKS.md shows. Data: MovieLens-100K (40 movies as campaigns), the Amazon B
 Movies items as campaigns, Books activity as extra behaviour), the synthetic generator (20,000 users), and
 derived shapes of the real sets (``bench.common.SHAPES``): ``movielens_longtail`` (300 users, every item
 they touched: more items than users), ``amazon_longtail`` (500 users), ``movielens_nopop`` and
-``amazon_nopop`` (each domain's 10% most-engaged items removed).
+``amazon_nopop`` (each domain's 10% most-engaged items removed), ``movielens_sparse`` and ``amazon_sparse``
+(half the users cut to 1-20 of their items: many sparse-history held-out seeds).
 
 Besides each model, a virtual model ``champion``: on each split, the model the nightly would pick (highest
 mean ``--metric`` over campaigns among the eligible models, ``SelectionConfig.not_eligible`` left out), its

@@ -274,7 +274,7 @@ class PinterestEnsembleScorer(AudienceScorer):
                 ranks = np.stack([rank_scores(m.score(data, fit_seeds, scored)) for m in members], 1)
                 blended = ranks @ self.blends.T
                 if activity is not None:
-                    rows[cid] = CutRows(ranks, activity[scored], np.isin(scored, val))
+                    rows[cid] = CutRows.sampled(ranks, activity[scored], np.isin(scored, val), fold)
                 blended_val, blended_others = (
                     blended[np.searchsorted(scored, val)],
                     blended[np.searchsorted(scored, others)],

@@ -25,10 +25,10 @@ def user_activity(data: LookalikeData) -> np.ndarray:
 
 
 def top_share(ranks: np.ndarray) -> np.ndarray:
-    """-log(1 - percentile rank + 1/n): the top of a ranking spread out (the top 5% sit above 3), so a linear
-    model of it separates within the audience rather than in the bulk below it."""
-    n = max(ranks.shape[0], 1)
-    return -np.log(1.0 - ranks + 1.0 / n)
+    """-log(1 - percentile rank + 0.001): the top of a ranking spread out (the top 5% sit above 3), so a
+    linear model of it separates within the audience rather than in the bulk below it. The floor is fixed,
+    not 1/n, so a sampled cut and a full candidate list map a rank to the same value."""
+    return -np.log(1.0 - ranks + 1e-3)
 
 
 @dataclass
@@ -39,6 +39,19 @@ class CutRows:
     ranks: np.ndarray
     activity: np.ndarray
     is_val: np.ndarray
+
+    @classmethod
+    def sampled(
+        cls, ranks: np.ndarray, activity: np.ndarray, is_val: np.ndarray, seed: int, max_others: int = 20_000
+    ) -> CutRows:
+        """The rows with the non-seeds sampled down to ``max_others`` (all validation seeds kept): the ranks
+        are already computed among all scored users, and a sample places the recall's cutoff as well, at a
+        bounded memory per campaign and cut (a 1M-user night keeps 32 campaigns x cuts of them)."""
+        others = np.flatnonzero(~is_val)
+        if others.size <= max_others:
+            return cls(ranks, activity, is_val)
+        keep = np.sort(np.r_[np.flatnonzero(is_val), np.random.default_rng(seed).choice(others, max_others, False)])
+        return cls(ranks[keep], activity[keep], is_val[keep])
 
 
 @dataclass
