@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--metric", default="recall_at_5pct")
     parser.add_argument("--synthetic-users", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--dump", type=Path, default=None, help="folder for each data set's per-campaign rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     splits = {"reported": REPORTED_SPLITS, "tuning": TUNING_SPLITS}.get(args.splits) or [
@@ -216,6 +217,9 @@ def main() -> None:
             per_campaign = evaluate_over_splits(data, applicable, splits, fractions=FRACTIONS, bucket_edges=BUCKETS)
             champion, picks = champion_rows(per_campaign, args.metric)
             per_campaign = pl.concat([per_campaign, champion], how="diagonal_relaxed")
+            if args.dump:  # to compare any two models afterwards (paired over campaigns)
+                args.dump.mkdir(parents=True, exist_ok=True)
+                per_campaign.write_parquet(args.dump / f"{kind}.parquet")
             metrics = [args.metric, "auc"]
             comparison = compare_to_reference(per_campaign, args.reference, metrics)
             by_activity = activity_metric(args.metric)
