@@ -32,7 +32,7 @@ from lookalike_models.scorers import top_k  # noqa: E402
 def blend_recalls(data, split: int) -> tuple[list[str], np.ndarray, np.ndarray, int]:
     """(member names, blends [n_blends, n_members], held-out recall@5% per blend, the ensemble's choice)."""
     train, heldout = holdout_split(data.campaigns, data.n_users, 0.1, split)
-    ensemble = build_scorer("pinterest_ensemble")
+    ensemble = build_scorer("pinterest_ensemble", {"stacker": False})  # the grid blends only
     ensemble.fit(data, train)
     k = audience_sizes(data.n_users, [0.05])["5pct"]
     everyone = np.arange(data.n_users)

@@ -16,12 +16,16 @@ from lookalike_models.synthetic import SyntheticConfig
 
 # Derived data shapes (``data.shape``, lookalike_models/shapes.py): name -> (data kind, shape).
 # longtail: a seeded sample of users, every item they touched kept (more items than users);
-# nopop: each domain's 10% most-engaged items removed (campaign items kept).
+# nopop: each domain's 10% most-engaged items removed (campaign items kept);
+# sparse: half the users keep only 1-20 of their organic items (log-uniform), so many held-out seeds have the
+# short histories of new users (few do on the full sets).
 SHAPES = {
     "movielens_longtail": ("movielens", ShapeConfig(max_users=300)),
     "amazon_longtail": ("amazon", ShapeConfig(max_users=500)),
     "movielens_nopop": ("movielens", ShapeConfig(drop_popular_share=0.1)),
     "amazon_nopop": ("amazon", ShapeConfig(drop_popular_share=0.1)),
+    "movielens_sparse": ("movielens", ShapeConfig(sparse_share=0.5, sparse_max_items=20)),
+    "amazon_sparse": ("amazon", ShapeConfig(sparse_share=0.5, sparse_max_items=20)),
 }
 
 

@@ -13,7 +13,8 @@ BENCHMARKS.md shows. Data: MovieLens-100K (40 movies as campaigns), the Amazon B
 Movies items as campaigns, Books activity as extra behaviour), the synthetic generator (20,000 users), and
 derived shapes of the real sets (``bench.common.SHAPES``): ``movielens_longtail`` (300 users, every item
 they touched: more items than users), ``amazon_longtail`` (500 users), ``movielens_nopop`` and
-``amazon_nopop`` (each domain's 10% most-engaged items removed).
+``amazon_nopop`` (each domain's 10% most-engaged items removed), ``movielens_sparse`` and ``amazon_sparse``
+(half the users cut to 1-20 of their items: many sparse-history held-out seeds).
 
 Besides each model, a virtual model ``champion``: on each split, the model the nightly would pick (highest
 mean ``--metric`` over campaigns among the eligible models, ``SelectionConfig.not_eligible`` left out), its
@@ -185,6 +186,7 @@ def main() -> None:
     parser.add_argument("--metric", default="recall_at_5pct")
     parser.add_argument("--synthetic-users", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--dump", type=Path, default=None, help="folder for each data set's per-campaign rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     splits = {"reported": REPORTED_SPLITS, "tuning": TUNING_SPLITS}.get(args.splits) or [
@@ -215,6 +217,9 @@ def main() -> None:
             per_campaign = evaluate_over_splits(data, applicable, splits, fractions=FRACTIONS, bucket_edges=BUCKETS)
             champion, picks = champion_rows(per_campaign, args.metric)
             per_campaign = pl.concat([per_campaign, champion], how="diagonal_relaxed")
+            if args.dump:  # to compare any two models afterwards (paired over campaigns)
+                args.dump.mkdir(parents=True, exist_ok=True)
+                per_campaign.write_parquet(args.dump / f"{kind}.parquet")
             metrics = [args.metric, "auc"]
             comparison = compare_to_reference(per_campaign, args.reference, metrics)
             by_activity = activity_metric(args.metric)

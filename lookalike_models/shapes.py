@@ -5,6 +5,9 @@
 - ``drop_popular_items``: the most-engaged items (by distinct users, per domain) removed from the
   interactions and from multi-valued user fields that list item ids; a campaign's own item is never
   dropped (its engagers are the campaign's seeds).
+- ``sparsify_histories``: a seeded share of users keep only a few of their organic items (log-uniform in
+  1..``sparse_max_items``), so many seeds, held out or not, have the short histories of new users; the
+  campaigns' own items are never cut (they are the labels).
 
 Both take and return a ``RawDataset`` (ids as the advertiser gave them), so ``sources.load_encoded`` applies
 them (``data.shape``) before encoding and every consumer, the nightly flow and the benchmarks, sees the
@@ -35,11 +38,13 @@ class ShapeConfig(BaseModel):
     drop_popular_share: float = Field(
         0.0, ge=0, lt=1, description="Remove this share of each domain's most-engaged items (campaign items kept)"
     )
-    seed: int = Field(0, description="Seed of the user sample")
+    sparse_share: float = Field(0.0, ge=0, le=1, description="Share of users whose history is cut short")
+    sparse_max_items: int = Field(20, ge=1, description="Most organic items a cut-short user keeps")
+    seed: int = Field(0, description="Seed of the user sample and of the cut histories")
 
     @property
     def is_identity(self) -> bool:
-        return not self.max_users and self.drop_popular_share == 0
+        return not self.max_users and self.drop_popular_share == 0 and self.sparse_share == 0
 
 
 def campaign_items(raw: RawDataset) -> list:
@@ -109,12 +114,51 @@ def drop_popular_items(raw: RawDataset, share: float) -> RawDataset:
     return replace(raw, interactions=interactions, user_features=user_features)
 
 
+def sparsify_histories(raw: RawDataset, share: float, max_items: int, seed: int = 0) -> RawDataset:
+    """``raw`` where a seeded ``share`` of the users with interactions keep only k of their distinct organic
+    items (k log-uniform in 1..``max_items``, the items a uniform draw), every row of those items kept and
+    the rest dropped; campaign items and seeds untouched. Multi-valued user fields holding item ids keep only
+    the user's kept items (order kept)."""
+    if share <= 0:
+        return raw
+    own = pl.Series(campaign_items(raw), dtype=raw.interactions.schema[ITEM_ID])
+    organic = raw.interactions.filter(~pl.col(ITEM_ID).is_in(own.implode()))
+    pairs = organic.select(USER_ID, ITEM_ID).unique().sort(USER_ID, ITEM_ID)
+    users = pairs[USER_ID].unique().sort()
+    rng = np.random.default_rng(seed)
+    cut = users.filter(pl.Series(rng.random(users.len()) < share))
+    keep_k = np.floor(np.exp(rng.uniform(0, np.log(max_items + 1), cut.len()))).clip(1, max_items).astype(np.int64)
+    # A random order of each cut user's items, then its first k: a uniform draw of k items.
+    ranked = pairs.join(pl.DataFrame({USER_ID: cut, "keep_k": keep_k}), on=USER_ID, maintain_order="left")
+    ranked = ranked.with_columns(pl.Series("draw", rng.random(ranked.height)))
+    dropped = ranked.filter(pl.col("draw").rank("ordinal").over(USER_ID) > pl.col("keep_k")).select(USER_ID, ITEM_ID)
+    interactions = raw.interactions.join(dropped, on=[USER_ID, ITEM_ID], how="anti")
+    user_features = raw.user_features
+    if user_features is not None:
+        item_type = raw.interactions.schema[ITEM_ID]
+        for name in raw.schema.user_multi:
+            dtype = user_features.schema[name]
+            if not (isinstance(dtype, pl.List) and dtype.inner == item_type):
+                continue
+            exploded = user_features.select(USER_ID, name).with_row_index("_row").explode(name)
+            exploded = exploded.with_row_index("_pos").join(
+                dropped.rename({ITEM_ID: name}), on=[USER_ID, name], how="anti"
+            )
+            lists = exploded.sort("_pos").group_by("_row").agg(pl.col(name).drop_nulls())
+            rebuilt = user_features.with_row_index("_row").drop(name).join(lists, on="_row", how="left")
+            user_features = rebuilt.sort("_row").select(user_features.columns)
+    return replace(raw, interactions=interactions, user_features=user_features)
+
+
 def apply_shape(raw: RawDataset, shape: ShapeConfig) -> RawDataset:
-    """``keep_users`` first, then ``drop_popular_items`` (popularity counted in the kept population)."""
+    """``keep_users`` first, then ``drop_popular_items`` (popularity counted in the kept population), then
+    ``sparsify_histories``."""
     if shape.max_users:
         raw = keep_users(raw, shape.max_users, shape.seed)
     if shape.drop_popular_share > 0:
         raw = drop_popular_items(raw, shape.drop_popular_share)
+    if shape.sparse_share > 0:
+        raw = sparsify_histories(raw, shape.sparse_share, shape.sparse_max_items, shape.seed)
     return raw
 
 

@@ -161,3 +161,28 @@ def test_quality_champion_picks_the_best_eligible_model_per_split():
     assert set(champion["model"]) == {"champion"}
     by_split = champion.sort("split_seed", "campaign_id")["recall_at_5pct"].to_list()
     assert by_split == [0.5, 0.3, 0.3, 0.2]
+
+
+def test_sparsify_histories_cuts_a_share_of_users_to_a_few_items_and_keeps_campaign_items():
+    from lookalike_models.shapes import sparsify_histories
+
+    raw = tiny_raw()
+    shaped = sparsify_histories(raw, 0.5, 5, seed=1)
+    before = raw.interactions.group_by(USER_ID).agg(pl.col(ITEM_ID).n_unique().alias("n"))
+    after = shaped.interactions.group_by(USER_ID).agg(pl.col(ITEM_ID).n_unique().alias("n"))
+    both = before.join(after, on=USER_ID, suffix="_after")
+    cut = both.filter(pl.col("n_after") < pl.col("n"))
+    assert 10 <= cut.height <= 30  # about half of the 40 users
+    # A cut user keeps its campaign item (item 0) and 1-5 organic items; the others keep everything.
+    assert (cut["n_after"] <= 6).all() and (cut["n_after"] >= 2).all()
+    engagers = [r.interactions.filter(pl.col(ITEM_ID) == 0).height for r in (raw, shaped)]
+    assert engagers[0] == engagers[1]
+    assert shaped.seeds.equals(raw.seeds)
+    # History lists lose exactly the user's cut items, order kept.
+    kept = set(zip(shaped.interactions[USER_ID], shaped.interactions[ITEM_ID]))
+    had = set(zip(raw.interactions[USER_ID], raw.interactions[ITEM_ID]))
+    for user, history in zip(shaped.user_features[USER_ID], shaped.user_features["history"]):
+        assert history.to_list() == [i for i in [0, 1, 2, 50, 99] if (user, i) in kept or (user, i) not in had]
+    assert sparsify_histories(raw, 0.5, 5, seed=1).interactions.equals(shaped.interactions)
+    assert sparsify_histories(raw, 0.0, 5) is raw
+    assert not ShapeConfig(sparse_share=0.5).is_identity

@@ -9,6 +9,8 @@ Two modes:
     per campaign, per seed-list bucket, or once for all campaigns (``scope``). Each member is fitted once, on
     all training seeds, and scores the cuts from their fit seeds (it reads a campaign's seeds when it scores
     it); a member that learns from the seed labels at fit time (``labels_in_fit``) is refitted on each cut.
+    With ``stacker``, one more option competes: a logistic regression over the member ranks and the candidate's
+    activity (``stacker.py``), whose weights move with the user's history length, measured out of fold.
   - ``paper``: the paper's rule: users in both members' top lists first, then a round-robin fill whose
     embedding share falls with the seed-list size. Kept as the reference; with fixed shares it fell 0.08
     recall@5% below its best member on real data (issue 10).
@@ -38,6 +40,8 @@ from lookalike_models.pinterest.embedding import CentroidCosineScorer, Embedding
 from lookalike_models.pinterest.encoder import EncoderConfig
 from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
 from lookalike_models.pinterest.lsh_scorers import LSHDensityScorer, LSHVotingScorer
+from lookalike_models.pinterest.paper_merge import merge_rankings
+from lookalike_models.pinterest.stacker import ActivityStacker, CutRows, out_of_fold_recall, user_activity
 from lookalike_models.progress import Progress
 from lookalike_models.reference import ItemLogRegScorer, SVDCentroidScorer
 from lookalike_models.scorers import AudienceScorer, pick_scorer, register
@@ -94,6 +98,15 @@ class EnsembleConfig(BaseModel):
         description="A blend replaces the best single member only where its mean "
         "validation recall is higher by more than this",
     )
+    # On: on tuning splits 100-104 it was never below item_ridge alone on eight shapes and lifted the sparse
+    # ones by +0.027/+0.033 (min_gain 0 fell 0.006 below on one: bench/results/ensemble_stacker_tuning*.md);
+    # on reported splits 0-4 it is never below the grid-only ensemble (ensemble_stacker_reported.md).
+    stacker: bool = Field(
+        True,
+        description="Also offer an activity-aware logistic stacker over member ranks (validated out of fold), "
+        "chosen under the same min_gain rule as the grid blends",
+    )
+    stacker_c: float = Field(1.0, gt=0, description="Inverse L2 strength of the stacker's logistic regression")
     weight_step: float = Field(0.25, gt=0, le=1, description="Grid step of the blend weights (they sum to 1)")
     validation_share: float = Field(0.2, gt=0, lt=1, description="Share of training seeds held out to choose weights")
     # 4 cuts: on tuning splits 100-104 over six data shapes never below item_ridge alone and +0.011 on one;
@@ -130,36 +143,6 @@ def embedding_share(n_seeds: int, cfg: EnsembleConfig) -> float:
     lo, hi = np.log(cfg.small_seeds), np.log(max(cfg.large_seeds, cfg.small_seeds + 1))
     t = float(np.clip((np.log(max(n_seeds, 1)) - lo) / (hi - lo), 0.0, 1.0))
     return (1 - t) * cfg.embedding_share_small + t * cfg.embedding_share_large
-
-
-def merge_rankings(scores_a: np.ndarray, scores_b: np.ndarray, top: int, share_a: float) -> np.ndarray:
-    """float32 [n] merged scores (higher first) of two score vectors over the same candidates.
-
-    Users in both top-``top`` lists come first (by summed rank); then the two rankings are interleaved
-    round-robin, list A taking ``share_a`` of the slots, each user kept at its first appearance."""
-    n = scores_a.size
-    if n == 0:
-        return np.empty(0, np.float32)
-    order_a = np.lexsort((np.arange(n), -scores_a))
-    order_b = np.lexsort((np.arange(n), -scores_b))
-    rank_a, rank_b = np.empty(n, np.int64), np.empty(n, np.int64)
-    rank_a[order_a], rank_b[order_b] = np.arange(n), np.arange(n)
-    top = min(top, n)
-    both = np.flatnonzero((rank_a < top) & (rank_b < top))
-    both = both[np.lexsort((both, rank_a[both] + rank_b[both]))]
-    share_a = float(np.clip(share_a, 1e-6, 1 - 1e-6))
-    rest_a, rest_b = order_a[~np.isin(order_a, both)], order_b[~np.isin(order_b, both)]
-    # Slot times: A's i-th user at (i + .5) / share, B's j-th at (j + .5) / (1 - share); earliest wins.
-    times = np.concatenate([(np.arange(rest_a.size) + 0.5) / share_a, (np.arange(rest_b.size) + 0.5) / (1 - share_a)])
-    users = np.concatenate([rest_a, rest_b])
-    by_time = np.argsort(times, kind="stable")
-    users = users[by_time]
-    _, first = np.unique(users, return_index=True)
-    fill = users[np.sort(first)]
-    final = np.concatenate([both, fill])
-    merged = np.empty(n, np.float32)
-    merged[final] = (n - np.arange(n)).astype(np.float32)
-    return merged
 
 
 def blend_grid(n_members: int, step: float) -> np.ndarray:
@@ -226,6 +209,8 @@ class PinterestEnsembleScorer(AudienceScorer):
         cfg = self.config
         self.blends = blend_grid(len(self.members), cfg.weight_step)
         folds: list[dict[str, np.ndarray]] = []
+        cut_rows: list[dict[str, CutRows]] = []
+        self.stacker = None
         # Cuts of their own (not the members' tuning cut, where each member's hyper-parameters already look
         # their best), averaged over ``validation_folds`` of them, since a blend chosen on one small cut
         # overrates the winner.
@@ -234,7 +219,10 @@ class PinterestEnsembleScorer(AudienceScorer):
                 cid: inner_validation_cut(s, cfg.validation_share, cfg.seed + 1 + fold)
                 for cid, s in train_seeds.items()
             }
-            folds.append(self._fold_results(data, train_seeds, cuts, fold))
+            folds.append(self._fold_results(data, train_seeds, cuts, fold, rows := {}))
+            cut_rows.append(rows)
+        if cfg.stacker:
+            folds = self._with_stacker(data, folds, cut_rows)
         results = {
             cid: np.mean([fold[cid] for fold in folds if cid in fold], 0)
             for cid in train_seeds
@@ -245,15 +233,34 @@ class PinterestEnsembleScorer(AudienceScorer):
         self.choice = self.make_choice()
         mean = np.nanmean(np.array(list(results.values())), 0) if results else np.zeros(len(self.blends))
         log.info(
-            "pinterest_ensemble: blend over all campaigns %s (validation recall by member %s)",
-            self.blends[self.choice.overall].round(2).tolist(),
+            "pinterest_ensemble: blend over all campaigns %s (validation recall by member %s, stacker %s)",
+            self.describe(self.choice.overall),
             mean[: len(self.members)].round(3).tolist(),
+            mean[-1].round(3) if self.stacker is not None else "-",
         )
 
+    def _with_stacker(
+        self, data: LookalikeData, folds: list[dict[str, np.ndarray]], cut_rows: list[dict[str, CutRows]]
+    ) -> list[dict[str, np.ndarray]]:
+        """Each campaign's cut results with the stacker's out-of-fold recall appended as the last option, and
+        the stacker refitted on every cut's rows for scoring."""
+        cfg, activity = self.config, user_activity(data)
+        oof = out_of_fold_recall(cut_rows, activity, cfg.reference_share, cfg.stacker_c, cfg.seed)
+        all_rows = [r for rows in cut_rows for r in rows.values()]
+        self.stacker = ActivityStacker(c=cfg.stacker_c, seed=cfg.seed).fit(all_rows, activity)
+        # Per fold, the stacker's recall is the campaign's out-of-fold mean (one number per campaign).
+        return [{cid: np.append(r, oof.get(cid, np.nan)) for cid, r in fold.items()} for fold in folds]
+
     def _fold_results(
-        self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds], cuts: dict, fold: int
+        self,
+        data: LookalikeData,
+        train_seeds: dict[str, CampaignSeeds],
+        cuts: dict,
+        fold: int,
+        rows: dict[str, CutRows] | None = None,
     ) -> dict[str, np.ndarray]:
-        """campaign_id -> validation recall of every blend on one cut per campaign."""
+        """campaign_id -> validation recall of every blend on one cut per campaign; with ``stacker``, each
+        campaign's member ranks, activity and labels stored in ``rows`` for the stacker."""
         cfg = self.config
         inner = {cid: (cut[0] if cut else train_seeds[cid]) for cid, cut in cuts.items()}
         members = [self._refit_on_cut(m, data, inner) if m.labels_in_fit else m for m in self.members]
@@ -263,6 +270,7 @@ class PinterestEnsembleScorer(AudienceScorer):
             # One blend for all campaigns: a sample of them measures it (every member scores each one).
             rng = np.random.default_rng(cfg.seed + fold)
             evaluable = sorted(rng.choice(evaluable, cfg.max_validation_campaigns, replace=False))
+        activity = user_activity(data) if cfg.stacker and rows is not None else None
 
         def blend_results(cid: str) -> np.ndarray:
             fit_seeds, val = cuts[cid]
@@ -273,6 +281,8 @@ class PinterestEnsembleScorer(AudienceScorer):
             scored = np.union1d(val, others)
             ranks = np.stack([rank_scores(m.score(data, fit_seeds, scored)) for m in members], 1)
             blended = ranks @ self.blends.T
+            if activity is not None:
+                rows[cid] = CutRows.sampled(ranks, activity[scored], np.isin(scored, val), fold)
             blended_val, blended_others = (
                 blended[np.searchsorted(scored, val)],
                 blended[np.searchsorted(scored, others)],
@@ -313,16 +323,20 @@ class PinterestEnsembleScorer(AudienceScorer):
         return ScopedChoice.from_results(
             self.validation,
             self.seed_counts,
-            len(self.blends),
+            len(self.blends) + (getattr(self, "stacker", None) is not None),
             cfg.bucket_edges,
             n_protected=n_members,
             min_gain=cfg.min_gain,
         )
 
-    def weights_for(self, seeds: CampaignSeeds) -> np.ndarray:
+    def weights_for(self, seeds: CampaignSeeds) -> np.ndarray | None:
         """float64 [n_members]: the campaign's chosen blend (by the configured scope, falling back to the
-        bucket's and then the overall choice for campaigns the fit did not see)."""
-        return self.blends[self.choice.pick(self.config.scope, seeds)]
+        bucket's and then the overall choice for campaigns the fit did not see); None: the stacker."""
+        pick = self.choice.pick(self.config.scope, seeds)
+        return self.blends[pick] if pick < len(self.blends) else None
+
+    def describe(self, option: int) -> list[float] | str:
+        return self.blends[option].tolist() if option < len(self.blends) else "activity_stacker"
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -337,6 +351,9 @@ class PinterestEnsembleScorer(AudienceScorer):
             top = max(1, int(round(self.config.reference_share * data.n_users)))
             return merge_rankings(emb, clf, top, embedding_share(seeds.size, self.config))
         weights = self.weights_for(seeds)
+        if weights is None:
+            ranks = np.stack([rank_scores(m.score(data, seeds, candidates)) for m in self.members], 1)
+            return self.stacker.decision(ranks, user_activity(data)[candidates]).astype(np.float32)
         used = np.flatnonzero(weights > 0)
         if used.size == 1:  # one member: its own scores, nothing to blend
             return np.asarray(self.members[used[0]].score(data, seeds, candidates), np.float32)
@@ -357,8 +374,8 @@ class PinterestEnsembleScorer(AudienceScorer):
             return chosen
         return {
             **chosen,
-            "blend_overall": self.blends[self.choice.overall].tolist(),
-            "blend_by_bucket": {b: self.blends[i].tolist() for b, i in self.choice.by_bucket.items()},
+            "blend_overall": self.describe(self.choice.overall),
+            "blend_by_bucket": {b: self.describe(i) for b, i in self.choice.by_bucket.items()},
         }
 
     def user_embeddings(self) -> np.ndarray | None:
@@ -372,9 +389,9 @@ class PinterestEnsembleScorer(AudienceScorer):
         for i, member in enumerate(self.members):
             member.save(folder / f"member_{i}_{member.name}")
         if self.config.mode == "validated":
-            (folder / "blend.json").write_text(
-                json.dumps({"blends": self.blends.tolist(), "choice": self.choice.to_json()}, indent=1)
-            )
+            stacker = self.stacker.to_json() if self.stacker is not None else None
+            saved = {"blends": self.blends.tolist(), "choice": self.choice.to_json(), "stacker": stacker}
+            (folder / "blend.json").write_text(json.dumps(saved, indent=1))
 
     def load(self, folder: Path, data: LookalikeData) -> None:
         folder = Path(folder)
@@ -384,3 +401,5 @@ class PinterestEnsembleScorer(AudienceScorer):
         if self.config.mode == "validated":
             saved = json.loads((folder / "blend.json").read_text())
             self.blends, self.choice = np.array(saved["blends"]), ScopedChoice(**saved["choice"])
+            stacker = saved.get("stacker")
+            self.stacker = ActivityStacker.from_json(stacker) if stacker else None
