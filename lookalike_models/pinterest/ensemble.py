@@ -40,7 +40,7 @@ from lookalike_models.pinterest.embedding import CentroidCosineScorer, Embedding
 from lookalike_models.pinterest.encoder import EncoderConfig
 from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
 from lookalike_models.pinterest.lsh_scorers import LSHDensityScorer, LSHVotingScorer
-from lookalike_models.pinterest.paper_merge import merge_rankings
+from lookalike_models.pinterest.paper_merge import embedding_share, merge_rankings
 from lookalike_models.pinterest.stacker import ActivityStacker, CutRows, out_of_fold_recall, user_activity
 from lookalike_models.progress import Progress
 from lookalike_models.reference import ItemLogRegScorer, SVDCentroidScorer
@@ -136,13 +136,6 @@ class EnsembleConfig(BaseModel):
         for member in self.extra_members:
             pick_scorer(MEMBER_SCORERS, member.model, "an ensemble member")
         return self
-
-
-def embedding_share(n_seeds: int, cfg: EnsembleConfig) -> float:
-    """Embedding member's share of the round-robin fill: log-linear between the small and large settings."""
-    lo, hi = np.log(cfg.small_seeds), np.log(max(cfg.large_seeds, cfg.small_seeds + 1))
-    t = float(np.clip((np.log(max(n_seeds, 1)) - lo) / (hi - lo), 0.0, 1.0))
-    return (1 - t) * cfg.embedding_share_small + t * cfg.embedding_share_large
 
 
 def blend_grid(n_members: int, step: float) -> np.ndarray:

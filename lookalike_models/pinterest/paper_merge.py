@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from lookalike_models.pinterest.ensemble import EnsembleConfig
+
+
+def embedding_share(n_seeds: int, cfg: EnsembleConfig) -> float:
+    """Embedding member's share of the round-robin fill: log-linear between the small and large settings."""
+    lo, hi = np.log(cfg.small_seeds), np.log(max(cfg.large_seeds, cfg.small_seeds + 1))
+    t = float(np.clip((np.log(max(n_seeds, 1)) - lo) / (hi - lo), 0.0, 1.0))
+    return (1 - t) * cfg.embedding_share_small + t * cfg.embedding_share_large
 
 
 def merge_rankings(scores_a: np.ndarray, scores_b: np.ndarray, top: int, share_a: float) -> np.ndarray:
