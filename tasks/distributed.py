@@ -29,7 +29,7 @@ from lookalike_models.publishing import audience_frame
 from lookalike_models.reach import load_exclusions
 from tasks.caching import stable_hash
 from tasks.data import load_data
-from tasks.modeling import fitted_scorer
+from tasks.fitted_models import fitted_scorer
 from tasks.results import StagedAudiences, TrainedModel
 
 

@@ -230,7 +230,7 @@ def test_current_champion_is_none_only_when_nothing_is_registered_or_promoted(tm
 
 
 def test_fitted_models_leave_memory_oldest_first_past_the_resident_budget(monkeypatch):
-    from tasks import modeling
+    from tasks import fitted_models as modeling
 
     monkeypatch.setattr(modeling, "_FITTED", modeling.OrderedDict())
     resident = {"gb": 1.0}
@@ -248,7 +248,7 @@ def test_fitted_models_leave_memory_oldest_first_past_the_resident_budget(monkey
 def test_a_fit_first_drops_the_kept_models_that_reload_from_their_folders(monkeypatch):
     from lookalike_models.minhash import MinHashScorer
     from lookalike_models.scorers import AudienceScorer
-    from tasks import modeling
+    from tasks import fitted_models as modeling
 
     class InMemoryOnly(AudienceScorer):  # no load(): dropping it would cost a refit
         name, config_class, fit, score = "in_memory", MinHashScorer.config_class, None, None
