@@ -59,3 +59,28 @@ def prefect_and_mlflow(tmp_path_factory):
     with prefect_test_harness(server_startup_timeout=120):
         yield root
     patch.undo()
+
+
+def tracked_night(tracking, tmp_path, scores: dict[str, float], with_files: set[str]):
+    """MLflow child runs and ``TrainedModel`` records of a fake night: one per model of ``scores`` (its
+    recall@5% in the returned report), a model folder with a file for those in ``with_files``."""
+    from lookalike_models.config import ModelSpec
+    from tasks.results import SplitFile, TrainedModel
+
+    children, trained, split = {}, {}, SplitFile(seed=0, path=str(tmp_path / "split.parquet"))
+    for model in scores:
+        children[model] = tracking.start_run("exp", model, {"model": model})
+        folder = tmp_path / "models" / model
+        if model in with_files:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "state.npz").write_bytes(b"x")
+        trained[model] = TrainedModel(
+            spec=ModelSpec(name=model, model="random"),
+            data_dir=str(tmp_path),
+            split=split,
+            model_dir=str(folder),
+            fit_seconds=0.0,
+            users_embedded=0,
+        )
+    report = {"summary": [{"model": m, "seed_bucket": "all", "recall_at_5pct": v} for m, v in scores.items()]}
+    return children, trained, report

@@ -23,7 +23,8 @@ from flows import cli
 from lookalike_models.config import ModelSpec, SelectionConfig
 from lookalike_models.contract import DataContractError, read_dataset
 from lookalike_models.dataset import encode
-from tasks.results import ChampionDecision, SplitFile, TrainedModel
+from tasks.results import ChampionDecision
+from tests.conftest import tracked_night
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,24 +200,6 @@ def test_the_cold_start_bench_table_takes_one_seed():
 # ---- 2. nights with too few seeds to evaluate ----
 
 
-def registry_night(tracking, tmp_path, models: list[str]):
-    children, trained, split = {}, {}, SplitFile(seed=0, path=str(tmp_path / "split.parquet"))
-    for model in models:
-        children[model] = tracking.start_run("exp", model, {"model": model})
-        folder = tmp_path / "models" / model
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "state.npz").write_bytes(b"x")
-        trained[model] = TrainedModel(
-            spec=ModelSpec(name=model, model="random"),
-            data_dir=str(tmp_path),
-            split=split,
-            model_dir=str(folder),
-            fit_seconds=0.0,
-            users_embedded=0,
-        )
-    return children, trained
-
-
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -232,7 +215,9 @@ def test_a_night_with_nothing_to_evaluate_publishes_with_the_champion_or_refuses
     tiny = {"summary": [], "not_evaluated": {"c1": 1, "c2": 3}}
     with disable_run_logger():
         claim_registered_model.fn(selection, str(tmp_path))
-        children, trained = registry_night(mlflow_store, tmp_path, ["minhash", "item_ridge"])
+        children, trained, _ = tracked_night(
+            mlflow_store, tmp_path, {"minhash": 0.0, "item_ridge": 0.0}, {"minhash", "item_ridge"}
+        )
         with pytest.raises(DataContractError) as err:  # no champion yet, nothing pinned
             decide_champion.fn(children, tiny, selection, trained, "reg")
         assert "c1: 1 seed, c2: 3 seeds" in str(err.value) and "no champion yet" in str(err.value)
@@ -242,7 +227,9 @@ def test_a_night_with_nothing_to_evaluate_publishes_with_the_champion_or_refuses
         promote_champion.fn(pinned, selection, {"c1": "p"})  # nothing was compared: no alias moves
         scored = {"summary": [{"model": "minhash", "seed_bucket": "all", "recall_at_5pct": 0.4}]}
         promote_champion.fn(decide_champion.fn(children, scored, selection, trained, "reg"), selection, {"c1": "p"})
-        children, trained = registry_night(mlflow_store, tmp_path, ["minhash", "item_ridge"])
+        children, trained, _ = tracked_night(
+            mlflow_store, tmp_path, {"minhash": 0.0, "item_ridge": 0.0}, {"minhash", "item_ridge"}
+        )
         kept = decide_champion.fn(children, tiny, selection, trained, "reg")
     assert kept.champion == "minhash" and not kept.evaluated
     assert kept.reason.startswith("not evaluated: no campaign has enough seeds to hold any out (c1: 1 seed")

@@ -17,13 +17,14 @@ import polars as pl
 import pytest
 from prefect.logging import disable_run_logger
 
-from lookalike_models.config import DataSource, ModelSpec, SelectionConfig
+from lookalike_models.config import DataSource, SelectionConfig
 from lookalike_models.contract import DataContractError, read_dataset
 from lookalike_models.dataset import encode, feature_only_users, require_runnable_campaigns
 from lookalike_models.locking import RunLockedError, exclusive_run
 from lookalike_models.minhash import MinHashScorer
 from lookalike_models.user_state import match_previous, state_mismatch, user_state
-from tasks.results import ChampionDecision, PreviousRefresh, SplitFile, TrainedModel
+from tasks.results import ChampionDecision, PreviousRefresh
+from tests.conftest import tracked_night
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,26 +199,6 @@ def mlflow_store(tmp_path, monkeypatch):
     return tracking
 
 
-def night(tracking, tmp_path, scores: dict[str, float], with_files: set[str]):
-    children, trained, split = {}, {}, SplitFile(seed=0, path=str(tmp_path / "split.parquet"))
-    for model in scores:
-        children[model] = tracking.start_run("exp", model, {"model": model})
-        folder = tmp_path / "models" / model
-        if model in with_files:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "state.npz").write_bytes(b"x")
-        trained[model] = TrainedModel(
-            spec=ModelSpec(name=model, model="random"),
-            data_dir=str(tmp_path),
-            split=split,
-            model_dir=str(folder),
-            fit_seconds=0.0,
-            users_embedded=0,
-        )
-    report = {"summary": [{"model": m, "seed_bucket": "all", "recall_at_5pct": v} for m, v in scores.items()]}
-    return children, trained, report
-
-
 def alias(tracking, name: str, which: str) -> str | None:
     try:
         version = tracking.client().get_model_version_by_alias(name, which)
@@ -231,7 +212,7 @@ def test_registry_registers_champion_and_challenger_only_once_published(mlflow_s
 
     selection = SelectionConfig(registered_model="reg", keep_versions=2)
     scores = {"minhash": 0.5, "memory_only": 0.9, "popularity": 0.2, "random": 0.05}
-    children, trained, report = night(mlflow_store, tmp_path, scores, {"minhash", "popularity", "random"})
+    children, trained, report = tracked_night(mlflow_store, tmp_path, scores, {"minhash", "popularity", "random"})
     with disable_run_logger():
         decision = decide_champion.fn(children, report, selection, trained, "reg")
         assert set(decision.model_runs) == {"minhash"}  # no reference models, no model without files
@@ -247,7 +228,7 @@ def test_registry_registers_champion_and_challenger_only_once_published(mlflow_s
         assert promote_champion.fn(decision, selection, {"c000": "path"}).versions == {"minhash": 1}
 
         scores = {"minhash": 0.5, "minhash_deep": 0.4, "minhash_wide": 0.3, "random": 0.05}
-        children, trained, report = night(mlflow_store, tmp_path, scores, set(scores))
+        children, trained, report = tracked_night(mlflow_store, tmp_path, scores, set(scores))
         kept = decide_champion.fn(children, report, selection, trained, "reg")
         promote_champion.fn(kept, selection, {"c000": "path"})
     assert not kept.promoted and kept.challenger == "minhash_deep"
