@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng
 from lookalike_models.scorers import AudienceScorer, register
+from lookalike_models.strict_config import StrictConfig
 
 
-class RandomConfig(BaseModel):
+class RandomConfig(StrictConfig):
     seed: int = 0
 
 
@@ -35,7 +35,7 @@ class RandomScorer(AudienceScorer):
         pass
 
 
-class PopularityConfig(BaseModel):
+class PopularityConfig(StrictConfig):
     pass
 
 

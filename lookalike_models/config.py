@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
 from lookalike_models.shapes import ShapeConfig
+from lookalike_models.strict_config import StrictConfig
 from lookalike_models.synthetic import SyntheticConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -34,9 +35,7 @@ def _metric_choices(schema: dict[str, Any]) -> None:
     schema["enum"] = STANDARD_METRICS
 
 
-class DataSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DataSource(StrictConfig):
     kind: Literal["synthetic", "folder", "movielens", "amazon", "tencent"] = Field(
         "synthetic",
         description="synthetic: generated; folder: a contract folder at `path`; "
@@ -67,9 +66,7 @@ class DataSource(BaseModel):
         return self
 
 
-class ModelSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ModelSpec(StrictConfig):
     # No per-field descriptions: the run form repeats them for every model of the list (see NightlyConfig.models).
     name: str = Field(..., title="Name")
     model: str = Field(..., title="Model", json_schema_extra=_scorer_choices)
@@ -89,9 +86,7 @@ class ModelSpec(BaseModel):
         return self
 
 
-class EvaluationConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EvaluationConfig(StrictConfig):
     holdout_frac: float = Field(0.1, gt=0, lt=1, description="Share of each campaign's seeds held out")
     audience_fractions: list[float] = Field(
         [0.01, 0.02, 0.05, 0.1], description="Audience sizes as shares of the population"
@@ -123,9 +118,7 @@ class EvaluationConfig(BaseModel):
         return seeds
 
 
-class PublishConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PublishConfig(StrictConfig):
     audience_fraction: float = Field(0.05, gt=0, le=1, description="Published audience size / population")
     model: str = Field(
         "champion",
@@ -149,9 +142,7 @@ class PublishConfig(BaseModel):
     )
 
 
-class ExecutionConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ExecutionConfig(StrictConfig):
     backend: Literal["local", "dask"] = Field(
         "local", description="Where audiences are scored: this process, or Dask workers, users sharded"
     )
@@ -168,9 +159,7 @@ class ExecutionConfig(BaseModel):
     shards: int = Field(4, ge=1, description="User shards per campaign")
 
 
-class SelectionConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SelectionConfig(StrictConfig):
     metric: str = Field(
         "recall_at_5pct",
         description="Held-out metric (overall) that decides the champion",
@@ -188,9 +177,7 @@ class SelectionConfig(BaseModel):
     )
 
 
-class NightlyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NightlyConfig(StrictConfig):
     publish: PublishConfig = Field(default_factory=PublishConfig, title="Publish")
     models: list[ModelSpec] = Field(
         default_factory=lambda: [
@@ -238,10 +225,8 @@ class NightlyConfig(BaseModel):
             raise ValueError(f"selection.metric '{self.selection.metric}' is not measured; one of {sorted(metrics)}")
 
 
-class ExpandConfig(BaseModel):
+class ExpandConfig(StrictConfig):
     """Ad-hoc expansion of one campaign, or of a seed list given inline."""
-
-    model_config = ConfigDict(extra="forbid")
 
     campaign_id: Text = Field("", description="A campaign of the data's seeds file (or give seed_user_ids)")
     seed_user_ids: list[str] = Field(default_factory=list, description="Or: seed user ids given directly")
@@ -253,10 +238,8 @@ class ExpandConfig(BaseModel):
     experiment: str = Field("lookalike-adhoc", description="MLflow experiment")
 
 
-class ReclusterConfig(BaseModel):
+class ReclusterConfig(StrictConfig):
     """Between nightly runs: refresh the RALM serving centroids of campaigns whose seed lists grew."""
-
-    model_config = ConfigDict(extra="forbid")
 
     seeds_path: str = Field(
         ..., description="Parquet of the current seeds (campaign_id, user_id[, label]), as in the data contract"

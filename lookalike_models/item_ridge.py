@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
@@ -36,13 +36,12 @@ from lookalike_models.item_gram import item_gram, load_state, save_state, state_
 from lookalike_models.reference import is_everyone
 from lookalike_models.ridge_strength import choose_strength
 from lookalike_models.scorers import REFRESH_STATE, AudienceScorer, register
+from lookalike_models.strict_config import StrictConfig
 
 log = logging.getLogger(__name__)
 
 
-class ItemRidgeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ItemRidgeConfig(StrictConfig):
     strength: float | None = Field(
         None,
         gt=0,

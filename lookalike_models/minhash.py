@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 from datasketch.hashfunc import sha1_hash32
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.progress import Progress
 from lookalike_models.reference import is_everyone
 from lookalike_models.scorers import AudienceScorer, register
+from lookalike_models.strict_config import StrictConfig
 from lookalike_models.threads import free_cores
 from lookalike_models.user_state import USER_STATE, load_user_state, match_previous, user_state
 
@@ -180,7 +181,7 @@ def mean_jaccard_to_seeds(seed_sigs: np.ndarray, sigs: np.ndarray, candidates: n
     return total / (n_seeds * n_perm)
 
 
-class MinHashConfig(BaseModel):
+class MinHashConfig(StrictConfig):
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
     threshold: float = Field(0.1, gt=0, lt=1, description="LSH Jaccard threshold for candidates")
     min_candidates: int = Field(1000, ge=0, description="Below this many LSH candidates, score everyone")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.linear_model import LogisticRegression
@@ -26,6 +26,7 @@ from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng
 from lookalike_models.progress import Progress
 from lookalike_models.scorers import AudienceScorer, register
+from lookalike_models.strict_config import StrictConfig
 
 
 def user_item_matrix(data: LookalikeData, keep: np.ndarray | None = None) -> sp.csr_matrix:
@@ -61,9 +62,7 @@ def campaign_labels(n_users: int, seeds: CampaignSeeds, max_negatives: int, seed
     return rows, labels
 
 
-class ItemLogRegConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ItemLogRegConfig(StrictConfig):
     C: float = Field(4.0, gt=0, description="Inverse L2 strength (chosen on tuning splits 100-104, BENCHMARKS.md)")
     max_negatives: int = Field(200_000, ge=1, description="Non-seed users sampled as negatives at most")
     seed: int = 0
@@ -161,9 +160,7 @@ def is_everyone(candidates: np.ndarray, n_users: int) -> bool:
     return candidates.size == n_users and bool(np.array_equal(candidates, np.arange(n_users)))
 
 
-class SVDCentroidConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SVDCentroidConfig(StrictConfig):
     n_components: int = Field(128, ge=1, description="User factor dimension (chosen on tuning splits 100-104)")
     seed: int = 0
 

@@ -22,15 +22,14 @@ from typing import Annotated
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, Field
 
 from lookalike_models.contract import CAMPAIGN_ID, DOMAIN, ITEM_ID, USER_ID, RawDataset
+from lookalike_models.strict_config import StrictConfig
 
 
-class ShapeConfig(BaseModel):
+class ShapeConfig(StrictConfig):
     """``data.shape``: defaults change nothing."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_users: Annotated[int, BeforeValidator(lambda v: 0 if v is None else v)] = Field(
         0, ge=0, description="Keep a seeded sample of this many users (all their items); 0: every user"

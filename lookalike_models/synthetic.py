@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from lookalike_models.contract import (
     CAMPAIGN_ID,
@@ -29,9 +29,10 @@ from lookalike_models.contract import (
     FeatureSchema,
     write_dataset,
 )
+from lookalike_models.strict_config import StrictConfig
 
 
-class SyntheticConfig(BaseModel):
+class SyntheticConfig(StrictConfig):
     model_config = ConfigDict(title="Generator knobs")
 
     n_users: int = Field(20_000, ge=100, le=10_000_000, description="Users in the population")

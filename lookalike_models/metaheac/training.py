@@ -27,17 +27,16 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch.func import functional_call
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.metaheac.network import Gating, MetaHeacNet, UserBatch
 from lookalike_models.progress import Progress
+from lookalike_models.strict_config import StrictConfig
 
 
-class MetaHeacConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MetaHeacConfig(StrictConfig):
     dim: int = Field(16, ge=1, description="Embedding size per field (paper: 64)")
     hidden: int = Field(32, ge=1, description="Expert MLP width (paper: 64)")
     n_experts: int = Field(8, ge=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
@@ -42,8 +42,6 @@ class AffinityMLP(nn.Module):
 
 
 class AffinityConfig(EmbeddingScorerConfig):
-    model_config = ConfigDict(extra="forbid")
-
     hidden: int = Field(64, ge=4)
     splits_per_campaign: int = Field(8, ge=1, description="Random context/target splits of each seed list")
     context_share: float = Field(0.5, gt=0, lt=1, description="Share of a split's seeds forming the seed vector")

@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import ConfigDict, Field
+from pydantic import Field
 from sklearn.linear_model import LogisticRegression
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 
 
 class ClassifierConfig(EmbeddingScorerConfig):
-    model_config = ConfigDict(extra="forbid")
-
     C_grid: list[float] = Field(
         [0.5, 1.0, 2.0, 4.0, 8.0, 16.0],
         min_length=1,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.pinterest.encoder import (
@@ -28,6 +28,7 @@ from lookalike_models.pinterest.encoder import (
 from lookalike_models.pinterest.encoder_inputs import organic_inputs
 from lookalike_models.pinterest.serving import pack_inputs, packed_encoder
 from lookalike_models.scorers import AudienceScorer, register
+from lookalike_models.strict_config import StrictConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def unit_centroid(embeddings: np.ndarray, users: np.ndarray) -> np.ndarray:
     return c / max(float(np.linalg.norm(c)), 1e-12)
 
 
-class EmbeddingScorerConfig(BaseModel):
+class EmbeddingScorerConfig(StrictConfig):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
 
 

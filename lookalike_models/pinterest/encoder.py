@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sklearn.decomposition import TruncatedSVD
 from torch import nn
 
@@ -59,12 +59,13 @@ from lookalike_models.pinterest.encoder_inputs import (
 )
 from lookalike_models.pinterest.transfer_task import TransferTask, build_transfer_task, transfer_error
 from lookalike_models.progress import Progress
+from lookalike_models.strict_config import StrictConfig
 from lookalike_models.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
 
-class EncoderConfig(BaseModel):
+class EncoderConfig(StrictConfig):
     dim: int = Field(64, ge=4, le=512, description="Embedding dimension d of users and topics")
     field_dim: int = Field(16, ge=2, description="Embedding size of each categorical field")
     history_len: int = Field(1000, ge=1, description="Most items of a user's history bag (most weighted kept)")

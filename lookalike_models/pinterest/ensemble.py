@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from scipy.stats import rankdata
 
 from lookalike_models.baselines import PopularityScorer, RandomScorer
@@ -45,6 +45,7 @@ from lookalike_models.pinterest.stacker import ActivityStacker, CutRows, out_of_
 from lookalike_models.progress import Progress
 from lookalike_models.reference import ItemLogRegScorer, SVDCentroidScorer
 from lookalike_models.scorers import AudienceScorer, pick_scorer, register
+from lookalike_models.strict_config import StrictConfig
 from lookalike_models.threads import free_cores, torch_threads
 
 log = logging.getLogger(__name__)
@@ -65,16 +66,12 @@ MEMBER_SCORERS = (
 )
 
 
-class MemberSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MemberSpec(StrictConfig):
     model: str = Field(description="Registered scorer name, e.g. lsh_density or svd_centroid")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class EnsembleConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EnsembleConfig(StrictConfig):
     mode: Literal["validated", "paper"] = Field("validated", description="validated blend, or the paper's merge")
     embedding_model: str = Field("affinity_mlp", description="Embedding member (any Pinterest embedding scorer)")
     embedding_params: dict[str, Any] = Field(default_factory=dict)

@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.ptupcdr.model import (
@@ -35,11 +35,12 @@ from lookalike_models.ptupcdr.model import (
 )
 from lookalike_models.ptupcdr.protocol import TwoDomains
 from lookalike_models.scorers import AudienceScorer, register
+from lookalike_models.strict_config import StrictConfig
 
 log = logging.getLogger(__name__)
 
 
-class PTUPCDRBridgeConfig(BaseModel):
+class PTUPCDRBridgeConfig(StrictConfig):
     source_domain: str | None = Field(None, description="Source domain name; default the first of data.domains")
     target_domain: str | None = Field(None, description="Target domain name; default the second")
     use_bridge: bool = Field(True, description="Reach users with no target activity through their bridges")

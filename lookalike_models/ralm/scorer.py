@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.ralm.lookalike import (
@@ -46,13 +46,12 @@ from lookalike_models.ralm.user_model import (
 )
 from lookalike_models.ralm.warm_start import organic_tfidf, svd_item_factors, weighted_history
 from lookalike_models.scorers import AudienceScorer, register
+from lookalike_models.strict_config import StrictConfig
 
 log = logging.getLogger(__name__)
 
 
-class RalmConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RalmConfig(StrictConfig):
     user_model: Literal["merge", "concat"] = Field("merge", description="attention merge, or concat (ablation)")
     field_dim: int = Field(128, ge=2, description="per-field embedding size m (= d for the SVD start)")
     attention_dim: int = Field(16, ge=1, description="attention merge hidden size k (W1: m x k)")

@@ -1,0 +1,1 @@
+"""The torch layer every system builds on: field embeddings, attention merge, early stopping, training loop."""
