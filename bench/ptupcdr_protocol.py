@@ -7,6 +7,9 @@ Split of the overlapping users (users with ratings in both domains), one permuta
   test = the next beta share (cold-start users, scored once at the end),
   train = the others (their target ratings train the target MF and the bridges).
 Hyper-parameters are chosen on the split seeds ``TUNING_SEEDS``; tables report ``REPORTED_SEEDS``.
+
+A benchmark's protocol (``bench/ptupcdr_cold_start.py``, ``tests/test_ptupcdr.py``), outside the library: the
+production scorer needs only ``lookalike_models.ptupcdr.domains``.
 """
 
 from __future__ import annotations
