@@ -20,6 +20,7 @@ bridge alone, a vector fitted from zero to the N ratings, and the bridged vector
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,18 +28,20 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from lookalike_models.adapters import amazon
-from lookalike_models.contract import read_dataset
-from lookalike_models.dataset import encode
-from lookalike_models.ptupcdr.protocol import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.ptupcdr_protocol, when run as a script
+
+from bench.ptupcdr_protocol import (  # noqa: E402
     ABLATIONS,
     REPORTED_SEEDS,
     TUNING_SEEDS,
     ColdStartConfig,
-    TwoDomains,
     run_cold_start,
     run_warm_start,
 )
+from lookalike_models.adapters import amazon  # noqa: E402
+from lookalike_models.contract import read_dataset  # noqa: E402
+from lookalike_models.dataset import encode  # noqa: E402
+from lookalike_models.ptupcdr.domains import TwoDomains  # noqa: E402
 
 METHODS = ["global_mean", "target_mf", "merged_mf", "bias_baseline", "emcdr", "ptupcdr"]
 # Tuning grid: L2 of the MF tables (each method family keeps its best) x the bridge's training loss.

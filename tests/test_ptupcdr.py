@@ -10,18 +10,29 @@ tastes but a bridge personalised by the liked source items can, and the offset c
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
 import torch
+from pydantic import ValidationError
 
 from lookalike_models.catalog import build_scorer
 from lookalike_models.contract import read_dataset, write_dataset
 from lookalike_models.dataset import encode
 from lookalike_models.ptupcdr.bias import fit_bias_baseline, shrunk_biases
+from lookalike_models.ptupcdr.domains import Ratings, TwoDomains, liked_histories
 from lookalike_models.ptupcdr.hybrid import interleave_keys
-from lookalike_models.ptupcdr.model import CharacteristicEncoder, Ratings, liked_histories, mae_rmse
-from lookalike_models.ptupcdr.protocol import ColdStartConfig, TwoDomains, run_cold_start, run_warm_start
+from lookalike_models.ptupcdr.model import PTUPCDR, BridgeArchitecture, CharacteristicEncoder, MetaBridge, RatingMF
+from lookalike_models.ptupcdr.training import BridgeTraining, MFTraining, fit_mf, mae_rmse
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the cold-start protocol is a benchmark's, in bench/
+
+from bench.ptupcdr_protocol import ColdStartConfig, run_cold_start, run_warm_start  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -88,6 +99,74 @@ def test_characteristic_encoder_ignores_padding():
     changed[0, 2:] = 100.0  # whatever sits in the padding slots must not matter
     assert torch.allclose(enc(items, mask), enc(changed, mask))
     assert torch.all(enc(items, mask)[1] == 0)  # nothing liked: zero characteristic, not NaN
+
+
+def test_rating_mf_predicts_from_its_tables_or_given_vectors():
+    torch.manual_seed(0)
+    mf = RatingMF(n_users=5, n_items=7, dim=3, mean=3.5)
+    users, items = torch.tensor([0, 4, 2]), torch.tensor([6, 0, 3])
+    with torch.no_grad():
+        mf.user_bias.weight[4] = 0.5
+        pred = mf(users, items)
+        assert pred.shape == (3,)
+        manual = 3.5 + (mf.user.weight[users] * mf.item.weight[items]).sum(-1) + torch.tensor([0, 0.5, 0])
+        assert torch.allclose(pred, manual)
+        assert torch.allclose(mf.predict_with(torch.zeros(3, 3), items), torch.full((3,), 3.5))
+    assert float(RatingMF(5, 7, 3, mean=3.5, biases=False).mean) == 0.0  # no biases: a plain dot product
+
+
+def test_meta_bridge_shapes_and_untrained_bridge_keeps_the_source_offset():
+    torch.manual_seed(0)
+    bridges, scale, shift = MetaBridge(dim=4, hidden=8)(torch.randn(6, 4))
+    assert bridges.shape == (6, 4, 4) and scale.shape == (6,) and shift.shape == (6,)
+    source_users, source_items, bias = torch.randn(5, 4), torch.randn(9, 4), torch.arange(5.0)
+    model = PTUPCDR(source_users, source_items, bias, BridgeArchitecture(meta_hidden=8))
+    assert model.pad_id == 9 and model.source_items.shape == (10, 4)  # one padding row after the real items
+    histories = torch.tensor([[0, 3, 9], [9, 9, 9]])
+    vectors, offsets = model(torch.tensor([1, 4]), histories)
+    assert vectors.shape == (2, 4) and offsets.shape == (2,)
+    assert torch.all(vectors == 0) and offsets.tolist() == [1.0, 4.0]  # zero output layer: u = 0, b = b_src
+
+
+def test_bridge_architecture_switches_drop_their_outputs():
+    torch.manual_seed(0)
+    model = PTUPCDR(torch.randn(5, 3), torch.randn(6, 3), torch.ones(5), BridgeArchitecture(map_offset=False))
+    torch.nn.init.normal_(model.meta.net[-1].weight)
+    vectors, offsets = model(torch.tensor([0, 1]), torch.tensor([[0, 1], [2, 6]]))
+    assert torch.all(offsets == 0) and torch.any(vectors != 0)
+    model.map_embedding, model.map_offset = False, True
+    vectors, offsets = model(torch.tensor([0, 1]), torch.tensor([[0, 1], [2, 6]]))
+    assert torch.all(vectors == 0) and torch.any(offsets != 0)
+
+
+def test_training_configs_refuse_unknown_knobs():
+    with pytest.raises(ValidationError, match="epoch"):
+        MFTraining(epoch=3)
+    with pytest.raises(ValidationError, match="objective"):
+        BridgeTraining(objective="ratings")
+    with pytest.raises(ValidationError):
+        BridgeArchitecture(meta_hiden=8)
+
+
+def test_fit_mf_learns_planted_ratings_and_freezes_its_tables():
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 40, 3000), rng.integers(0, 20, 3000)
+    u, v = rng.normal(size=(40, 2)), rng.normal(size=(20, 2))
+    ratings = Ratings(users, items, (3.0 + (u[users] * v[items]).sum(1)).astype(np.float32))
+    mf = fit_mf(ratings, 40, 20, MFTraining(dim=2, epochs=30, reg=0.0, lr=0.05, batch_size=256))
+    with torch.no_grad():
+        pred = mf(torch.as_tensor(users), torch.as_tensor(items)).numpy()
+    assert mae_rmse(pred, ratings.ratings)[1] < 0.5 * ratings.ratings.std()
+    assert not any(p.requires_grad for p in mf.parameters())
+
+
+def test_no_library_module_imports_the_benchmark_protocol():
+    code = (
+        "import sys, lookalike_models.catalog, lookalike_models.ptupcdr.training; "
+        "print(sorted(m for m in sys.modules if m.startswith('bench')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"
 
 
 def test_liked_histories_pad_with_an_id_that_is_not_an_item():

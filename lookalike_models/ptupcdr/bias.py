@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lookalike_models.ptupcdr.model import Ratings, mae_rmse
+from lookalike_models.ptupcdr.domains import Ratings
+from lookalike_models.ptupcdr.training import mae_rmse
 
 
 def shrunk_biases(

@@ -25,15 +25,9 @@ import torch
 from pydantic import Field, model_validator
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.ptupcdr.model import (
-    PTUPCDR,
-    RatingMF,
-    bridged_vectors,
-    fit_mf,
-    fit_ptupcdr,
-    liked_histories,
-)
-from lookalike_models.ptupcdr.protocol import TwoDomains
+from lookalike_models.ptupcdr.domains import TwoDomains, liked_histories
+from lookalike_models.ptupcdr.model import PTUPCDR, BridgeArchitecture, RatingMF, bridged_vectors
+from lookalike_models.ptupcdr.training import BridgeTraining, MFTraining, fit_mf, fit_ptupcdr
 from lookalike_models.scorers import AudienceScorer, register
 from lookalike_models.strict_config import StrictConfig
 
@@ -86,7 +80,7 @@ class PTUPCDRBridgeScorer(AudienceScorer):
         cfg = self.config
         torch.manual_seed(cfg.seed)
         domains = TwoDomains.from_data(data, cfg.source_domain, cfg.target_domain)
-        mf = dict(
+        mf = MFTraining(
             dim=cfg.dim,
             biases=cfg.biases,
             epochs=cfg.mf_epochs,
@@ -95,8 +89,8 @@ class PTUPCDRBridgeScorer(AudienceScorer):
             n_neg=cfg.n_neg,
             seed=cfg.seed,
         )
-        self.source_mf = fit_mf(domains.source, data.n_users, data.n_items, **mf, label="ptupcdr source MF")
-        self.target_mf = fit_mf(domains.target, data.n_users, data.n_items, **mf, label="ptupcdr target MF")
+        self.source_mf = fit_mf(domains.source, data.n_users, data.n_items, mf, label="ptupcdr source MF")
+        self.target_mf = fit_mf(domains.target, data.n_users, data.n_items, mf, label="ptupcdr target MF")
         overlap = np.random.default_rng(cfg.seed).permutation(domains.overlapping_users())
         n_val = max(1, int(round(cfg.val_frac * overlap.size)))
         val_users, train_users = overlap[:n_val], overlap[n_val:]
@@ -109,14 +103,16 @@ class PTUPCDRBridgeScorer(AudienceScorer):
             self.histories,
             domains.target.of_users(train_users),
             domains.target.of_users(val_users),
-            epochs=cfg.meta_epochs,
-            lr=cfg.meta_lr,
-            meta_hidden=cfg.meta_hidden,
-            reg=cfg.meta_reg,
-            batch_size=cfg.meta_batch_size,
-            objective=cfg.objective,
-            n_neg=cfg.n_neg,
-            seed=cfg.seed,
+            BridgeTraining(
+                epochs=cfg.meta_epochs,
+                lr=cfg.meta_lr,
+                reg=cfg.meta_reg,
+                batch_size=cfg.meta_batch_size,
+                objective=cfg.objective,
+                n_neg=cfg.n_neg,
+                seed=cfg.seed,
+            ),
+            BridgeArchitecture(meta_hidden=cfg.meta_hidden),
         )
         self.has_target = np.zeros(data.n_users, bool)
         self.has_target[domains.target.users] = True
@@ -194,7 +190,7 @@ class PTUPCDRBridgeScorer(AudienceScorer):
             self.source_mf.user.weight,
             self.source_mf.item.weight,
             self.source_mf.user_bias.weight,
-            self.config.meta_hidden,
+            BridgeArchitecture(meta_hidden=self.config.meta_hidden),
         )
         self.bridge.load_state_dict(states["bridge"])
         self.bridge.eval()

@@ -7,6 +7,9 @@ Split of the overlapping users (users with ratings in both domains), one permuta
   test = the next beta share (cold-start users, scored once at the end),
   train = the others (their target ratings train the target MF and the bridges).
 Hyper-parameters are chosen on the split seeds ``TUNING_SEEDS``; tables report ``REPORTED_SEEDS``.
+
+A benchmark's protocol (``bench/ptupcdr_cold_start.py``, ``tests/test_ptupcdr.py``), outside the library: the
+production scorer needs only ``lookalike_models.ptupcdr.domains``.
 """
 
 from __future__ import annotations
@@ -15,52 +18,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike_models.dataset import LookalikeData
 from lookalike_models.ptupcdr.bias import fit_bias_baseline
-from lookalike_models.ptupcdr.model import (
-    RatingMF,
-    Ratings,
-    bridged_users,
+from lookalike_models.ptupcdr.domains import Ratings, TwoDomains, liked_histories
+from lookalike_models.ptupcdr.model import BridgeArchitecture, RatingMF, bridged_users, predict, with_biases
+from lookalike_models.ptupcdr.training import (
+    BridgeTraining,
+    MFTraining,
     fine_tune_vectors,
     fit_emcdr,
     fit_mf,
     fit_ptupcdr,
-    liked_histories,
     mae_rmse,
-    predict,
-    with_biases,
 )
-
-
-@dataclass
-class TwoDomains:
-    """Ratings of one source and one target domain in the data's shared user/item index space."""
-
-    source: Ratings
-    target: Ratings
-    n_users: int
-    n_items: int
-
-    @classmethod
-    def from_data(cls, data: LookalikeData, source: str | None = None, target: str | None = None) -> TwoDomains:
-        """``source``/``target`` name domains of ``data.domains``; by default the first and second."""
-        if len(data.domains) < 2 and (source is None or target is None):
-            raise ValueError(f"cross-domain transfer needs two domains, the data has {data.domains}")
-        codes = [data.domains.index(name) if name else default for name, default in ((source, 0), (target, 1))]
-
-        def ratings_of(code: int) -> Ratings:
-            keep = data.domain == code
-            return Ratings(
-                data.user_idx[keep].astype(np.int64),
-                data.item_idx[keep].astype(np.int64),
-                data.weight[keep].astype(np.float32),
-            )
-
-        return cls(ratings_of(codes[0]), ratings_of(codes[1]), data.n_users, data.n_items)
-
-    def overlapping_users(self) -> np.ndarray:
-        return np.intersect1d(np.unique(self.source.users), np.unique(self.target.users))
-
 
 # Split seeds: hyper-parameters and defaults are chosen on TUNING_SEEDS only; tables report REPORTED_SEEDS.
 TUNING_SEEDS = (100, 101, 102, 103, 104)
@@ -90,8 +59,21 @@ class ColdStartConfig:
     # Ablation rows of the bridge, names of ABLATIONS; none by default (each is one more meta training).
     ablations: tuple[str, ...] = ()
 
+    def mf_training(self, reg: float, seed: int) -> MFTraining:
+        return MFTraining(dim=self.dim, biases=self.biases, epochs=self.mf_epochs, lr=self.mf_lr, reg=reg, seed=seed)
 
-# name -> (personal, map_embedding, map_offset, on_baseline). personal/map_*: fit_ptupcdr's switches;
+    def bridge_training(self, seed: int) -> BridgeTraining:
+        return BridgeTraining(
+            epochs=self.meta_epochs,
+            lr=self.meta_lr,
+            reg=self.meta_reg,
+            patience=self.meta_patience,
+            objective=self.meta_objective,
+            seed=seed,
+        )
+
+
+# name -> (personal, map_embedding, map_offset, on_baseline). personal/map_*: BridgeArchitecture's switches;
 # on_baseline: the bridge refines the bias baseline (its mean, item biases and alpha x o_u as the offset it
 # maps) rather than the target MF's own mean and item biases with the source MF's user bias.
 PTUPCDR_VARIANT = (True, True, True, False)
@@ -150,17 +132,7 @@ def run_cold_start(
     def fitted(name: str, ratings: Ratings, reg: float) -> RatingMF:
         key = (name, beta, seed, reg, cfg.dim, cfg.biases, cfg.mf_epochs, cfg.mf_lr)
         if key not in cache:
-            cache[key] = fit_mf(
-                ratings,
-                n_u,
-                n_i,
-                dim=cfg.dim,
-                biases=cfg.biases,
-                epochs=cfg.mf_epochs,
-                lr=cfg.mf_lr,
-                reg=reg,
-                seed=seed,
-            )
+            cache[key] = fit_mf(ratings, n_u, n_i, cfg.mf_training(reg, seed))
         return cache[key]
 
     source_mf = fitted("source", domains.source, cfg.mf_reg)
@@ -218,16 +190,10 @@ def run_cold_start(
             histories,
             target_train.of_users(split.train_users),
             val,
-            epochs=cfg.meta_epochs,
-            lr=cfg.meta_lr,
-            meta_hidden=cfg.meta_hidden,
-            reg=cfg.meta_reg,
-            patience=cfg.meta_patience,
-            seed=seed,
-            personal=personal,
-            objective=cfg.meta_objective,
-            map_embedding=map_embedding,
-            map_offset=map_offset,
+            cfg.bridge_training(seed),
+            BridgeArchitecture(
+                meta_hidden=cfg.meta_hidden, personal=personal, map_embedding=map_embedding, map_offset=map_offset
+            ),
             source_offsets=baseline.alpha * baseline.source_offset if on_baseline else None,
         )
 
@@ -270,8 +236,8 @@ def run_warm_start(
     target_train = domains.target.subset(~np.isin(domains.target.users, cold))
     val = domains.target.of_users(split.val_users)
     n_u, n_i = domains.n_users, domains.n_items
-    mf = dict(dim=cfg.dim, biases=cfg.biases, epochs=cfg.mf_epochs, lr=cfg.mf_lr, reg=cfg.mf_reg, seed=seed)
-    source_mf, target_mf = fit_mf(domains.source, n_u, n_i, **mf), fit_mf(target_train, n_u, n_i, **mf)
+    mf = cfg.mf_training(cfg.mf_reg, seed)
+    source_mf, target_mf = fit_mf(domains.source, n_u, n_i, mf), fit_mf(target_train, n_u, n_i, mf)
     histories = liked_histories(domains.source, n_u, n_i, cfg.history_len, cfg.like_threshold)
     model, _ = fit_ptupcdr(
         source_mf,
@@ -279,13 +245,8 @@ def run_warm_start(
         histories,
         target_train.of_users(split.train_users),
         val,
-        epochs=cfg.meta_epochs,
-        lr=cfg.meta_lr,
-        meta_hidden=cfg.meta_hidden,
-        reg=cfg.meta_reg,
-        patience=cfg.meta_patience,
-        seed=seed,
-        objective=cfg.meta_objective,
+        cfg.bridge_training(seed),
+        BridgeArchitecture(meta_hidden=cfg.meta_hidden),
     )
 
     def evaluate(ratings: Ratings, init: str, epochs: int) -> tuple[float, float, Ratings]:
