@@ -294,7 +294,10 @@ def apply_overrides(config: BaseModel, overrides: list[str]) -> BaseModel:
 def with_file_defaults(config: BaseModel, default: str = "nightly.yaml") -> BaseModel:
     """Fill what the caller left unset from ``conf/<default>``: a deployment run given only
     ``{"publish": {...}}`` gets the YAML file's models and data, not the classes' fallbacks, so the YAML file
-    is the one source of defaults however a run starts. Set fields win; lists are replaced whole."""
+    is the one source of defaults however a run starts. Set fields win; lists are replaced whole.
+
+    Called once per run, where it starts (the flows' first line); tasks take the settled config's parts. A config
+    the command line built (file, then ``--set``: every field set) passes unchanged."""
     given = config.model_dump(exclude_unset=True)
     merged = _deep_merge(load_config(None, type(config), default).model_dump(), given)
     if isinstance(config, ExpandConfig) and given.get("seed_user_ids") and "campaign_id" not in given:
