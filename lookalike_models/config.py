@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from lookalike_models.shapes import ShapeConfig
 from lookalike_models.strict_config import StrictConfig
@@ -70,20 +70,31 @@ class ModelSpec(StrictConfig):
     # No per-field descriptions: the run form repeats them for every model of the list (see NightlyConfig.models).
     name: str = Field(..., title="Name")
     model: str = Field(..., title="Model", json_schema_extra=_scorer_choices)
+    # A mapping (the form's JSON box, the YAML users write), checked against the model's config when read.
     params: dict[str, Any] = Field(default_factory=dict, title="Params")
 
-    @model_validator(mode="after")
-    def _known_model_and_params(self) -> ModelSpec:
-        # Fail when the config is read, not after data preparation: unknown model, unknown or bad parameter.
+    # Fail when the config is read, not after data preparation: an unknown model, or an unknown or bad
+    # parameter at any depth (a composite model's parts included), named by its whole key path.
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str) -> str:
         from lookalike_models.catalog import scorer_class
-        from lookalike_models.scorers import check_params
 
         try:
-            cls = scorer_class(self.model)
+            scorer_class(model)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
-        cls.config_class.model_validate(check_params(cls.config_class, self.params, self.model))
-        return self
+        return model
+
+    @field_validator("params")
+    @classmethod
+    def _params_of_the_model(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from lookalike_models.catalog import scorer_class
+        from lookalike_models.scorers import validated_params
+
+        if "model" not in info.data:  # an unknown model: already reported, its params cannot be checked
+            return params
+        return validated_params(scorer_class(info.data["model"]), params)
 
 
 class EvaluationConfig(StrictConfig):
@@ -283,7 +294,10 @@ def apply_overrides(config: BaseModel, overrides: list[str]) -> BaseModel:
 def with_file_defaults(config: BaseModel, default: str = "nightly.yaml") -> BaseModel:
     """Fill what the caller left unset from ``conf/<default>``: a deployment run given only
     ``{"publish": {...}}`` gets the YAML file's models and data, not the classes' fallbacks, so the YAML file
-    is the one source of defaults however a run starts. Set fields win; lists are replaced whole."""
+    is the one source of defaults however a run starts. Set fields win; lists are replaced whole.
+
+    Called once per run, where it starts (the flows' first line); tasks take the settled config's parts. A config
+    the command line built (file, then ``--set``: every field set) passes unchanged."""
     given = config.model_dump(exclude_unset=True)
     merged = _deep_merge(load_config(None, type(config), default).model_dump(), given)
     if isinstance(config, ExpandConfig) and given.get("seed_user_ids") and "campaign_id" not in given:

@@ -92,6 +92,15 @@ def check_params(config_class: type[BaseModel], params: dict[str, Any], model: s
     return params
 
 
+def validated_params(scorer: type[AudienceScorer], params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as written, once ``scorer``'s config accepts them. Called from a pydantic field validator (a
+    model's ``params``, a composite model's part), a refused key is reported at its whole path, e.g.
+    ``models.0.params.extra_members.0.params.alpah``: configs are checked at any depth when read, while the
+    mapping users wrote stays what runs, is logged and is cached on (no defaults filled in)."""
+    scorer.config_class.model_validate(params)
+    return params
+
+
 def register(name: str):
     def decorate(cls: type[AudienceScorer]) -> type[AudienceScorer]:
         cls.name = name

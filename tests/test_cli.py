@@ -48,6 +48,33 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
         (["expand", "--seeds", " , "], "comma-separated user ids"),
         (["generate", "/tmp/unused", "--set", "n_users=many"], "n_users: Input should be a valid integer"),
         (["recluster", "--seeds", "/no/such/seeds.parquet"], "file not found"),
+        # A misspelt key at any depth: refused before anything starts, named by its whole path.
+        (["nightly", "--set", "data.synthetic.n_userz=5", "--dry-run"], "unknown setting 'data.synthetic.n_userz'"),
+        (
+            ["nightly", "--set", "models=[{name: m, model: minhash, params: {treshold: 0.2}}]", "--dry-run"],
+            "unknown setting 'models[0].params.treshold'",
+        ),
+        (
+            [
+                "nightly",
+                "--set",
+                "models=[{name: e, model: pinterest_ensemble, params: {extra_members: [{model: item_ridge, "
+                "params: {alpah: 1}}]}}]",
+                "--dry-run",
+            ],
+            "unknown setting 'models[0].params.extra_members[0].params.alpah'",
+        ),
+        (
+            [
+                "nightly",
+                "--set",
+                "models=[{name: e, model: pinterest_ensemble, params: {classifier_params: {C: 2, encoder: {dim: 8}}}}]",
+                "--dry-run",
+            ],
+            "models[0].params.classifier_params: ensemble member 'pinterest_classifier' sets its own 'encoder'",
+        ),
+        (["expand", "--set", "model.params.encoder.dimm=8", "--dry-run"], "unknown setting 'model.params.encoder"),
+        (["expand", "--set", "data.shape.max_userz=8", "--dry-run"], "unknown setting 'data.shape.max_userz'"),
     ],
 )
 def test_user_mistakes_print_one_line_and_exit_2(argv, message, capsys):
@@ -65,6 +92,31 @@ def test_a_bad_config_file_names_the_file_and_the_key(tmp_path, capsys):
     config.write_text("publish: [unclosed\n")
     code, _, err = run_cli(["nightly", "--config", str(config)], capsys)
     assert code == 2 and "not valid YAML" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_config_file_with_a_misspelt_key_deep_inside_names_the_file_and_the_key(tmp_path, capsys):
+    config = tmp_path / "nested.yaml"
+    config.write_text(
+        "models:\n"
+        "  - {name: minhash, model: minhash}\n"
+        "  - name: ensemble\n"
+        "    model: pinterest_ensemble\n"
+        "    params: {extra_members: [{model: item_ridge}, {model: svd_centroid, params: {rank: 8}}]}\n"
+        "evaluation: {reference: minhash}\n"
+    )
+    code, _, err = run_cli(["nightly", "--config", str(config), "--dry-run"], capsys)
+    assert code == 2 and str(config) in err
+    assert "unknown setting 'models[1].params.extra_members[1].params.rank'" in err
+    config.write_text("data: {kind: synthetic, synthetic: {n_users: 500, n_itemz: 50}}\n")
+    code, _, err = run_cli(["expand", "--config", str(config), "--campaign", "c000", "--dry-run"], capsys)
+    assert code == 2 and "unknown setting 'data.synthetic.n_itemz'" in err
+
+
+def test_recluster_names_a_misspelt_key(tmp_path, capsys):
+    seeds = tmp_path / "seeds.parquet"
+    pl.DataFrame({"campaign_id": ["c000"], "user_id": [1000004]}).write_parquet(seeds)
+    code, _, err = run_cli(["recluster", "--seeds", str(seeds), "--set", "modelz=[ralm]", "--dry-run"], capsys)
+    assert code == 2 and err.strip() == "lookalike: error: --set: unknown setting 'modelz'"
 
 
 def test_debug_shows_the_traceback():

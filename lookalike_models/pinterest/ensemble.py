@@ -14,6 +14,8 @@ Two modes:
   - ``paper``: the paper's rule: users in both members' top lists first, then a round-robin fill whose
     embedding share falls with the seed-list size. Kept as the reference; with fixed shares it fell 0.08
     recall@5% below its best member on real data (issue 10).
+
+Its configuration (members, their parameters, the blend's knobs) is ``ensemble_config.py``.
 """
 
 from __future__ import annotations
@@ -23,116 +25,23 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
 from scipy.stats import rankdata
 
-from lookalike_models.baselines import PopularityScorer, RandomScorer
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng, inner_validation_cut
-from lookalike_models.item_ridge import ItemRidgeScorer
-from lookalike_models.minhash import MinHashScorer
-from lookalike_models.pinterest.affinity import AffinityMLPScorer
-from lookalike_models.pinterest.classifier import PinterestClassifierScorer
-from lookalike_models.pinterest.embedding import CentroidCosineScorer, EmbeddingScorer, encoder_curves, shared_encoder
-from lookalike_models.pinterest.encoder import EncoderConfig
+from lookalike_models.pinterest.embedding import EmbeddingScorer, encoder_curves, shared_encoder
+from lookalike_models.pinterest.ensemble_config import MEMBER_SCORERS, EnsembleConfig, MemberSpec  # noqa: F401 (its home)
 from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
-from lookalike_models.pinterest.lsh_scorers import LSHDensityScorer, LSHVotingScorer
 from lookalike_models.pinterest.paper_merge import embedding_share, merge_rankings
 from lookalike_models.pinterest.stacker import ActivityStacker, CutRows, out_of_fold_recall, user_activity
 from lookalike_models.progress import Progress
-from lookalike_models.reference import ItemLogRegScorer, SVDCentroidScorer
 from lookalike_models.scorers import AudienceScorer, pick_scorer, register
-from lookalike_models.strict_config import StrictConfig
 from lookalike_models.threads import free_cores, torch_threads
 
 log = logging.getLogger(__name__)
-
-# What an ensemble may be made of: the Pinterest family, the references and the baselines.
-MEMBER_SCORERS = (
-    AffinityMLPScorer,
-    CentroidCosineScorer,
-    LSHDensityScorer,
-    LSHVotingScorer,
-    PinterestClassifierScorer,
-    ItemLogRegScorer,
-    SVDCentroidScorer,
-    ItemRidgeScorer,
-    MinHashScorer,
-    PopularityScorer,
-    RandomScorer,
-)
-
-
-class MemberSpec(StrictConfig):
-    model: str = Field(description="Registered scorer name, e.g. lsh_density or svd_centroid")
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class EnsembleConfig(StrictConfig):
-    mode: Literal["validated", "paper"] = Field("validated", description="validated blend, or the paper's merge")
-    embedding_model: str = Field("affinity_mlp", description="Embedding member (any Pinterest embedding scorer)")
-    embedding_params: dict[str, Any] = Field(default_factory=dict)
-    classifier_params: dict[str, Any] = Field(default_factory=dict)
-    # item_ridge by default: on tuning splits 100-104 it lifted the ensemble from -0.014 / -0.035 to -0.001 /
-    # +0.000 recall@5% of item_ridge alone on MovieLens / Amazon (bench/results/ensemble_item_ridge_tuning.md).
-    extra_members: list[MemberSpec] = Field(
-        default_factory=lambda: [MemberSpec(model="item_ridge")], description="More members (validated mode)"
-    )
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
-    # validated mode
-    # scope and min_gain chosen on tuning splits 100-104 (bench/results/classifier_ensemble.md): per campaign
-    # or per bucket the cut is too small and the choice overfits it; min_gain 0.01 removed the last loss.
-    scope: Literal["campaign", "bucket", "all"] = Field(
-        "all", description="Where blend weights are chosen: per campaign, per seed bucket, or once"
-    )
-    bucket_edges: list[int] = Field([50, 200], description="Seed-list size buckets for scope=bucket")
-    min_gain: float = Field(
-        0.01,
-        ge=0,
-        description="A blend replaces the best single member only where its mean "
-        "validation recall is higher by more than this",
-    )
-    # On: on tuning splits 100-104 it was never below item_ridge alone on eight shapes and lifted the sparse
-    # ones by +0.027/+0.033 (min_gain 0 fell 0.006 below on one: bench/results/ensemble_stacker_tuning*.md);
-    # on reported splits 0-4 it is never below the grid-only ensemble (ensemble_stacker_reported.md).
-    stacker: bool = Field(
-        True,
-        description="Also offer an activity-aware logistic stacker over member ranks (validated out of fold), "
-        "chosen under the same min_gain rule as the grid blends",
-    )
-    stacker_c: float = Field(1.0, gt=0, description="Inverse L2 strength of the stacker's logistic regression")
-    weight_step: float = Field(0.25, gt=0, le=1, description="Grid step of the blend weights (they sum to 1)")
-    validation_share: float = Field(0.2, gt=0, lt=1, description="Share of training seeds held out to choose weights")
-    # 4 cuts: on tuning splits 100-104 over six data shapes never below item_ridge alone and +0.011 on one;
-    # 2 cuts fell 0.006 below it on one shape (bench/results/ensemble_blend_tuning.md).
-    validation_folds: int = Field(
-        4, ge=1, le=10, description="Independent inner cuts the blend's recall is averaged over"
-    )
-    # 20,000: a 5% cutoff then has 1,000 sampled users above it (its place off by ~3% of itself), and every
-    # member scores a fifth of what 100,000 cost at millions of users; data sets this small use everyone.
-    max_validation_users: int = Field(20_000, ge=100, description="Non-seed users scored to place the cut's cutoff")
-    max_validation_campaigns: int = Field(
-        32, ge=1, description="With scope=all, campaigns sampled per cut to choose the blend"
-    )
-    seed: int = 0
-    # both modes: audience share of the validation recall / of the paper's intersection
-    reference_share: float = Field(0.05, gt=0, le=1, description="Top-list size, share of users")
-    # paper mode
-    small_seeds: int = Field(50, ge=1, description="Seed-list size at and below which embedding_share_small holds")
-    large_seeds: int = Field(500, ge=2, description="Seed-list size at and above which embedding_share_large holds")
-    embedding_share_small: float = Field(0.5, ge=0, le=1, description="Embedding share of the fill, small lists")
-    embedding_share_large: float = Field(0.2, ge=0, le=1, description="Embedding share of the fill, large lists")
-
-    @model_validator(mode="after")
-    def _known_members(self) -> EnsembleConfig:
-        # An unknown member fails when the config is read, not after the members before it were fitted.
-        pick_scorer(MEMBER_SCORERS, self.embedding_model, "an ensemble member")
-        for member in self.extra_members:
-            pick_scorer(MEMBER_SCORERS, member.model, "an ensemble member")
-        return self
 
 
 def blend_grid(n_members: int, step: float) -> np.ndarray:

@@ -29,16 +29,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 from scipy.stats import rankdata
 
 from lookalike_models.baselines import PopularityScorer, RandomScorer
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.item_ridge import ItemRidgeScorer
 from lookalike_models.minhash import MinHashScorer
-from lookalike_models.ptupcdr.scorer import PTUPCDRBridgeConfig, PTUPCDRBridgeScorer
+from lookalike_models.ptupcdr.scorer import PTUPCDRBridgeScorer
 from lookalike_models.reference import ItemLogRegScorer, SVDCentroidScorer
-from lookalike_models.scorers import AudienceScorer, check_params, pick_scorer, register
+from lookalike_models.scorers import AudienceScorer, pick_scorer, register, validated_params
+from lookalike_models.strict_config import StrictConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,14 @@ WARM_SCORERS = (
 )
 
 
-class PTUPCDRHybridConfig(BaseModel, extra="forbid"):
+class PTUPCDRHybridConfig(StrictConfig):
     warm_model: str = Field(
         "minhash", description="Registered scorer for users with target activity (e.g. minhash, item_logreg)"
     )
-    warm_params: dict[str, Any] = Field(default_factory=dict)
-    bridge_params: dict[str, Any] = Field(default_factory=dict, description="ptupcdr_bridge's config")
+    warm_params: dict[str, Any] = Field(default_factory=dict, description="The warm scorer's config")
+    bridge_params: dict[str, Any] = Field(
+        default_factory=dict, description="ptupcdr_bridge's config (its bridges are always used: no use_bridge: false)"
+    )
     cold_share_scale: float = Field(1.0, ge=0, description="q = scale x the smoothed cold share of the seeds")
     cold_ranking: Literal["bridge", "bridge+warm"] = Field(
         "bridge",
@@ -69,13 +72,28 @@ class PTUPCDRHybridConfig(BaseModel, extra="forbid"):
     )
     prior_seeds: float = Field(2.0, ge=0, description="Smoothing: q starts from (n_cold + p/2) / (n + p)")
 
-    @model_validator(mode="after")
-    def _valid_parts(self) -> PTUPCDRHybridConfig:
-        # Fail at config time (typos included), not after a long fit of the other part.
-        PTUPCDRBridgeConfig.model_validate(check_params(PTUPCDRBridgeConfig, self.bridge_params, "ptupcdr_bridge"))
-        warm_config = pick_scorer(WARM_SCORERS, self.warm_model, "the warm part").config_class
-        warm_config.model_validate(check_params(warm_config, self.warm_params, self.warm_model))
-        return self
+    # The parts fail when the config is read (typos included, named by their key path), not after a long fit
+    # of the other part.
+    @field_validator("warm_model")
+    @classmethod
+    def _known_warm_part(cls, model: str) -> str:
+        pick_scorer(WARM_SCORERS, model, "the warm part")
+        return model
+
+    @field_validator("warm_params")
+    @classmethod
+    def _warm_part_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "warm_model" not in info.data:  # an unknown warm part: already reported
+            return params
+        return validated_params(pick_scorer(WARM_SCORERS, info.data["warm_model"], "the warm part"), params)
+
+    @field_validator("bridge_params")
+    @classmethod
+    def _bridge_part_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        # The hybrid exists to reach source-only users through their bridges: it always turns them on.
+        if params.get("use_bridge", True) is False:
+            raise ValueError("the hybrid always uses the bridges (its cold part); use_bridge: false has no effect here")
+        return validated_params(PTUPCDRBridgeScorer, params)
 
 
 def interleave_keys(warm_order: np.ndarray, cold_order: np.ndarray, cold_share: float, n_users: int) -> np.ndarray:
