@@ -102,3 +102,17 @@ def test_a_data_source_hands_its_adapter_options_to_the_adapter(tmp_path):
     data = load_encoded(source, tmp_path)
     assert len(data.campaigns) == 8 and sum(c.startswith("meta_movie_") for c in data.campaigns) == 3
     assert len(load_encoded(DataSource(kind="movielens", path=path), tmp_path / "default").campaigns) == 40
+
+
+def test_bench_data_sources_carry_adapter_options():
+    import pytest
+    from pydantic import ValidationError
+
+    from bench.common import data_source
+    from lookalike_models.adapters.options import MovieLensOptions
+
+    source = data_source("movielens_longtail", adapter=MovieLensOptions(n_meta_campaigns=7), path="/raw/ml")
+    assert (source.kind, source.path, source.shape.max_users) == ("movielens", "/raw/ml", 300)
+    assert source.adapter_options.n_meta_campaigns == 7
+    with pytest.raises(ValidationError):  # MovieLens knobs are not Amazon's
+        data_source("amazon", adapter=MovieLensOptions())
