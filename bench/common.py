@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from lookalike_models.adapters.options import AmazonOptions, MovieLensOptions
 from lookalike_models.config import DataSource
 from lookalike_models.dataset import LookalikeData
 from lookalike_models.shapes import ShapeConfig
@@ -29,18 +30,35 @@ SHAPES = {
 }
 
 
-def data_source(name: str, synthetic: SyntheticConfig | None = None) -> DataSource:
+def data_source(
+    name: str,
+    synthetic: SyntheticConfig | None = None,
+    adapter: MovieLensOptions | AmazonOptions | None = None,
+    path: str | Path | None = None,
+) -> DataSource:
     """The ``DataSource`` of a benchmark data name: a kind (synthetic, movielens, amazon, tencent) or a shape
-    of one (``SHAPES``, e.g. movielens_longtail)."""
+    of one (``SHAPES``, e.g. movielens_longtail). ``adapter``: the real set's adapter knobs (``data.<kind>``);
+    ``path``: its raw folder (default: under the data root)."""
     kind, shape = SHAPES.get(name, (name, ShapeConfig()))
-    return DataSource(kind=kind, synthetic=synthetic or SyntheticConfig(), shape=shape)
+    knobs = {kind: adapter} if adapter is not None else {}
+    return DataSource(kind=kind, path=str(path or ""), synthetic=synthetic or SyntheticConfig(), shape=shape, **knobs)
 
 
-def load_data(kind: str, workdir: Path, synthetic: SyntheticConfig | None = None) -> LookalikeData:
-    """A data set exactly as the nightly flow sees it (``sources.load_encoded``: validated, shaped, encoded,
-    the campaigns' own items removed). ``kind``: synthetic, movielens, amazon, tencent, or a ``SHAPES`` name."""
-    source = data_source(kind, synthetic)
+def load_source(source: DataSource, workdir: Path) -> LookalikeData:
+    """A data source exactly as the nightly flow sees it (``sources.load_encoded``: validated, shaped,
+    encoded, the campaigns' own items removed), its contract folder written under ``workdir``."""
     return load_encoded(source, Path(workdir) / source.kind)
+
+
+def load_data(
+    kind: str,
+    workdir: Path,
+    synthetic: SyntheticConfig | None = None,
+    adapter: MovieLensOptions | AmazonOptions | None = None,
+) -> LookalikeData:
+    """``load_source`` of a benchmark data name (``data_source``): synthetic, movielens, amazon, tencent, or a
+    ``SHAPES`` name."""
+    return load_source(data_source(kind, synthetic, adapter), workdir)
 
 
 def scale_synthetic(n_users: int, campaigns: int = 100, interactions_per_user: float = 30.0) -> SyntheticConfig:

@@ -20,13 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from bench.common import scale_synthetic  # noqa: E402
-from lookalike_models.config import DataSource  # noqa: E402
+from bench.common import load_data, scale_synthetic  # noqa: E402
 from lookalike_models.evaluation import audience_sizes, holdout_split  # noqa: E402
 from lookalike_models.protocol import TUNING_SPLITS, compare_to_reference, evaluate_campaigns  # noqa: E402
 from lookalike_models.reference import ItemLogRegScorer  # noqa: E402
-from lookalike_models.sources import load_encoded  # noqa: E402
-from lookalike_models.synthetic import write_synthetic  # noqa: E402
 
 
 def main() -> None:
@@ -37,11 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.users
     with tempfile.TemporaryDirectory(prefix="lookalike-negcap-") as tmp:
-        folder = write_synthetic(
-            scale_synthetic(n, args.campaigns),
-            Path(tmp) / "d",
-        )
-        data = load_encoded(DataSource(kind="folder", path=str(folder)), Path(tmp) / "in")
+        data = load_data("synthetic", Path(tmp), scale_synthetic(n, args.campaigns))
     split = TUNING_SPLITS[0]
     train, heldout = holdout_split(data.campaigns, n, 0.1, split)
     sizes = audience_sizes(n, [0.05])

@@ -24,22 +24,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 import zlib
 from pathlib import Path
 
-import numpy as np
-import polars as pl
-import torch
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookalike_models.catalog import build_scorer
-from lookalike_models.contract import read_dataset
-from lookalike_models.dataset import CampaignSeeds, LookalikeData, encode
-from lookalike_models.evaluation import HeldOut, audience_sizes, campaign_metrics
-from lookalike_models.pipeline import score_campaign
-from lookalike_models.protocol import paired_bootstrap_ci
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from bench.common import data_source  # noqa: E402
+from lookalike_models.adapters.options import AmazonOptions, MovieLensOptions  # noqa: E402
+from lookalike_models.catalog import build_scorer  # noqa: E402
+from lookalike_models.dataset import CampaignSeeds, LookalikeData  # noqa: E402
+from lookalike_models.evaluation import HeldOut, audience_sizes, campaign_metrics  # noqa: E402
+from lookalike_models.pipeline import score_campaign  # noqa: E402
+from lookalike_models.protocol import paired_bootstrap_ci  # noqa: E402
+from lookalike_models.sources import encode_source  # noqa: E402
 
 RAW = Path("runs/metaheac_bench")
 SEED_COUNTS = (5, 10, 20)
@@ -49,26 +54,10 @@ METAHEAC_FAMILY = ("metaheac", "joint_baseline", "scratch_baseline")
 def load(
     dataset: str, workdir: Path, meta_pool: int, activity: bool = False, drop_meta_items: bool = False
 ) -> LookalikeData:
-    from lookalike_models.adapters import amazon, movielens, shared_data_root
-
-    if dataset == "movielens":
-        folder = movielens.build(
-            workdir / dataset,
-            shared_data_root() / "movielens-100k",
-            n_campaigns=40,
-            n_meta_campaigns=meta_pool,
-            activity_feature=activity,
-        )
-    else:
-        folder = amazon.build(
-            workdir / dataset,
-            shared_data_root() / "amazon-books-movies-dense",
-            n_campaigns=40,
-            user_history=True,
-            n_meta_campaigns=meta_pool,
-            activity_feature=activity,
-        )
-    data = encode(read_dataset(folder))
+    campaigns = {"n_campaigns": 40, "n_meta_campaigns": meta_pool, "activity_feature": activity}
+    # Amazon writes user fields (its Books and Movies histories, MetaHeac's input) only when asked.
+    options = MovieLensOptions(**campaigns) if dataset == "movielens" else AmazonOptions(**campaigns, user_history=True)
+    data = encode_source(data_source(dataset, adapter=options), workdir)
     # --drop-meta-items: the peers then read exactly the user information MetaHeac's fields hold.
     new_items = {c: i for c, i in data.campaign_items.items() if drop_meta_items or not c.startswith("meta_")}
     return data.without_campaign_leakage(new_items)

@@ -5,22 +5,23 @@
 The sample is positives only (negatives sampled, flagged): it tests the format and code path, not AUC.
 """
 
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookalike_models.adapters import tencent
-from lookalike_models.catalog import build_scorer
-from lookalike_models.contract import read_dataset
-from lookalike_models.dataset import encode
-from lookalike_models.evaluation import holdout_split
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.common import load_data  # noqa: E402
+from lookalike_models.catalog import build_scorer  # noqa: E402
+from lookalike_models.evaluation import holdout_split  # noqa: E402
 
 torch.set_num_threads(1)
 with tempfile.TemporaryDirectory() as tmp:
-    d = encode(read_dataset(tencent.build(Path(tmp) / "t")))
+    d = load_data("tencent", Path(tmp))
     train, held = holdout_split(d.campaigns, d.n_users, 0.2, 0)
     for so in (False, True):
         s = build_scorer("metaheac", {"meta_steps": 50, "second_order": so, "cold_threshold": 100})

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookalike_models.contract import read_dataset
-from lookalike_models.dataset import encode
-from lookalike_models.pinterest.encoder import EncoderConfig, train_encoder
-from lookalike_models.pinterest.lsh import HyperplaneLSH, default_bits
-from lookalike_models.synthetic import SyntheticConfig, write_synthetic
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.common import load_data  # noqa: E402
+from lookalike_models.pinterest.encoder import EncoderConfig, train_encoder  # noqa: E402
+from lookalike_models.pinterest.lsh import HyperplaneLSH, default_bits  # noqa: E402
+from lookalike_models.synthetic import SyntheticConfig  # noqa: E402
 
 
 def timed(fn):
@@ -109,7 +111,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = SyntheticConfig(n_users=args.users, n_items=max(5000, args.users // 40), n_campaigns=2)
-        data, t_data = timed(lambda: encode(read_dataset(write_synthetic(cfg, Path(tmp) / "synthetic"))))
+        data, t_data = timed(lambda: load_data("synthetic", Path(tmp), cfg))
     enc_cfg = EncoderConfig(max_epochs=args.epochs, patience=args.epochs, history_len=50)
     fitted, t_train = timed(lambda: train_encoder(data, enc_cfg))
     emb = fitted.embeddings

@@ -15,19 +15,20 @@ item being predicted in phase 1 can be masked out of the input.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import polars as pl
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookalike_models.adapters import movielens, shared_data_root
-from lookalike_models.catalog import build_scorer
-from lookalike_models.contract import read_dataset
-from lookalike_models.dataset import encode
-from lookalike_models.evaluation import (
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+import torch  # noqa: E402
+
+from bench.common import data_source, load_data, load_source  # noqa: E402
+from lookalike_models.catalog import build_scorer  # noqa: E402
+from lookalike_models.evaluation import (  # noqa: E402
     audience_sizes,
     campaign_metrics,
     holdout_split,
@@ -35,8 +36,8 @@ from lookalike_models.evaluation import (
     summarize,
     user_precision_at_k,
 )
-from lookalike_models.pipeline import score_campaign
-from lookalike_models.synthetic import SyntheticConfig, write_synthetic
+from lookalike_models.pipeline import score_campaign  # noqa: E402
+from lookalike_models.synthetic import SyntheticConfig  # noqa: E402
 
 # MovieLens is small (943 users, 40 campaigns): more passes than the defaults (tuned on 20k synthetic users).
 MOVIELENS = {"drop_fields": ["history"], "user_epochs": 10, "lookalike_epochs": 100}
@@ -135,13 +136,11 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         if args.synthetic_users:
-            folder = write_synthetic(SyntheticConfig(n_users=args.synthetic_users), Path(tmp) / "synthetic")
+            data = load_data("synthetic", Path(tmp), SyntheticConfig(n_users=args.synthetic_users))
             grid, title = model_grid({}), f"Synthetic (SyntheticConfig defaults, {args.synthetic_users} users)"
         else:
-            folder = movielens.build(Path(tmp) / "movielens", args.source or shared_data_root() / "movielens-100k")
+            data = load_source(data_source("movielens", path=args.source), Path(tmp))
             grid, title = model_grid(MOVIELENS), "MovieLens-100K"
-        data = encode(read_dataset(folder))
-    data = data.without_campaign_leakage()
     models = {name: grid[name] for name in (args.models or grid)}
     frames, user_rows = [], []
     for repeat in range(args.repeats):

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
+from lookalike_models.adapters.options import AmazonOptions, MovieLensOptions
 from lookalike_models.shapes import ShapeConfig
 from lookalike_models.strict_config import StrictConfig
 from lookalike_models.synthetic import SyntheticConfig
@@ -52,6 +53,21 @@ class DataSource(StrictConfig):
         0.5, ge=0, le=1, description="A campaign fails if fewer of its seeds are known users"
     )
     max_multi_len: int = Field(50, ge=1, description="Longest multi-valued feature list kept")
+    # The real sets' adapter knobs: one block per adapter, named as its kind, so --set data.movielens.x=1 reads
+    # like data.synthetic.x. Always present (the form then shows no type switch); left out of dumps while at
+    # their defaults, so hashes and logged parameters of a config that sets none are the same as before them.
+    movielens: MovieLensOptions = Field(
+        default_factory=MovieLensOptions,
+        title="MovieLens adapter (kind: movielens)",
+        description="Which movies become campaigns and the user fields written; used only when kind is movielens",
+        exclude_if=lambda options: options == MovieLensOptions(),
+    )
+    amazon: AmazonOptions = Field(
+        default_factory=AmazonOptions,
+        title="Amazon adapter (kind: amazon)",
+        description="Which movies become campaigns and the user fields written; used only when kind is amazon",
+        exclude_if=lambda options: options == AmazonOptions(),
+    )
     synthetic: SyntheticConfig | None = Field(
         None,
         title="Synthetic data (kind: synthetic)",
@@ -64,6 +80,19 @@ class DataSource(StrictConfig):
             # Not marked as set: a partial run's missing knobs still come from the YAML file (with_file_defaults).
             object.__setattr__(self, "synthetic", SyntheticConfig())
         return self
+
+    @model_validator(mode="after")
+    def _adapter_knobs_of_this_kind(self) -> DataSource:
+        # Another adapter's knobs would be silently unused: a mistyped kind or a block left from another set.
+        for kind, default in (("movielens", MovieLensOptions()), ("amazon", AmazonOptions())):
+            if self.kind != kind and getattr(self, kind) != default:
+                raise ValueError(f"data.{kind} sets the {kind} adapter's options, but data.kind is {self.kind}")
+        return self
+
+    @property
+    def adapter_options(self) -> MovieLensOptions | AmazonOptions | None:
+        """The knobs of this kind's adapter; None for kinds without any (synthetic, folder, tencent)."""
+        return {"movielens": self.movielens, "amazon": self.amazon}.get(self.kind)
 
 
 class ModelSpec(StrictConfig):

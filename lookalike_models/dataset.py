@@ -18,15 +18,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from lookalike_models.contract import (
-    CAMPAIGN_ID,
-    ITEM_ID,
-    SEEDS,
-    USER_ID,
-    DataContractError,
-    RawDataset,
-    check_campaign_id,
-)
+from lookalike_models.contract import CAMPAIGN_ID, ITEM_ID, SEEDS, USER_ID, DataContractError, RawDataset
+from lookalike_models.dataset_encoding import encode_categorical, encode_multi, seed_list_problems
 from lookalike_models.io import atomic_directory
 
 
@@ -227,79 +220,6 @@ class LookalikeData:
         )
 
 
-def _encode_categorical(values: pl.Series) -> tuple[np.ndarray, int]:
-    """Codes 1..V by sorted distinct value (stable across runs); null -> 0."""
-    as_str = values.cast(pl.String)
-    vocab = as_str.drop_nulls().unique().sort()
-    mapping = pl.DataFrame({"v": vocab, "code": np.arange(1, len(vocab) + 1, dtype=np.int64)})
-    codes = pl.DataFrame({"v": as_str}).join(mapping, on="v", how="left", maintain_order="left")["code"]
-    return codes.fill_null(0).to_numpy().astype(np.int64), len(vocab) + 1
-
-
-def _encode_multi(values: pl.Series, max_len: int) -> tuple[np.ndarray, int]:
-    """Pad each list to ``max_len`` with 0; values get codes 1..V."""
-    n = len(values)
-    exploded = pl.DataFrame({"row": np.arange(n), "v": values}).explode("v").drop_nulls("v")
-    exploded = exploded.with_columns(pl.col("v").cast(pl.String))
-    vocab = exploded["v"].unique().sort()
-    mapping = pl.DataFrame({"v": vocab, "code": np.arange(1, len(vocab) + 1, dtype=np.int64)})
-    exploded = (
-        exploded.join(mapping, on="v", how="left")
-        .with_columns(pl.int_range(pl.len()).over("row").alias("pos"))
-        .filter(pl.col("pos") < max_len)
-    )
-    width = max(1, min(max_len, int(exploded["pos"].max() + 1) if exploded.height else 1))
-    out = np.zeros((n, width), np.int64)
-    out[exploded["row"].to_numpy(), exploded["pos"].to_numpy()] = exploded["code"].to_numpy()
-    return out, len(vocab) + 1
-
-
-def _campaign_problems(seeds: pl.DataFrame, known: pl.DataFrame, min_match_rate: float) -> dict[str, str]:
-    problems: dict[str, str] = {}
-    stats = (
-        seeds.join(known.select(USER_ID, pl.lit(True).alias("known")), on=USER_ID, how="left")
-        .group_by(CAMPAIGN_ID)
-        .agg(
-            pl.len().alias("rows"),
-            (pl.col("label") == 1).sum().alias("pos"),
-            ((pl.col("label") == 1) & pl.col("known").is_not_null()).sum().alias("pos_known"),
-            pl.col("known").is_not_null().sum().alias("known"),
-            pl.col(USER_ID).filter(pl.col("known").is_null()).first().alias("unknown_example"),
-        )
-    )
-    for row in stats.iter_rows(named=True):
-        cid = row[CAMPAIGN_ID]
-        try:
-            check_campaign_id(cid)
-        except DataContractError as err:
-            problems[cid] = str(err)
-            continue
-        if row["pos"] == 0:
-            problems[cid] = str(DataContractError(SEEDS, "label", f"campaign '{cid}' has no seed (label 1) rows", cid))
-        elif row["pos_known"] < max(1, min_match_rate * row["pos"]):
-            problems[cid] = str(
-                DataContractError(
-                    SEEDS,
-                    USER_ID,
-                    f"campaign '{cid}': only {row['pos_known']} of {row['pos']} seeds are known users "
-                    f"(need {min_match_rate:.0%})",
-                    row["unknown_example"],
-                )
-            )
-        elif row["known"] >= known.height:
-            # Every user is a seed or a known non-converter: an empty audience with a perfect precision.
-            problems[cid] = str(
-                DataContractError(
-                    SEEDS,
-                    USER_ID,
-                    f"campaign '{cid}': its seeds and non-converters are all {known.height} users, "
-                    "nothing is left to rank",
-                    cid,
-                )
-            )
-    return problems
-
-
 def require_runnable_campaigns(data: LookalikeData) -> None:
     """Refuse data where no campaign can run, with every campaign's reason in one message."""
     if data.campaigns:
@@ -344,11 +264,11 @@ def encode(raw: RawDataset, max_multi_len: int = 50, min_seed_match_rate: float 
     if uf is not None:
         aligned = user_index.join(uf, on=USER_ID, how="left", maintain_order="left")
         for name in schema.user_single:
-            codes, size = _encode_categorical(aligned[name])
+            codes, size = encode_categorical(aligned[name])
             single_cols.append(codes)
             single_sizes.append(size)
         for name in schema.user_multi:
-            codes, size = _encode_multi(aligned[name], max_multi_len)
+            codes, size = encode_multi(aligned[name], max_multi_len)
             multi_cols.append(codes)
             multi_sizes.append(size)
         for j, name in enumerate(schema.user_continuous):
@@ -358,7 +278,7 @@ def encode(raw: RawDataset, max_multi_len: int = 50, min_seed_match_rate: float 
             continuous[:, j] = scaled.fill_null(0.0).fill_nan(0.0).to_numpy()
     single = np.stack(single_cols, 1) if single_cols else np.zeros((n_users, 0), np.int64)
 
-    problems = _campaign_problems(raw.seeds, user_index, min_seed_match_rate)
+    problems = seed_list_problems(raw.seeds, user_index, min_seed_match_rate)
     seeds = raw.seeds.join(user_index, on=USER_ID)
     campaigns = {}
     for (cid,), group in seeds.group_by([CAMPAIGN_ID], maintain_order=True):
@@ -374,7 +294,7 @@ def encode(raw: RawDataset, max_multi_len: int = 50, min_seed_match_rate: float 
         campaign_items = dict(zip(own[CAMPAIGN_ID].to_list(), own["item_idx"].to_list()))
     if raw.campaign_features is not None and schema.campaign_single:
         cf = raw.campaign_features
-        codes = [_encode_categorical(cf[name]) for name in schema.campaign_single]
+        codes = [encode_categorical(cf[name]) for name in schema.campaign_single]
         cf_sizes = [size for _, size in codes]
         matrix = np.stack([c for c, _ in codes], 1)
         campaign_fields = {cid: matrix[i] for i, cid in enumerate(cf[CAMPAIGN_ID].to_list())}

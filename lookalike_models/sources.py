@@ -28,7 +28,10 @@ def materialize(source: DataSource, workdir: str | Path) -> Path:
     # Real sets: adapters read them where they lie and write the contract outside the repository.
     check_source_files(source.kind, source.path)  # one line naming the file and LOOKALIKE_DATA_ROOT, not a trace
     adapter = importlib.import_module(f"lookalike_models.adapters.{source.kind}")
-    return adapter.build(workdir / source.kind, source.path)
+    options = source.adapter_options
+    if options is None:  # tencent: the sample has no knobs
+        return adapter.build(workdir / source.kind, source.path)
+    return adapter.build(workdir / source.kind, source.path, options)
 
 
 def data_set_key(source: DataSource) -> str:
@@ -43,14 +46,21 @@ def data_set_key(source: DataSource) -> str:
     return f"{source.kind}:{source_folder(source.kind, source.path).resolve()}"
 
 
-def load_encoded(source: DataSource, workdir: str | Path) -> LookalikeData:
-    folder = materialize(source, workdir)
-    raw = read_dataset(folder)
+def encode_source(source: DataSource, workdir: str | Path) -> LookalikeData:
+    """``source`` read, validated, shaped and encoded, the campaigns' own items still in its interactions
+    (``load_encoded`` removes them; a benchmark may remove only some)."""
+    raw = read_dataset(materialize(source, workdir))
     shaped = raw if source.shape.is_identity else apply_shape(raw, source.shape)
     data = encode(shaped, source.max_multi_len, source.min_seed_match_rate)
     if shaped is not raw:
         data.campaign_problems.update(missing_campaigns(raw, shaped, source.shape))
-    data = data.without_campaign_leakage()
+    return data
+
+
+def load_encoded(source: DataSource, workdir: str | Path) -> LookalikeData:
+    """``source`` as every model sees it: ``encode_source`` without the campaigns' own items (their
+    interactions are the labels)."""
+    data = encode_source(source, workdir).without_campaign_leakage()
     log.info(
         "data: %d users, %d items, %d interactions, %d campaigns (%d with problems)",
         data.n_users,

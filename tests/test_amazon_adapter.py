@@ -12,9 +12,10 @@ from tests.conftest import require_shared
 
 def test_amazon_adapter_two_domains_deduplicated(tmp_path):
     from lookalike_models.adapters import amazon
+    from lookalike_models.adapters.options import AmazonOptions
 
     source = require_shared("amazon-books-movies-dense")
-    raw = read_dataset(amazon.build(tmp_path / "amazon", source, n_campaigns=10))
+    raw = read_dataset(amazon.build(tmp_path / "amazon", source, AmazonOptions(n_campaigns=10)))
     inter = raw.interactions
     assert sorted(inter["domain"].unique().to_list()) == ["books", "movies"]
     assert inter.select("user_id", "item_id").is_duplicated().sum() == 0

@@ -73,3 +73,46 @@ def test_distinct_is_numpy_unique():
     values = np.random.default_rng(0).integers(-50, 50, 1000)
     assert np.array_equal(distinct(values), np.unique(values))
     assert distinct(np.empty(0, np.int64)).size == 0
+
+
+def test_adapter_options_belong_to_their_kind_and_stay_out_of_default_dumps():
+    import pytest
+    from pydantic import ValidationError
+
+    from lookalike_models.config import DataSource, NightlyConfig, apply_overrides
+
+    # Left out while at their defaults: a config that sets none hashes and logs as before the options existed.
+    assert {"movielens", "amazon"}.isdisjoint(DataSource(kind="movielens").model_dump())
+    assert DataSource(kind="tencent").adapter_options is None and DataSource().adapter_options is None
+    config = apply_overrides(NightlyConfig(), ["data.kind=movielens", "data.movielens.n_campaigns=5"])
+    assert config.data.adapter_options.n_campaigns == 5 and config.data.model_dump()["movielens"]["n_campaigns"] == 5
+    with pytest.raises(ValidationError, match="data.kind is amazon"):  # another adapter's knobs would go unused
+        DataSource(kind="amazon", movielens={"n_campaigns": 5})
+    with pytest.raises(ValidationError, match="user_historyy"):
+        DataSource(kind="amazon", amazon={"user_historyy": True})
+
+
+def test_a_data_source_hands_its_adapter_options_to_the_adapter(tmp_path):
+    from lookalike_models.config import DataSource
+    from lookalike_models.sources import load_encoded
+    from tests.conftest import require_shared
+
+    path = str(require_shared("movielens-100k"))
+    source = DataSource(kind="movielens", path=path, movielens={"n_campaigns": 5, "n_meta_campaigns": 3})
+    data = load_encoded(source, tmp_path)
+    assert len(data.campaigns) == 8 and sum(c.startswith("meta_movie_") for c in data.campaigns) == 3
+    assert len(load_encoded(DataSource(kind="movielens", path=path), tmp_path / "default").campaigns) == 40
+
+
+def test_bench_data_sources_carry_adapter_options():
+    import pytest
+    from pydantic import ValidationError
+
+    from bench.common import data_source
+    from lookalike_models.adapters.options import MovieLensOptions
+
+    source = data_source("movielens_longtail", adapter=MovieLensOptions(n_meta_campaigns=7), path="/raw/ml")
+    assert (source.kind, source.path, source.shape.max_users) == ("movielens", "/raw/ml", 300)
+    assert source.adapter_options.n_meta_campaigns == 7
+    with pytest.raises(ValidationError):  # MovieLens knobs are not Amazon's
+        data_source("amazon", adapter=MovieLensOptions())

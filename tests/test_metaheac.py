@@ -310,16 +310,17 @@ def test_uniform_task_sampling_gives_the_cold_tail_its_share():
 @pytest.mark.parametrize("name", ["movielens", "amazon"])
 def test_adapters_add_meta_training_tasks_disjoint_from_campaigns_and_kept_out_of_user_fields(name, tmp_path):
     from lookalike_models.adapters import amazon, movielens
+    from lookalike_models.adapters.options import AmazonOptions, MovieLensOptions
     from lookalike_models.contract import read_dataset
     from tests.conftest import require_shared
 
     adapter, source = {"movielens": (movielens, "movielens-100k"), "amazon": (amazon, "amazon-books-movies-dense")}[
         name
     ]
-    extra = {"user_history": True} if name == "amazon" else {}
-    plain = read_dataset(adapter.build(tmp_path / "plain", require_shared(source), n_campaigns=10, **extra))
+    options = AmazonOptions(n_campaigns=10, user_history=True) if name == "amazon" else MovieLensOptions(n_campaigns=10)
+    plain = read_dataset(adapter.build(tmp_path / "plain", require_shared(source), options))
     more = read_dataset(
-        adapter.build(tmp_path / "more", require_shared(source), n_campaigns=10, n_meta_campaigns=50, **extra)
+        adapter.build(tmp_path / "more", require_shared(source), options.model_copy(update={"n_meta_campaigns": 50}))
     )
     ids = set(more.seeds["campaign_id"].unique().to_list())
     assert {c for c in ids if not c.startswith("meta_")} == set(plain.seeds["campaign_id"].unique().to_list())

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from lookalike_models.adapters.options import CampaignItemOptions
 from lookalike_models.contract import ITEM_ID, DataContractError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -69,23 +70,16 @@ def check_source_files(kind: str, path: str | Path | None) -> None:
             raise DataSourceNotFoundError(kind, folder / name, str(path) if path else None)
 
 
-def choose_campaign_items(
-    raters: pl.DataFrame,
-    n_campaigns: int,
-    min_raters: int,
-    max_raters: int,
-    n_meta_campaigns: int,
-    meta_min_raters: int,
-    seed: int,
-) -> tuple[np.ndarray, list]:
+def choose_campaign_items(raters: pl.DataFrame, options: CampaignItemOptions) -> tuple[np.ndarray, list]:
     """Items that become campaigns (their raters are the seeds) from ``raters`` (item_id, len): up to
     ``n_campaigns`` with ``min_raters``-``max_raters`` raters, and up to ``n_meta_campaigns`` other items with
     at least ``meta_min_raters`` (MetaHeac's meta-training tasks). Both sorted; one RNG for both draws."""
-    eligible = raters.filter(pl.col("len").is_between(min_raters, max_raters)).sort(ITEM_ID)
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(eligible[ITEM_ID].to_numpy(), min(n_campaigns, eligible.height), replace=False))
-    if not n_meta_campaigns:
+    eligible = raters.filter(pl.col("len").is_between(options.min_raters, options.max_raters)).sort(ITEM_ID)
+    rng = np.random.default_rng(options.seed)
+    n_chosen = min(options.n_campaigns, eligible.height)
+    chosen = np.sort(rng.choice(eligible[ITEM_ID].to_numpy(), n_chosen, replace=False))
+    if not options.n_meta_campaigns:
         return chosen, []
-    pool = raters.filter((pl.col("len") >= meta_min_raters) & ~pl.col(ITEM_ID).is_in(chosen.tolist()))
+    pool = raters.filter((pl.col("len") >= options.meta_min_raters) & ~pl.col(ITEM_ID).is_in(chosen.tolist()))
     pool_items = pool.sort(ITEM_ID)[ITEM_ID].to_numpy()
-    return chosen, list(np.sort(rng.choice(pool_items, min(n_meta_campaigns, pool.height), replace=False)))
+    return chosen, list(np.sort(rng.choice(pool_items, min(options.n_meta_campaigns, pool.height), replace=False)))

@@ -11,12 +11,12 @@ Campaigns follow the MovieLens adapter: a target-domain movie with enough raters
 the converters, and the campaign names its movie (``campaign_features.item_id``) so the pipeline drops that
 movie's ratings before training.
 
-Additive options (off by default): ``user_history=True`` writes multi-valued user fields ``books`` and
-``movies`` (the items each user rated; campaign movies excluded, so they do not leak the label) for
-feature-based models such as MetaHeac; ``n_meta_campaigns`` > 0 adds that many more movies (>=
-``meta_min_raters`` raters, none of the campaigns above) as ``meta_movie_<id>`` campaigns for meta-training,
-also kept out of the user fields. ``activity_feature=True`` (with ``user_history``) adds a continuous
-``activity`` field: log of 1 + the user's non-campaign ratings.
+Additive options (``AmazonOptions``, ``data.amazon``; off by default): ``user_history=True`` writes
+multi-valued user fields ``books`` and ``movies`` (the items each user rated; campaign movies excluded, so
+they do not leak the label) for feature-based models such as MetaHeac; ``n_meta_campaigns`` > 0 adds that
+many more movies (>= ``meta_min_raters`` raters, none of the campaigns above) as ``meta_movie_<id>``
+campaigns for meta-training, also kept out of the user fields. ``activity_feature=True`` (with
+``user_history``) adds a continuous ``activity`` field: log of 1 + the user's non-campaign ratings.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from lookalike_models.adapters import choose_campaign_items, shared_data_root
+from lookalike_models.adapters.options import AmazonOptions
 from lookalike_models.contract import (
     CAMPAIGN_ID,
     DOMAIN,
@@ -60,25 +61,14 @@ def read_ratings(source: str | Path | None = None) -> pl.DataFrame:
     return pl.concat(parts)
 
 
-def build(
-    out_dir: str | Path,
-    source_path: str | Path | None = None,
-    n_campaigns: int = 40,
-    min_raters: int = 50,
-    max_raters: int = 400,
-    seed: int = 0,
-    user_history: bool = False,
-    n_meta_campaigns: int = 0,
-    meta_min_raters: int = 20,
-    activity_feature: bool = False,
-) -> Path:
-    """Write the Books/Movies subset as a contract folder at ``out_dir``; returns it."""
+def build(out_dir: str | Path, source_path: str | Path | None = None, options: AmazonOptions | None = None) -> Path:
+    """Write the Books/Movies subset as a contract folder at ``out_dir``; returns it. ``options``: the
+    adapter's knobs (``data.amazon``; defaults when None)."""
+    options = options or AmazonOptions()
     ratings = read_ratings(source_path)
     movies = ratings.filter(pl.col(DOMAIN) == TARGET_DOMAIN)
     raters = movies.group_by(ITEM_ID).len()
-    chosen, meta = choose_campaign_items(
-        raters, n_campaigns, min_raters, max_raters, n_meta_campaigns, meta_min_raters, seed
-    )
+    chosen, meta = choose_campaign_items(raters, options)
     campaign_ids = [f"movie_{i}" for i in chosen] + [f"meta_movie_{i}" for i in meta]
     campaign_items = [*chosen.tolist(), *list(meta)]
     seeds = (
@@ -89,7 +79,7 @@ def build(
     interactions = ratings.select(USER_ID, ITEM_ID, RATING, pl.col(RATING).alias(WEIGHT), DOMAIN)
     campaign_features = pl.DataFrame({CAMPAIGN_ID: campaign_ids, ITEM_ID: campaign_items})
     schema, user_features = FeatureSchema(), None
-    if user_history:
+    if options.user_history:
         organic = ratings.filter(~pl.col(ITEM_ID).is_in(campaign_items))
         user_features = (
             ratings.select(USER_ID)
@@ -105,7 +95,7 @@ def build(
             if domain not in user_features.columns:
                 user_features = user_features.with_columns(pl.lit(None, pl.List(pl.String)).alias(domain))
         schema = FeatureSchema(user_multi=list(FILES))
-        if activity_feature:
+        if options.activity_feature:
             activity = organic.group_by(USER_ID).agg(pl.len().cast(pl.Float32).log1p().alias("activity"))
             user_features = user_features.join(activity, on=USER_ID, how="left").with_columns(
                 pl.col("activity").fill_null(0.0)

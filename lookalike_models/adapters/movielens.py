@@ -6,9 +6,9 @@ otherwise "rated this movie" would leak the label into every model.
 User features: age (continuous and bucketed), gender, occupation, zip region; multi-valued ``genres``
 (genres the user rated most, campaign movies excluded) and ``history`` (recent movies).
 
-``n_meta_campaigns`` > 0 adds that many more movies (>= ``meta_min_raters`` raters, none of the campaigns
-above) as ``meta_movie_<id>`` campaigns: tasks for meta-training, kept out of the user features like the
-campaigns themselves. Off by default.
+Knobs (``MovieLensOptions``, ``data.movielens``): ``n_meta_campaigns`` > 0 adds that many more movies
+(>= ``meta_min_raters`` raters, none of the campaigns above) as ``meta_movie_<id>`` campaigns: tasks for
+meta-training, kept out of the user features like the campaigns themselves. Off by default.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from lookalike_models.adapters import choose_campaign_items, shared_data_root
+from lookalike_models.adapters.options import MovieLensOptions
 from lookalike_models.contract import (
     CAMPAIGN_ID,
     DOMAIN,
@@ -77,26 +78,14 @@ def _read(source: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     return ratings, users, items
 
 
-def build(
-    out: str | Path,
-    source: str | Path | None = None,
-    n_campaigns: int = 40,
-    min_raters: int = 50,
-    max_raters: int = 400,
-    top_genres: int = 3,
-    history_len: int = 50,
-    seed: int = 0,
-    n_meta_campaigns: int = 0,
-    meta_min_raters: int = 20,
-    activity_feature: bool = False,
-) -> Path:
-    """Write MovieLens-100K as a contract folder at ``out``; returns it."""
+def build(out: str | Path, source: str | Path | None = None, options: MovieLensOptions | None = None) -> Path:
+    """Write MovieLens-100K as a contract folder at ``out``; returns it. ``options``: the adapter's knobs
+    (``data.movielens``; defaults when None)."""
+    options = options or MovieLensOptions()
     source = Path(source) if source else shared_data_root() / "movielens-100k"
     ratings, users, items = _read(source)
     raters = ratings.group_by(ITEM_ID).len()
-    chosen, meta = choose_campaign_items(
-        raters, n_campaigns, min_raters, max_raters, n_meta_campaigns, meta_min_raters, seed
-    )
+    chosen, meta = choose_campaign_items(raters, options)
     name = pl.when(pl.col(ITEM_ID).is_in(list(meta))).then(pl.lit("meta_movie_")).otherwise(pl.lit("movie_"))
     campaign_items = [*chosen.tolist(), *list(meta)]
     seeds = ratings.filter(pl.col(ITEM_ID).is_in(campaign_items)).select(
@@ -114,12 +103,12 @@ def build(
         .len()
         .sort(USER_ID, "len", "genres", descending=[False, True, False])
         .group_by(USER_ID, maintain_order=True)
-        .agg(pl.col("genres").head(top_genres))
+        .agg(pl.col("genres").head(options.top_genres))
     )
     history = (
         organic.sort(USER_ID, TS, descending=[False, True])
         .group_by(USER_ID, maintain_order=True)
-        .agg(pl.col(ITEM_ID).head(history_len).alias("history"))
+        .agg(pl.col(ITEM_ID).head(options.history_len).alias("history"))
     )
     user_features = (
         users.with_columns(
@@ -138,7 +127,7 @@ def build(
         pl.col("release").str.slice(-4, 3).fill_null("unknown").alias("decade"),
     )
     continuous = ["age"]
-    if activity_feature:
+    if options.activity_feature:
         activity = organic.group_by(USER_ID).agg(pl.len().cast(pl.Float32).log1p().alias("activity"))
         user_features = user_features.join(activity, on=USER_ID, how="left").with_columns(
             pl.col("activity").fill_null(0.0)
