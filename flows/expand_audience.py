@@ -7,17 +7,11 @@ from prefect import flow
 from lookalike_models.config import ExpandConfig, load_config, with_file_defaults
 from lookalike_models.locking import exclusive_run
 from tasks.data import fingerprint_inputs, prepare_data
+from tasks.mlflow_runs import abandon_mlflow_run, close_mlflow_run, open_mlflow_run
 from tasks.modeling import expand_one
-from tasks.reporting import (
-    abandon_mlflow_run,
-    close_mlflow_run,
-    current_flow_run,
-    open_mlflow_run,
-    publish_audiences,
-    remove_run_leftovers,
-    start_run_folder,
-)
+from tasks.publishing import publish_audiences, remove_run_leftovers
 from tasks.results import ExpandResult
+from tasks.run_folders import current_flow_run, start_run_folder
 
 
 @flow(name="expand-audience")
@@ -26,8 +20,8 @@ def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expa
     adhoc_root = f"{config.output_root}/adhoc"
     with exclusive_run(adhoc_root, "expand-audience"):  # one ad-hoc run at a time per output root
         remove_run_leftovers(f"{adhoc_root}/audiences")  # of ad-hoc runs killed while publishing
-        run_id, run_dir = start_run_folder(config.output_root)
-        mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump(), adhoc_root)
+        run = open_mlflow_run(config.experiment, start_run_folder(config.output_root), config, adhoc_root)
+        run_id, mlflow_run = run.run_id, run.mlflow_run
         try:
             data_dir = prepare_data(config.data, fingerprint_inputs(config.data, []), f"{config.output_root}/work")
             staged = expand_one(
@@ -37,7 +31,7 @@ def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expa
                 config.seed_user_ids,
                 config.name,
                 config.audience_fraction,
-                run_dir,
+                run.run_dir,
                 config.data.min_seed_match_rate,
             )
             published = publish_audiences(staged.staged, adhoc_root, run_id)

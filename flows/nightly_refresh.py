@@ -18,27 +18,17 @@ from lookalike_models.locking import exclusive_run
 from lookalike_models.sources import data_set_key
 from tasks.data import fingerprint_inputs, prepare_data, skipped_campaigns, split_campaigns
 from tasks.distributed import stage_audiences_dask
+from tasks.mlflow_logging import log_models_to_mlflow, log_run_artifacts
+from tasks.mlflow_runs import abandon_mlflow_run, close_mlflow_run, open_mlflow_run
 from tasks.modeling import evaluate_model, stage_audiences, train_model
+from tasks.publishing import previous_published_run, publish_audiences, remove_run_leftovers, run_audiences_dir
+from tasks.reach_and_drift import report_reach_and_drift
 from tasks.refresh import previous_refresh, prune_refresh_state, record_refresh
 from tasks.registry import claim_registered_model, decide_champion, promote_champion
-from tasks.reporting import (
-    abandon_mlflow_run,
-    close_mlflow_run,
-    current_flow_run,
-    evaluate_run,
-    log_models_to_mlflow,
-    log_run_artifacts,
-    open_mlflow_run,
-    post_summary,
-    previous_published_run,
-    publish_audiences,
-    remove_run_leftovers,
-    report_reach_and_drift,
-    run_audiences_dir,
-    run_status,
-    start_run_folder,
-)
-from tasks.results import NightlyResult, RunFolder
+from tasks.results import NightlyResult
+from tasks.run_folders import current_flow_run, start_run_folder
+from tasks.run_report import evaluate_run
+from tasks.run_summary import post_summary, run_status
 from tasks.tracking import run_reference
 
 
@@ -51,10 +41,9 @@ def nightly_refresh(config: NightlyConfig = load_config()) -> NightlyResult:  # 
 
 def refresh(config: NightlyConfig) -> NightlyResult:
     remove_run_leftovers(f"{config.output_root}/audiences")  # of runs killed while publishing (we hold the lock)
-    run_id, run_dir = start_run_folder(config.output_root)
+    run = open_mlflow_run(config.experiment, start_run_folder(config.output_root), config, config.output_root)
+    run_id, run_dir, mlflow_run = run.run_id, run.run_dir, run.mlflow_run
     work, evaluation, publishing = f"{config.output_root}/work", config.evaluation, config.publish
-    mlflow_run = open_mlflow_run(config.experiment, run_id, config.model_dump(), config.output_root)
-    run = RunFolder(run_id=run_id, run_dir=run_dir, output_root=config.output_root, mlflow_run=mlflow_run)
     data_set = data_set_key(config.data)
     try:
         # Before anything trains; one registered model (and champion) per output root and data set.
@@ -113,7 +102,7 @@ def refresh(config: NightlyConfig) -> NightlyResult:
         failed=failed,
         skipped=skipped,
         status=run_status(published, failed, skipped),
-        summary=report["summary"],
+        summary=report.summary,
         drift=drift,
         data_dir=data_dir,
         champion=decision,

@@ -12,10 +12,11 @@ from prefect import flow
 from lookalike_models.config import ReclusterConfig
 from tasks.recluster import current_seeds, recluster_model
 from tasks.refresh import live_models
+from tasks.results import ReclusterResult
 
 
 @flow(name="recluster-centroids")
-def recluster_centroids(config: ReclusterConfig) -> dict:
+def recluster_centroids(config: ReclusterConfig) -> dict[str, ReclusterResult]:
     live = live_models(config.output_root)
     campaigns = current_seeds(config.seeds_path, live.data_dir)
     return {

@@ -20,8 +20,6 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Optional text is "" rather than None (YAML ``null`` still reads as ""): the form then shows a text box, not
 # a type switch reading 'Property is type "None"'.
 Text = Annotated[str, BeforeValidator(lambda v: "" if v is None else v)]
-# Metrics a run measures with the usual audience sizes (``evaluation.audience_fractions``): the form's choices.
-STANDARD_METRICS = [f"{kind}_at_{size}pct" for kind in ("recall", "precision") for size in (1, 2, 5, 10, 20)] + ["gauc"]
 
 
 def _scorer_choices(schema: dict[str, Any]) -> None:
@@ -33,6 +31,9 @@ def _scorer_choices(schema: dict[str, Any]) -> None:
 
 
 def _metric_choices(schema: dict[str, Any]) -> None:
+    """The form's choice list: the metrics a run measures with the usual audience sizes."""
+    from lookalike_models.metric_names import STANDARD_METRICS
+
     schema["enum"] = STANDARD_METRICS
 
 

@@ -16,6 +16,15 @@ from sklearn.metrics import roc_auc_score
 
 from lookalike_models.contract import CAMPAIGN_ID
 from lookalike_models.dataset import CampaignSeeds
+from lookalike_models.metric_names import (
+    AUC,
+    GAUC,
+    RECALL_AT,
+    SIZE_METRIC_PREFIXES,
+    precision_at,
+    recall_at,
+    size_label,
+)
 
 
 @dataclass
@@ -124,7 +133,7 @@ def audience_size(n_users: int, fraction: float) -> int:
 
 def audience_sizes(n_users: int, fractions: list[float]) -> dict[str, int]:
     """Metric label -> audience size, e.g. {'1pct': 200} for 1% of 20,000 users."""
-    return {f"{f * 100:g}pct".replace(".", "_"): audience_size(n_users, f) for f in fractions}
+    return {size_label(f): audience_size(n_users, f) for f in fractions}
 
 
 def seed_bucket(n_seeds: int, edges: list[int]) -> str:
@@ -152,11 +161,11 @@ ACTIVITY_BUCKETS = {"act_le5": (0, 5), "act_6_20": (6, 20), "act_gt20": (21, np.
 
 def activity_bucket_recall_columns(sizes: dict[str, int] | list[str]) -> list[str]:
     """``recall_at_<size>_<bucket>`` for each audience size label and activity bucket."""
-    return [f"recall_at_{label}_{bucket}" for label in sizes for bucket in ACTIVITY_BUCKETS]
+    return [f"{recall_at(label)}_{bucket}" for label in sizes for bucket in ACTIVITY_BUCKETS]
 
 
 def is_activity_column(column: str) -> bool:
-    return column.startswith("recall_at_") and column.endswith(tuple(f"_{b}" for b in ACTIVITY_BUCKETS))
+    return column.startswith(RECALL_AT) and column.endswith(tuple(f"_{b}" for b in ACTIVITY_BUCKETS))
 
 
 class ScoreLookup:
@@ -194,8 +203,8 @@ def campaign_metrics(
     row: dict[str, float] = {"n_heldout": float(heldout.positives.size)}
     for label, k in sizes.items():
         hits = cum_hits[min(k, audience.size)]
-        row[f"precision_at_{label}"] = hits / k
-        row[f"recall_at_{label}"] = hits / heldout.positives.size
+        row[precision_at(label)] = hits / k
+        row[recall_at(label)] = hits / heldout.positives.size
     if activity is not None:
         seed_activity = activity[heldout.positives]
         for bucket, (low, high) in ACTIVITY_BUCKETS.items():
@@ -203,9 +212,9 @@ def campaign_metrics(
             cum = np.concatenate([[0], np.cumsum(np.isin(audience, members))])
             for label, k in sizes.items():
                 hits = cum[min(k, audience.size)]
-                row[f"recall_at_{label}_{bucket}"] = hits / members.size if members.size else float("nan")
+                row[f"{recall_at(label)}_{bucket}"] = hits / members.size if members.size else float("nan")
     scores_of = ScoreLookup(candidates, scores)
-    row["auc"] = safe_auc(scores_of(heldout.positives), scores_of(heldout.negatives))
+    row[AUC] = safe_auc(scores_of(heldout.positives), scores_of(heldout.negatives))
     return row
 
 
@@ -236,14 +245,14 @@ def sampled_campaign_metrics(
     row: dict[str, float] = {"n_heldout": float(heldout.positives.size)}
     for label, k in sizes.items():
         hit = scored & (rank <= k)
-        row[f"precision_at_{label}"] = hit.sum() / k
-        row[f"recall_at_{label}"] = hit.mean() if hit.size else float("nan")
+        row[precision_at(label)] = hit.sum() / k
+        row[recall_at(label)] = hit.mean() if hit.size else float("nan")
         if activity is not None:
             seed_activity = activity[heldout.positives]
             for bucket, (low, high) in ACTIVITY_BUCKETS.items():
                 members = (seed_activity >= low) & (seed_activity <= high)
-                row[f"recall_at_{label}_{bucket}"] = hit[members].mean() if members.any() else float("nan")
-    row["auc"] = safe_auc(positive, scores_of(heldout.negatives))
+                row[f"{recall_at(label)}_{bucket}"] = hit[members].mean() if members.any() else float("nan")
+    row[AUC] = safe_auc(positive, scores_of(heldout.negatives))
     return row
 
 
@@ -262,12 +271,9 @@ def user_precision_at_k(scores: np.ndarray, clicked: np.ndarray, k: int) -> floa
     return float(np.mean(hits / np.minimum(k, clicked.sum(1))))
 
 
-METRIC_PREFIXES = ("precision_at_", "recall_at_")
-
-
 def metric_columns(per_campaign: pl.DataFrame) -> list[str]:
     """Precision/recall columns of per-campaign rows, then ``auc`` (not the activity-bucket recalls)."""
-    return [c for c in per_campaign.columns if c.startswith(METRIC_PREFIXES) and not is_activity_column(c)] + ["auc"]
+    return [c for c in per_campaign.columns if c.startswith(SIZE_METRIC_PREFIXES) and not is_activity_column(c)] + [AUC]
 
 
 def activity_columns(per_campaign: pl.DataFrame) -> list[str]:
@@ -297,8 +303,8 @@ def summarize(per_campaign: pl.DataFrame) -> pl.DataFrame:
     """Macro average per model and seed bucket (plus an 'all' bucket) of the campaigns' means over splits;
     GAUC = mean per-campaign AUC."""
     means = campaign_means(per_campaign)
-    metrics = [c for c in metric_columns(means) if c != "auc"]
-    aggs = [pl.len().alias("campaigns"), *[pl.col(m).mean() for m in metrics], pl.col("auc").mean().alias("gauc")]
+    metrics = [c for c in metric_columns(means) if c != AUC]
+    aggs = [pl.len().alias("campaigns"), *[pl.col(m).mean() for m in metrics], pl.col(AUC).mean().alias(GAUC)]
     by_bucket = means.group_by("model", "seed_bucket").agg(aggs)
     overall = means.group_by("model").agg(aggs).with_columns(pl.lit("all").alias("seed_bucket"))
     return pl.concat([overall.select(by_bucket.columns), by_bucket]).sort("model", "seed_bucket")
@@ -315,8 +321,8 @@ def plot_precision_recall(summary: pl.DataFrame, sizes: dict[str, int], path: st
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     xs = list(sizes.values())
     for row in overall.iter_rows(named=True):
-        for ax, kind in zip(axes, ("precision", "recall")):
-            ax.plot(xs, [row[f"{kind}_at_{label}"] for label in sizes], marker="o", label=row["model"])
+        for ax, metric_at in zip(axes, (precision_at, recall_at)):
+            ax.plot(xs, [row[metric_at(label)] for label in sizes], marker="o", label=row["model"])
     for ax, kind in zip(axes, ("precision", "recall")):
         ax.set_xscale("log")
         ax.set_xlabel("audience size (users)")

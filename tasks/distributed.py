@@ -97,6 +97,10 @@ def limit_threads_to_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
+# A shard's top lists: campaign_id -> (user_idx, scores) of its best users in the shard's range, or the error.
+ShardTops = dict[str, tuple[np.ndarray, np.ndarray] | str]
+
+
 def score_shard(
     user_range: tuple[int, int],
     spec: ModelSpec,
@@ -106,13 +110,13 @@ def score_shard(
     campaign_ids: list[str],
     size: int,
     exclusions: list[str],
-) -> dict[str, tuple | str]:
+) -> ShardTops:
     """campaign_id -> (users, scores) top ``size`` of this user range, or the error that campaign raised."""
     limit_threads_to_worker()
     data = load_data(data_dir)
     scorer = fitted_scorer(spec, data_dir, model_dir, split_path)
     everywhere, by_campaign = load_exclusions(exclusions, data)
-    tops: dict[str, tuple | str] = {}
+    tops: ShardTops = {}
     for cid in campaign_ids:
         try:
             excluded = np.concatenate([everywhere, by_campaign.get(cid, everywhere[:0])])
@@ -124,7 +128,7 @@ def score_shard(
 
 
 def merge_and_stage(
-    spec: ModelSpec, data_dir: str, shards: list[dict], size: int, stage: str
+    spec: ModelSpec, data_dir: str, shards: list[ShardTops], size: int, stage: str
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Every campaign's global top from its shards' top lists, staged as Parquet: (staged, failed)."""
     data = load_data(data_dir)

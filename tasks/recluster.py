@@ -13,6 +13,7 @@ from lookalike_models.config import ModelSpec
 from lookalike_models.contract import CAMPAIGN_ID, LABEL, SEEDS, USER_ID, read_table, validate_seeds
 from lookalike_models.dataset import CampaignSeeds
 from tasks.data import load_data
+from tasks.results import ReclusterResult
 from tasks.retrying import retry_on_io_error
 
 
@@ -41,26 +42,29 @@ def current_seeds(seeds_path: str, data_dir: str) -> dict[str, CampaignSeeds]:
 
 
 @task
-def recluster_model(model_dir: str, data_dir: str, spec: ModelSpec, campaigns: dict[str, CampaignSeeds]) -> dict:
+def recluster_model(
+    model_dir: str, data_dir: str, spec: ModelSpec, campaigns: dict[str, CampaignSeeds]
+) -> ReclusterResult:
     """Refresh the centroids of campaigns whose seeds changed; the others keep theirs."""
     from lookalike_models.ralm.scorer import read_centroids, recluster_campaigns
 
     before = {cid: c.fingerprint for cid, c in read_centroids(model_dir).items()}
     after = recluster_campaigns(model_dir, load_data(data_dir), campaigns, spec.model, spec.params)
     changed = sorted(cid for cid, c in after.items() if before.get(cid) != c.fingerprint)
-    result = {"model": spec.name, "reclustered": changed, "campaigns": len(after)}
+    why = None
     if not campaigns:
-        result["why"] = "no campaign of the seed file has a seed (label 1) that the live model knows"
+        why = "no campaign of the seed file has a seed (label 1) that the live model knows"
     elif not changed:
-        result["why"] = "every campaign's seeds are unchanged since its centroids were computed"
+        why = "every campaign's seeds are unchanged since its centroids were computed"
+    result = ReclusterResult(model=spec.name, reclustered=changed, campaigns=len(after), why=why)
     get_run_logger().info("%s", recluster_line(result))
     return result
 
 
-def recluster_line(result: dict) -> str:
+def recluster_line(result: ReclusterResult) -> str:
     """'ralm: 2 of 8 campaigns re-clustered (c001, c003)', or why none was."""
-    done, total = result["reclustered"], result["campaigns"]
-    line = f"{result['model']}: {len(done)} of {total} campaigns re-clustered"
+    done = result.reclustered
+    line = f"{result.model}: {len(done)} of {result.campaigns} campaigns re-clustered"
     if done:
         return line + f" ({', '.join(done[:10])}{' ...' if len(done) > 10 else ''})"
-    return line + (f": {result['why']}" if result.get("why") else "")
+    return line + (f": {result.why}" if result.why else "")

@@ -17,9 +17,10 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from lookalike_models.config import SelectionConfig
-from lookalike_models.selection import choose_champion
+from lookalike_models.metric_names import higher_is_better
+from lookalike_models.selection import best_model, choose_champion
 from tasks import tracking
-from tasks.results import ChampionDecision, TrainedModel
+from tasks.results import ChampionDecision, RunReport, TrainedModel
 
 OUTPUT_ROOT_TAG = "lookalike.output_root"
 
@@ -87,7 +88,7 @@ def current_champion(registered_model: str) -> str | None:
 @task
 def decide_champion(
     model_runs: dict[str, str],
-    report: dict,
+    report: RunReport,
     selection: SelectionConfig,
     trained: dict[str, TrainedModel],
     registered_model: str,
@@ -98,28 +99,29 @@ def decide_champion(
     MLflow run holding its files. Nothing is registered and no alias moves here: ``promote_champion`` does it
     once the champion's audiences are published.
 
-    A night where no campaign has enough seeds to hold any out (``report["not_evaluated"]``) has nothing to
+    A night where no campaign has enough seeds to hold any out (``report.not_evaluated``) has nothing to
     compare: it publishes with ``publish_model`` when one is pinned, else with the current champion (when it
     is configured tonight), and says why; with neither it is refused in one line naming the campaigns."""
     logger = get_run_logger()
     name = registered_model
-    overall = {r["model"]: r for r in report["summary"] if r["seed_bucket"] == "all"}
+    overall = {r.model: r.metrics for r in report.overall()}
     eligible = {m for m in model_runs if m not in selection.not_eligible and m in trained and has_artifacts(trained[m])}
     for model in sorted(set(model_runs) - eligible - set(selection.not_eligible)):
         logger.warning("registry %s: %s left no model files and cannot be registered or promoted", name, model)
     before = current_champion(name)
-    if not overall and report.get("not_evaluated"):
-        return unevaluated_night(report["not_evaluated"], before, publish_model, eligible, trained, name)
+    if not overall and report.not_evaluated:
+        return unevaluated_night(report.not_evaluated, before, publish_model, eligible, trained, name)
     tonight = {m: float(overall[m][selection.metric]) for m in overall if overall[m].get(selection.metric) is not None}
+    higher = higher_is_better(selection.metric)
     try:
-        decision = choose_champion(tonight, before, selection.min_improvement, eligible)
+        decision = choose_champion(tonight, before, selection.min_improvement, eligible, higher)
     except ValueError:
         raise ValueError(
             f"no eligible model ({', '.join(sorted(eligible)) or 'none with model files'}) has a held-out "
             f"{selection.metric}: no campaign could be evaluated, or every evaluation failed"
         ) from None
     others = {m: v for m, v in tonight.items() if m in eligible and m != decision.champion and not math.isnan(v)}
-    challenger = max(sorted(others), key=others.__getitem__) if others else None
+    challenger = best_model(others, higher) if others else None
     reason = decision.reason
     if not decision.promoted:  # choose_champion's text may name the champion itself as "best challenger"
         reason = f"champion {decision.champion} ({tonight[decision.champion]:.4f}) kept" + (
@@ -147,7 +149,7 @@ def unevaluated_night(
 ) -> ChampionDecision:
     """The decision of a night with no held-out evaluation at all (every campaign too small to hold out)."""
     from lookalike_models.contract import CAMPAIGN_ID, SEEDS, DataContractError
-    from tasks.reporting import seed_counts
+    from tasks.run_report import seed_counts
 
     why = f"no campaign has enough seeds to hold any out ({seed_counts(not_evaluated, 5)})"
     if publish_model != "champion":

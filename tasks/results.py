@@ -113,12 +113,58 @@ class ChampionDecision(Result):
 
 
 class RunFolder(Result):
-    """Where one flow run writes: its id, folder, output root and parent MLflow run."""
+    """Where one flow run writes: its id, folder, output root and parent MLflow run (``open_mlflow_run``
+    opens it; "" until then)."""
 
     run_id: str
     run_dir: str
     output_root: str
-    mlflow_run: str
+    mlflow_run: str = ""
+
+
+class SummaryRow(Result):
+    """One row of ``report/metrics_summary.parquet``: a model's held-out metrics averaged over the campaigns
+    of one seed bucket (``all``: every evaluated campaign)."""
+
+    model: str
+    seed_bucket: str
+    campaigns: int
+    metrics: dict[str, float | None]  # metric name (metric_names) -> mean, in the table's column order
+
+    def table_row(self) -> dict[str, str | int | float | None]:
+        """The row as the summary table has it: model, seed_bucket, campaigns, then each metric."""
+        return {"model": self.model, "seed_bucket": self.seed_bucket, "campaigns": self.campaigns} | self.metrics
+
+
+class ComparisonRow(Result):
+    """One row of ``report/comparison_to_reference.parquet`` (``protocol.compare_to_reference``): a model's
+    mean of one metric over a seed bucket's campaigns minus the reference's, with the paired 95% CI."""
+
+    model: str
+    seed_bucket: str
+    metric: str
+    campaigns: int
+    mean: float
+    reference: str
+    reference_mean: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    wins: int  # campaigns where the model beats the reference
+
+
+class RunReport(Result):
+    """``evaluate_run``'s report of a night: its tables and plot are files under the run folder's ``report/``;
+    the rows later tasks read (the champion's choice, MLflow, the summary) are here."""
+
+    summary: list[SummaryRow] = Field(default_factory=list)  # by model and seed bucket
+    comparison: list[ComparisonRow] = Field(default_factory=list)  # empty without a reference model
+    files: list[str] = Field(default_factory=list)  # the report's Parquet tables and plot
+    not_evaluated: dict[str, int] = Field(default_factory=dict)  # campaign_id -> seeds, too few to hold any out
+
+    def overall(self) -> list[SummaryRow]:
+        """Each model's row over every evaluated campaign."""
+        return [row for row in self.summary if row.seed_bucket == "all"]
 
 
 class NightlyResult(Result):
@@ -130,7 +176,7 @@ class NightlyResult(Result):
     failed: dict[str, str]  # "model/campaign_id" -> why
     skipped: dict[str, str]  # campaign_id -> why the input made it impossible
     status: Literal["complete", "partial", "failed"]
-    summary: list[dict]  # metrics by model and seed bucket
+    summary: list[SummaryRow]  # metrics by model and seed bucket
     drift: dict[str, float | int]
     data_dir: str
     champion: ChampionDecision
@@ -155,3 +201,12 @@ class ExpandStaged(Result):
 
     staged: dict[str, str]  # campaign_id -> parquet path
     notes: list[str] = Field(default_factory=list)
+
+
+class ReclusterResult(Result):
+    """What ``recluster_model`` did to one live model's centroids."""
+
+    model: str
+    reclustered: list[str]  # campaigns whose centroids changed
+    campaigns: int  # campaigns with centroids
+    why: str | None = None  # why none was re-clustered

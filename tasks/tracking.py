@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+
+from lookalike_models.metric_names import CHAMPION_PREFIX, FIT_SECONDS, GAUC, VS_REFERENCE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,11 +47,22 @@ def experiment_id(name: str) -> str:
     return c.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
 
 
-def runs_view(metric: str) -> dict:
+class RunsViewState(TypedDict):
+    """The state of MLflow's runs table (its saved views' JSON)."""
+
+    selectedColumns: list[str]
+    columnOrder: list[str]
+    columnWidths: dict[str, int]
+    orderByKey: str
+    orderByAsc: bool
+
+
+def runs_view(metric: str) -> RunsViewState:
     """The runs table as an operator reads it: the published champion's held-out ``metric`` and GAUC per night
     (parent runs), each model's own (child runs: expand a night), its difference from the reference and its fit
     time; columns wide enough to read their names."""
-    metrics = [f"champion.{metric}", "champion.gauc", metric, "gauc", f"{metric}.vs_ref", "fit_seconds"]
+    champion = [f"{CHAMPION_PREFIX}{metric}", f"{CHAMPION_PREFIX}{GAUC}"]
+    metrics = [*champion, metric, GAUC, f"{metric}{VS_REFERENCE}", FIT_SECONDS]
     tags = ["lookalike.status", "lookalike.champion", "lookalike.dataset"]
     columns = [f"metrics.`{m}`" for m in metrics] + [f"tags.`{t}`" for t in tags]
     return {

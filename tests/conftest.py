@@ -65,7 +65,7 @@ def tracked_night(tracking, tmp_path, scores: dict[str, float], with_files: set[
     """MLflow child runs and ``TrainedModel`` records of a fake night: one per model of ``scores`` (its
     recall@5% in the returned report), a model folder with a file for those in ``with_files``."""
     from lookalike_models.config import ModelSpec
-    from tasks.results import SplitFile, TrainedModel
+    from tasks.results import RunReport, SplitFile, SummaryRow, TrainedModel
 
     children, trained, split = {}, {}, SplitFile(seed=0, path=str(tmp_path / "split.parquet"))
     for model in scores:
@@ -82,5 +82,8 @@ def tracked_night(tracking, tmp_path, scores: dict[str, float], with_files: set[
             fit_seconds=0.0,
             users_embedded=0,
         )
-    report = {"summary": [{"model": m, "seed_bucket": "all", "recall_at_5pct": v} for m, v in scores.items()]}
+    rows = [
+        SummaryRow(model=m, seed_bucket="all", campaigns=1, metrics={"recall_at_5pct": v}) for m, v in scores.items()
+    ]
+    report = RunReport(summary=rows)
     return children, trained, report

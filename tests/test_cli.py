@@ -162,7 +162,7 @@ def test_errors_inside_a_run_exit_2_for_bad_input_and_1_for_failures(monkeypatch
     ],
 )
 def test_a_partial_night_is_not_a_clean_success(published, failed, skipped, code, monkeypatch, capsys):
-    from tasks.reporting import run_status
+    from tasks.run_summary import run_status
 
     def night(config):
         return SimpleNamespace(

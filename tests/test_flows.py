@@ -56,8 +56,8 @@ def test_nightly_flow_publishes_tracks_and_reruns_safely(prefect_and_mlflow, syn
     assert run.info.status == "FINISHED" and run.data.tags["prefect.flow_run_id"]
     assert run.data.params["publish.model"] == "champion" and run.data.tags["lookalike.champion"] == "minhash"
     # The parent run charts the published champion night after night, not one bar per model and metric.
-    minhash_overall = next(r for r in first.summary if r["model"] == "minhash" and r["seed_bucket"] == "all")
-    assert run.data.metrics["champion.recall_at_5pct"] == pytest.approx(minhash_overall["recall_at_5pct"])
+    minhash_overall = next(r for r in first.summary if r.model == "minhash" and r.seed_bucket == "all")
+    assert run.data.metrics["champion.recall_at_5pct"] == pytest.approx(minhash_overall.metrics["recall_at_5pct"])
     assert "champion.gauc" in run.data.metrics and not any(k.startswith("minhash.") for k in run.data.metrics)
     assert run.data.tags["lookalike.dataset"].startswith("folder ")
     from tasks.registry import registered_model_name
@@ -351,7 +351,7 @@ def test_recluster_flow_refreshes_only_campaigns_whose_seeds_changed(
     config = ReclusterConfig(seeds_path=str(tmp_path / "seeds.parquet"), output_root=str(tmp_path))
     seeds.write_parquet(config.seeds_path)
     first = recluster_centroids(config)["ralm"]  # the model was fitted on training seeds: all lists differ
-    assert first["reclustered"] == sorted(synthetic_data.campaigns)
+    assert first.reclustered == sorted(synthetic_data.campaigns)
 
     in_c003 = set(seeds.filter(pl.col("campaign_id") == "c003")["user_id"].to_list())
     newcomers = [u for u in synthetic_data.user_ids.to_list() if u not in in_c003][:25]
@@ -366,4 +366,4 @@ def test_recluster_flow_refreshes_only_campaigns_whose_seeds_changed(
     )
     grown.write_parquet(config.seeds_path)
     second = recluster_centroids(config)["ralm"]
-    assert second["reclustered"] == ["c003"] and second["campaigns"] == len(synthetic_data.campaigns)
+    assert second.reclustered == ["c003"] and second.campaigns == len(synthetic_data.campaigns)

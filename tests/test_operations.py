@@ -23,7 +23,7 @@ from flows import cli
 from lookalike_models.config import ModelSpec, SelectionConfig
 from lookalike_models.contract import DataContractError, read_dataset
 from lookalike_models.dataset import encode
-from tasks.results import ChampionDecision
+from tasks.results import ChampionDecision, ReclusterResult, RunReport, SummaryRow
 from tests.conftest import tracked_night
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,7 +212,7 @@ def test_a_night_with_nothing_to_evaluate_publishes_with_the_champion_or_refuses
     from tasks.registry import claim_registered_model, decide_champion, promote_champion
 
     selection = SelectionConfig(registered_model="reg", not_eligible=[])
-    tiny = {"summary": [], "not_evaluated": {"c1": 1, "c2": 3}}
+    tiny = RunReport(not_evaluated={"c1": 1, "c2": 3})
     with disable_run_logger():
         claim_registered_model.fn(selection, str(tmp_path))
         children, trained, _ = tracked_night(
@@ -225,7 +225,9 @@ def test_a_night_with_nothing_to_evaluate_publishes_with_the_champion_or_refuses
         pinned = decide_champion.fn(children, tiny, selection, trained, "reg", "item_ridge")
         assert pinned.champion == "item_ridge" and not pinned.evaluated and "publish.model item_ridge" in pinned.reason
         promote_champion.fn(pinned, selection, {"c1": "p"})  # nothing was compared: no alias moves
-        scored = {"summary": [{"model": "minhash", "seed_bucket": "all", "recall_at_5pct": 0.4}]}
+        scored = RunReport(
+            summary=[SummaryRow(model="minhash", seed_bucket="all", campaigns=2, metrics={"recall_at_5pct": 0.4})]
+        )
         promote_champion.fn(decide_champion.fn(children, scored, selection, trained, "reg"), selection, {"c1": "p"})
         children, trained, _ = tracked_night(
             mlflow_store, tmp_path, {"minhash": 0.0, "item_ridge": 0.0}, {"minhash", "item_ridge"}
@@ -241,14 +243,15 @@ def test_the_summary_names_campaigns_published_without_evaluation(tmp_path):
 
     from lookalike_models.dataset import CampaignSeeds
     from lookalike_models.evaluation import holdout_split, save_split
-    from tasks.reporting import summary_markdown, unevaluated_campaigns
+    from tasks.run_report import unevaluated_campaigns
+    from tasks.run_summary import summary_markdown
 
     campaigns = {"big": CampaignSeeds("big", np.arange(40)), "solo": CampaignSeeds("solo", np.array([50]))}
     train, heldout = holdout_split(campaigns, 100, 0.1, 0)
     path = save_split(train, heldout, tmp_path / "split.parquet")
     assert unevaluated_campaigns(str(path)) == {"solo": 1}
     decision = ChampionDecision(champion="minhash", promoted=False, reason="kept")
-    report = {"summary": [], "not_evaluated": {"solo": 1}}
+    report = RunReport(not_evaluated={"solo": 1})
     text = summary_markdown("r1", "MLflow run `abc`", report, {"solo": "p", "big": "p"}, {}, decision, {}, "/o/r")
     assert "Not evaluated (too few seeds to hold any out; published from all their seeds): solo: 1 seed" in text
     assert "Published audiences: 2 under `/o/r`" in text and "MLflow run `abc`" in text and "](" not in text
@@ -318,7 +321,7 @@ def test_leftovers_of_killed_runs_are_removed_and_published_runs_kept(tmp_path):
 
 
 def test_stale_runs_close_their_model_runs_too(mlflow_store):
-    from tasks.reporting import close_stale_runs
+    from tasks.mlflow_runs import close_stale_runs
 
     dead = mlflow_store.start_run("exp", "night", {"lookalike.output_root": "/a"})
     child = mlflow_store.start_run("exp", "minhash", {"model": "minhash"}, parent_run_id=dead)
@@ -334,7 +337,7 @@ def test_stale_runs_close_their_model_runs_too(mlflow_store):
 def test_an_interrupted_run_closes_its_mlflow_runs(mlflow_store):
     from prefect.exceptions import TerminationSignal
 
-    from tasks.reporting import abandon_mlflow_run
+    from tasks.mlflow_runs import abandon_mlflow_run
 
     for exc, status in ((KeyboardInterrupt(), "KILLED"), (TerminationSignal(15), "KILLED"), (OSError(), "FAILED")):
         parent = mlflow_store.start_run("exp", "night", {})
@@ -440,11 +443,11 @@ def test_recluster_says_what_it_did_or_why_not(tmp_path):
     mark_latest(tmp_path / "audiences", "r7")
     config = ReclusterConfig(seeds_path="s.parquet", output_root=str(tmp_path))
     assert "nothing to re-cluster: the live run r7" in cli.recluster_summary({}, config)
-    none = {"ralm": {"model": "ralm", "reclustered": [], "campaigns": 0, "why": "no campaign ... knows"}}
+    none = {"ralm": ReclusterResult(model="ralm", reclustered=[], campaigns=0, why="no campaign ... knows")}
     assert (
         cli.recluster_summary(none, config) == "lookalike: ralm: 0 of 0 campaigns re-clustered: no campaign ... knows"
     )
-    some = {"ralm": {"model": "ralm", "reclustered": ["c1"], "campaigns": 8}}
+    some = {"ralm": ReclusterResult(model="ralm", reclustered=["c1"], campaigns=8)}
     assert cli.recluster_summary(some, config) == "lookalike: ralm: 1 of 8 campaigns re-clustered (c1)"
 
 

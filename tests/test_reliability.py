@@ -23,7 +23,7 @@ from lookalike_models.dataset import encode, feature_only_users, require_runnabl
 from lookalike_models.locking import RunLockedError, exclusive_run
 from lookalike_models.minhash import MinHashScorer
 from lookalike_models.user_state import match_previous, state_mismatch, user_state
-from tasks.results import ChampionDecision, PreviousRefresh
+from tasks.results import ChampionDecision, PreviousRefresh, RunReport
 from tests.conftest import tracked_night
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def test_every_campaign_invalid_lists_every_reason(dataset):
 
 def test_skipped_campaigns_reach_the_summary_even_on_a_cached_rerun(dataset, tmp_path):
     from tasks.data import skipped_campaigns
-    from tasks.reporting import run_status, summary_markdown
+    from tasks.run_summary import run_status, summary_markdown
 
     users = pl.read_parquet(dataset / "seeds.parquet")["user_id"]
     with_seeds(dataset, pl.DataFrame({"campaign_id": ["ghost"], "user_id": [-5], "label": [1]}))
@@ -154,7 +154,7 @@ def test_skipped_campaigns_reach_the_summary_even_on_a_cached_rerun(dataset, tmp
         skipped = skipped_campaigns.fn(data_dir)
     assert list(skipped) == ["ghost"] and users.len() > 0
     decision = ChampionDecision(champion="minhash", promoted=False, reason="kept")
-    text = summary_markdown("r1", "http://ui", {"summary": []}, {"c000": "p"}, {}, decision, skipped)
+    text = summary_markdown("r1", "http://ui", RunReport(), {"c000": "p"}, {}, decision, skipped)
     assert "# Look-alike run `r1`: partial" in text and "skipped campaigns (invalid input): 1" in text
     assert "- skipped `ghost`: seeds.parquet: column 'user_id'" in text
     assert run_status({"c000": "p"}, {}, {}) == "complete" and run_status({}, {}, {}) == "failed"
@@ -258,7 +258,7 @@ def test_each_output_root_has_its_own_registered_model(mlflow_store, tmp_path):
 
 
 def test_stale_running_runs_of_the_output_root_are_marked_killed(mlflow_store):
-    from tasks.reporting import close_stale_runs
+    from tasks.mlflow_runs import close_stale_runs
 
     def run(root: str, finished: bool = False) -> str:
         run_id = mlflow_store.start_run("exp", "night", {"lookalike.output_root": root})
@@ -274,7 +274,7 @@ def test_stale_running_runs_of_the_output_root_are_marked_killed(mlflow_store):
 
 
 def test_run_artifacts_record_failed_and_skipped_campaigns(mlflow_store, synthetic_data, tmp_path):
-    from tasks.reporting import log_run_artifacts
+    from tasks.mlflow_logging import log_run_artifacts
 
     data_dir = synthetic_data.save(tmp_path / "encoded")
     mlflow_run = mlflow_store.start_run("exp", "night", {})
@@ -282,7 +282,7 @@ def test_run_artifacts_record_failed_and_skipped_campaigns(mlflow_store, synthet
         decision = ChampionDecision(champion="minhash", promoted=True, reason="r")
         log_run_artifacts.fn(
             mlflow_run,
-            {"files": []},
+            RunReport(),
             str(tmp_path / "run"),
             str(data_dir),
             {},
@@ -341,7 +341,7 @@ def test_the_lock_of_a_killed_run_is_released(tmp_path):
 @pytest.mark.slow
 def test_two_processes_start_a_fresh_tracking_store_together(tmp_path):
     script = (
-        "from tasks.reporting import tracking_store_initialisation\nfrom tasks import tracking\n"
+        "from tasks.mlflow_runs import tracking_store_initialisation\nfrom tasks import tracking\n"
         "with tracking_store_initialisation():\n    tracking.start_run('exp', 'night', {})\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}

@@ -14,13 +14,18 @@ from pydantic import ValidationError
 from lookalike_models.config import ModelSpec, PublishConfig
 from tasks.results import (
     ChampionDecision,
+    ComparisonRow,
     ModelEvaluation,
     NightlyResult,
     PreviousRefresh,
+    ReclusterResult,
     RefreshRecord,
+    RunFolder,
+    RunReport,
     SplitFile,
     StagedAudiences,
     StagingRecord,
+    SummaryRow,
     TrainedModel,
 )
 
@@ -35,6 +40,25 @@ TRAINED = TrainedModel(
     users_embedded=7,
     params={"model": "minhash", "num_perm": 32},
     history={"loss": [0.5, 0.25]},
+)
+SUMMARY_ROW = SummaryRow(
+    model="minhash",
+    seed_bucket="all",
+    campaigns=4,
+    metrics={"precision_at_5pct": 0.01, "recall_at_5pct": 0.5, "gauc": None},
+)
+COMPARISON_ROW = ComparisonRow(
+    model="minhash",
+    seed_bucket="all",
+    metric="auc",
+    campaigns=4,
+    mean=0.9,
+    reference="popularity",
+    reference_mean=0.6,
+    diff=0.3,
+    ci_low=0.2,
+    ci_high=0.4,
+    wins=4,
 )
 RECORDS = [
     TRAINED,
@@ -51,13 +75,16 @@ RECORDS = [
         failed={},
         skipped={"g": "why"},
         status="failed",
-        summary=[{"model": "minhash", "seed_bucket": "all", "gauc": None}],
+        summary=[SUMMARY_ROW],
         drift={},
         data_dir="/d",
         champion=ChampionDecision(champion="minhash", promoted=False, reason="kept"),
         users_embedded={"minhash": 7},
         campaigns_refreshed=[],
     ),
+    RunReport(summary=[SUMMARY_ROW], comparison=[COMPARISON_ROW], files=["/r/a.parquet"], not_evaluated={"c9": 1}),
+    RunFolder(run_id="r", run_dir="/o/runs/r", output_root="/o", mlflow_run="m"),
+    ReclusterResult(model="ralm", reclustered=[], campaigns=3, why="unchanged"),
 ]
 
 
@@ -169,7 +196,7 @@ def test_previous_refresh_reads_back_what_record_refresh_left(night, synthetic_d
 
 def test_publish_audiences_copies_every_staged_file_then_marks_latest(tmp_path):
     from lookalike_models.publishing import read_latest
-    from tasks.reporting import publish_audiences
+    from tasks.publishing import publish_audiences
 
     staged = {}
     for cid in ("c000", "c001"):

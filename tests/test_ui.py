@@ -89,7 +89,7 @@ def test_deployments_run_with_the_projects_prefect_home_and_show_schedules_as_th
 
 
 def test_artifact_tables_round_their_numbers():
-    from tasks.reporting import rounded
+    from tasks.run_summary import rounded
 
     assert rounded([{"model": "a", "recall_at_5pct": 0.017499999999999998, "n": 3}]) == [
         {"model": "a", "recall_at_5pct": 0.0175, "n": 3}
