@@ -8,7 +8,7 @@ rows, with whole columns recomputed only for items that entered the kept set. Sa
 
 What the next night needs is kept in a model folder's ``refresh_state/`` subfolder: the integer Gram, the
 kept items' ids, each user's binary row and activity fingerprint. It is a cache for the next fit, not part
-of the tracked model (``tasks/reporting.py`` leaves it out of MLflow).
+of the tracked model (``tasks/mlflow_logging.py`` leaves it out of MLflow).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from lookalike_models.dataset import CampaignSeeds, LookalikeData
 
 SCORERS: dict[str, type[AudienceScorer]] = {}
 # A model folder's subfolder for what the next night's ``refit`` reuses (a cache, not the tracked model:
-# tasks/reporting.py leaves it out of MLflow).
+# tasks/mlflow_logging.py leaves it out of MLflow).
 REFRESH_STATE = "refresh_state"
 
 
