@@ -7,7 +7,7 @@ from prefect import flow
 from lookalike_models.config import ExpandConfig, load_config, with_file_defaults
 from lookalike_models.locking import exclusive_run
 from tasks.data import fingerprint_inputs, prepare_data
-from tasks.mlflow_runs import abandon_mlflow_run, close_mlflow_run, open_mlflow_run
+from tasks.mlflow_runs import abandon_mlflow_run, close_mlflow_run, open_mlflow_run, tracked_settings
 from tasks.modeling import expand_one
 from tasks.publishing import publish_audiences, remove_run_leftovers
 from tasks.results import ExpandResult
@@ -20,7 +20,9 @@ def expand_audience(config: ExpandConfig = load_config(None, ExpandConfig, "expa
     adhoc_root = f"{config.output_root}/adhoc"
     with exclusive_run(adhoc_root, "expand-audience"):  # one ad-hoc run at a time per output root
         remove_run_leftovers(f"{adhoc_root}/audiences")  # of ad-hoc runs killed while publishing
-        run = open_mlflow_run(config.experiment, start_run_folder(config.output_root), config, adhoc_root)
+        run = open_mlflow_run(
+            config.experiment, start_run_folder(config.output_root), tracked_settings(config), adhoc_root
+        )
         run_id, mlflow_run = run.run_id, run.mlflow_run
         try:
             data_dir = prepare_data(config.data, fingerprint_inputs(config.data, []), f"{config.output_root}/work")

@@ -19,7 +19,7 @@ from lookalike_models.sources import data_set_key
 from tasks.data import fingerprint_inputs, prepare_data, skipped_campaigns, split_campaigns
 from tasks.distributed import stage_audiences_dask
 from tasks.mlflow_logging import log_models_to_mlflow, log_run_artifacts
-from tasks.mlflow_runs import abandon_mlflow_run, close_mlflow_run, open_mlflow_run
+from tasks.mlflow_runs import abandon_mlflow_run, close_mlflow_run, open_mlflow_run, tracked_settings
 from tasks.modeling import evaluate_model, stage_audiences, train_model
 from tasks.publishing import previous_published_run, publish_audiences, remove_run_leftovers, run_audiences_dir
 from tasks.reach_and_drift import report_reach_and_drift
@@ -41,7 +41,9 @@ def nightly_refresh(config: NightlyConfig = load_config()) -> NightlyResult:  # 
 
 def refresh(config: NightlyConfig) -> NightlyResult:
     remove_run_leftovers(f"{config.output_root}/audiences")  # of runs killed while publishing (we hold the lock)
-    run = open_mlflow_run(config.experiment, start_run_folder(config.output_root), config, config.output_root)
+    run = open_mlflow_run(
+        config.experiment, start_run_folder(config.output_root), tracked_settings(config), config.output_root
+    )
     run_id, run_dir, mlflow_run = run.run_id, run.run_dir, run.mlflow_run
     work, evaluation, publishing = f"{config.output_root}/work", config.evaluation, config.publish
     data_set = data_set_key(config.data)

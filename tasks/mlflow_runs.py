@@ -8,23 +8,34 @@ from pathlib import Path
 
 from prefect import task
 from prefect.logging import get_run_logger
+from pydantic import BaseModel
 
-from lookalike_models.config import ExpandConfig, NightlyConfig
 from lookalike_models.metric_names import DEFAULT_SELECTION_METRIC
 from tasks import tracking
-from tasks.results import RunFolder
+from tasks.results import RunFolder, TrackedSettings
+
+
+def tracked_settings(config: BaseModel) -> TrackedSettings:
+    """What the parent MLflow run records of a flow's config (a nightly or an ad-hoc one): the task then takes
+    only these values, not the whole config."""
+    params = config.model_dump()
+    selection = params.get("selection") or {}
+    return TrackedSettings(
+        params=tracking.flatten(params),
+        selection_metric=selection.get("metric", DEFAULT_SELECTION_METRIC),
+        dataset=dataset_label(params["data"]) if "data" in params else "",
+    )
 
 
 @task
 def open_mlflow_run(
-    experiment: str, run: RunFolder, config: NightlyConfig | ExpandConfig, locked_root: str | None = None
+    experiment: str, run: RunFolder, settings: TrackedSettings, locked_root: str | None = None
 ) -> RunFolder:
     """The flow run's parent MLflow run (``run`` with its id). ``locked_root``: the output root this flow run
     holds the lock of; RUNNING runs left on it by killed flow runs are marked KILLED (none can be alive: the
     lock is ours)."""
     from prefect.runtime import deployment, flow_run
 
-    params = config.model_dump()
     tags = {
         "prefect.flow_run_id": str(flow_run.id),
         "prefect.flow_run_name": str(flow_run.name),
@@ -33,13 +44,12 @@ def open_mlflow_run(
     }
     if locked_root:
         tags["lookalike.output_root"] = str(Path(locked_root).resolve())
-    if "data" in params:
-        tags["lookalike.dataset"] = dataset_label(params["data"])
+    if settings.dataset:
+        tags["lookalike.dataset"] = settings.dataset
     with tracking_store_initialisation():
         mlflow_run = tracking.start_run(experiment, run.run_id, tags)
-    metric = params.get("selection", {}).get("metric", DEFAULT_SELECTION_METRIC)
-    tracking.ensure_runs_view(experiment, metric)
-    tracking.log_params(mlflow_run, params)
+    tracking.ensure_runs_view(experiment, settings.selection_metric)
+    tracking.log_params(mlflow_run, settings.params)
     if locked_root:
         close_stale_runs(experiment, tags["lookalike.output_root"], mlflow_run)
         dead = crash_dead_flow_runs(flow_runs_on_root(tags["lookalike.output_root"]), f"MLflow run {mlflow_run}")

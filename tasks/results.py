@@ -112,6 +112,15 @@ class ChampionDecision(Result):
     model_runs: dict[str, str] = Field(default_factory=dict)  # model name -> child run (its files registrable)
 
 
+class TrackedSettings(Result):
+    """What a run's parent MLflow run records of its config (``tracked_settings``): every setting, flattened to
+    ``section.key`` strings, the metric its runs view sorts by, and the data set it read in a few words."""
+
+    params: dict[str, str]
+    selection_metric: str
+    dataset: str = ""
+
+
 class RunFolder(Result):
     """Where one flow run writes: its id, folder, output root and parent MLflow run (``open_mlflow_run``
     opens it; "" until then)."""
