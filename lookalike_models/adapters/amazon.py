@@ -94,6 +94,9 @@ def build(out_dir: str | Path, source_path: str | Path | None = None, options: A
         for domain in FILES:
             if domain not in user_features.columns:
                 user_features = user_features.with_columns(pl.lit(None, pl.List(pl.String)).alias(domain))
+        # The pivot's columns come in the order its group_by met the domains (it varies run to run): fixed here,
+        # so the same input writes the same file (and the same content fingerprint).
+        user_features = user_features.select(USER_ID, *FILES)
         schema = FeatureSchema(user_multi=list(FILES))
         if options.activity_feature:
             activity = organic.group_by(USER_ID).agg(pl.len().cast(pl.Float32).log1p().alias("activity"))
