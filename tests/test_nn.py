@@ -213,3 +213,24 @@ def test_a_starspace_encoder_saved_before_the_shared_layer_loads_into_the_new_on
     x = UserFeatures(x.single, x.multi, torch.rand(5, 4))
     bag = loaded.bag(torch.tensor([0, 11, 3]), torch.ones(3), torch.tensor([0, 1, 3, 3, 3]))
     torch.testing.assert_close(loaded(x, bag, torch.ones(5)), model(x, bag, torch.ones(5)))
+
+
+def test_the_packed_serving_rows_encode_users_as_training_does(synthetic_data):
+    """The serving format pads history codes (item_idx + 1) with 0, like every table."""
+    from lookalike_models.pinterest.encoder import EncoderConfig, encode_users, make_encoder
+    from lookalike_models.pinterest.encoder_inputs import organic_mask, user_inputs
+    from lookalike_models.pinterest.serving import pack_inputs, packed_encoder
+
+    cfg = EncoderConfig(dim=8, field_dim=4)
+    torch.manual_seed(0)
+    model = make_encoder(synthetic_data, cfg)
+    inputs = user_inputs(synthetic_data, organic_mask(synthetic_data), 50, True, "tfidf")
+    users = np.arange(200)
+    packed = torch.as_tensor(pack_inputs(inputs, users))
+    with torch.no_grad():
+        served = packed_encoder(model, inputs)(packed).numpy()
+    np.testing.assert_allclose(served, encode_users(model, inputs)[users], atol=1e-5)
+    x = inputs.features
+    fields = x.single.shape[1] + sum(m.shape[1] for m in x.multi) + x.continuous.shape[1]
+    codes, weights = packed[:, fields:].chunk(2, dim=1)
+    assert torch.equal(codes == 0, weights == 0) and codes.max() <= synthetic_data.n_items
