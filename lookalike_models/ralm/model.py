@@ -82,7 +82,8 @@ class UserFieldEmbedding(FieldEmbedding):
         return super().n_fields + (self.history is not None)
 
     def forward(self, x: UserInputs, mask_items: torch.Tensor | None = None) -> torch.Tensor:
-        """``mask_items`` int64 [B]: an item_idx to hide from each row's history (the training target)."""
+        """x (B users) -> H [B, n_fields, m]; ``mask_items`` int64 [B]: an item_idx to hide from each row's
+        history (the training target)."""
         fields = self.parts(x.features)
         if self.history is not None:
             codes, weights = x.history, x.history_weights

@@ -18,7 +18,6 @@ What issue 10 added so that the model learns on small data (each a switch, for t
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -36,8 +35,6 @@ from lookalike_models.ralm.model import FieldSpec, UserInputs, UserModel
 
 if TYPE_CHECKING:
     from lookalike_models.ralm.config import RalmConfig
-
-log = logging.getLogger(__name__)
 
 
 class RankNegativeSampler:
