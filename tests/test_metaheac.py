@@ -10,8 +10,10 @@ import torch
 from lookalike_models.catalog import build_scorer
 from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import holdout_split, summarize
-from lookalike_models.metaheac.network import Critics, HybridExperts, MetaHeacNet, UserBatch
-from lookalike_models.metaheac.training import MetaHeacConfig, UserTable, build_net, campaign_kind, make_task
+from lookalike_models.metaheac.episodes import make_task
+from lookalike_models.metaheac.network import Critics, HybridExperts, MetaHeacNet
+from lookalike_models.metaheac.training import MetaHeacConfig, build_net, campaign_kind
+from lookalike_models.nn.fields import UserFeatures
 from lookalike_models.protocol import evaluate_scorers
 
 torch.set_num_threads(1)
@@ -32,11 +34,11 @@ def test_gates_mix_to_one_and_respond_to_the_task():
 
 def test_network_scores_users_for_a_campaign(synthetic_data):
     net = build_net(synthetic_data, MetaHeacConfig(**FAST))
-    users = UserTable(synthetic_data)
-    batch = users.batch(np.arange(10))
+    users = UserFeatures.of(synthetic_data.users)
+    batch = users.rows(np.arange(10))
     task = make_task(synthetic_data, next(iter(synthetic_data.campaigns.values())))
     prob = net(batch, task.campaign)
-    assert isinstance(net, MetaHeacNet) and isinstance(batch, UserBatch) and prob.shape == (10,)
+    assert isinstance(net, MetaHeacNet) and isinstance(batch, UserFeatures) and prob.shape == (10,)
 
 
 def test_metaheac_learns_planted_campaigns_better_than_random_and_popularity(synthetic_data):
@@ -173,11 +175,12 @@ def test_one_adaptation_procedure_matches_torch_optimisers_with_and_without_grap
     updates both follow torch.optim.Adam / SGD step for step on the same batches."""
     from torch.func import functional_call
 
-    from lookalike_models.metaheac.training import Adaptation, RowSampler, adapt_weights, bce
+    from lookalike_models.metaheac.episodes import RowSampler
+    from lookalike_models.metaheac.training import Adaptation, adapt_weights, bce
 
     cfg = MetaHeacConfig(**FAST)
     torch.manual_seed(0)
-    net, users = build_net(synthetic_data, cfg), UserTable(synthetic_data)
+    net, users = build_net(synthetic_data, cfg), UserFeatures.of(synthetic_data.users)
     task = make_task(synthetic_data, next(iter(synthetic_data.campaigns.values())))
     how = Adaptation(optimizer, 0.01, 4, 64)
     results = []
@@ -191,7 +194,7 @@ def test_one_adaptation_procedure_matches_torch_optimisers_with_and_without_grap
     for _ in range(4):
         batch_users, labels = next(batches)
         opt.zero_grad()
-        bce(functional_call(net, reference, (users.batch(batch_users), task.campaign)), labels).backward()
+        bce(functional_call(net, reference, (users.rows(batch_users), task.campaign)), labels).backward()
         opt.step()
     for name, expected in reference.items():
         for got in results:
@@ -267,21 +270,21 @@ def test_meta_learned_init_adapts_faster_than_random_init_and_joint_training_on_
 
 
 def test_row_gating_mixes_experts_per_user_and_campaign_gating_once_per_campaign(synthetic_data):
-    users = UserTable(synthetic_data)
+    users = UserFeatures.of(synthetic_data.users)
     task = make_task(synthetic_data, next(iter(synthetic_data.campaigns.values())))
     mixes = {}
     for gating in ("row", "campaign"):
         torch.manual_seed(0)
         net = build_net(synthetic_data, MetaHeacConfig(**FAST, gating=gating))
-        batch = users.batch(np.arange(20))
-        seeds = users.batch(task.positives[:8]) if gating == "campaign" else None
+        batch = users.rows(np.arange(20))
+        seeds = users.rows(task.positives[:8]) if gating == "campaign" else None
         mixes[gating] = net.experts.gate(net.gate_input(net.fields(batch), task.campaign, seeds))
     assert mixes["row"].std(0).max() > 1e-3  # users of one campaign get different expert mixes
     assert torch.allclose(mixes["campaign"], mixes["campaign"][:1].expand(20, -1))
 
 
 def test_stage_one_episodes_keep_support_seeds_apart_from_query_positives():
-    from lookalike_models.metaheac.training import RowSampler, Task
+    from lookalike_models.metaheac.episodes import RowSampler, Task
 
     task = Task("c", np.arange(100, 160), np.arange(0), torch.zeros(0, dtype=torch.long))
     sampler = RowSampler(1000, 1.0, np.random.default_rng(0))
@@ -294,14 +297,14 @@ def test_stage_one_episodes_keep_support_seeds_apart_from_query_positives():
 
 
 def test_uniform_task_sampling_gives_the_cold_tail_its_share():
-    from lookalike_models.metaheac.training import Task, _task_sampler
+    from lookalike_models.metaheac.episodes import Task, task_sampler
 
     tasks = [Task("hot", np.arange(5000), np.arange(0), torch.zeros(0, dtype=torch.long))] + [
         Task(f"cold{i}", np.arange(10), np.arange(0), torch.zeros(0, dtype=torch.long)) for i in range(9)
     ]
     share = {}
     for how in ("uniform", "proportional"):
-        draw = _task_sampler(tasks, np.random.default_rng(0), 1, how)
+        draw = task_sampler(tasks, np.random.default_rng(0), 1, how)
         share[how] = np.mean([draw()[0].campaign_id == "hot" for _ in range(2000)])
     assert abs(share["uniform"] - 0.1) < 0.03 and share["proportional"] > 0.95
 

@@ -12,17 +12,13 @@ import torch
 from lookalike_models.catalog import build_scorer
 from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import holdout_split, summarize
+from lookalike_models.nn.attention import AttentionMerge
 from lookalike_models.protocol import evaluate_scorers
 from lookalike_models.ralm import recluster_campaign
-from lookalike_models.ralm.lookalike import (
-    GlobalAttention,
-    LocalAttention,
-    LookalikeModel,
-    kmeans,
-    seeds_fingerprint,
-    train_lookalike,
-)
-from lookalike_models.ralm.user_model import AttentionMerge, RankNegativeSampler
+from lookalike_models.ralm.config import RalmConfig
+from lookalike_models.ralm.lookalike import kmeans, seeds_fingerprint, train_lookalike
+from lookalike_models.ralm.model import GlobalAttention, LocalAttention, LookalikeModel
+from lookalike_models.ralm.user_model import RankNegativeSampler
 
 torch.set_num_threads(1)
 SMALL = {"user_epochs": 3, "lookalike_epochs": 6, "dim": 16, "field_dim": 16, "transform_dim": 16, "k": 8}
@@ -78,20 +74,17 @@ def test_local_attention_sums_to_one_and_responds_to_the_target_user(fitted, syn
 def test_kmeans_centroids_are_recomputed_every_epoch_and_change(fitted, split):
     model = LookalikeModel(fitted.embeddings.shape[1], 16)
     log: dict[str, list[np.ndarray]] = {}
-    curve = train_lookalike(
-        model,
-        fitted.embeddings,
-        split[0],
+    cfg = RalmConfig(
         k=8,
-        epochs=3,
-        batch_size=256,
-        lr=0.01,
+        lookalike_epochs=3,
+        lookalike_batch_size=256,
+        lookalike_lr=0.01,
         negatives_per_positive=2,
         target_frac=0.3,
-        max_seeds=500,
-        seed=0,
-        centroid_log=log,
+        max_train_seeds=500,
+        lookalike_min_samples=0,
     )
+    curve = train_lookalike(model, fitted.embeddings, split[0], cfg, centroid_log=log)
     assert len(curve) == 3
     assert set(log) == {cid for cid, s in split[0].items() if s.size >= 2}
     for per_epoch in log.values():

@@ -13,11 +13,12 @@ from sklearn.preprocessing import normalize
 from lookalike_models.catalog import build_scorer
 from lookalike_models.evaluation import holdout_split, summarize
 from lookalike_models.protocol import evaluate_scorers
+from lookalike_models.ralm.config import RalmConfig
 from lookalike_models.ralm.lookalike import transform_users
+from lookalike_models.ralm.model import FieldSpec, UserModel, UserModelShape
 from lookalike_models.ralm.user_model import (
-    FieldSpec,
-    UserModel,
     init_from_svd,
+    interaction_recall,
     split_validation,
     train_user_model,
     user_inputs,
@@ -44,7 +45,7 @@ def test_svd_warm_start_gives_the_svd_user_factors(synthetic_data):
     """History-only tower at the warm start: u is the TF-IDF row times the SVD item factors (up to scale)."""
     tfidf = organic_tfidf(synthetic_data)
     spec = FieldSpec([], [], 0, synthetic_data.n_items, True)
-    model = UserModel(spec, field_dim=16, dim=16, residual=True)
+    model = UserModel(spec, UserModelShape(field_dim=16, dim=16, residual=True))
     factors = svd_item_factors(tfidf, 16)
     init_from_svd(model, factors)
     inputs = user_inputs(
@@ -62,23 +63,11 @@ def test_sampled_softmax_learns_held_out_interactions_from_a_random_start(synthe
     tfidf, val_users, val_items = split_validation(organic_tfidf(synthetic_data), 0.1, rng)
     spec = FieldSpec([], [], 0, synthetic_data.n_items, True)
     torch.manual_seed(0)
-    model = UserModel(spec, field_dim=16, dim=16, item_bias=True)
+    model = UserModel(spec, UserModelShape(field_dim=16, dim=16, item_bias=True))
     inputs = user_inputs(synthetic_data, spec, weighted_history(tfidf, 200, rng), True, history_only=True)
     start = validation_recall(model, inputs, val_users, val_items, tfidf)
-    curve = train_user_model(
-        model,
-        inputs,
-        tfidf,
-        np.bincount(tfidf.indices, minlength=synthetic_data.n_items),
-        epochs=4,
-        batch_size=256,
-        lr=0.005,
-        n_negatives=10,
-        max_positives=50,
-        seed=0,
-        logq_correction=True,
-        validation=(val_users, val_items),
-    )
+    cfg = RalmConfig(user_epochs=4, user_batch_size=256, user_lr=0.005, user_patience=3, logq_correction=True)
+    curve = train_user_model(model, inputs, tfidf, cfg, interaction_recall(inputs, (val_users, val_items), tfidf))
     best = validation_recall(model, inputs, val_users, val_items, tfidf)
     assert best == max(c["val_recall"] for c in curve)  # the best state is the one kept
     # top 50 of 800 items is 0.06 by chance; a random model sits there, a trained one far above it.

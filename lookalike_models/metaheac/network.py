@@ -3,6 +3,10 @@
 Reference: Yongchun Zhu et al., "Learning to Expand Audience via Meta Hybrid Experts and Critics for
 Recommendation and Advertising", KDD 2021 (arXiv 2105.14688). Built from the paper's description.
 
+User fields go through the shared ``nn.fields.FieldEmbedding`` (multi-valued fields by the gathered masked
+mean: the inner loop may differentiate through its own gradients, which ``embedding_bag`` cannot), the ad's
+fields through one table each; code 0 is padding in every table.
+
 Gate input ("task" vector), per scored row as in the paper: the mean of *that row's* user-field embeddings
 concatenated with the campaign's ad-field embeddings, so the mix of experts and critics can differ from user
 to user within one campaign (``gating="row"``). The ablation ``gating="campaign"`` replaces the row's own
@@ -11,44 +15,23 @@ mean by the mean over the campaign's seed users: one fixed mix per campaign.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
+from lookalike_models.nn.fields import (
+    FieldEmbedding,
+    FieldSizes,
+    UserFeatures,
+    field_tables,
+    normal_tables_,
+    zero_padding_rows,
+)
+
 Gating = Literal["row", "campaign"]
-
-
-class UserBatch(NamedTuple):
-    """Users' encoded fields: single int64 [B, n_single], multi tuple of int64 [B, L_f] (0 = padding),
-    continuous float32 [B, n_cont]."""
-
-    single: torch.Tensor
-    multi: tuple[torch.Tensor, ...]
-    continuous: torch.Tensor
-
-
-class FieldEmbedding(nn.Module):
-    """One embedding per user field (multi-valued: masked mean; continuous: one linear field) -> [B, F, d]."""
-
-    def __init__(self, single_sizes: list[int], multi_sizes: list[int], n_continuous: int, dim: int):
-        super().__init__()
-        self.single = nn.ModuleList(nn.Embedding(size, dim) for size in single_sizes)
-        self.multi = nn.ModuleList(nn.Embedding(size, dim, padding_idx=0) for size in multi_sizes)
-        self.continuous = nn.Linear(n_continuous, dim) if n_continuous else None
-        self.n_fields = len(single_sizes) + len(multi_sizes) + (1 if n_continuous else 0)
-        for emb in [*self.single, *self.multi]:
-            nn.init.normal_(emb.weight, std=0.05)
-
-    def forward(self, users: UserBatch) -> torch.Tensor:
-        """users -> [B, n_fields, dim]."""
-        fields = [emb(users.single[:, j]) for j, emb in enumerate(self.single)]
-        for emb, codes in zip(self.multi, users.multi):
-            mask = (codes > 0).unsqueeze(-1).float()
-            fields.append((emb(codes) * mask).sum(1) / mask.sum(1).clamp(min=1.0))
-        if self.continuous is not None:
-            fields.append(self.continuous(users.continuous))
-        return torch.stack(fields, 1)
 
 
 class Gate(nn.Module):
@@ -94,33 +77,35 @@ class Critics(nn.Module):
         return (torch.sigmoid(self.heads(z)) * self.gate(task)).sum(-1)
 
 
+@dataclass(frozen=True)
+class MetaHeacShape:
+    """The network's sizes: embedding size per field, expert width, experts, critics, gate width, and what
+    the gates see (``gating``)."""
+
+    dim: int = 16
+    hidden: int = 32
+    n_experts: int = 8
+    n_critics: int = 5
+    gate_hidden: int = 32
+    gating: Gating = "row"
+
+
 class MetaHeacNet(nn.Module):
     """score(users | campaign): probability that each user converts for the campaign."""
 
-    def __init__(
-        self,
-        single_sizes: list[int],
-        multi_sizes: list[int],
-        n_continuous: int,
-        campaign_sizes: list[int],
-        dim: int = 16,
-        hidden: int = 32,
-        n_experts: int = 8,
-        n_critics: int = 5,
-        gate_hidden: int = 32,
-        gating: Gating = "row",
-    ):
-        super().__init__()
-        self.gating = gating
-        self.fields = FieldEmbedding(single_sizes, multi_sizes, n_continuous, dim)
-        self.campaign = nn.ModuleList(nn.Embedding(size, dim) for size in campaign_sizes)
-        for emb in self.campaign:
-            nn.init.normal_(emb.weight, std=0.05)
-        user_dim, task_dim = self.fields.n_fields * dim, (1 + len(campaign_sizes)) * dim
-        self.experts = HybridExperts(user_dim, task_dim, hidden, n_experts, gate_hidden)
-        self.critics = Critics(hidden, task_dim, n_critics, gate_hidden)
+    _version = 2  # 2: row 0 of the campaign tables is padding (1: a trained row)
 
-    def gate_input(self, fields: torch.Tensor, campaign: torch.Tensor, seeds: UserBatch | None) -> torch.Tensor:
+    def __init__(self, fields: FieldSizes, campaign_sizes: Sequence[int], shape: MetaHeacShape = MetaHeacShape()):
+        super().__init__()
+        self.gating = shape.gating
+        self.fields = FieldEmbedding(fields, shape.dim, mean="gather").normal_(0.05)
+        self.campaign = field_tables(campaign_sizes, shape.dim)
+        normal_tables_(self.campaign, 0.05)
+        user_dim, task_dim = self.fields.n_fields * shape.dim, (1 + len(campaign_sizes)) * shape.dim
+        self.experts = HybridExperts(user_dim, task_dim, shape.hidden, shape.n_experts, shape.gate_hidden)
+        self.critics = Critics(shape.hidden, task_dim, shape.n_critics, shape.gate_hidden)
+
+    def gate_input(self, fields: torch.Tensor, campaign: torch.Tensor, seeds: UserFeatures | None) -> torch.Tensor:
         """Rows' field embeddings [B, F, d], campaign codes int64 [n_cf], seeds (S users; used only by
         ``gating="campaign"``) -> gate input [B, (1 + n_cf) * d]."""
         if self.gating == "row":
@@ -132,9 +117,14 @@ class MetaHeacNet(nn.Module):
         ad = [emb(campaign[j]).expand(fields.shape[0], -1) for j, emb in enumerate(self.campaign)]
         return torch.cat([user_part, *ad], 1)
 
-    def forward(self, users: UserBatch, campaign: torch.Tensor, seeds: UserBatch | None = None) -> torch.Tensor:
+    def forward(self, users: UserFeatures, campaign: torch.Tensor, seeds: UserFeatures | None = None) -> torch.Tensor:
         """users (B), the campaign's field codes int64 [n_cf], its seeds (S; campaign gating only)
         -> conversion probability [B]."""
         fields = self.fields(users)
         task = self.gate_input(fields, campaign, seeds)
         return self.critics(self.experts(fields.flatten(1), task), task)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        if (local_metadata.get("version") or 1) < 2:  # zeroing row 0 is a no-op on a version-2 table
+            zero_padding_rows(state_dict, [f"{prefix}campaign.{j}.weight" for j in range(len(self.campaign))])
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)

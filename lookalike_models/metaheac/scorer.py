@@ -22,20 +22,19 @@ import torch
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng
 from lookalike_models.io import write_bytes_atomic
+from lookalike_models.metaheac.episodes import make_task, usable_tasks
 from lookalike_models.metaheac.training import (
     Adaptation,
     MetaHeacConfig,
     TrainStats,
-    UserTable,
     adapt,
     build_net,
     campaign_kind,
-    make_task,
     meta_train,
     score_users,
     serving_adaptation,
-    usable_tasks,
 )
+from lookalike_models.nn.fields import UserFeatures
 from lookalike_models.scorers import AudienceScorer, register
 
 WEIGHTS = "metaheac_weights.pt"
@@ -51,7 +50,7 @@ class _MetaHeacBase(AudienceScorer):
 
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         torch.manual_seed(self.config.seed)
-        self.users = UserTable(data)
+        self.users = UserFeatures.of(data.users)
         self.net = build_net(data, self.config)
         self.adapt_seconds: dict[str, float] = {}
         cached = self.config.meta_weights_path and Path(self.config.meta_weights_path)
@@ -141,7 +140,7 @@ class _MetaHeacBase(AudienceScorer):
 
     def load(self, folder: Path, data: LookalikeData, weights: str = WEIGHTS) -> None:
         folder = Path(folder)
-        self.users = UserTable(data)
+        self.users = UserFeatures.of(data.users)
         self.net = build_net(data, self.config)
         self.net.load_state_dict(torch.load(folder / weights, weights_only=True))
         meta = json.loads((folder / f"{weights}.json").read_text())
@@ -169,7 +168,7 @@ class ScratchBaselineScorer(_MetaHeacBase):
     def fit(self, data: LookalikeData, train_seeds: dict[str, CampaignSeeds]) -> None:
         cfg = self.config.model_copy(update={"meta_steps": 0})
         torch.manual_seed(cfg.seed)
-        self.users = UserTable(data)
+        self.users = UserFeatures.of(data.users)
         self.net = build_net(data, cfg)  # random weights, copied fresh for each campaign
         self.stats = TrainStats()
         self.adapt_seconds, self.negatives_sampled, self.history = {}, False, {}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,8 +29,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch.func import functional_call
 
-from lookalike_models.dataset import CampaignSeeds, LookalikeData
-from lookalike_models.metaheac.network import Gating, MetaHeacNet, UserBatch
+from lookalike_models.dataset import LookalikeData
+from lookalike_models.metaheac.episodes import RowSampler, Task, task_sampler
+from lookalike_models.metaheac.network import Gating, MetaHeacNet, MetaHeacShape
+from lookalike_models.nn.fields import FieldSizes, UserFeatures
 from lookalike_models.progress import Progress
 from lookalike_models.strict_config import StrictConfig
 
@@ -114,21 +115,6 @@ def campaign_kind(n_positives: int, threshold: int) -> str:
     return "cold" if n_positives <= threshold else "hot"
 
 
-class UserTable:
-    """The whole population's encoded fields as tensors; ``batch(idx)`` gathers rows."""
-
-    def __init__(self, data: LookalikeData):
-        u = data.users
-        self.single = torch.as_tensor(u.single, dtype=torch.long)
-        self.multi = tuple(torch.as_tensor(m, dtype=torch.long) for m in u.multi)
-        self.continuous = torch.as_tensor(u.continuous, dtype=torch.float32)
-        self.n_users = data.n_users
-
-    def batch(self, idx: np.ndarray) -> UserBatch:
-        t = torch.as_tensor(idx, dtype=torch.long)
-        return UserBatch(self.single[t], tuple(m[t] for m in self.multi), self.continuous[t])
-
-
 def build_net(data: LookalikeData, cfg: MetaHeacConfig) -> MetaHeacNet:
     u = data.users
     if not u.single_sizes and not u.multi_sizes and not u.names_continuous:
@@ -136,109 +122,8 @@ def build_net(data: LookalikeData, cfg: MetaHeacConfig) -> MetaHeacNet:
             "MetaHeac needs user features; this data has none (the Amazon adapter writes "
             "history fields with user_history=True)"
         )
-    return MetaHeacNet(
-        u.single_sizes,
-        u.multi_sizes,
-        len(u.names_continuous),
-        data.campaign_field_sizes,
-        cfg.dim,
-        cfg.hidden,
-        cfg.n_experts,
-        cfg.n_critics,
-        cfg.gate_hidden,
-        cfg.gating,
-    )
-
-
-def campaign_codes(data: LookalikeData, campaign_id: str) -> torch.Tensor:
-    """The campaign's field codes int64 [n_campaign_fields]; 0 (missing) for a campaign without features."""
-    codes = data.campaign_fields.get(campaign_id)
-    if codes is None:
-        codes = np.zeros(len(data.campaign_field_sizes), np.int64)
-    return torch.as_tensor(codes, dtype=torch.long)
-
-
-@dataclass
-class Task:
-    """One campaign's labelled rows, ready for batching. ``known_positives`` (default: ``positives``) are
-    never drawn as sampled negatives: in stage 1 they include the query positives hidden from the support."""
-
-    campaign_id: str
-    positives: np.ndarray
-    negatives: np.ndarray
-    campaign: torch.Tensor
-    known_positives: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.known_positives is None:
-            self.known_positives = self.positives
-
-    @property
-    def n_rows(self) -> int:
-        return self.positives.size + self.negatives.size
-
-
-def make_task(data: LookalikeData, seeds: CampaignSeeds) -> Task:
-    return Task(
-        seeds.campaign_id,
-        np.asarray(seeds.positives, np.int64),
-        np.asarray(seeds.negatives, np.int64),
-        campaign_codes(data, seeds.campaign_id),
-    )
-
-
-class RowSampler:
-    """Batches of (user_idx, label) for one task, topping up with sampled non-seeds where labels lack them."""
-
-    def __init__(self, n_users: int, neg_ratio: float, rng: np.random.Generator):
-        self.n_users, self.neg_ratio, self.rng = n_users, neg_ratio, rng
-        self.sampled_any = False
-
-    def label_rows(self, task: Task, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """rows index the task's labelled list (positives first) -> (users, labels) with top-up negatives."""
-        is_pos = rows < task.positives.size
-        users = np.where(
-            is_pos,
-            task.positives[np.minimum(rows, task.positives.size - 1)],
-            task.negatives[np.clip(rows - task.positives.size, 0, max(task.negatives.size - 1, 0))]
-            if task.negatives.size
-            else 0,
-        )
-        want = int(np.ceil(self.neg_ratio * is_pos.sum())) - int((~is_pos).sum())
-        labels = is_pos.astype(np.float32)
-        if want > 0:
-            extra = self.rng.integers(0, self.n_users, want)
-            extra = extra[~np.isin(extra, task.known_positives)]
-            self.sampled_any = self.sampled_any or extra.size > 0
-            users = np.concatenate([users, extra])
-            labels = np.concatenate([labels, np.zeros(extra.size, np.float32)])
-        return users, labels
-
-    def batches(self, task: Task, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Endless batches, epoch after epoch; sampled negatives are drawn afresh for every batch."""
-        while True:
-            order = self.rng.permutation(task.n_rows)
-            for start in range(0, order.size, batch_size):
-                yield self.label_rows(task, order[start : start + batch_size])
-
-    def support_query(self, task: Task, support_sizes: list[int], query_positives: int) -> tuple[Task, Task]:
-        """A stage-1 episode: support = a few seeds (one of ``support_sizes``, at most half the task's) and
-        as many labelled negatives; query = other positives and negatives, never in the support. A campaign
-        with a single seed uses it for both instead of failing."""
-        pos, neg = self.rng.permutation(task.positives), self.rng.permutation(task.negatives)
-        if pos.size < 2:
-            return task, task
-        k = min(int(self.rng.choice(support_sizes)), pos.size // 2)
-        k_neg = min(int(np.ceil(self.neg_ratio * k)), neg.size // 2)
-        q_neg = min(int(np.ceil(self.neg_ratio * query_positives)), neg.size - k_neg)
-        support = Task(task.campaign_id, pos[:k], neg[:k_neg], task.campaign, task.positives)
-        query = Task(
-            task.campaign_id, pos[k : k + query_positives], neg[k_neg : k_neg + q_neg], task.campaign, task.positives
-        )
-        return support, query
-
-    def gate_seeds(self, task: Task, k: int) -> np.ndarray:
-        return self.rng.choice(task.positives, min(k, task.positives.size), replace=False)
+    shape = MetaHeacShape(cfg.dim, cfg.hidden, cfg.n_experts, cfg.n_critics, cfg.gate_hidden, cfg.gating)
+    return MetaHeacNet(FieldSizes.of(u), data.campaign_field_sizes, shape)
 
 
 def bce(prob: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
@@ -248,11 +133,11 @@ def bce(prob: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
 def adapt_weights(
     net: MetaHeacNet,
     params: dict[str, torch.Tensor],
-    users: UserTable,
+    users: UserFeatures,
     task: Task,
     how: Adaptation,
     sampler: RowSampler,
-    gate_seeds: UserBatch | None,
+    gate_seeds: UserFeatures | None,
     create_graph: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The one adaptation procedure (stage 2, and stage 1's inner loop): ``how.steps`` updates of SGD or
@@ -265,7 +150,7 @@ def adapt_weights(
     batches = sampler.batches(task, how.batch_size)
     for t in range(1, how.steps + 1):
         batch_users, labels = next(batches)
-        loss = bce(functional_call(net, params, (users.batch(batch_users), task.campaign, gate_seeds)), labels)
+        loss = bce(functional_call(net, params, (users.rows(batch_users), task.campaign, gate_seeds)), labels)
         grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
         grads = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)]
         if not create_graph:
@@ -309,16 +194,6 @@ def _detached_update(
     return [p.requires_grad_() for p in new]
 
 
-def _task_sampler(tasks: list[Task], rng: np.random.Generator, k: int, how: str):
-    sizes = np.array([t.positives.size for t in tasks], np.float64)
-    p = sizes / sizes.sum() if how == "proportional" else None
-
-    def draw() -> list[Task]:
-        return [tasks[i] for i in rng.choice(len(tasks), min(k, len(tasks)), replace=False, p=p)]
-
-    return draw
-
-
 @dataclass
 class TrainStats:
     steps: int = 0
@@ -333,19 +208,14 @@ class TrainStats:
         return self.samples / self.seconds if self.seconds > 0 else float("nan")
 
 
-def usable_tasks(data: LookalikeData, train_seeds: dict[str, CampaignSeeds], only: list[str] | None) -> list[Task]:
-    chosen = [c for c in train_seeds if only is None or c in set(only)]
-    return [make_task(data, train_seeds[c]) for c in chosen if train_seeds[c].positives.size > 0]
-
-
 def meta_train(
-    net: MetaHeacNet, users: UserTable, tasks: list[Task], cfg: MetaHeacConfig, meta: bool = True
+    net: MetaHeacNet, users: UserFeatures, tasks: list[Task], cfg: MetaHeacConfig, meta: bool = True
 ) -> TrainStats:
     """Stage 1. ``meta=False`` trains the same network jointly on the same episodes (support and query rows
     at the current weights, no inner loop): the joint baseline."""
     rng = np.random.default_rng(cfg.seed)
     sampler = RowSampler(users.n_users, cfg.neg_ratio, rng)
-    draw = _task_sampler(tasks, rng, cfg.tasks_per_step, cfg.task_sampling)
+    draw = task_sampler(tasks, rng, cfg.tasks_per_step, cfg.task_sampling)
     inner = inner_adaptation(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
     stats, start = TrainStats(), time.perf_counter()
@@ -357,11 +227,11 @@ def meta_train(
             batch_tasks, step_loss = draw(), 0.0
             for task in batch_tasks:
                 support, query = sampler.support_query(task, cfg.support_seeds, cfg.query_positives)
-                seeds = users.batch(sampler.gate_seeds(support, cfg.task_seeds)) if cfg.gating == "campaign" else None
+                seeds = users.rows(sampler.gate_seeds(support, cfg.task_seeds)) if cfg.gating == "campaign" else None
                 q_users, q_y = sampler.label_rows(query, np.arange(query.n_rows))
                 if not meta:
                     s_users, s_y = sampler.label_rows(support, np.arange(support.n_rows))
-                    both = users.batch(np.concatenate([s_users, q_users]))
+                    both = users.rows(np.concatenate([s_users, q_users]))
                     loss = bce(net(both, task.campaign, seeds), np.concatenate([s_y, q_y])) / len(batch_tasks)
                     loss.backward()
                     stats.samples += s_y.size + q_y.size
@@ -372,7 +242,7 @@ def meta_train(
                     params = {n: p.detach().requires_grad_() for n, p in params.items()}
                 fast = adapt_weights(net, params, users, support, inner, sampler, seeds, create_graph=cfg.second_order)
                 stats.samples += inner.steps * 2 * support.positives.size + q_y.size
-                query_loss = bce(functional_call(net, fast, (users.batch(q_users), task.campaign, seeds)), q_y)
+                query_loss = bce(functional_call(net, fast, (users.rows(q_users), task.campaign, seeds)), q_y)
                 query_loss = query_loss / len(batch_tasks)
                 step_loss += float(query_loss.detach())
                 if cfg.second_order:
@@ -393,16 +263,16 @@ def meta_train(
     return stats
 
 
-def fixed_gate_seeds(users: UserTable, task: Task, cfg: MetaHeacConfig) -> UserBatch | None:
+def fixed_gate_seeds(users: UserFeatures, task: Task, cfg: MetaHeacConfig) -> UserFeatures | None:
     """gating='campaign': a fixed sample of the campaign's seeds, so that serving is deterministic."""
     if cfg.gating != "campaign" or task.positives.size == 0:
         return None
     rng = np.random.default_rng([cfg.seed, task.positives.size])
-    return users.batch(rng.choice(task.positives, min(cfg.task_seeds, task.positives.size), replace=False))
+    return users.rows(rng.choice(task.positives, min(cfg.task_seeds, task.positives.size), replace=False))
 
 
 def adapt(
-    net: MetaHeacNet, users: UserTable, task: Task, cfg: MetaHeacConfig, how: Adaptation, rng: np.random.Generator
+    net: MetaHeacNet, users: UserFeatures, task: Task, cfg: MetaHeacConfig, how: Adaptation, rng: np.random.Generator
 ) -> tuple[MetaHeacNet, bool]:
     """Stage 2: a copy of ``net`` adapted to one campaign by ``adapt_weights``; also whether negatives
     were sampled."""
@@ -420,7 +290,7 @@ def adapt(
 
 @torch.no_grad()
 def score_users(
-    net: MetaHeacNet, users: UserTable, task: Task, candidates: np.ndarray, cfg: MetaHeacConfig
+    net: MetaHeacNet, users: UserFeatures, task: Task, candidates: np.ndarray, cfg: MetaHeacConfig
 ) -> np.ndarray:
     """Conversion probability float32 [n_candidates] of ``candidates`` for the task's campaign."""
     net.eval()
@@ -428,7 +298,7 @@ def score_users(
         return np.zeros(candidates.size, np.float32)
     seeds = fixed_gate_seeds(users, task, cfg)
     out = [
-        net(users.batch(candidates[i : i + cfg.score_batch]), task.campaign, seeds)
+        net(users.rows(candidates[i : i + cfg.score_batch]), task.campaign, seeds)
         for i in range(0, candidates.size, cfg.score_batch)
     ]
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)

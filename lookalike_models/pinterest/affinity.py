@@ -3,7 +3,6 @@ are the campaigns' training seeds vs non-seeds (never any model's ranking)."""
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from torch import nn
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng, inner_validation_cut
+from lookalike_models.nn.early_stopping import EarlyStopping
+from lookalike_models.nn.training import EpochPlan, train_epochs
 from lookalike_models.pinterest.embedding import EmbeddingScorer, EmbeddingScorerConfig, unit_centroid
 from lookalike_models.pinterest.inner_validation import competing_users, validation_recall
 from lookalike_models.progress import Progress
@@ -125,29 +126,25 @@ class AffinityMLPScorer(EmbeddingScorer):
         pos_weight = torch.tensor((labels == 0).sum().item() / max((labels == 1).sum().item(), 1))
         opt = torch.optim.Adam(self.mlp.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(cfg.seed)
-        best = (self._validation_recall(validation), copy.deepcopy(self.mlp.state_dict()), 0)
         per_epoch = min(labels.numel(), cfg.examples_per_epoch)
-        steps = -(-per_epoch // cfg.batch)
-        with Progress("affinity_mlp", cfg.max_epochs * steps, "steps") as progress:
-            for epoch in range(1, cfg.max_epochs + 1):
-                self.mlp.train()
-                for idx in torch.randperm(labels.numel(), generator=gen)[:per_epoch].split(cfg.batch):
-                    logits = self.mlp(emb[users[idx]], vectors[vector_of[idx]])
-                    loss = F.binary_cross_entropy_with_logits(logits, labels[idx], pos_weight=pos_weight)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    progress.advance()
-                recall = self._validation_recall(validation)
-                if recall > best[0]:
-                    best = (recall, copy.deepcopy(self.mlp.state_dict()), epoch)
-                elif epoch - best[2] >= cfg.patience:
-                    progress.set_total(epoch * steps)
-                    break
-        self.mlp.load_state_dict(best[1])
-        self.mlp.eval()
-        self.best_epoch = best[2]
-        log.info("affinity_mlp: epoch %d kept (inner-cut recall %.3f)", self.best_epoch, best[0])
+
+        def run_epoch(epoch: int, progress: Progress) -> float:
+            total, steps = 0.0, 0
+            for idx in torch.randperm(labels.numel(), generator=gen)[:per_epoch].split(cfg.batch):
+                logits = self.mlp(emb[users[idx]], vectors[vector_of[idx]])
+                loss = F.binary_cross_entropy_with_logits(logits, labels[idx], pos_weight=pos_weight)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total, steps = total + loss.item(), steps + 1
+                progress.advance()
+            return total / max(steps, 1)
+
+        stopper = EarlyStopping(self.mlp, cfg.patience, "max", min_delta=0.0)
+        plan = EpochPlan("affinity_mlp", cfg.max_epochs, -(-per_epoch // cfg.batch), "steps", "inner_cut_recall")
+        curve = train_epochs(self.mlp, plan, run_epoch, lambda: self._validation_recall(validation), stopper)
+        self.best_epoch = curve.best_epoch
+        log.info("affinity_mlp: epoch %d kept (inner-cut recall %.3f)", self.best_epoch, stopper.best)
 
     def _validation_sets(self, data: LookalikeData, cuts) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per campaign with a cut: (fit seeds' unit vector [d], validation users' rows, competing users' rows)."""

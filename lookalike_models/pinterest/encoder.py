@@ -1,5 +1,6 @@
-"""StarSpace user encoder of Pinterest's act-alike system (deWet & Ou, "Finding Users Who Act Alike",
-KDD 2019, arXiv 1903.01625, stage 1), after StarSpace (Wu et al., AAAI 2018).
+"""Training of the StarSpace user encoder of Pinterest's act-alike system (deWet & Ou, "Finding Users Who
+Act Alike", KDD 2019, arXiv 1903.01625, stage 1), after StarSpace (Wu et al., AAAI 2018). The module itself
+is ``encoder_model.py``.
 
 A user is their fields: single-valued categorical fields (one embedding each), multi-valued fields
 (mean of their values' embeddings), normalised continuous fields (plus log organic activity), and their
@@ -45,9 +46,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from sklearn.decomposition import TruncatedSVD
-from torch import nn
 
 from lookalike_models.dataset import LookalikeData
+from lookalike_models.nn.early_stopping import EarlyStopping
+from lookalike_models.nn.fields import FieldSizes
+from lookalike_models.nn.training import EpochPlan, train_epochs
 from lookalike_models.pinterest.encoder_inputs import (
     UserInputs,
     bag_of,
@@ -57,6 +60,7 @@ from lookalike_models.pinterest.encoder_inputs import (
     organic_tfidf,
     user_inputs,
 )
+from lookalike_models.pinterest.encoder_model import EncoderShape, StarSpaceUserEncoder
 from lookalike_models.pinterest.transfer_task import TransferTask, build_transfer_task, transfer_error
 from lookalike_models.progress import Progress
 from lookalike_models.strict_config import StrictConfig
@@ -140,79 +144,11 @@ class EncoderConfig(StrictConfig):
     seed: int = 0
 
 
-class StarSpaceUserEncoder(nn.Module):
-    """User fields -> one dense layer -> unit vector; item (topic) embeddings of the same dimension."""
-
-    def __init__(
-        self,
-        single_sizes: list[int],
-        multi_sizes: list[int],
-        n_continuous: int,
-        n_items: int,
-        dim: int = 32,
-        field_dim: int = 16,
-        history_pool_power: float = 0.0,
-        share_embeddings: bool = False,
-        dense_bias: bool = True,
-    ):
-        super().__init__()
-        # p < 1 keeps some of the history's size in the pooled vector, so activity can shape the direction.
-        self.history_pool_power = history_pool_power
-        self.single = nn.ModuleList(nn.Embedding(s, field_dim, padding_idx=0) for s in single_sizes)
-        self.multi = nn.ModuleList(nn.EmbeddingBag(s, field_dim, mode="sum", padding_idx=0) for s in multi_sizes)
-        # Row n_items is the history padding; it stays zero.
-        self.history = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
-        self.share_embeddings = share_embeddings
-        self.topics = None if share_embeddings else nn.Embedding(n_items, dim)
-        width = field_dim * (len(single_sizes) + len(multi_sizes)) + n_continuous + dim
-        self.dense = nn.Linear(width, dim, bias=dense_bias)
-        for table in [*self.single, *self.multi]:
-            nn.init.normal_(table.weight, std=0.1)
-        nn.init.normal_(self.history.weight, std=0.1)
-        if self.topics is not None:
-            nn.init.normal_(self.topics.weight, std=0.1)
-        with torch.no_grad():
-            self.history.weight[n_items].zero_()
-
-    def forward(
-        self,
-        single: torch.Tensor,
-        multi: list[torch.Tensor],
-        continuous: torch.Tensor,
-        history_sum: torch.Tensor,
-        history_count: torch.Tensor,
-    ) -> torch.Tensor:
-        """single int64 [B, n_single], multi[f] int64 [B, L_f], continuous float32 [B, n_cont],
-        history_sum float32 [B, dim] (sum of history embeddings), history_count float32 [B]
-        -> unit user vectors float32 [B, dim]."""
-        parts = [emb(single[:, i]) for i, emb in enumerate(self.single)]
-        for bag, codes in zip(self.multi, multi):
-            n = (codes > 0).sum(1, keepdim=True).clamp(min=1)
-            parts.append(bag(codes) / n)
-        parts += [continuous, history_sum / history_count.clamp(min=1).pow(self.history_pool_power).unsqueeze(1)]
-        return F.normalize(self.dense(torch.cat(parts, 1)), dim=1)
-
-    def topic_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        """items int64 [...] -> unit topic vectors float32 [..., dim]."""
-        table = self.history if self.topics is None else self.topics
-        return F.normalize(table(items), dim=-1)
-
-
 def make_encoder(data: LookalikeData, cfg: EncoderConfig) -> StarSpaceUserEncoder:
-    u = data.users
-    n_continuous = u.continuous.shape[1] + int(cfg.activity_field)
+    n_continuous = data.users.continuous.shape[1] + int(cfg.activity_field)
     pool_power = 0.0 if cfg.history_weighting == "tfidf" else cfg.history_pool_power
-    return StarSpaceUserEncoder(
-        u.single_sizes,
-        u.multi_sizes,
-        n_continuous,
-        data.n_items,
-        cfg.dim,
-        cfg.field_dim,
-        pool_power,
-        cfg.share_embeddings,
-        cfg.dense_bias,
-    )
+    shape = EncoderShape(cfg.dim, cfg.field_dim, pool_power, cfg.share_embeddings, cfg.dense_bias)
+    return StarSpaceUserEncoder(FieldSizes.of(data.users, n_continuous), data.n_items, shape)
 
 
 @torch.no_grad()
@@ -225,7 +161,7 @@ def init_from_svd(
     sample), so training starts from the SVD reference instead of from noise."""
     if max_users is not None and tfidf.shape[0] > max_users:
         tfidf = tfidf[np.sort(np.random.default_rng(seed).choice(tfidf.shape[0], max_users, replace=False))]
-    dim = model.dense.out_features
+    dim = model.dim
     k = min(dim, min(tfidf.shape) - 1)
     factors = TruncatedSVD(k, random_state=seed).fit(tfidf).components_.T.astype(np.float32)  # [n_items, k]
     table = np.zeros((tfidf.shape[1], dim), np.float32)
@@ -233,7 +169,7 @@ def init_from_svd(
     # A common scale does not change directions; this one gives item rows the random init's typical norm.
     norms = np.linalg.norm(table, axis=1)
     table *= 0.1 * np.sqrt(dim) / max(float(norms[norms > 0].mean()) if (norms > 0).any() else 1.0, 1e-12)
-    model.history.weight[:-1] = torch.from_numpy(table)
+    model.history.item_rows.copy_(torch.from_numpy(table))
     if model.topics is not None:
         model.topics.weight.copy_(torch.from_numpy(table))
     model.dense.weight.zero_()
@@ -246,11 +182,11 @@ def init_from_svd(
 def encode_users(model: StarSpaceUserEncoder, inputs: UserInputs, batch: int = 65_536) -> np.ndarray:
     """float32 [n_users, dim] unit-norm embeddings of every user."""
     model.eval()
-    n = inputs.single.shape[0]
-    out = np.empty((n, model.dense.out_features), np.float32)
+    n = inputs.n_users
+    out = np.empty((n, model.dim), np.float32)
     for lo in range(0, n, batch):
         users = torch.arange(lo, min(lo + batch, n))
-        out[lo : lo + users.numel()] = model(*inputs.fields(users), *bag_of(model, inputs, users)).numpy()
+        out[lo : lo + users.numel()] = model(inputs.features.rows(users), *bag_of(model, inputs, users)).numpy()
     return out
 
 
@@ -290,12 +226,9 @@ def step_loss(
     slot = starts.unsqueeze(1) + (torch.rand(b, m) * lengths.unsqueeze(1)).long()  # [B, m] into the CSR
     positives, positive_weight = inputs.items[slot], inputs.weights[slot]
     bag, count = bag_of(model, inputs, users)
-    left_out = bag.unsqueeze(1) - positive_weight.unsqueeze(-1) * model.history(positives)  # [B, m, d]
-    rep = torch.arange(b).repeat_interleave(m)
-    single, multi, continuous = inputs.fields(users)
-    u = model(
-        single[rep], [x[rep] for x in multi], continuous[rep], left_out.reshape(b * m, -1), (count - 1)[rep]
-    )  # [B*m, d]
+    left_out = bag.unsqueeze(1) - positive_weight.unsqueeze(-1) * model.history.items(positives)  # [B, m, d]
+    rep = users.repeat_interleave(m)
+    u = model(inputs.features.rows(rep), left_out.reshape(b * m, -1), (count - 1).repeat_interleave(m))  # [B*m, d]
     pos_sim = (u * model.topic_vectors(positives.reshape(-1))).sum(1, keepdim=True)
     if cfg.negative_sharing == "batch":
         # One pool for the whole step: a [B*m, d] x [d, k] product and k rows of gradient, not B*m*k gathers.
@@ -335,45 +268,31 @@ def _train_encoder(data: LookalikeData, cfg: EncoderConfig) -> FittedEncoder:
     per_epoch = min(active.numel(), cfg.users_per_epoch or active.numel())
     steps = -(-per_epoch // cfg.batch_users)
 
-    best = (transfer_error(encode_users(model, inputs), task), {k: v.clone() for k, v in model.state_dict().items()})
-    history = [{"epoch": 0, "loss": float("nan"), "transfer_error": best[0], "seconds": 0.0}]
-    log.info(
-        "starspace: epoch 0 (%s init) transfer error %.4f; up to %d epochs of %d users (%d steps each)",
-        cfg.init,
-        best[0],
-        cfg.max_epochs,
-        per_epoch,
-        steps,
+    timing = {"users": 0, "seconds": 0.0}  # training alone, for the users-per-second figure
+
+    def run_epoch(epoch: int, progress: Progress) -> float:
+        start = time.perf_counter()
+        order = active[torch.as_tensor(rng.permutation(active.numel()))][:per_epoch]
+        total = 0.0
+        for users in order.split(cfg.batch_users):
+            loss = step_loss(model, inputs, users, sampler, cfg)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            progress.advance()
+        timing["seconds"] += time.perf_counter() - start
+        timing["users"] += order.numel()
+        return total / steps
+
+    log.info("starspace: %s init, %d users an epoch", cfg.init, per_epoch)
+    curve = train_epochs(
+        model,
+        EpochPlan("starspace encoder", cfg.max_epochs, steps, "steps", "transfer_error"),
+        run_epoch,
+        lambda: transfer_error(encode_users(model, inputs), task),
+        EarlyStopping(model, cfg.patience, "min", cfg.min_improvement),
     )
-    best_epoch, stale, trained_users, train_seconds = 0, 0, 0, 0.0
-    with Progress("starspace encoder", cfg.max_epochs * steps, "steps") as progress:
-        for epoch in range(1, cfg.max_epochs + 1):
-            model.train()
-            start = time.perf_counter()
-            order = active[torch.as_tensor(rng.permutation(active.numel()))][:per_epoch]
-            total = 0.0
-            for users in order.split(cfg.batch_users):
-                loss = step_loss(model, inputs, users, sampler, cfg)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item()
-                progress.advance()
-            train_seconds += time.perf_counter() - start
-            trained_users += order.numel()
-            error = transfer_error(encode_users(model, inputs), task)
-            history.append(
-                {"epoch": epoch, "loss": total / steps, "transfer_error": error, "seconds": time.perf_counter() - start}
-            )
-            log.info("starspace: epoch %d loss %.4f transfer error %.4f", epoch, total / steps, error)
-            if error < best[0] - cfg.min_improvement:
-                best, stale, best_epoch = (error, {k: v.clone() for k, v in model.state_dict().items()}), 0, epoch
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    progress.set_total(epoch * steps)
-                    break
-    model.load_state_dict(best[1])
     if cfg.fold_in_proxy_items and cfg.init == "random":
         full = organic_mask(data)
         engagement = (
@@ -387,6 +306,5 @@ def _train_encoder(data: LookalikeData, cfg: EncoderConfig) -> FittedEncoder:
         fold_in_items(model, inputs, engagement.tocsc(), task.items)
     if cfg.fold_in_proxy_items:
         inputs = organic_inputs(data, cfg, task, organic if cfg.history_weighting == "tfidf" else None)
-    return FittedEncoder(
-        model, encode_users(model, inputs), history, task, trained_users / max(train_seconds, 1e-9), best_epoch
-    )
+    speed = timing["users"] / max(timing["seconds"], 1e-9)
+    return FittedEncoder(model, encode_users(model, inputs), curve.epochs, task, speed, curve.best_epoch)

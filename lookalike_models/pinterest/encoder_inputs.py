@@ -1,6 +1,6 @@
 """The StarSpace encoder's inputs (deWet & Ou, KDD 2019): every user's fields and organic history bag as
 tensors, the bag stored as one CSR so memory and work follow the interactions, and the bag's pooled embedding
-(``embedding_bag``, or the padded rows of the serving format)."""
+(``embedding_bag``, or the padded rows of the serving format: item codes item_idx + 1, 0 = padding)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from lookalike_models.dataset import LookalikeData
+from lookalike_models.nn.fields import UserFeatures
 from lookalike_models.reference import user_item_tfidf
 
 if TYPE_CHECKING:
     from lookalike_models.pinterest.encoder import EncoderConfig
+    from lookalike_models.pinterest.encoder_model import StarSpaceUserEncoder
     from lookalike_models.pinterest.transfer_task import TransferTask
 
 
@@ -27,20 +28,19 @@ class UserInputs:
     """Every user's encoder inputs as tensors; the history bags as one CSR (``offsets`` into ``items`` and
     ``weights``), so memory and work follow the interactions, not users x the longest history."""
 
-    single: torch.Tensor
-    multi: list[torch.Tensor]
-    continuous: torch.Tensor
+    features: UserFeatures  # the user fields, continuous ones with log activity appended
     offsets: torch.Tensor  # int64 [n_users + 1]
-    items: torch.Tensor  # int64 [nnz], each user's bag strongest engagements first
+    items: torch.Tensor  # int64 [nnz] item_idx, each user's bag strongest engagements first
     weights: torch.Tensor  # float32 [nnz]
+
+    @property
+    def n_users(self) -> int:
+        return self.features.n_users
 
     @functools.cached_property
     def lengths(self) -> torch.Tensor:
         """int64 [n_users]: items in each user's bag."""
         return self.offsets[1:] - self.offsets[:-1]
-
-    def fields(self, users: torch.Tensor):
-        return self.single[users], [m[users] for m in self.multi], self.continuous[users]
 
     def bags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(items [nnz_b], weights [nnz_b], offsets [B]) of ``users``' bags, the input of ``embedding_bag``."""
@@ -49,32 +49,23 @@ class UserInputs:
         at = torch.repeat_interleave(starts - bag_offsets, lengths) + torch.arange(int(lengths.sum()))
         return self.items[at], self.weights[at], bag_offsets
 
-    def rows(self, users: torch.Tensor):
-        """Padded rows (history padded with n_items, weight 0): the packed serving format's inputs."""
+    def rows(self, users: torch.Tensor) -> tuple[UserFeatures, torch.Tensor, torch.Tensor]:
+        """Padded rows, the packed serving format's inputs: (fields, history codes int64 [B, L] (item_idx + 1,
+        0 = padding), weights float32 [B, L] (0 at padding))."""
         items, weights, bag_offsets = self.bags(users)
         lengths = self.lengths[users]
         width = max(1, int(lengths.max()) if lengths.numel() else 1)
         position = torch.arange(items.numel()) - torch.repeat_interleave(bag_offsets, lengths)
         row = torch.repeat_interleave(torch.arange(users.numel()), lengths)
-        history = torch.full((users.numel(), width), self.pad, dtype=torch.long)
+        codes = torch.zeros((users.numel(), width), dtype=torch.long)
         weight = torch.zeros((users.numel(), width))
-        history[row, position], weight[row, position] = items, weights
-        return (*self.fields(users), history, weight)
-
-    pad: int = 0  # the history padding id (n_items)
+        codes[row, position], weight[row, position] = items + 1, weights
+        return self.features.rows(users), codes, weight
 
 
-def history_bag(model: nn.Module, history: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded rows: history int64 [B, L], weight float32 [B, L] -> (weighted sum of item embeddings [B, dim],
-    items [B]). The serving format; training and encoding use ``bag_of``."""
-    return (weight.unsqueeze(-1) * model.history(history)).sum(1), (weight > 0).float().sum(1)
-
-
-def bag_of(model: nn.Module, inputs: UserInputs, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def bag_of(model: StarSpaceUserEncoder, inputs: UserInputs, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(weighted sum of ``users``' history embeddings [B, dim], items [B]) by one ``embedding_bag``."""
-    items, weights, offsets = inputs.bags(users)
-    bag = F.embedding_bag(items, model.history.weight, offsets, mode="sum", per_sample_weights=weights)
-    return bag, inputs.lengths[users].float()
+    return model.bag(*inputs.bags(users)), inputs.lengths[users].float()
 
 
 def organic_mask(data: LookalikeData) -> np.ndarray:
@@ -132,18 +123,14 @@ def user_inputs(
         weight = tfidf.data[np.searchsorted(keys, users * data.n_items + items)].astype(np.float32)
     offsets = np.zeros(data.n_users + 1, np.int64)
     np.cumsum(np.bincount(users, minlength=data.n_users), out=offsets[1:])
-    fields = data.users
-    continuous = fields.continuous.astype(np.float32)
+    continuous = data.users.continuous.astype(np.float32)
     if activity_field:
         continuous = np.concatenate([continuous, (activity / max(float(activity.max()), 1e-9))[:, None]], 1)
     return UserInputs(
-        torch.as_tensor(fields.single, dtype=torch.long),
-        [torch.as_tensor(m, dtype=torch.long) for m in fields.multi],
-        torch.as_tensor(continuous),
+        UserFeatures.of(data.users, continuous=continuous),
         torch.as_tensor(offsets),
         torch.as_tensor(items.astype(np.int64)),
         torch.as_tensor(weight),
-        pad=data.n_items,
     )
 
 
@@ -161,23 +148,25 @@ def organic_inputs(
 
 
 @torch.no_grad()
-def fold_in_items(model: nn.Module, inputs: UserInputs, engagement: sp.csc_matrix, items: np.ndarray) -> None:
+def fold_in_items(
+    model: StarSpaceUserEncoder, inputs: UserInputs, engagement: sp.csc_matrix, items: np.ndarray
+) -> None:
     """Give withheld items (the transfer task's proxies) an embedding after training: the mean direction
     of their engagers' history bags weighted by ``engagement`` [n_users, n_items], at the table's mean item
     norm. ``inputs`` are the training inputs (without those items), so no bag contains them."""
     if items.size == 0:
         return
-    n = inputs.single.shape[0]
+    n = inputs.n_users
     bags = torch.cat(
         [
             F.normalize(bag_of(model, inputs, torch.arange(lo, min(lo + 65_536, n)))[0], dim=1)
             for lo in range(0, n, 65_536)
         ]
     )  # [n_users, dim]
-    table = model.history.weight
-    trained = torch.ones(table.shape[0] - 1, dtype=torch.bool)
+    table = model.history.item_rows  # a view: writing a row writes the table
+    trained = torch.ones(table.shape[0], dtype=torch.bool)
     trained[torch.as_tensor(items)] = False
-    norm = table[:-1][trained].norm(dim=1).mean()
+    norm = table[trained].norm(dim=1).mean()
     for item in items:
         column = engagement[:, int(item)]
         if column.nnz == 0:

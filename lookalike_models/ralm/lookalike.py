@@ -1,12 +1,9 @@
-"""RALM phase 2: the real-time attention look-alike model (Liu et al., KDD 2019, sec. 4.3-4.4).
+"""RALM phase 2's training and serving: the real-time attention look-alike model (Liu et al., KDD 2019,
+sec. 4.3-4.4); the modules (shared transform, local and global attention) are ``model.py``.
 
-Seeds and the target user go through one *shared* transforming layer (FC + ReLU, d -> h). A campaign's
-transformed seeds are compressed by k-means into k centroids E_s [k, h] (re-clustered every epoch while
-training, and once per seed refresh when serving), so scoring costs O(k) per user whatever the seed count.
-
-    local:   E_local  = softmax(tanh(E_u W_l E_s^T)) E_s           (attention driven by the target user)
-    global:  E_global = softmax_i(mean_j tanh(e_i W_g e_j^T)) E_s   (self-attention reduced to one vector)
-    score  = sigmoid(s * (alpha cos(E_u, E_global) + beta cos(E_u, E_local)) + b)
+A campaign's transformed seeds are compressed by k-means into k centroids E_s [k, h] (re-clustered every
+epoch while training, and once per seed refresh when serving), so scoring costs O(k) per user whatever the
+seed count.
 
 With ``size_prior`` (default) both attentions add log(cluster size) to their logits. k-means drops how
 many seeds each centroid stands for, and tanh bounds the logits to [-1, 1], so the paper's attention is
@@ -27,6 +24,7 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +32,10 @@ from torch import nn
 
 from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.progress import Progress
+from lookalike_models.ralm.model import LookalikeModel
+
+if TYPE_CHECKING:
+    from lookalike_models.ralm.config import RalmConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,82 +85,6 @@ def kmeans(
 def seeds_fingerprint(positives: np.ndarray) -> int:
     """crc32 of the sorted seed ids: tells whether stored centroids still describe a seed list."""
     return zlib.crc32(np.sort(np.asarray(positives, np.int64)).tobytes())
-
-
-class LocalAttention(nn.Module):
-    """(E_u [B, h], E_s [k, h], optional log cluster sizes [k]) -> (E_local [B, h], weights [B, k]);
-    rows of weights sum to 1."""
-
-    def __init__(self, h: int):
-        super().__init__()
-        self.w = nn.Linear(h, h, bias=False)
-
-    def forward(
-        self, eu: torch.Tensor, es: torch.Tensor, log_sizes: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = torch.tanh(self.w(eu) @ es.T)
-        weights = torch.softmax(logits if log_sizes is None else logits + log_sizes, dim=-1)
-        return weights @ es, weights
-
-
-class GlobalAttention(nn.Module):
-    """E_s [k, h] -> (E_global [h], weights [k]): each centroid scored by its mean tanh-bilinear agreement
-    with the others, softmax over centroids. Independent of the target user."""
-
-    def __init__(self, h: int):
-        super().__init__()
-        self.w = nn.Linear(h, h, bias=False)
-
-    def forward(self, es: torch.Tensor, log_sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = torch.tanh(self.w(es) @ es.T).mean(1)
-        weights = torch.softmax(logits if log_sizes is None else logits + log_sizes, dim=0)
-        return weights @ es, weights
-
-
-class LookalikeModel(nn.Module):
-    """Shared transform + local/global attention over seed centroids (``mode='attention'``), or cosine
-    to the seed mean (``mode='average'``). ``transform=False`` keeps the user embeddings as they are."""
-
-    def __init__(
-        self,
-        d: int,
-        h: int = 32,
-        alpha: float = 0.3,
-        beta: float = 0.7,
-        mode: str = "attention",
-        transform: bool = True,
-        size_prior: bool = True,
-        init_scale: float = 5.0,
-        activation: str = "relu",
-    ):
-        super().__init__()
-        if mode not in ("attention", "average"):
-            raise ValueError(f"mode must be 'attention' or 'average', not {mode!r}")
-        self.mode, self.alpha, self.beta, self.size_prior = mode, alpha, beta, size_prior
-        if activation not in ("relu", "leaky_relu"):
-            raise ValueError(f"activation must be 'relu' or 'leaky_relu', not {activation!r}")
-        act = nn.ReLU() if activation == "relu" else nn.LeakyReLU(0.1)  # leaky: units cannot die
-        self.transform = nn.Sequential(nn.Linear(d, h), act) if transform else nn.Identity()
-        width = h if transform else d
-        self.local = LocalAttention(width)
-        self.glob = GlobalAttention(width)
-        self.log_scale = nn.Parameter(torch.tensor(float(np.log(init_scale))))
-        self.bias = nn.Parameter(torch.tensor(0.0))
-
-    def similarity(self, eu: torch.Tensor, es: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
-        """Transformed target users [B, h], centroids [k, h] and their seed counts [k] -> the cosine mix [B]
-        (before the sigmoid)."""
-        if self.mode == "average":
-            return nn.functional.cosine_similarity(eu, es.mean(0, keepdim=True), dim=-1)
-        log_sizes = torch.log(sizes.float().clamp(min=1.0)) if self.size_prior and sizes is not None else None
-        local, _ = self.local(eu, es, log_sizes)
-        glob, _ = self.glob(es, log_sizes)
-        return self.alpha * nn.functional.cosine_similarity(
-            eu, glob.unsqueeze(0), dim=-1
-        ) + self.beta * nn.functional.cosine_similarity(eu, local, dim=-1)
-
-    def logit(self, eu: torch.Tensor, es: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
-        return self.log_scale.exp() * self.similarity(eu, es, sizes) + self.bias
 
 
 @dataclass
@@ -226,36 +152,29 @@ def train_lookalike(
     model: LookalikeModel,
     embeddings: np.ndarray,
     campaigns: dict[str, CampaignSeeds],
-    *,
-    k: int,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    negatives_per_positive: int,
-    target_frac: float,
-    max_seeds: int,
-    seed: int,
-    negatives_from: str = "population",
-    min_samples: int = 0,
+    cfg: RalmConfig,
     centroid_log: dict[str, list[np.ndarray]] | None = None,
 ) -> list[float]:
     """Train on (campaign seeds, target user, label) samples drawn from training seeds only.
 
-    Each epoch, every campaign's training seeds are split at random: ``target_frac`` become positive
-    targets, the rest the context the target is compared with (so a target is never its own seed), and
-    the context is re-clustered with the current transform. Negatives per positive: the campaign's
-    labelled non-converters when it has some (half of them), and random users outside its seeds: from the
-    whole population (``negatives_from='population'``) or from the other campaigns' training seeds
-    (``'other_seeds'``: users known to convert elsewhere, so activity alone does not separate the classes).
-    At least ``min_samples`` samples are seen in all: small data gets more epochs, so that a few campaigns
-    with few seeds still train the transform and attention (an epoch is a pass over every campaign).
-    ``centroid_log`` (campaign_id -> list) receives each epoch's k-means centroids (for tests).
-    Returns the mean log loss of each epoch."""
+    Each epoch, every campaign's training seeds (``max_train_seeds`` sampled at most) are split at random:
+    ``target_frac`` become positive targets, the rest the context the target is compared with (so a target is
+    never its own seed), and the context is re-clustered (``k`` centroids) with the current transform.
+    ``negatives_per_positive``: the campaign's labelled non-converters when it has some (half of them), and
+    random users outside its seeds: from the whole population (``negatives_from='population'``) or from the
+    other campaigns' training seeds (``'other_seeds'``: users known to convert elsewhere, so activity alone
+    does not separate the classes). At least ``lookalike_min_samples`` samples are seen in all: small data
+    gets more than ``lookalike_epochs`` epochs, so that a few campaigns with few seeds still train the
+    transform and attention (an epoch is a pass over every campaign). ``centroid_log`` (campaign_id -> list)
+    receives each epoch's k-means centroids (for tests). Returns the mean log loss of each epoch."""
+    seed, k, epochs, batch_size = cfg.seed, cfg.k, cfg.lookalike_epochs, cfg.lookalike_batch_size
+    max_seeds, target_frac, negatives_per_positive = cfg.max_train_seeds, cfg.target_frac, cfg.negatives_per_positive
+    negatives_from, min_samples = cfg.negatives_from, cfg.lookalike_min_samples
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     n_users = embeddings.shape[0]
     emb = torch.from_numpy(embeddings)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lookalike_lr)
     usable = {cid: s for cid, s in campaigns.items() if s.positives.size >= 2}
     if negatives_from not in ("population", "other_seeds"):
         raise ValueError(f"negatives_from must be 'population' or 'other_seeds', not {negatives_from!r}")

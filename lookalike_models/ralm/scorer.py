@@ -21,100 +21,32 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
+from lookalike_models.ralm.config import RalmConfig
 from lookalike_models.ralm.lookalike import (
     CampaignCentroids,
-    LookalikeModel,
     campaign_centroids,
     score_users,
     seeds_fingerprint,
     train_lookalike,
     transform_users,
 )
+from lookalike_models.ralm.model import FieldSpec, LookalikeModel, UserModel
 from lookalike_models.ralm.proxy_task import build_proxy_task, proxy_recall
 from lookalike_models.ralm.user_model import (
-    FieldSpec,
-    UserModel,
     embed_users,
     field_spec,
     init_from_svd,
+    interaction_recall,
     split_validation,
     train_user_model,
     user_inputs,
 )
 from lookalike_models.ralm.warm_start import organic_tfidf, svd_item_factors, weighted_history
 from lookalike_models.scorers import AudienceScorer, register
-from lookalike_models.strict_config import StrictConfig
 
 log = logging.getLogger(__name__)
-
-
-class RalmConfig(StrictConfig):
-    user_model: Literal["merge", "concat"] = Field("merge", description="attention merge, or concat (ablation)")
-    field_dim: int = Field(128, ge=2, description="per-field embedding size m (= d for the SVD start)")
-    attention_dim: int = Field(16, ge=1, description="attention merge hidden size k (W1: m x k)")
-    hidden: int = Field(64, ge=2, description="user tower MLP hidden width")
-    dim: int = Field(128, ge=2, description="universal user embedding size d (paper: 128)")
-    item_history: bool = Field(True, description="the user's items as one more multi-valued field")
-    history_only: bool = Field(False, description="the item-history field alone, no profile fields (ablation)")
-    max_history: int = Field(300, ge=1, description="items kept in the history field (the heaviest by TF-IDF)")
-    history_weighting: Literal["tfidf", "mean"] = Field(
-        "tfidf", description="history field = TF-IDF-weighted sum of item vectors, or their mean (the paper)"
-    )
-    drop_fields: list[str] = Field(
-        default_factory=lambda: ["history"],
-        description="multi-valued fields left out; an adapter's own 'history' field duplicates the item history "
-        "without masking the item being predicted",
-    )
-    init: Literal["svd", "random"] = Field(
-        "svd", description="history and output item tables from TruncatedSVD item factors, or random (the paper)"
-    )
-    tower_activation: Literal["relu", "leaky_relu"] = Field("relu", description="user tower MLP activation")
-    residual: bool = Field(
-        True, description="linear path around the tower MLP (identity on the history at the SVD start)"
-    )
-    softmax_scale: float = Field(1.0, gt=0, description="initial (learned) scale of the sampled-softmax logits")
-    tie_items: bool = Field(
-        True, description="one item table for the history field and the softmax output (when field_dim == dim)"
-    )
-    item_bias: bool = Field(True, description="a learned per-item bias in the sampled-softmax logits")
-    center_embeddings: bool = Field(True, description="subtract the population mean from the user embeddings")
-    logq_correction: bool = Field(True, description="subtract the sampler's log probability from the logits")
-    user_epochs: int = Field(10, ge=0, description="at most this many epochs (early stopping on held-out interactions)")
-    early_stopping: Literal["proxy_items", "interactions", "none"] = Field(
-        "proxy_items",
-        description="the user model's epoch chosen by look-alike recall on withheld proxy items, "
-        "by recall of held-out interactions, or the last epoch",
-    )
-    n_proxy_items: int = Field(30, ge=1, description="proxy items for early stopping")
-    user_val_frac: float = Field(0.05, gt=0, lt=1, description="interactions held out for early stopping")
-    user_patience: int = Field(2, ge=1)
-    user_batch_size: int = Field(1024, ge=1, description="paper: 256")
-    user_lr: float = Field(0.0003, gt=0, description="paper: 0.001")
-    n_negatives: int = Field(10, ge=1, description="sampled-softmax negatives per positive")
-    max_positives_per_user: int = Field(50, ge=1)
-    transform: bool = Field(True, description="shared FC+activation transform; False compares raw embeddings")
-    transform_dim: int = Field(128, ge=2, description="h (chosen on tuning splits 100-104: 128 > 32)")
-    transform_activation: Literal["relu", "leaky_relu"] = Field(
-        "leaky_relu", description="the shared transform's activation (paper: ReLU)"
-    )
-    k: int = Field(20, ge=1, description="k-means centroids per campaign (capped at the seed count)")
-    size_prior: bool = Field(True, description="attention logits + log(seeds per centroid); False = paper as printed")
-    alpha: float = Field(0.3, description="weight of cos(user, global attention)")
-    beta: float = Field(0.7, description="weight of cos(user, local attention)")
-    lookalike_epochs: int = Field(15, ge=0, description="0 = no look-alike training")
-    lookalike_min_samples: int = Field(40_000, ge=0, description="more epochs on small data, up to this many samples")
-    lookalike_batch_size: int = Field(256, ge=1)
-    lookalike_lr: float = Field(0.003, gt=0)
-    negatives_per_positive: int = Field(3, ge=1)
-    negatives_from: Literal["population", "other_seeds"] = Field(
-        "population", description="random negatives from all users, or from other campaigns' training seeds"
-    )
-    target_frac: float = Field(0.3, gt=0, lt=1, description="share of seeds used as targets each epoch")
-    max_train_seeds: int = Field(2000, ge=2, description="seeds sampled per campaign and epoch in training")
-    seed: int = 0
 
 
 class RalmScorer(AudienceScorer):
@@ -124,29 +56,8 @@ class RalmScorer(AudienceScorer):
     def _build(self, spec: FieldSpec) -> None:
         c = self.config
         self.spec = spec
-        self.user_model = UserModel(
-            spec,
-            c.field_dim,
-            c.attention_dim,
-            c.hidden,
-            c.dim,
-            c.user_model,
-            c.tower_activation,
-            c.residual,
-            c.softmax_scale,
-            c.item_bias,
-            c.tie_items,
-        )
-        self.lookalike = LookalikeModel(
-            c.dim,
-            c.transform_dim,
-            c.alpha,
-            c.beta,
-            self.mode,
-            c.transform,
-            c.size_prior,
-            activation=c.transform_activation,
-        )
+        self.user_model = UserModel(spec, c.user_model_shape())
+        self.lookalike = LookalikeModel(c.dim, c.transform_dim, c.lookalike_head(self.mode))
 
     def _final_inputs(self, data: LookalikeData) -> None:
         """Every user's fields with the full history (held-out interactions put back) for embedding."""
@@ -185,40 +96,13 @@ class RalmScorer(AudienceScorer):
         def proxy_score(model: UserModel) -> float:
             return proxy_recall(embed_users(model, train_inputs, data.n_users, center=c.center_embeddings), task)
 
-        item_counts = np.bincount(tfidf.indices, minlength=data.n_items)
-        user_curve = train_user_model(
-            self.user_model,
-            train_inputs,
-            tfidf,
-            item_counts,
-            epochs=c.user_epochs,
-            batch_size=c.user_batch_size,
-            lr=c.user_lr,
-            n_negatives=c.n_negatives,
-            max_positives=c.max_positives_per_user,
-            seed=c.seed,
-            logq_correction=c.logq_correction,
-            validation=validation,
-            patience=c.user_patience,
-            validate=proxy_score if task is not None else None,
-        )
+        validate = proxy_score if task is not None else None
+        if validation is not None:
+            validate = interaction_recall(train_inputs, validation, tfidf)
+        user_curve = train_user_model(self.user_model, train_inputs, tfidf, c, validate)
         self._final_inputs(data)
         self.embeddings = embed_users(self.user_model, self.inputs, data.n_users, center=c.center_embeddings)
-        look_curve = train_lookalike(
-            self.lookalike,
-            self.embeddings,
-            train_seeds,
-            k=c.k,
-            epochs=c.lookalike_epochs,
-            batch_size=c.lookalike_batch_size,
-            lr=c.lookalike_lr,
-            negatives_per_positive=c.negatives_per_positive,
-            target_frac=c.target_frac,
-            max_seeds=c.max_train_seeds,
-            seed=c.seed,
-            negatives_from=c.negatives_from,
-            min_samples=c.lookalike_min_samples,
-        )
+        look_curve = train_lookalike(self.lookalike, self.embeddings, train_seeds, c)
         # Lists of floats per key (the tracking task logs them): the user model's loss per epoch, its
         # early-stopping score from the start (epoch 0) on, and the look-alike loss per epoch.
         self.history = {"user_loss": [e["loss"] for e in user_curve[1:]], "lookalike_loss": look_curve}

@@ -1,18 +1,10 @@
-"""RALM phase 1: the universal user representation (Liu et al., "Real-time Attention Based Look-alike
-Model for Recommender System", KDD 2019, arXiv 1906.05022, sec. 4.2).
+"""RALM phase 1's training: the universal user representation (Liu et al., "Real-time Attention Based
+Look-alike Model for Recommender System", KDD 2019, arXiv 1906.05022, sec. 4.2). The modules are ``model.py``.
 
-Every user field becomes one ``m``-dimensional vector: single-valued categorical fields by an embedding
-lookup, multi-valued fields by the mean of their values' embeddings, all continuous fields together by one
-fully connected layer. The field vectors H [n_fields, m] are merged by the *attention merge layer* (the
-working reading of the paper's formula, whose printed shapes do not compose):
-
-    U = tanh(H W1)  (W1: m x k),   a = softmax(U w2) over fields,   M = a H        -> [m]
-
-then an MLP tower gives the user embedding u [d]. The concatenation ablation feeds H flattened to the
-tower instead. Training is a sampled softmax: the user must pick the clicked item among itself and 10
-negatives drawn by popularity rank with p(k) = (log(k+2) - log(k+1)) / log(D+1), at most 50 positives
-per user. A user's item history can be one more multi-valued field; when it is, the positive being
-predicted is masked out of it (otherwise the model learns to copy its input).
+Training is a sampled softmax: the user must pick the clicked item among itself and 10 negatives drawn by
+popularity rank with p(k) = (log(k+2) - log(k+1)) / log(D+1), at most 50 positives per user. A user's item
+history can be one more multi-valued field; when it is, the positive being predicted is masked out of it
+(otherwise the model learns to copy its input).
 
 What issue 10 added so that the model learns on small data (each a switch, for the ablation):
   - the history field as a TF-IDF-weighted sum (``history_weighting``) and a warm start of its table and
@@ -26,20 +18,23 @@ What issue 10 added so that the model learns on small data (each a switch, for t
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import nn
 
 from lookalike_models.dataset import LookalikeData
+from lookalike_models.nn.early_stopping import EarlyStopping
+from lookalike_models.nn.fields import UserFeatures
+from lookalike_models.nn.training import EpochPlan, train_epochs
 from lookalike_models.progress import Progress
+from lookalike_models.ralm.model import FieldSpec, UserInputs, UserModel
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from lookalike_models.ralm.config import RalmConfig
 
 
 class RankNegativeSampler:
@@ -68,44 +63,6 @@ class RankNegativeSampler:
         return self.rank_to_item[self.sample_ranks(shape, rng)]
 
 
-@dataclass
-class FieldSpec:
-    """What the user model's input layer needs to know; JSON-serialisable so a saved model rebuilds."""
-
-    single_sizes: list[int]
-    multi_sizes: list[int]
-    n_continuous: int
-    n_items: int
-    item_history: bool
-
-    @property
-    def n_fields(self) -> int:
-        return len(self.single_sizes) + len(self.multi_sizes) + (self.n_continuous > 0) + self.item_history
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class UserInputs:
-    """All users' encoded fields as tensors (row = user_idx)."""
-
-    single: torch.Tensor  # int64 [n_users, n_single]
-    multi: list[torch.Tensor]  # each int64 [n_users, max_len], 0 = padding
-    continuous: torch.Tensor  # float32 [n_users, n_cont]
-    history: torch.Tensor | None  # int64 [n_users, max_history] item_idx + 1, 0 = padding
-    history_weights: torch.Tensor | None = None  # float32 [n_users, max_history]: TF-IDF weights, else a mean
-
-    def rows(self, users: torch.Tensor) -> UserInputs:
-        return UserInputs(
-            self.single[users],
-            [m[users] for m in self.multi],
-            self.continuous[users],
-            None if self.history is None else self.history[users],
-            None if self.history_weights is None else self.history_weights[users],
-        )
-
-
 def user_inputs(
     data: LookalikeData,
     spec: FieldSpec,
@@ -123,17 +80,8 @@ def user_inputs(
     if spec.item_history and history is not None:
         codes = torch.from_numpy(history[0])
         weights = torch.from_numpy(history[1]) if weighted else None
-    single = uf.single.astype(np.int64)
-    continuous = uf.continuous.astype(np.float32)
-    if history_only:
-        single, continuous = single[:, :0], continuous[:, :0]
-    return UserInputs(
-        torch.from_numpy(single),
-        [torch.from_numpy(uf.multi[i].astype(np.int64)) for i in keep],
-        torch.from_numpy(continuous),
-        codes,
-        weights,
-    )
+    features = UserFeatures.of(uf, multi=keep)
+    return UserInputs(features.profile_free() if history_only else features, codes, weights)
 
 
 def field_spec(
@@ -144,159 +92,6 @@ def field_spec(
     uf = data.users
     sizes = [s for name, s in zip(uf.names_multi, uf.multi_sizes) if name not in (drop_multi or [])]
     return FieldSpec(list(uf.single_sizes), sizes, len(uf.names_continuous), data.n_items, item_history)
-
-
-def masked_mean(emb: nn.Embedding, codes: torch.Tensor) -> torch.Tensor:
-    """[B, L] codes (0 = padding) -> [B, m] mean of the non-padding embeddings (zeros if none)."""
-    # embedding_bag leaves padding out of the mean and gives empty rows zeros, without a [B, L, m] tensor.
-    return nn.functional.embedding_bag(codes, emb.weight, mode="mean", padding_idx=0)
-
-
-class FieldEmbedder(nn.Module):
-    """Encoded user fields -> H [B, n_fields, m]."""
-
-    def __init__(self, spec: FieldSpec, m: int):
-        super().__init__()
-        self.single = nn.ModuleList(nn.Embedding(max(s, 1), m) for s in spec.single_sizes)
-        self.multi = nn.ModuleList(nn.Embedding(max(s, 1), m, padding_idx=0) for s in spec.multi_sizes)
-        self.continuous = nn.Linear(spec.n_continuous, m) if spec.n_continuous else None
-        self.history = nn.Embedding(spec.n_items + 1, m, padding_idx=0) if spec.item_history else None
-
-    def forward(self, x: UserInputs, mask_items: torch.Tensor | None = None) -> torch.Tensor:
-        """``mask_items`` int64 [B]: an item_idx to hide from each row's history (the training target)."""
-        fields = [emb(x.single[:, j]) for j, emb in enumerate(self.single)]
-        fields += [masked_mean(emb, codes) for emb, codes in zip(self.multi, x.multi)]
-        if self.continuous is not None:
-            fields.append(self.continuous(x.continuous))
-        if self.history is not None:
-            hist, weights = x.history, x.history_weights
-            hidden = (hist == (mask_items + 1).unsqueeze(1)) if mask_items is not None else None
-            if weights is None:
-                if hidden is not None:
-                    hist = torch.where(hidden, torch.zeros_like(hist), hist)
-                fields.append(masked_mean(self.history, hist))
-            else:
-                if hidden is not None:
-                    weights = weights.masked_fill(hidden, 0.0)
-                fields.append(
-                    nn.functional.embedding_bag(hist, self.history.weight, mode="sum", per_sample_weights=weights)
-                )
-        return torch.stack(fields, 1)
-
-
-class AttentionMerge(nn.Module):
-    """H [B, n, m] -> (M [B, m], a [B, n]) with a = softmax(tanh(H W1) w2) over the n fields."""
-
-    def __init__(self, m: int, k: int):
-        super().__init__()
-        self.w1 = nn.Linear(m, k, bias=False)
-        self.w2 = nn.Linear(k, 1, bias=False)
-
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = torch.softmax(self.w2(torch.tanh(self.w1(h))).squeeze(-1), dim=1)
-        return (a.unsqueeze(-1) * h).sum(1), a
-
-
-ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.1)}
-
-
-class UserTower(nn.Module):
-    """Fields -> universal user embedding u [B, d]; ``merge`` = attention merge, ``concat`` = ablation.
-
-    ``residual`` adds a linear path around the MLP (u = P M + MLP(M)): the SVD warm start sets P to the
-    identity on the history field and the MLP's output layer to zero, so training starts at the SVD
-    user factors, and the MLP learns a correction instead of having to rediscover them through a ReLU."""
-
-    def __init__(
-        self,
-        spec: FieldSpec,
-        field_dim: int,
-        attention_dim: int,
-        hidden: int,
-        dim: int,
-        merge: str = "merge",
-        activation: str = "relu",
-        residual: bool = False,
-    ):
-        super().__init__()
-        if merge not in ("merge", "concat"):
-            raise ValueError(f"user_model must be 'merge' or 'concat', not {merge!r}")
-        self.fields = FieldEmbedder(spec, field_dim)
-        self.merge = AttentionMerge(field_dim, attention_dim) if merge == "merge" else None
-        width = field_dim if self.merge is not None else field_dim * spec.n_fields
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, dim))
-        self.skip = nn.Linear(width, dim, bias=False) if residual else None
-
-    def forward(self, x: UserInputs, mask_items: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.fields(x, mask_items)
-        merged = self.merge(h)[0] if self.merge is not None else h.flatten(1)
-        out = self.mlp(merged)
-        return out if self.skip is None else out + self.skip(merged)
-
-    def field_attention(self, x: UserInputs) -> torch.Tensor:
-        """a [B, n_fields]: the merge layer's weight on each field (rows sum to 1)."""
-        if self.merge is None:
-            raise ValueError("the concat user model has no attention")
-        return self.merge(self.fields(x))[1]
-
-
-class UserModel(nn.Module):
-    """User tower + output item embeddings, trained by sampled softmax.
-
-    Logits are ``exp(log_scale) * u . v``: with a warm start from SVD factors (norms <= 1) a fixed scale of
-    1 would keep the softmax almost flat, so the scale is learned (initial value ``softmax_scale``)."""
-
-    def __init__(
-        self,
-        spec: FieldSpec,
-        field_dim: int = 32,
-        attention_dim: int = 16,
-        hidden: int = 64,
-        dim: int = 32,
-        merge: str = "merge",
-        activation: str = "relu",
-        residual: bool = False,
-        softmax_scale: float = 1.0,
-        item_bias: bool = False,
-        tie_items: bool = False,
-    ):
-        super().__init__()
-        # One table needs the history field and field_dim == dim; otherwise the two tables stay separate.
-        self.tie_items = tie_items and spec.item_history and field_dim == dim
-        self.tower = UserTower(spec, field_dim, attention_dim, hidden, dim, merge, activation, residual)
-        self.items = nn.Embedding(spec.n_items, dim)
-        nn.init.normal_(self.items.weight, std=0.05)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(softmax_scale)))
-        # A per-item bias absorbs popularity; without it the model learns one direction shared by every user
-        # (to score popular items up), and that direction dominates the cosine between users.
-        self.item_bias = nn.Embedding(spec.n_items, 1) if item_bias else None
-        if self.item_bias is not None:
-            nn.init.zeros_(self.item_bias.weight)
-
-    def item_table(self) -> torch.Tensor:
-        """[n_items, d]: output item vectors (the history field's table when tied)."""
-        return self.tower.fields.history.weight[1:] if self.tie_items else self.items.weight
-
-    def sampled_softmax_loss(
-        self, x: UserInputs, positives: torch.Tensor, negatives: torch.Tensor, log_q: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """positives int64 [B], negatives int64 [B, n_neg] -> mean cross entropy of picking the positive.
-
-        Negatives that happen to be the positive are masked out (TF's ``remove_accidental_hits``). ``log_q``
-        float32 [n_items]: the sampler's log probability of each item, subtracted from the logits (the
-        sampled-softmax correction: without it the model learns to push down whatever the sampler draws
-        often, i.e. to encode popularity rather than taste)."""
-        u = self.tower(x, mask_items=positives)  # [B, d]
-        candidates = torch.cat([positives.unsqueeze(1), negatives], 1)  # [B, 1 + n_neg]
-        logits = self.log_scale.exp() * (u.unsqueeze(1) * self.item_table()[candidates]).sum(-1)
-        if self.item_bias is not None:
-            logits = logits + self.item_bias(candidates).squeeze(-1)
-        if log_q is not None:
-            logits = logits - log_q[candidates]
-        hit = torch.zeros_like(candidates, dtype=torch.bool)
-        hit[:, 1:] = negatives == positives.unsqueeze(1)
-        logits = logits.masked_fill(hit, float("-inf"))
-        return nn.functional.cross_entropy(logits, torch.zeros_like(positives))
 
 
 @torch.no_grad()
@@ -312,12 +107,9 @@ def init_from_svd(model: UserModel, item_factors: np.ndarray, other_fields_std: 
     # them by a large share of their size. A common scale keeps every direction and gives rows unit norm.
     norms = np.linalg.norm(item_factors, axis=1)
     item_factors = item_factors / max(float(norms[norms > 0].mean()) if (norms > 0).any() else 1.0, 1e-12)
-    fields.history.weight[1:] = torch.from_numpy(item_factors[:, :m])
+    fields.history.item_rows.copy_(torch.from_numpy(item_factors[:, :m]))
     model.items.weight.copy_(torch.from_numpy(item_factors[:, :d]))
-    for emb in [*fields.single, *fields.multi]:
-        emb.weight.normal_(0.0, other_fields_std)
-        if emb.padding_idx is not None:
-            emb.weight[emb.padding_idx] = 0.0
+    fields.normal_(other_fields_std)
     if fields.continuous is not None:
         fields.continuous.weight.normal_(0.0, other_fields_std)
         fields.continuous.bias.zero_()
@@ -387,93 +179,62 @@ def validation_recall(
     return hits / users.size
 
 
+def interaction_recall(
+    inputs: UserInputs, validation: tuple[np.ndarray, np.ndarray], known: sp.csr_matrix
+) -> Callable[[UserModel], float]:
+    """The early-stopping criterion on held-out interactions (user_idx, item_idx): ``validation_recall``."""
+    return lambda model: validation_recall(model, inputs, *validation, known)
+
+
 def train_user_model(
     model: UserModel,
     inputs: UserInputs,
     tfidf: sp.csr_matrix,
-    item_counts: np.ndarray,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    n_negatives: int,
-    max_positives: int,
-    seed: int,
-    logq_correction: bool = False,
-    validation: tuple[np.ndarray, np.ndarray] | None = None,
-    patience: int = 3,
+    cfg: RalmConfig,
     validate: Callable[[UserModel], float] | None = None,
 ) -> list[dict]:
     """Sampled-softmax training on the nonzeros of ``tfidf`` [n_users, n_items] (the training interactions;
-    the inputs' history field must hold the same). Negatives by popularity rank (``item_counts``).
+    the inputs' history field must hold the same): ``user_epochs`` epochs of ``user_batch_size`` pairs,
+    ``n_negatives`` by popularity rank, at most ``max_positives_per_user`` pairs a user.
 
-    With ``validation`` (user_idx, item_idx of held-out interactions) the model is measured before training
-    and after each epoch (``validation_recall``), stops after ``patience`` epochs without a gain, and keeps
-    the best state (possibly the start). ``validate`` (model -> score, higher is better) replaces it with
-    another criterion, e.g. ``proxy_task.proxy_recall`` (the look-alike task on withheld items).
-    Returns per epoch {epoch, loss, val_recall} (epoch 0: the start)."""
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
+    With ``validate`` (model -> score, higher is better: ``interaction_recall`` on held-out interactions, or
+    ``proxy_task.proxy_recall``, the look-alike task on withheld items) the model is measured before training
+    and after each epoch, stops after ``user_patience`` epochs without a gain, and keeps the best state
+    (possibly the start). Returns per epoch {epoch, loss, val_recall, seconds} (epoch 0: the start)."""
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    item_counts = np.bincount(tfidf.indices, minlength=tfidf.shape[1])
     sampler = RankNegativeSampler(item_counts.astype(np.float64))
     log_q = None
-    if logq_correction:
+    if cfg.logq_correction:
         by_rank = sampler.rank_probabilities()
         q = np.empty(sampler.n_items)
         q[sampler.rank_to_item] = by_rank
         log_q = torch.from_numpy(np.log(q).astype(np.float32))
-    users, items = csr_pairs(tfidf, max_positives, rng)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    users, items = csr_pairs(tfidf, cfg.max_positives_per_user, rng)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.user_lr)
+    batch_size = cfg.user_batch_size
 
-    if validate is None and validation is not None:
+    def run_epoch(epoch: int, progress: Progress) -> float:
+        order = rng.permutation(users.size)
+        total, steps = 0.0, 0
+        for start in range(0, order.size, batch_size):
+            batch = order[start : start + batch_size]
+            u = torch.from_numpy(users[batch])
+            pos = torch.from_numpy(items[batch])
+            neg = torch.from_numpy(sampler.sample((batch.size, cfg.n_negatives), rng))
+            loss = model.sampled_softmax_loss(inputs.rows(u), pos, neg, log_q)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, steps = total + loss.item(), steps + 1
+            progress.advance()
+        return total / max(steps, 1)
 
-        def validate(m: UserModel) -> float:
-            return validation_recall(m, inputs, *validation, tfidf)
-
-    def measure() -> float:
-        return validate(model) if validate is not None else float("nan")
-
-    curve = [{"epoch": 0, "loss": float("nan"), "val_recall": measure()}]
-    log.info("ralm user model start: validation recall %.4f", curve[0]["val_recall"])
-    best_score, since = curve[0]["val_recall"], 0
-    best_state = {k: v.clone() for k, v in model.state_dict().items()} if validate is not None else None
-    per_epoch = -(-users.size // batch_size)
-    with Progress("ralm user model", epochs * per_epoch, "batches") as progress:
-        for epoch in range(1, epochs + 1):
-            model.train()
-            order = rng.permutation(users.size)
-            total, steps = 0.0, 0
-            for start in range(0, order.size, batch_size):
-                batch = order[start : start + batch_size]
-                u = torch.from_numpy(users[batch])
-                pos = torch.from_numpy(items[batch])
-                neg = torch.from_numpy(sampler.sample((batch.size, n_negatives), rng))
-                loss = model.sampled_softmax_loss(inputs.rows(u), pos, neg, log_q)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total, steps = total + loss.item(), steps + 1
-                progress.advance()
-            curve.append({"epoch": epoch, "loss": total / max(steps, 1), "val_recall": measure()})
-            log.info(
-                "ralm user model epoch %d: sampled-softmax loss %.4f, validation recall %.4f",
-                epoch,
-                curve[-1]["loss"],
-                curve[-1]["val_recall"],
-            )
-            if validate is None:
-                continue
-            if curve[-1]["val_recall"] > best_score:
-                best_score, since = curve[-1]["val_recall"], 0
-                best_state = {k: v.clone() for k, v in model.state_dict().items()}
-            else:
-                since += 1
-                if since >= patience:
-                    progress.set_total(progress.done)  # early stop: the remaining epochs will not run
-                    break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return curve
+    plan = EpochPlan("ralm user model", cfg.user_epochs, -(-users.size // batch_size), "batches", "val_recall")
+    stopper = EarlyStopping(model, cfg.user_patience, "max", min_delta=0.0) if validate is not None else None
+    measure = (lambda: validate(model)) if validate is not None else (lambda: float("nan"))
+    return train_epochs(model, plan, run_epoch, measure, stopper).epochs
 
 
 @torch.no_grad()
