@@ -29,7 +29,6 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
-from threadpoolctl import threadpool_limits
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.item_gram import item_gram, load_state, save_state, state_of, updated_gram
@@ -37,6 +36,7 @@ from lookalike_models.reference import is_everyone
 from lookalike_models.ridge_strength import choose_strength
 from lookalike_models.scorers import REFRESH_STATE, AudienceScorer, register
 from lookalike_models.strict_config import StrictConfig
+from lookalike_models.threads import one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ItemRidgeScorer(AudienceScorer):
         key = (features_key(features), self.lam)
         if key not in _FACTORS:  # a second item_ridge on the same data in this process (the ensemble's member)
             gram[np.diag_indices_from(gram)] += self.lam
-            with threadpool_limits(1, "blas"):  # one thread: the same factor to the last bit in every process
+            with one_blas_thread():  # one thread: the same factor to the last bit in every process
                 _FACTORS[key] = scipy.linalg.cho_factor(gram, overwrite_a=True, check_finite=False)[0]  # upper R
             while len(_FACTORS) > 1:
                 _FACTORS.popitem(last=False)
@@ -114,7 +114,7 @@ class ItemRidgeScorer(AudienceScorer):
         if not todo:
             return
         counts = np.stack([self.seed_item_counts(p) for p in todo.values()], axis=1)  # [n_kept, n_lists]
-        with threadpool_limits(1, "blas"):  # one thread: bit-identical weights in every process
+        with one_blas_thread():  # one thread: bit-identical weights in every process
             solved = scipy.linalg.cho_solve((self.factor, False), counts, check_finite=False)
         self.solved.update(zip(todo, solved.T.copy()))
 
@@ -126,7 +126,7 @@ class ItemRidgeScorer(AudienceScorer):
         """float64 [n_kept]: item weights of the ridge fit to the seed indicator of ``positives``."""
         key = positives_key(positives)
         if key not in getattr(self, "solved", {}):
-            with threadpool_limits(1, "blas"):
+            with one_blas_thread():
                 return scipy.linalg.cho_solve(
                     (self.factor, False), self.seed_item_counts(positives), check_finite=False
                 )

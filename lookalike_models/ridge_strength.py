@@ -20,13 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import inner_validation_cut
 from lookalike_models.pinterest.inner_validation import validation_recall
 from lookalike_models.progress import Progress
-from lookalike_models.threads import free_cores
+from lookalike_models.threads import free_cores, one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ def choose_strength(
     step = float(np.sqrt(grid[1] / grid[0])) if len(grid) > 1 else 2.0
     with (
         Progress("item_ridge strength search", len(grid) + 2, "factorisations") as progress,
-        threadpool_limits(1, "blas"),
+        one_blas_thread(),
         ThreadPoolExecutor(free_cores()) as pool,
     ):
 

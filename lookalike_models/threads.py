@@ -5,6 +5,7 @@ cores beside busy neighbours spends its time waiting for cores and switching bet
 from __future__ import annotations
 
 import os
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,3 +48,32 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+_blas_lock = threading.Lock()
+_blas_entered = 0
+_blas_limits = None
+
+
+@contextmanager
+def one_blas_thread():
+    """BLAS on one thread for the block (bit-identical results whatever the machine's core count), safe when
+    several threads enter it at once: the first one in sets the limit, the last one out restores it.
+    threadpoolctl's own context saves and restores per entry, so two threads interleaving there could leave
+    the whole process on one BLAS thread for good (the ensemble's parallel members did: later models then
+    computed with other bits than when run alone)."""
+    global _blas_entered, _blas_limits
+    from threadpoolctl import threadpool_limits
+
+    with _blas_lock:
+        if _blas_entered == 0:
+            _blas_limits = threadpool_limits(1, "blas")
+        _blas_entered += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_entered -= 1
+            if _blas_entered == 0:
+                _blas_limits.restore_original_limits()
+                _blas_limits = None
