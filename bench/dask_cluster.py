@@ -5,12 +5,14 @@ on 127.0.0.1 (free ports), as the nightly flow reaches one through ``execution.d
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,10 +27,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class LocalDaskCluster:
+    """A running ``dask scheduler`` and its ``dask worker`` processes (each in its own process group: the
+    worker's nanny and the worker it starts)."""
+
+    address: str
+    scheduler: subprocess.Popen
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def kill_worker(self, i: int) -> None:
+        """SIGKILL worker ``i``'s nanny and worker together: a machine lost, nothing restarts it."""
+        os.killpg(self.workers[i].pid, signal.SIGKILL)
+        self.workers[i].wait(timeout=20)
+
+
 @contextmanager
-def local_dask_cluster(folder: Path, n_workers: int = 2, env: dict | None = None) -> Iterator[str]:
-    """tcp address of a scheduler with ``n_workers`` single-threaded worker processes (logs and scratch
-    under ``folder``); all stopped on exit."""
+def local_dask_cluster(folder: Path, n_workers: int = 2, env: dict | None = None) -> Iterator[LocalDaskCluster]:
+    """A scheduler on 127.0.0.1 with ``n_workers`` single-threaded worker processes (logs and scratch under
+    ``folder``); all stopped on exit."""
     from distributed import Client
 
     port = free_port()
@@ -38,24 +55,29 @@ def local_dask_cluster(folder: Path, n_workers: int = 2, env: dict | None = None
     logs = Path(folder) / "dask-logs"
     logs.mkdir(parents=True, exist_ok=True)
     scheduler = [*DASK_SCHEDULER, "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0"]
-    procs = [subprocess.Popen(scheduler, env=env, stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT)]
+    log = open(logs / "scheduler.log", "w")  # noqa: SIM115 (open while the scheduler runs)
+    cluster = LocalDaskCluster(address, subprocess.Popen(scheduler, env=env, stdout=log, stderr=subprocess.STDOUT))
+    procs = [cluster.scheduler]
     try:
         for i in range(n_workers):
             worker = [*DASK_WORKER, address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard"]
             worker += ["--host", "127.0.0.1", "--local-directory", str(Path(folder) / f"worker-{i}")]
-            procs.append(
-                subprocess.Popen(worker, env=env, stdout=open(logs / f"worker-{i}.log", "w"), stderr=subprocess.STDOUT)
+            out = open(logs / f"worker-{i}.log", "w")  # noqa: SIM115
+            cluster.workers.append(
+                subprocess.Popen(worker, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             )
+            procs.append(cluster.workers[-1])
         deadline = time.monotonic() + 60
         with Client(address, timeout=60) as client:
             while len(client.scheduler_info()["workers"]) < n_workers:
                 if time.monotonic() > deadline:
                     raise RuntimeError("dask workers did not start: " + (logs / "worker-0.log").read_text()[-2000:])
                 time.sleep(0.2)
-        yield address
+        yield cluster
     finally:
         for proc in reversed(procs):
-            proc.terminate()
+            if proc.poll() is None:
+                proc.terminate()
         for proc in procs:
             try:
                 proc.wait(timeout=20)

@@ -204,7 +204,7 @@ def main() -> None:
                 if args.dask_workers:
                     from bench.dask_cluster import local_dask_cluster
 
-                    address = stack.enter_context(local_dask_cluster(tmp, args.dask_workers, env))
+                    address = stack.enter_context(local_dask_cluster(tmp, args.dask_workers, env)).address
                     sets += ("execution.backend=dask", f"execution.dask_address={address}")
                 first = run_nightly(config, env, args.kill_after, sets)
                 label = f"killed at {args.kill_after}" if first["killed"] else "cold"

@@ -24,9 +24,10 @@ class RandomScorer(AudienceScorer):
         pass
 
     def score(self, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray) -> np.ndarray:
-        # Seeded per campaign so a re-run publishes the same audience.
+        # Seeded per campaign so a re-run publishes the same audience; one draw per user of the population,
+        # so a user's score does not depend on which other users are scored with it (user shards).
         rng = campaign_rng(self.config.seed, seeds.campaign_id)
-        return rng.random(candidates.size).astype(np.float32)
+        return rng.random(data.n_users)[candidates].astype(np.float32)
 
     def save(self, folder) -> None:
         pass

@@ -198,6 +198,9 @@ class ExecutionConfig(StrictConfig):
         description="LocalCluster with worker processes (each loads the data and model once) instead of threads",
     )
     shards: int = Field(4, ge=1, description="User shards per campaign")
+    no_workers_timeout_s: float = Field(
+        120.0, gt=0, description="With no Dask worker for this long, the night fails (nothing is published)"
+    )
 
 
 class SelectionConfig(StrictConfig):

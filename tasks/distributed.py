@@ -41,31 +41,68 @@ def stage_audiences_dask(trained: TrainedModel, publish: PublishConfig, executio
     key = stable_hash(trained, publish.audience_fraction, publish.exclusions)
     stage = str(Path(trained.data_dir).parent / "staged" / f"{spec.name}-{key}")
     campaigns, shards, size = plan_shards(trained.data_dir, execution.shards, publish.audience_fraction)
+    where = execution.dask_address or "a LocalCluster"
     start = time.perf_counter()
     with dask_client(execution) as client:
         futures = client.map(
             score_shard,
             shards,
             spec=spec,
-            data_dir=trained.data_dir,
-            split_path=trained.split.path,
-            model_dir=trained.model_dir,
+            # Absolute: a worker runs in a folder of its own (on another machine, the same shared path).
+            data_dir=absolute(trained.data_dir),
+            split_path=absolute(trained.split.path),
+            model_dir=absolute(trained.model_dir),
             campaign_ids=campaigns,
             size=size,
-            exclusions=publish.exclusions,
+            exclusions=[absolute(path) for path in publish.exclusions],
             pure=False,
             retries=1,
         )
-        parts = client.gather(futures)
+        parts = gather_while_workers_live(client, futures, where, execution.no_workers_timeout_s)
     get_run_logger().info(
         "dask: %d shards x %d campaigns scored in %.1fs on %s",
         len(shards),
         len(campaigns),
         time.perf_counter() - start,
-        execution.dask_address or "a LocalCluster",
+        where,
     )
     staged, failed = merge_and_stage(spec, trained.data_dir, parts, size, stage)
     return StagedAudiences(model=spec.name, staged=staged, failed=failed)
+
+
+def absolute(path: str) -> str:
+    return str(Path(path).resolve())
+
+
+class NoDaskWorkers(RuntimeError):
+    """The cluster had no worker for longer than ``execution.no_workers_timeout_s``: the night fails (nothing
+    is published) rather than wait for a worker that may never come."""
+
+
+def gather_while_workers_live(client, futures: list, where: str, no_workers_timeout_s: float) -> list:
+    """The futures' results. Dask re-runs the shards of a worker that died on the workers left (and errors
+    ``retries`` times); with no worker at all for ``no_workers_timeout_s`` seconds, raises ``NoDaskWorkers``
+    instead of waiting for one (a scheduler waits for workers forever)."""
+    from distributed import wait
+
+    idle_since = None
+    while True:
+        try:
+            wait(futures, timeout=min(2.0, no_workers_timeout_s))
+            return client.gather(futures)
+        except TimeoutError:
+            pass
+        if client.scheduler_info()["workers"]:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= no_workers_timeout_s:
+            done = sum(f.done() for f in futures)
+            client.cancel(futures)
+            raise NoDaskWorkers(
+                f"dask cluster {where} has had no worker for {no_workers_timeout_s:.0f}s "
+                f"({done} of {len(futures)} shards scored): the night stops, nothing is published"
+            )
 
 
 def plan_shards(data_dir: str, n_shards: int, audience_fraction: float) -> tuple[list[str], list, int]:

@@ -42,6 +42,8 @@ from lookalike_models.scorers import AudienceScorer, pick_scorer, register
 from lookalike_models.threads import free_cores, torch_threads
 
 log = logging.getLogger(__name__)
+# Sorted reference scores kept per (member, seed list): 256 MB holds 100 campaigns x 3 members at 200k users.
+REFERENCE_CACHE_BYTES = 256 * 2**20
 
 
 def blend_grid(n_members: int, step: float) -> np.ndarray:
@@ -50,6 +52,22 @@ def blend_grid(n_members: int, step: float) -> np.ndarray:
     ticks = int(round(1 / step))
     rows = [np.array(c) / ticks for c in itertools.product(range(ticks + 1), repeat=n_members) if sum(c) == ticks]
     return np.array(sorted(rows, key=lambda w: -w.max()))
+
+
+def ranks_against(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """float64 [n]: each score's percentile rank in (0, 1] among the ``reference`` scores (a tie with k reference
+    scores takes their mean rank; non-finite lowest). With ``reference`` = ``scores`` it is ``rank_scores``,
+    bit for bit; with a fixed reference a user's rank does not depend on the other users scored with it."""
+    ordered = np.sort(_finite_or_lowest(reference))
+    values = _finite_or_lowest(scores)
+    below = np.searchsorted(ordered, values, side="left")
+    up_to = np.searchsorted(ordered, values, side="right")
+    return (below + up_to + 1) / (2.0 * max(ordered.size, 1))
+
+
+def _finite_or_lowest(scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores, np.float64)
+    return np.where(np.isfinite(scores), scores, -np.inf)
 
 
 def rank_scores(scores: np.ndarray) -> np.ndarray:
@@ -251,13 +269,47 @@ class PinterestEnsembleScorer(AudienceScorer):
             return merge_rankings(emb, clf, top, embedding_share(seeds.size, self.config))
         weights = self.weights_for(seeds)
         if weights is None:
-            ranks = np.stack([rank_scores(m.score(data, seeds, candidates)) for m in self.members], 1)
+            ranks = np.stack([self.member_ranks(m, data, seeds, candidates) for m in self.members], 1)
             return self.stacker.decision(ranks, user_activity(data)[candidates]).astype(np.float32)
         used = np.flatnonzero(weights > 0)
         if used.size == 1:  # one member: its own scores, nothing to blend
             return np.asarray(self.members[used[0]].score(data, seeds, candidates), np.float32)
-        ranks = [weights[i] * rank_scores(self.members[i].score(data, seeds, candidates)) for i in used]
+        ranks = [weights[i] * self.member_ranks(self.members[i], data, seeds, candidates) for i in used]
         return np.sum(ranks, 0).astype(np.float32)
+
+    def member_ranks(
+        self, member: AudienceScorer, data: LookalikeData, seeds: CampaignSeeds, candidates: np.ndarray
+    ) -> np.ndarray:
+        """float64 [n_candidates]: the member's percentile ranks among the rank reference users' scores
+        (``rank_reference``), not among ``candidates``: a shard of users gets the ranks the whole population
+        gives them, so a sharded night publishes the local audience. Scoring everyone, the reference is the
+        candidates themselves (no second scoring, ranks as ``rank_scores``)."""
+        scores = member.score(data, seeds, candidates)
+        reference = self.rank_reference(data)
+        if reference.size == candidates.size and np.array_equal(reference, candidates):
+            return ranks_against(scores, scores)
+        return ranks_against(self.reference_scores(member, data, seeds, reference), np.float32(scores))
+
+    def reference_scores(
+        self, member: AudienceScorer, data: LookalikeData, seeds: CampaignSeeds, reference: np.ndarray
+    ) -> np.ndarray:
+        """float32, sorted: the member's scores of the reference users for these seeds, kept per seed list, so
+        a worker scoring many shards of a campaign scores its reference once (bounded to REFERENCE_CACHE_BYTES)."""
+        cache = self.__dict__.setdefault("_reference_cache", {})
+        key = (self.members.index(member), seeds.campaign_id, seeds.positives.tobytes(), seeds.negatives.tobytes())
+        if key not in cache:
+            while cache and sum(v.nbytes for v in cache.values()) >= REFERENCE_CACHE_BYTES:
+                cache.pop(next(iter(cache)))  # oldest first
+            cache[key] = np.sort(_finite_or_lowest(member.score(data, seeds, reference)).astype(np.float32))
+        return cache[key]
+
+    def rank_reference(self, data: LookalikeData) -> np.ndarray:
+        """user_idx, sorted: everyone up to ``rank_reference_users``, else a sample of that many users fixed by
+        the config's seed (the same on every worker)."""
+        n, cap = data.n_users, self.config.rank_reference_users
+        if n <= cap:
+            return np.arange(n)
+        return np.sort(np.random.default_rng([self.config.seed, n]).choice(n, cap, replace=False))
 
     def params(self) -> dict[str, Any]:
         """The blend and what each member chose on this run's seeds (its C, strength, epochs)."""

@@ -120,6 +120,12 @@ class EnsembleConfig(StrictConfig):
     max_validation_campaigns: int = Field(
         32, ge=1, description="With scope=all, campaigns sampled per cut to choose the blend"
     )
+    rank_reference_users: int = Field(
+        200_000,
+        ge=1_000,
+        description="Members' scores are ranked among this many users (everyone below it, else a seeded "
+        "sample), the same for every user shard, so sharded and local audiences agree",
+    )
     seed: int = 0
     # both modes: audience share of the validation recall / of the paper's intersection
     reference_share: float = Field(0.05, gt=0, le=1, description="Top-list size, share of users")

@@ -57,7 +57,10 @@ class LSHDensityScorer(EmbeddingScorer):
         table = self.table(seeds)  # cheap; a cached table could belong to another seed list
         scores = self.lsh.score(table, candidates)
         if self.config.tiebreak_cosine:
-            scale = float(scores.max()) if scores.size and scores.max() > 0 else 1.0
+            # The best score of the whole population, not of these candidates: a shard of users must add the
+            # same tie-break as the whole (uncovered users score 0, so this is the covered users' best too).
+            best = float(self.lsh.score(table).max()) if data.n_users else 0.0
+            scale = best if best > 0 else 1.0
             cosine = self.embeddings[candidates] @ unit_centroid(self.embeddings, seeds.positives)
             scores = scores + self.config.tiebreak_cosine * scale * cosine
         return scores.astype(np.float32)
