@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import inner_validation_cut
-from lookalike_models.pinterest.inner_validation import validation_recall
+from lookalike_models.inner_validation import validation_recall
 from lookalike_models.progress import Progress
 from lookalike_models.threads import free_cores, one_blas_thread
 

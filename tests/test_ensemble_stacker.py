@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from lookalike_models.catalog import build_scorer
+from lookalike_models.inner_validation import validation_recall
 from lookalike_models.pinterest.encoder import EncoderConfig
 from lookalike_models.pinterest.ensemble import blend_grid, rank_scores
-from lookalike_models.pinterest.inner_validation import validation_recall
 from lookalike_models.pinterest.stacker import ActivityStacker, CutRows, out_of_fold_recall
 
 torch.set_num_threads(1)

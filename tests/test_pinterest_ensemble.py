@@ -11,9 +11,9 @@ import torch
 from lookalike_models.catalog import build_scorer
 from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import audience_sizes, holdout_split, summarize
+from lookalike_models.inner_validation import competing_users, validation_recall
 from lookalike_models.pinterest.encoder import EncoderConfig
 from lookalike_models.pinterest.ensemble import blend_grid, rank_scores
-from lookalike_models.pinterest.inner_validation import competing_users, validation_recall
 from lookalike_models.protocol import compare_to_reference, evaluate_campaigns, evaluate_over_splits
 
 torch.set_num_threads(1)

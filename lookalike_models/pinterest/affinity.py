@@ -14,10 +14,10 @@ from torch import nn
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng, inner_validation_cut
+from lookalike_models.inner_validation import competing_users, validation_recall
 from lookalike_models.nn.early_stopping import EarlyStopping
 from lookalike_models.nn.training import EpochPlan, train_epochs
 from lookalike_models.pinterest.embedding import EmbeddingScorer, EmbeddingScorerConfig, unit_centroid
-from lookalike_models.pinterest.inner_validation import competing_users, validation_recall
 from lookalike_models.progress import Progress
 from lookalike_models.scorers import register
 from lookalike_models.threads import torch_threads

@@ -31,8 +31,8 @@ from sklearn.linear_model import LogisticRegression
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng, inner_validation_cut
+from lookalike_models.inner_validation import ScopedChoice, competing_users, validation_recall
 from lookalike_models.pinterest.embedding import EmbeddingScorer, EmbeddingScorerConfig
-from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
 from lookalike_models.progress import Progress
 from lookalike_models.reference import campaign_labels, seeds_key, user_item_matrix, user_item_tfidf
 from lookalike_models.scorers import register

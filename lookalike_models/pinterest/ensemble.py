@@ -32,9 +32,9 @@ from scipy.stats import rankdata
 
 from lookalike_models.dataset import CampaignSeeds, LookalikeData
 from lookalike_models.evaluation import campaign_rng, inner_validation_cut
+from lookalike_models.inner_validation import ScopedChoice, competing_users, validation_recall
 from lookalike_models.pinterest.embedding import EmbeddingScorer, encoder_curves, shared_encoder
 from lookalike_models.pinterest.ensemble_config import MEMBER_SCORERS, EnsembleConfig, MemberSpec  # noqa: F401 (its home)
-from lookalike_models.pinterest.inner_validation import ScopedChoice, competing_users, validation_recall
 from lookalike_models.pinterest.paper_merge import embedding_share, merge_rankings
 from lookalike_models.pinterest.stacker import ActivityStacker, CutRows, out_of_fold_recall, user_activity
 from lookalike_models.progress import Progress

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from lookalike_models.dataset import LookalikeData
-from lookalike_models.pinterest.inner_validation import validation_recall
+from lookalike_models.inner_validation import validation_recall
 
 
 def user_activity(data: LookalikeData) -> np.ndarray:
