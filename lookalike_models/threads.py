@@ -61,7 +61,9 @@ def one_blas_thread():
     several threads enter it at once: the first one in sets the limit, the last one out restores it.
     threadpoolctl's own context saves and restores per entry, so two threads interleaving there could leave
     the whole process on one BLAS thread for good (the ensemble's parallel members did: later models then
-    computed with other bits than when run alone)."""
+    computed with other bits than when run alone). OpenBLAS (0.3.31 here) ignores a setting made by a thread
+    other than the main one once the main thread has made one, so a pool whose workers must run on one BLAS
+    thread enters this block in the thread that starts the pool (``ridge_strength`` does)."""
     global _blas_entered, _blas_limits
     from threadpoolctl import threadpool_limits
 
