@@ -7,8 +7,8 @@ are the published audiences identical, and what does each cost?
 One synthetic contract folder (not timed); each night runs in a fresh ``lookalike nightly`` process with its
 own output root (so the cluster night fits its models again: the two nights share nothing but the input).
 Audiences are compared per campaign as Parquet tables (user ids, scores, ranks): identical or not, and the
-overlap of user ids where they are not. Peak memory: the flow process's own (the workers' are printed from
-their logs' memory warnings only; ``nightly_scale.py`` samples them).
+overlap of user ids where they are not. Peak memory: the flow process's own (``os.wait4``), and the
+scheduler's and each worker's largest process, sampled from /proc every half second.
 """
 
 from __future__ import annotations
@@ -27,6 +27,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.nightly_scale import run_nightly, write_config  # noqa: E402
+
+
+class ClusterMemory:
+    """Samples the cluster's processes' resident memory every half second while the block runs."""
+
+    def __init__(self, cluster, every: float = 0.5):
+        import threading
+
+        self.cluster, self.every, self.peaks = cluster, every, {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            for name, gb in self.cluster.rss_gb().items():
+                self.peaks[name] = max(self.peaks.get(name, 0.0), gb)
+
+    def __enter__(self) -> ClusterMemory:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
 
 
 def published(output_root: Path) -> dict[str, pl.DataFrame]:
@@ -78,7 +102,9 @@ def main() -> None:
                 with local_dask_cluster(tmp / "dask", args.dask_workers, env) as cluster:
                     sets += ("execution.backend=dask", f"execution.dask_address={cluster.address}")
                     sets += (f"execution.shards={args.shards}",)
-                    result = run_nightly(config, env, overrides=sets)
+                    with ClusterMemory(cluster) as memory:
+                        result = run_nightly(config, env, overrides=sets)
+                    cluster_peaks = memory.peaks
             else:
                 result = run_nightly(config, env, overrides=sets)
             nights[night] = published(out)
@@ -93,11 +119,15 @@ def main() -> None:
         ]
     lines += [
         "",
+        "Peak RSS of the cluster's processes during the cluster night (GB, each worker's largest process): "
+        + ", ".join(f"{name} {gb:.2f}" for name, gb in sorted(cluster_peaks.items()))
+        + ".",
+        "",
         f"Campaigns published: local {len(local)}, cluster {len(cluster)}; **identical audiences (user, score, "
         f"rank): {len(same)} of {len(local)}**; user overlap min {min(overlap, default=float('nan')):.4f}, mean "
         f"{sum(overlap) / max(len(overlap), 1):.4f}.",
     ]
-    print("\n".join(lines[-2:]))
+    print("\n".join(lines[-4:]))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
 

@@ -36,10 +36,32 @@ class LocalDaskCluster:
     scheduler: subprocess.Popen
     workers: list[subprocess.Popen] = field(default_factory=list)
 
+    def rss_gb(self) -> dict[str, float]:
+        """Resident memory now of the scheduler and of each worker's largest process (its nanny and the
+        worker it runs are separate processes; each is bounded on its own), in GB, from /proc."""
+        groups = {os.getpgid(w.pid): f"worker-{i}" for i, w in enumerate(self.workers) if w.poll() is None}
+        found = {"scheduler": _rss_gb(self.scheduler.pid)}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pgid = int(stat.read_text().rsplit(")", 1)[1].split()[2])
+            except (OSError, IndexError, ValueError):
+                continue
+            if pgid in groups:
+                name = groups[pgid]
+                found[name] = max(found.get(name, 0.0), _rss_gb(int(stat.parent.name)))
+        return found
+
     def kill_worker(self, i: int) -> None:
         """SIGKILL worker ``i``'s nanny and worker together: a machine lost, nothing restarts it."""
         os.killpg(self.workers[i].pid, signal.SIGKILL)
         self.workers[i].wait(timeout=20)
+
+
+def _rss_gb(pid: int) -> float:
+    try:
+        return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 @contextmanager
