@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging import get_run_logger
 
 from lookalike_models.config import ExecutionConfig, ModelSpec, PublishConfig
@@ -58,7 +59,9 @@ def stage_audiences_dask(trained: TrainedModel, publish: PublishConfig, executio
             pure=False,
             retries=1,
         )
-        parts = gather_while_workers_live(client, futures, where, execution.no_workers_timeout_s)
+        parts = gather_while_workers_live(
+            client, futures, where, execution.no_workers_timeout_s, ShardProgress(len(futures), where)
+        )
     get_run_logger().info(
         "dask: %d shards x %d campaigns scored in %.1fs on %s",
         len(shards),
@@ -79,19 +82,50 @@ class NoDaskWorkers(RuntimeError):
     is published) rather than wait for a worker that may never come."""
 
 
-def gather_while_workers_live(client, futures: list, where: str, no_workers_timeout_s: float) -> list:
+class ShardProgress:
+    """Shards scored so far: a Prefect progress artifact, and a log line with rate and ETA every ``every`` s."""
+
+    def __init__(self, total: int, where: str, every: float = 10.0):
+        self.total, self.where, self.every = total, where, every
+        self.artifact = create_progress_artifact(0.0, description=f"dask shards on {where}")
+        self.start = self.last_line = time.monotonic()
+        self.done = 0
+
+    def __call__(self, done: int) -> None:
+        if done == self.done:
+            return
+        self.done = done
+        update_progress_artifact(self.artifact, 100.0 * done / max(self.total, 1))
+        now = time.monotonic()
+        if now - self.last_line >= self.every or done == self.total:
+            self.last_line = now
+            per_shard = (now - self.start) / max(done, 1)
+            get_run_logger().info(
+                "dask: %d/%d shards scored on %s (%.1f s a shard, ETA %.0f s)",
+                done,
+                self.total,
+                self.where,
+                per_shard,
+                (self.total - done) * per_shard,
+            )
+
+
+def gather_while_workers_live(
+    client, futures: list, where: str, no_workers_timeout_s: float, progress=lambda done: None
+) -> list:
     """The futures' results. Dask re-runs the shards of a worker that died on the workers left (and errors
     ``retries`` times); with no worker at all for ``no_workers_timeout_s`` seconds, raises ``NoDaskWorkers``
-    instead of waiting for one (a scheduler waits for workers forever)."""
+    instead of waiting for one (a scheduler waits for workers forever). ``progress(done)``: after each poll."""
     from distributed import wait
 
     idle_since = None
     while True:
         try:
             wait(futures, timeout=min(2.0, no_workers_timeout_s))
+            progress(len(futures))
             return client.gather(futures)
         except TimeoutError:
-            pass
+            progress(sum(f.done() for f in futures))
         if client.scheduler_info()["workers"]:
             idle_since = None
         elif idle_since is None:

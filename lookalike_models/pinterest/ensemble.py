@@ -58,7 +58,11 @@ def ranks_against(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """float64 [n]: each score's percentile rank in (0, 1] among the ``reference`` scores (a tie with k reference
     scores takes their mean rank; non-finite lowest). With ``reference`` = ``scores`` it is ``rank_scores``,
     bit for bit; with a fixed reference a user's rank does not depend on the other users scored with it."""
-    ordered = np.sort(_finite_or_lowest(reference))
+    return ranks_in_sorted(np.sort(_finite_or_lowest(reference)), scores)
+
+
+def ranks_in_sorted(ordered: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``ranks_against`` with the reference already sorted, its non-finite scores already lowest (-inf)."""
     values = _finite_or_lowest(scores)
     below = np.searchsorted(ordered, values, side="left")
     up_to = np.searchsorted(ordered, values, side="right")
@@ -288,7 +292,7 @@ class PinterestEnsembleScorer(AudienceScorer):
         reference = self.rank_reference(data)
         if reference.size == candidates.size and np.array_equal(reference, candidates):
             return ranks_against(scores, scores)
-        return ranks_against(self.reference_scores(member, data, seeds, reference), np.float32(scores))
+        return ranks_in_sorted(self.reference_scores(member, data, seeds, reference), np.float32(scores))
 
     def reference_scores(
         self, member: AudienceScorer, data: LookalikeData, seeds: CampaignSeeds, reference: np.ndarray
@@ -309,7 +313,11 @@ class PinterestEnsembleScorer(AudienceScorer):
         n, cap = data.n_users, self.config.rank_reference_users
         if n <= cap:
             return np.arange(n)
-        return np.sort(np.random.default_rng([self.config.seed, n]).choice(n, cap, replace=False))
+        kept = self.__dict__.get("_rank_reference")
+        if kept is None or kept[0] != n:  # drawn once per population, not per member and campaign
+            kept = (n, np.sort(np.random.default_rng([self.config.seed, n]).choice(n, cap, replace=False)))
+            self.__dict__["_rank_reference"] = kept
+        return kept[1]
 
     def params(self) -> dict[str, Any]:
         """The blend and what each member chose on this run's seeds (its C, strength, epochs)."""

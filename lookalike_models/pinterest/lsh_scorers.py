@@ -59,11 +59,23 @@ class LSHDensityScorer(EmbeddingScorer):
         if self.config.tiebreak_cosine:
             # The best score of the whole population, not of these candidates: a shard of users must add the
             # same tie-break as the whole (uncovered users score 0, so this is the covered users' best too).
-            best = float(self.lsh.score(table).max()) if data.n_users else 0.0
+            best = self.population_best(table, seeds, scores if candidates.size == data.n_users else None)
             scale = best if best > 0 else 1.0
             cosine = self.embeddings[candidates] @ unit_centroid(self.embeddings, seeds.positives)
             scores = scores + self.config.tiebreak_cosine * scale * cosine
         return scores.astype(np.float32)
+
+    def population_best(self, table, seeds: CampaignSeeds, everyone: np.ndarray | None) -> float:
+        """The best table score over every user (``everyone``: those scores when already computed), kept per
+        seed list: a worker scoring many shards of a campaign looks the population up once."""
+        kept = self.__dict__.setdefault("_population_best", {})
+        key = seeds.positives.tobytes()
+        if key not in kept:
+            if len(kept) >= 4096:
+                kept.clear()
+            scores = self.lsh.score(table) if everyone is None else everyone
+            kept[key] = float(scores.max()) if scores.size else 0.0
+        return kept[key]
 
     def save(self, folder: Path) -> None:
         super().save(folder)
