@@ -65,9 +65,12 @@ def _rss_gb(pid: int) -> float:
 
 
 @contextmanager
-def local_dask_cluster(folder: Path, n_workers: int = 2, env: dict | None = None) -> Iterator[LocalDaskCluster]:
+def local_dask_cluster(
+    folder: Path, n_workers: int = 2, env: dict | None = None, memory_limit: str = "auto"
+) -> Iterator[LocalDaskCluster]:
     """A scheduler on 127.0.0.1 with ``n_workers`` single-threaded worker processes (logs and scratch under
-    ``folder``); all stopped on exit."""
+    ``folder``), each with ``dask worker --memory-limit`` (its nanny restarts a worker past 95% of it; Dask
+    spills stored results to disk from 60%); all stopped on exit."""
     from distributed import Client
 
     port = free_port()
@@ -84,6 +87,7 @@ def local_dask_cluster(folder: Path, n_workers: int = 2, env: dict | None = None
         for i in range(n_workers):
             worker = [*DASK_WORKER, address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard"]
             worker += ["--host", "127.0.0.1", "--local-directory", str(Path(folder) / f"worker-{i}")]
+            worker += ["--memory-limit", memory_limit]
             out = open(logs / f"worker-{i}.log", "w")  # noqa: SIM115
             cluster.workers.append(
                 subprocess.Popen(worker, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

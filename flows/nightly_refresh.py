@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.sharded_refresh import refresh_sharded
 from lookalike_models.config import NightlyConfig, load_config, with_file_defaults
 from lookalike_models.locking import exclusive_run
 from lookalike_models.sources import data_set_key
@@ -36,6 +37,8 @@ from tasks.tracking import run_reference
 def nightly_refresh(config: NightlyConfig = load_config()) -> NightlyResult:  # noqa: B008 (a form default for the UI)
     config = with_file_defaults(config)  # a run given partial parameters takes the rest from conf/nightly.yaml
     with exclusive_run(config.output_root, "nightly-refresh"):  # one run per output root; a second one stops here
+        if config.data.kind == "sharded" and config.execution.backend == "dask":
+            return refresh_sharded(config)  # no process holds the whole data (flows/sharded_refresh.py)
         return refresh(config)
 
 

@@ -18,12 +18,17 @@ RUN_PREFIX = "run_id="
 
 
 def audience_frame(data: LookalikeData, users: np.ndarray, scores: np.ndarray, source: str) -> pl.DataFrame:
+    return ranked_audience(data.user_ids.gather(users) if users.size else data.user_ids.head(0), scores, source)
+
+
+def ranked_audience(user_ids: pl.Series, scores: np.ndarray, source: str) -> pl.DataFrame:
+    """The published audience's columns for ``user_ids`` in rank order (best first)."""
     return pl.DataFrame(
         {
-            USER_ID: data.user_ids.gather(users) if users.size else data.user_ids.head(0),
+            USER_ID: user_ids,
             "score": scores.astype(np.float32),
-            "rank": np.arange(1, users.size + 1, dtype=np.int32),
-            "source": pl.Series([source] * users.size, dtype=pl.String),
+            "rank": np.arange(1, len(user_ids) + 1, dtype=np.int32),
+            "source": pl.Series([source] * len(user_ids), dtype=pl.String),
         }
     )
 

@@ -117,7 +117,8 @@ def log_run_artifacts(
         if (Path(run_dir) / "report" / table).exists():
             tracking.log_artifact(mlflow_run, Path(run_dir) / "report" / table, "report")
     client = tracking.client()
-    mappings = [Path(data_dir) / name for name in ("user_index.parquet", "item_index.parquet")]
+    # A sharded night's plan holds no id mappings (the shards' files are the mapping): nothing to log then.
+    mappings = [p for name in ("user_index.parquet", "item_index.parquet") if (p := Path(data_dir) / name).exists()]
     ids = stable_hash(file_fingerprint(mappings))
     experiment = client.get_run(mlflow_run).info.experiment_id
     earlier = tracking.find_run(experiment, {IDS_TAG: ids}, by_id=True)

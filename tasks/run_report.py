@@ -13,7 +13,7 @@ from lookalike_models.config import EvaluationConfig
 from lookalike_models.evaluation import audience_sizes, metric_columns, plot_precision_recall, summarize
 from lookalike_models.io import write_parquet_atomic
 from lookalike_models.protocol import compare_to_reference
-from tasks.data import load_data
+from tasks.data import campaigns_and_population
 from tasks.results import ComparisonRow, ModelEvaluation, RunReport, SplitFile, SummaryRow
 
 
@@ -43,7 +43,7 @@ def evaluate_run(
     per_campaign = pl.concat(frames, how="diagonal_relaxed")
     summary = summarize(per_campaign)
     reports = Path(run_dir) / "report"
-    sizes = audience_sizes(load_data(data_dir).n_users, evaluation.audience_fractions)
+    sizes = audience_sizes(campaigns_and_population(data_dir)[1], evaluation.audience_fractions)
     files = [
         write_parquet_atomic(per_campaign, reports / "metrics_per_campaign.parquet"),
         write_parquet_atomic(summary, reports / "metrics_summary.parquet"),

@@ -9,7 +9,7 @@ global user indices) and passed to whatever scores a shard.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -25,6 +25,9 @@ class ShardData:
     index: int  # shard number
     offset: int  # global user index of the shard's first user
     data: LookalikeData  # the shard's users (local index), global items, no campaigns
+    # What scorers derive from the shard's rows (e.g. TF-IDF rows for a given idf), kept while the shard stays
+    # loaded: one campaign after another scores the same shard. Key: (what, identity of its inputs).
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:

@@ -1,0 +1,103 @@
+"""The Dask ``ShardPool``: runs a library function on every shard of a sharded folder, where the shard lies.
+
+Each call is one round of ``client.map`` over shard numbers. A worker loads a shard from the folder (its path
+travels, not its rows) and keeps the last ones it loaded; the function and its (small) arguments are
+scattered once per round. Dask re-runs the shards of a worker that died on the workers left
+(``retries``); with no worker at all for ``no_workers_timeout_s`` the round raises ``NoDaskWorkers``. Progress:
+a Prefect progress artifact and a log line with rate and ETA per round (``ShardProgress``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from lookalike_models.sharded.shard_data import ShardData
+from tasks.distributed import ShardProgress, gather_while_workers_live, limit_threads_to_worker
+
+T = TypeVar("T")
+
+
+class DaskShardPool:
+    def __init__(
+        self, client, folder: str, version: str, size: tuple[int, int], where: str, no_workers_timeout_s: float
+    ):
+        """``size``: (shards, users) of the folder; ``version``: its manifest's hash (workers' shard cache key)."""
+        self.client, self.folder, self.version, self.where = client, folder, version, where
+        self.n_shards, self.n_users = size
+        self.no_workers_timeout_s = no_workers_timeout_s
+        self.label = "shards"
+
+    def map(self, fn: Callable[..., T], *args: Any) -> list[T]:
+        scattered = self.client.scatter(list(args), broadcast=True, hash=False) if args else []
+        # Shard i goes to the same worker every round (loosely: another takes it if that one is gone), so the
+        # shards a worker loaded for one round are still in its cache for the next.
+        workers = sorted(self.client.scheduler_info()["workers"])
+        futures = [
+            self.client.submit(
+                run_on_shard,
+                index,
+                fn=fn,
+                folder=self.folder,
+                version=self.version,
+                args=scattered,
+                pure=False,
+                retries=2,
+                workers=[workers[index % len(workers)]] if workers else None,
+                allow_other_workers=True,
+            )
+            for index in range(self.n_shards)
+        ]
+        progress = ShardProgress(len(futures), f"{self.where} ({self.label}: {fn.__name__})")
+        try:
+            return gather_while_workers_live(self.client, futures, self.where, self.no_workers_timeout_s, progress)
+        finally:
+            self.client.cancel(scattered)
+
+
+def run_on_shard(index: int, fn: Callable[..., T], folder: str, version: str, args: list) -> T:
+    """On a worker: ``fn(shard, *args)`` for shard ``index`` of ``folder``."""
+    limit_threads_to_worker()
+    return fn(cached_shard(folder, version, index), *args)
+
+
+# A worker's loaded shards, newest last, while their arrays fit in LOOKALIKE_SHARD_CACHE_GB (default 2).
+_SHARDS: OrderedDict[tuple[str, str, int], ShardData] = OrderedDict()
+_SHARDS_LOCK = threading.Lock()
+
+
+def cached_shard(folder: str, version: str, index: int) -> ShardData:
+    """Shard ``index`` of ``folder``, read once per worker while it stays in the cache (``version``: a folder
+    rewritten in place is read anew)."""
+    from lookalike_models.sharded.store import load_shard
+
+    key = (folder, version, index)
+    with _SHARDS_LOCK:
+        if key in _SHARDS:
+            _SHARDS.move_to_end(key)
+            return _SHARDS[key]
+    shard = load_shard(folder, index)
+    budget = float(os.environ.get("LOOKALIKE_SHARD_CACHE_GB", "2")) * 1e9
+    with _SHARDS_LOCK:
+        _SHARDS[key] = shard
+        while len(_SHARDS) > 1 and sum(shard_bytes(s) for s in _SHARDS.values()) > budget:
+            _SHARDS.popitem(last=False)
+    return shard
+
+
+def shard_bytes(shard: ShardData) -> int:
+    """The shard's interaction and field arrays and what scorers derived from them (``shard.cache``)."""
+    data = shard.data
+    arrays = [data.user_idx, data.item_idx, data.weight, data.domain, data.ts, data.users.single]
+    arrays += [data.users.continuous, *data.users.multi]
+    for value in shard.cache.values():
+        arrays += (
+            [getattr(value, name, None) for name in ("data", "indices", "indptr")] if hasattr(value, "indptr") else []
+        )
+        arrays += [value] if isinstance(value, np.ndarray) else []
+    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
