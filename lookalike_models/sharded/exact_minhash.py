@@ -1,0 +1,117 @@
+"""``minhash`` on shards, equal bit for bit to ``minhash.MinHashScorer``.
+
+A signature is a function of the user's item set alone, so each shard signs its own users (memoised on the
+shard). The seeds' signatures are gathered (a map round; bounded by the seed lists), their band keys sent
+to every shard: a user is a candidate when it shares a band bucket with a seed in some band
+(``MinHashLSHIndex`` semantics). ``min_candidates`` counts candidates over all shards (a second map round):
+below it, everyone is scored. A candidate's score is ``mean_jaccard_to_seeds``, elementwise in the
+candidate, so a shard's scores are the single-process ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from datasketch import MinHashLSH
+
+from lookalike_models.dataset import CampaignSeeds
+from lookalike_models.minhash import MinHashConfig, band_keys, item_hashes, mean_jaccard_to_seeds, signatures
+from lookalike_models.sharded.exact_models import everyone_in, shard_memo
+from lookalike_models.sharded.scorer import ShardedScorer, register_sharded
+from lookalike_models.sharded.shard_data import ShardData, ShardPool
+
+
+@dataclass(frozen=True)
+class Banding:
+    num_perm: int
+    seed: int
+    bands: int
+    rows: int
+
+
+@dataclass
+class MinHashPrepared:
+    """Per campaign: the seeds' signatures (in ``positives`` order), the seeds' distinct key per band, and
+    whether the campaign scores everyone (too few LSH candidates over all shards)."""
+
+    banding: Banding
+    seed_sigs: dict[str, np.ndarray]  # uint32 [n_pos, num_perm]
+    seed_keys: dict[str, list[np.ndarray]]  # per band: sorted distinct uint64 keys
+    everyone: dict[str, bool]
+
+
+def shard_signatures(shard: ShardData, banding: Banding) -> tuple[np.ndarray, np.ndarray]:
+    """(uint32 [n, num_perm] signatures, uint64 [n, bands] band keys) of the shard's users, memoised."""
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        indptr, items = shard.data.user_items
+        hashes = item_hashes(shard.data.item_ids.to_list())
+        sigs = signatures(indptr, items, hashes, banding.num_perm, banding.seed)
+        return sigs, band_keys(sigs, banding.bands, banding.rows)
+
+    return shard_memo(shard, "minhash", banding, compute)
+
+
+def sign_shard(shard: ShardData, banding: Banding) -> int:
+    """Sign the shard's users ahead of scoring; returns how many."""
+    return shard_signatures(shard, banding)[0].shape[0]
+
+
+def seed_signatures(shard: ShardData, banding: Banding, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted global ids, their signatures) of the distinct ``users`` that lie in this shard."""
+    local = np.unique(shard.local(users))
+    return shard.global_index(local), shard_signatures(shard, banding)[0][local]
+
+
+def lsh_candidates(shard: ShardData, banding: Banding, keys: list[np.ndarray]) -> np.ndarray:
+    """Local indices of the shard's users sharing a band bucket with one of the seeds (``keys`` per band)."""
+    own = shard_signatures(shard, banding)[1]
+    found = np.zeros(shard.n_users, bool)
+    for band, wanted in enumerate(keys):
+        found |= np.isin(own[:, band], wanted)
+    return np.flatnonzero(found)
+
+
+def candidate_counts(shard: ShardData, banding: Banding, seed_keys: dict[str, list[np.ndarray]]) -> dict[str, int]:
+    """Per campaign: the shard's LSH candidates."""
+    return {cid: int(lsh_candidates(shard, banding, keys).size) for cid, keys in seed_keys.items()}
+
+
+@register_sharded
+class ShardedMinHash(ShardedScorer):
+    """``minhash``: signatures where the users lie, the seeds' signatures and band keys sent to every shard."""
+
+    name = "minhash"
+    config_class = MinHashConfig
+
+    def banding(self) -> Banding:
+        probe = MinHashLSH(threshold=self.config.threshold, num_perm=self.config.num_perm)
+        return Banding(self.config.num_perm, self.config.seed, probe.b, probe.r)
+
+    def fit(self, pool: ShardPool, train_seeds: dict[str, CampaignSeeds]) -> None:
+        pool.map(sign_shard, self.banding())
+
+    def prepare(self, pool: ShardPool, seeds: dict[str, CampaignSeeds]) -> MinHashPrepared:
+        banding = self.banding()
+        wanted = np.unique(np.concatenate([s.positives for s in seeds.values()] or [np.empty(0, np.int64)]))
+        parts = pool.map(seed_signatures, banding, wanted)
+        ids = np.concatenate([i for i, _ in parts])
+        sigs = np.concatenate([s for _, s in parts])
+        seed_sigs = {cid: sigs[np.searchsorted(ids, s.positives)] for cid, s in seeds.items()}
+        seed_keys = {}
+        for cid, own in seed_sigs.items():
+            keys = band_keys(own, banding.bands, banding.rows)
+            seed_keys[cid] = [np.unique(keys[:, band]) for band in range(banding.bands)]
+        counts = pool.map(candidate_counts, banding, seed_keys)
+        everyone = {cid: sum(c[cid] for c in counts) < self.config.min_candidates for cid in seeds}
+        return MinHashPrepared(banding, seed_sigs, seed_keys, everyone)
+
+    @staticmethod
+    def score_shard(prepared: MinHashPrepared, shard: ShardData, seeds: CampaignSeeds) -> tuple[np.ndarray, np.ndarray]:
+        cid = seeds.campaign_id
+        sigs = shard_signatures(shard, prepared.banding)[0]
+        if prepared.everyone[cid]:
+            return everyone_in(shard), mean_jaccard_to_seeds(prepared.seed_sigs[cid], sigs)
+        local = lsh_candidates(shard, prepared.banding, prepared.seed_keys[cid])
+        return shard.global_index(local), mean_jaccard_to_seeds(prepared.seed_sigs[cid], sigs, local)
