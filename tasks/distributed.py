@@ -111,11 +111,12 @@ class ShardProgress:
 
 
 def gather_while_workers_live(
-    client, futures: list, where: str, no_workers_timeout_s: float, progress=lambda done: None
+    client, futures: list, where: str, no_workers_timeout_s: float, progress=lambda done: None, results=None
 ) -> list:
-    """The futures' results. Dask re-runs the shards of a worker that died on the workers left (and errors
-    ``retries`` times); with no worker at all for ``no_workers_timeout_s`` seconds, raises ``NoDaskWorkers``
-    instead of waiting for one (a scheduler waits for workers forever). ``progress(done)``: after each poll."""
+    """The futures' results (or only those of ``results``, once every future is done). Dask re-runs the shards
+    of a worker that died on the workers left (and errors ``retries`` times); with no worker at all for
+    ``no_workers_timeout_s`` seconds, raises ``NoDaskWorkers`` instead of waiting for one (a scheduler waits for
+    workers forever). ``progress(done)``: after each poll."""
     from distributed import wait
 
     idle_since = None
@@ -123,7 +124,7 @@ def gather_while_workers_live(
         try:
             wait(futures, timeout=min(2.0, no_workers_timeout_s))
             progress(len(futures))
-            return client.gather(futures)
+            return client.gather(futures if results is None else results)
         except TimeoutError:
             progress(sum(f.done() for f in futures))
         if client.scheduler_info()["workers"]:

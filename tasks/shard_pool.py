@@ -34,6 +34,32 @@ class DaskShardPool:
         self.label = "shards"
 
     def map(self, fn: Callable[..., T], *args: Any) -> list[T]:
+        futures, scattered = self.submit(fn, args)
+        try:
+            return gather_while_workers_live(
+                self.client, futures, self.where, self.no_workers_timeout_s, self.progress(fn, len(futures))
+            )
+        finally:
+            self.client.cancel(scattered)
+
+    def map_sum(self, fn: Callable[..., T], *args: Any) -> T:
+        """The sum of ``fn``'s results over the shards, added up pairwise on the workers: the caller receives one
+        result (e.g. one item Gram matrix, not one per shard)."""
+        futures, scattered = self.submit(fn, args)
+        level = futures
+        while len(level) > 1:
+            pairs = [level[i : i + 2] for i in range(0, len(level), 2)]
+            level = [self.client.submit(add, *pair, pure=False) if len(pair) == 2 else pair[0] for pair in pairs]
+        try:
+            waited = futures + [level[0]]
+            return gather_while_workers_live(
+                self.client, waited, self.where, self.no_workers_timeout_s, self.progress(fn, len(waited)), level
+            )[0]
+        finally:
+            self.client.cancel(scattered)
+
+    def submit(self, fn: Callable, args: tuple) -> tuple[list, list]:
+        """(one future per shard, the scattered arguments)."""
         scattered = self.client.scatter(list(args), broadcast=True, hash=False) if args else []
         # Shard i goes to the same worker every round (loosely: another takes it if that one is gone), so the
         # shards a worker loaded for one round are still in its cache for the next.
@@ -53,11 +79,14 @@ class DaskShardPool:
             )
             for index in range(self.n_shards)
         ]
-        progress = ShardProgress(len(futures), f"{self.where} ({self.label}: {fn.__name__})")
-        try:
-            return gather_while_workers_live(self.client, futures, self.where, self.no_workers_timeout_s, progress)
-        finally:
-            self.client.cancel(scattered)
+        return futures, scattered
+
+    def progress(self, fn: Callable, total: int) -> ShardProgress:
+        return ShardProgress(total, f"{self.where} ({self.label}: {fn.__name__})")
+
+
+def add(a, b):
+    return a + b
 
 
 def run_on_shard(index: int, fn: Callable[..., T], folder: str, version: str, args: list) -> T:
@@ -96,8 +125,9 @@ def shard_bytes(shard: ShardData) -> int:
     arrays = [data.user_idx, data.item_idx, data.weight, data.domain, data.ts, data.users.single]
     arrays += [data.users.continuous, *data.users.multi]
     for value in shard.cache.values():
-        arrays += (
-            [getattr(value, name, None) for name in ("data", "indices", "indptr")] if hasattr(value, "indptr") else []
-        )
-        arrays += [value] if isinstance(value, np.ndarray) else []
+        value = value[1] if isinstance(value, tuple) else value  # (key, value) entries: sharded.exact_models
+        if hasattr(value, "indptr"):  # a sparse matrix
+            arrays += [value.data, value.indices, value.indptr]
+        elif isinstance(value, np.ndarray):
+            arrays.append(value)
     return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))

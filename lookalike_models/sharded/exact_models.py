@@ -21,7 +21,7 @@ T = TypeVar("T")
 def shard_memo(shard: ShardData, name: str, key: Hashable, compute: Callable[[], T]) -> T:
     """``compute()`` once per shard object and ``key`` (one entry per ``name``): per-user state a model derives
     from the shard (binary rows, signatures) is built where the shard lies and reused by every campaign."""
-    store = shard.__dict__.setdefault("_memo", {})
+    store = shard.cache
     hit = store.get(name)
     if hit is None or hit[0] != key:
         store[name] = hit = (key, compute())

@@ -91,11 +91,9 @@ class ShardedItemRidge(ShardedScorer):
 
     def fit(self, pool: ShardPool, train_seeds: dict[str, CampaignSeeds]) -> None:
         cfg = self.config
-        counts = np.sum(pool.map(item_user_counts), axis=0)
+        counts = pool.map_sum(item_user_counts)
         self.keep = np.sort(np.argsort(-counts, kind="stable")[: cfg.max_items]).astype(np.int64)  # kept_items
-        gram = np.zeros((self.keep.size, self.keep.size))
-        for part in pool.map(shard_gram, self.keep):
-            gram += part
+        gram = pool.map_sum(shard_gram, self.keep).astype(np.float64)  # added up on the workers: one matrix here
         self.strength = cfg.strength
         if self.strength is None:
             panel = panel_features(pool, self.keep, strength_panel(pool.n_users, train_seeds, cfg))
@@ -115,9 +113,7 @@ class ShardedItemRidge(ShardedScorer):
         todo = {positives_key(p): p for p in seed_lists if positives_key(p) not in self.solved}
         if not todo:
             return
-        counts = np.zeros((self.keep.size, len(todo)))
-        for part in pool.map(seed_item_counts, self.keep, list(todo.values())):
-            counts += part  # integer counts: exact in any order
+        counts = pool.map_sum(seed_item_counts, self.keep, list(todo.values()))  # integer counts: exact in any order
         with one_blas_thread():
             solved = scipy.linalg.cho_solve((self.factor, False), counts, check_finite=False)
         self.solved.update(zip(todo, solved.T.copy()))

@@ -14,6 +14,7 @@ exactly as the single-process matrix has them (``shard_tfidf``), bit for bit.
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from lookalike_models.reference import (
     seeds_key,
     user_item_matrix,
 )
+from lookalike_models.sharded.exact_models import shard_memo
 from lookalike_models.sharded.scorer import ShardedScorer, gather_users, register_sharded
 from lookalike_models.sharded.shard_data import ShardData, ShardPool, subset_users
 
@@ -73,8 +75,15 @@ def tfidf_rows(data: LookalikeData, idf: np.ndarray) -> sp.csr_matrix:
 
 
 def shard_tfidf(shard: ShardData, idf: np.ndarray) -> sp.csr_matrix:
-    """The TF-IDF rows of a shard's users (local order)."""
-    return tfidf_rows(shard.data, idf)
+    """The TF-IDF rows of a shard's users (local order), built once per shard and idf: every campaign reads them."""
+    return shard_memo(shard, "tfidf", array_key(idf), lambda: tfidf_rows(shard.data, idf))
+
+
+def array_key(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha1()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def panel_rows(ids: np.ndarray, features: sp.csr_matrix, users: np.ndarray) -> sp.csr_matrix:
@@ -240,7 +249,9 @@ class ShardedSVDCentroid(ShardedScorer):
 
     @staticmethod
     def score_shard(prepared: dict[str, Any], shard: ShardData, seeds: CampaignSeeds) -> tuple[np.ndarray, np.ndarray]:
-        factors = fold_in(shard_tfidf(shard, prepared["idf"]), prepared["components"])
+        idf, components = prepared["idf"], prepared["components"]
+        key = array_key(idf, components)
+        factors = shard_memo(shard, "svd_factors", key, lambda: fold_in(shard_tfidf(shard, idf), components))
         scores = factors @ prepared["centroids"][seeds.campaign_id]
         return shard.global_index(np.arange(shard.n_users)), scores.astype(np.float32)
 

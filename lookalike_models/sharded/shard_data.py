@@ -55,6 +55,10 @@ class ShardPool(Protocol):
 
     def map(self, fn: Callable[..., T], *args: Any) -> list[T]: ...
 
+    def map_sum(self, fn: Callable[..., T], *args: Any) -> T:
+        """The sum of ``fn(shard, *args)`` over the shards (e.g. a Gram matrix per shard): one result comes back."""
+        ...
+
 
 class LocalShardPool:
     """Every shard in this process (tests, small data, the reference a Dask pool must equal)."""
@@ -66,6 +70,13 @@ class LocalShardPool:
 
     def map(self, fn: Callable[..., T], *args: Any) -> list[T]:
         return [fn(shard, *args) for shard in self.shards]
+
+    def map_sum(self, fn: Callable[..., T], *args: Any) -> T:
+        parts = self.map(fn, *args)
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return total
 
 
 def subset_users(data: LookalikeData, users: np.ndarray) -> LookalikeData:
