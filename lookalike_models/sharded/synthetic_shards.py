@@ -214,13 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--campaigns", type=int, default=100)
     parser.add_argument("--shards", type=int, required=True)
     parser.add_argument("--items", type=int, default=None)
+    parser.add_argument("--interactions-per-user", type=float, default=20.0, help="mean draws (before dedup)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     try:
         if args.shards < 1:
             raise ValueError(f"--shards must be >= 1, got {args.shards}")
-        knobs = {"n_users": args.users, "n_campaigns": args.campaigns, "seed": args.seed}
+        knobs = {
+            "n_users": args.users,
+            "n_campaigns": args.campaigns,
+            "seed": args.seed,
+            "interactions_per_user": args.interactions_per_user,
+        }
         cfg = SyntheticConfig(**knobs, **({"n_items": args.items} if args.items else {}))
         write_synthetic_shards(cfg, args.shards, args.out)
     except ValueError as exc:  # pydantic's ValidationError included
