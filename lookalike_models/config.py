@@ -38,9 +38,10 @@ def _metric_choices(schema: dict[str, Any]) -> None:
 
 
 class DataSource(StrictConfig):
-    kind: Literal["synthetic", "folder", "movielens", "amazon", "tencent"] = Field(
+    kind: Literal["synthetic", "folder", "sharded", "movielens", "amazon", "tencent"] = Field(
         "synthetic",
-        description="synthetic: generated; folder: a contract folder at `path`; "
+        description="synthetic: generated; folder: a contract folder at `path`; sharded: a sharded folder at "
+        "`path` (lookalike_models/sharded/store.py); "
         "movielens/amazon/tencent: the real sets in ../shared/data (or `path`)",
     )
     path: Text = Field("", description="Contract folder (kind=folder) or raw data set folder; empty: the default")
@@ -80,6 +81,15 @@ class DataSource(StrictConfig):
         if self.kind == "synthetic" and self.synthetic is None:
             # Not marked as set: a partial run's missing knobs still come from the YAML file (with_file_defaults).
             object.__setattr__(self, "synthetic", SyntheticConfig())
+        return self
+
+    @model_validator(mode="after")
+    def _sharded_folder_as_written(self) -> DataSource:
+        if self.kind == "sharded" and not self.path:
+            raise ValueError("data.kind=sharded needs data.path (the sharded folder)")
+        if self.kind == "sharded" and not self.shape.is_identity:
+            # A shape samples users over the whole raw data set; a sharded folder is never loaded raw.
+            raise ValueError("data.shape cannot be used with data.kind=sharded: shape the contract folder first")
         return self
 
     @model_validator(mode="after")

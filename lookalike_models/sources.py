@@ -23,6 +23,8 @@ def materialize(source: DataSource, workdir: str | Path) -> Path:
         if not source.path:
             raise ValueError("data.kind=folder needs data.path")
         return Path(source.path)
+    if source.kind == "sharded":  # a sharded folder, read by sharded.store (encode_source)
+        return Path(source.path)
     if source.kind == "synthetic":
         return write_synthetic(source.synthetic, workdir / "synthetic")
     # Real sets: adapters read them where they lie and write the contract outside the repository.
@@ -41,6 +43,8 @@ def data_set_key(source: DataSource) -> str:
     overlap), not on the path."""
     if source.kind in ("synthetic", "folder"):
         return source.kind
+    if source.kind == "sharded":
+        return f"sharded:{Path(source.path).resolve()}"
     from lookalike_models.adapters import source_folder
 
     return f"{source.kind}:{source_folder(source.kind, source.path).resolve()}"
@@ -48,7 +52,15 @@ def data_set_key(source: DataSource) -> str:
 
 def encode_source(source: DataSource, workdir: str | Path) -> LookalikeData:
     """``source`` read, validated, shaped and encoded, the campaigns' own items still in its interactions
-    (``load_encoded`` removes them; a benchmark may remove only some)."""
+    (``load_encoded`` removes them; a benchmark may remove only some). A sharded folder is read whole."""
+    if source.kind == "sharded":
+        from lookalike_models.sharded.store import load_whole
+
+        data = load_whole(source.path, source.min_seed_match_rate)
+        # Lists were padded to the manifest's width at conversion; a shorter max_multi_len cuts them as
+        # encode_multi would (it keeps each list's first max_multi_len values).
+        data.users.multi = [m[:, : source.max_multi_len] for m in data.users.multi]
+        return data
     raw = read_dataset(materialize(source, workdir))
     shaped = raw if source.shape.is_identity else apply_shape(raw, source.shape)
     data = encode(shaped, source.max_multi_len, source.min_seed_match_rate)
