@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from lookalike_models.config import NightlyConfig
 from lookalike_models.sources import data_set_key
+from tasks.dask_session import cluster_session
 from tasks.data import skipped_campaigns, split_campaigns
 from tasks.mlflow_logging import log_models_to_mlflow, log_run_artifacts
 from tasks.mlflow_runs import abandon_mlflow_run, close_mlflow_run, open_mlflow_run, tracked_settings
@@ -29,6 +30,11 @@ from tasks.tracking import run_reference
 
 
 def refresh_sharded(config: NightlyConfig) -> NightlyResult:
+    with cluster_session(config.execution):  # every task below reaches the same cluster through one client
+        return sharded_night(config)
+
+
+def sharded_night(config: NightlyConfig) -> NightlyResult:
     remove_run_leftovers(f"{config.output_root}/audiences")
     run = open_mlflow_run(
         config.experiment, start_run_folder(config.output_root), tracked_settings(config), config.output_root

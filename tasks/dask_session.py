@@ -30,6 +30,16 @@ def client_for(execution: ExecutionConfig):
         return _SESSIONS[key][1]
 
 
+@contextmanager
+def cluster_session(execution: ExecutionConfig) -> Iterator[None]:
+    """The night's tasks share one client (and LocalCluster) while the block runs; closed at its end, so a
+    client never outlives the night it served (nor tries to reach a cluster that was stopped)."""
+    try:
+        yield
+    finally:
+        close_sessions()
+
+
 @atexit.register
 def close_sessions() -> None:
     with _LOCK:
