@@ -74,8 +74,7 @@ class DaskShardPool:
                 args=scattered,
                 pure=False,
                 retries=2,
-                workers=[workers[index % len(workers)]] if workers else None,
-                allow_other_workers=True,
+                **({"workers": [workers[index % len(workers)]], "allow_other_workers": True} if workers else {}),
             )
             for index in range(self.n_shards)
         ]

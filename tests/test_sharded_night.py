@@ -77,3 +77,50 @@ def test_the_sharded_night_publishes_the_single_process_audiences_and_metrics(
     # svd_centroid is fitted on everyone at this size (panel_users > users): close, not bit-equal (fold-in).
     svd = [metrics[n].filter(pl.col("model") == "svd_centroid")["recall_at_5pct"].mean() for n in metrics]
     assert abs(svd[0] - svd[1]) < 0.05
+
+
+def test_a_worker_killed_mid_night_changes_nothing_published(prefect_and_mlflow, shards, tmp_path, dask_cluster):
+    from flows.nightly_refresh import nightly_refresh
+    from tests.test_dask_cluster import kill_when_busy
+
+    models = MODELS[:1] + MODELS[4:5]  # item_ridge (several map rounds) and popularity
+    local = nightly_refresh(night(shards, tmp_path / "local", models))
+    seen = kill_when_busy(dask_cluster.address, lambda: dask_cluster.kill_worker(0), "worker 0")
+    remote = nightly_refresh(
+        night(shards, tmp_path / "cluster", models, backend="dask", dask_address=dask_cluster.address)
+    )
+    seen["thread"].join(timeout=30)
+    assert seen.get("killed") == "worker 0" and seen["busy"], "the worker was not killed while shards ran"
+    assert dask_cluster.workers[0].poll() is not None  # gone for good (its nanny too)
+    assert remote.status == "complete" and set(remote.published) == set(local.published)
+    for cid, path in local.published.items():
+        assert pl.read_parquet(remote.published[cid]).equals(pl.read_parquet(path)), cid
+
+
+def test_losing_every_worker_fails_the_sharded_night_in_time_and_publishes_nothing(
+    prefect_and_mlflow, shards, tmp_path, dask_cluster
+):
+    import time
+
+    from flows.nightly_refresh import nightly_refresh
+    from lookalike_models.publishing import read_latest
+    from tests.test_dask_cluster import kill_when_busy
+
+    models = MODELS[:1]
+    before = nightly_refresh(night(shards, tmp_path, models))
+    live = read_latest(tmp_path / "audiences")
+    assert live and before.published
+
+    def kill_all():
+        for i in range(len(dask_cluster.workers)):
+            dask_cluster.kill_worker(i)
+
+    seen = kill_when_busy(dask_cluster.address, kill_all, "every worker")
+    start = time.monotonic()
+    address = dask_cluster.address
+    with pytest.raises(Exception, match=f"dask cluster {address} has had no worker for 5s") as failure:
+        nightly_refresh(night(shards, tmp_path, models, backend="dask", dask_address=address, no_workers_timeout_s=5))
+    assert time.monotonic() - start < 120, "the night waited for workers long after the stated timeout"
+    assert seen.get("killed") == "every worker"
+    assert "nothing is published" in str(failure.value)
+    assert read_latest(tmp_path / "audiences") == live  # LATEST did not move

@@ -7,7 +7,7 @@ import importlib
 from lookalike_models.sharded.scorer import SHARDED_SCORERS, ShardedScorer
 
 # Each module registers the sharded twins it defines (``register_sharded``).
-SHARDED_MODULES = ("exact_models", "peer_models")
+SHARDED_MODULES = ("exact_models", "peer_models", "sampled_ensemble")
 
 
 def sharded_names() -> list[str]:
