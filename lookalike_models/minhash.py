@@ -116,7 +116,7 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def _expand_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def expand_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(lo[i], hi[i])`` for all i, without a Python loop."""
     lengths = hi - lo
     offsets = np.cumsum(lengths) - lengths
@@ -143,7 +143,7 @@ class MinHashLSHIndex:
             wanted = np.unique(self.keys[users, band])
             lo = np.searchsorted(self.sorted_keys[:, band], wanted, side="left")
             hi = np.searchsorted(self.sorted_keys[:, band], wanted, side="right")
-            found[self.order[_expand_ranges(lo, hi), band]] = True
+            found[self.order[expand_ranges(lo, hi), band]] = True
         return np.flatnonzero(found)
 
 
@@ -219,7 +219,7 @@ class MinHashScorer(AudienceScorer):
             sub_indptr = np.concatenate([[0], np.cumsum(hi - lo)])
             with Progress("minhash signatures (changed users)", int(todo.size), "users") as progress:
                 self.sigs[todo] = signatures(
-                    sub_indptr, items[_expand_ranges(lo, hi)], hashes, cfg.num_perm, cfg.seed, progress=progress
+                    sub_indptr, items[expand_ranges(lo, hi)], hashes, cfg.num_perm, cfg.seed, progress=progress
                 )
             redo = int(todo.size)
         self.index = MinHashLSHIndex(self.sigs, cfg.threshold)

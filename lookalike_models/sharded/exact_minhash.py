@@ -16,7 +16,14 @@ import numpy as np
 from datasketch import MinHashLSH
 
 from lookalike_models.dataset import CampaignSeeds
-from lookalike_models.minhash import MinHashConfig, band_keys, item_hashes, mean_jaccard_to_seeds, signatures
+from lookalike_models.minhash import (
+    MinHashConfig,
+    band_keys,
+    expand_ranges,
+    item_hashes,
+    mean_jaccard_to_seeds,
+    signatures,
+)
 from lookalike_models.sharded.exact_models import everyone_in, shard_memo
 from lookalike_models.sharded.scorer import ShardedScorer, register_sharded
 from lookalike_models.sharded.shard_data import ShardData, ShardPool
@@ -64,12 +71,27 @@ def seed_signatures(shard: ShardData, banding: Banding, users: np.ndarray) -> tu
     return shard.global_index(local), shard_signatures(shard, banding)[0][local]
 
 
+def shard_band_index(shard: ShardData, banding: Banding) -> tuple[np.ndarray, np.ndarray]:
+    """(order, sorted keys), each [n, bands]: the shard's band keys sorted per band (memoised), so a seed list's
+    few keys are looked up by binary search instead of testing every user (``MinHashLSHIndex``'s layout)."""
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        keys = shard_signatures(shard, banding)[1]
+        order = np.argsort(keys, axis=0, kind="stable")
+        return order, np.take_along_axis(keys, order, axis=0)
+
+    return shard_memo(shard, "minhash_bands", banding, compute)
+
+
 def lsh_candidates(shard: ShardData, banding: Banding, keys: list[np.ndarray]) -> np.ndarray:
-    """Local indices of the shard's users sharing a band bucket with one of the seeds (``keys`` per band)."""
-    own = shard_signatures(shard, banding)[1]
+    """Sorted local indices of the shard's users sharing a band bucket with one of the seeds (``keys``: per
+    band, the seeds' sorted distinct keys)."""
+    order, sorted_keys = shard_band_index(shard, banding)
     found = np.zeros(shard.n_users, bool)
     for band, wanted in enumerate(keys):
-        found |= np.isin(own[:, band], wanted)
+        lo = np.searchsorted(sorted_keys[:, band], wanted, side="left")
+        hi = np.searchsorted(sorted_keys[:, band], wanted, side="right")
+        found[order[expand_ranges(lo, hi), band]] = True
     return np.flatnonzero(found)
 
 
