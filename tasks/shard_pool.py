@@ -123,10 +123,12 @@ def shard_bytes(shard: ShardData) -> int:
     data = shard.data
     arrays = [data.user_idx, data.item_idx, data.weight, data.domain, data.ts, data.users.single]
     arrays += [data.users.continuous, *data.users.multi]
-    for value in shard.cache.values():
-        value = value[1] if isinstance(value, tuple) else value  # (key, value) entries: sharded.exact_models
-        if hasattr(value, "indptr"):  # a sparse matrix
-            arrays += [value.data, value.indices, value.indptr]
-        elif isinstance(value, np.ndarray):
-            arrays.append(value)
+    for entry in shard.cache.values():
+        entry = entry[1] if isinstance(entry, tuple) else entry  # (key, value) entries: sharded.exact_models
+        values = entry if isinstance(entry, tuple) else vars(entry).values() if hasattr(entry, "__dict__") else [entry]
+        for value in values:  # an array, a sparse matrix, a tuple of them or a record holding them
+            if hasattr(value, "indptr"):
+                arrays += [value.data, value.indices, value.indptr]
+            elif isinstance(value, np.ndarray):
+                arrays.append(value)
     return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))

@@ -247,3 +247,32 @@ def test_command_lines(converted, tmp_path):
         "2",
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "none" in bad.stderr
+
+
+def test_the_readme_sharding_commands_run_as_written(converted, tmp_path):
+    """The README's `python -m lookalike_models.sharded...` lines, their folders moved under tmp_path and the
+    generator's population made small."""
+    import re
+    import shlex
+
+    contract, _ = converted
+    text = (ROOT / "README.md").read_text()
+    lines = re.findall(r"^\.venv/bin/python -m (lookalike_models\.sharded\.\S+) (.*)$", text, re.M)
+    assert {module for module, _ in lines} == {
+        "lookalike_models.sharded.convert",
+        "lookalike_models.sharded.synthetic_shards",
+    }
+    for module, args in lines:
+        words = shlex.split(args)
+        for flag, value in (
+            ("--from", str(contract)),
+            ("--to", str(tmp_path / "to")),
+            ("--out", str(tmp_path / "out")),
+        ):
+            if flag in words:
+                words[words.index(flag) + 1] = value
+        if "--users" in words:
+            words[words.index("--users") + 1] = "500"
+        done = run_module(module, *words)
+        assert done.returncode == 0, done.stderr
+    assert read_manifest(tmp_path / "to").n_shards == 16 and read_manifest(tmp_path / "out").n_shards == 8

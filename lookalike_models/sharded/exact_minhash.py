@@ -137,3 +137,15 @@ class ShardedMinHash(ShardedScorer):
             return everyone_in(shard), mean_jaccard_to_seeds(prepared.seed_sigs[cid], sigs)
         local = lsh_candidates(shard, prepared.banding, prepared.seed_keys[cid])
         return shard.global_index(local), mean_jaccard_to_seeds(prepared.seed_sigs[cid], sigs, local)
+
+    @classmethod
+    def score_users(
+        cls, prepared: MinHashPrepared, shard: ShardData, seeds: CampaignSeeds, users: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Only the asked users among the candidates are scored (the Jaccard estimate is per candidate)."""
+        cid = seeds.campaign_id
+        local = np.unique(shard.local(users))
+        if not prepared.everyone[cid]:
+            local = local[np.isin(local, lsh_candidates(shard, prepared.banding, prepared.seed_keys[cid]))]
+        sigs = shard_signatures(shard, prepared.banding)[0]
+        return shard.global_index(local), mean_jaccard_to_seeds(prepared.seed_sigs[cid], sigs, local)

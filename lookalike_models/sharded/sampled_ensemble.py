@@ -27,7 +27,6 @@ import copy
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +44,7 @@ from lookalike_models.pinterest.ensemble_config import EnsembleConfig
 from lookalike_models.pinterest.stacker import ActivityStacker
 from lookalike_models.progress import Progress
 from lookalike_models.scorers import AudienceScorer
+from lookalike_models.sharded.exact_models import shard_memo
 from lookalike_models.sharded.rebind import UserFeaturizer, UserState, rebind
 from lookalike_models.sharded.scorer import ShardedScorer, gather_users, register_sharded
 from lookalike_models.sharded.shard_data import ShardData, ShardPool
@@ -135,16 +135,10 @@ def blended(prepared: PreparedEnsemble, plan: CampaignPlan, state: UserState) ->
     return np.sum([plan.weights[i] * ranks(i) for i in used], 0).astype(np.float32)
 
 
-# Per worker: the last shard's user state, shared by every seed list scored on it (one shard's worth).
-_SHARD_STATE: OrderedDict[tuple, UserState] = OrderedDict()
-
-
 def shard_state(prepared: PreparedEnsemble, shard: ShardData) -> UserState:
-    key = (prepared.token, shard.index, shard.offset, shard.n_users)
-    if key not in _SHARD_STATE:
-        _SHARD_STATE.clear()
-        _SHARD_STATE[key] = prepared.featurizer.state(shard.data)
-    return _SHARD_STATE[key]
+    """The shard's users' state for this prepared ensemble, kept on the shard while it stays loaded: every seed
+    list, and the next round on the same shard (staging's two passes), reads it."""
+    return shard_memo(shard, "ensemble_state", prepared.token, lambda: prepared.featurizer.state(shard.data))
 
 
 def panel_members(

@@ -54,6 +54,16 @@ class ShardedScorer(ABC):
     def score_shard(prepared: Any, shard: ShardData, seeds: CampaignSeeds) -> tuple[np.ndarray, np.ndarray]:
         """(candidates as global user indices, float32 scores) of this shard's users for one seed list."""
 
+    @classmethod
+    def score_users(
+        cls, prepared: Any, shard: ShardData, seeds: CampaignSeeds, users: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``score_shard`` restricted to the global ``users`` (sorted) of this shard: a sampled evaluation asks
+        for a few; a scorer whose cost is per candidate overrides it to score only those."""
+        candidates, scores = cls.score_shard(prepared, shard, seeds)
+        keep = np.isin(candidates, users)
+        return candidates[keep], np.asarray(scores, np.float32)[keep]
+
     def params(self) -> dict[str, Any]:
         """Facts of the fit a run logs beside the config (e.g. the chosen strength)."""
         return {}

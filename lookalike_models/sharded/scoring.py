@@ -137,23 +137,27 @@ def shard_heldout(
     out = {}
     for cid, held in heldout.items():
         seeds = train[cid]
-        candidates, scores = cls.score_shard(prepared, shard, seeds)
-        scores = np.asarray(scores, np.float32)
         wanted = np.concatenate([held.positives, held.negatives])
         top, n_sampled = None, 0
         if sampling is None:
+            candidates, scores = cls.score_shard(prepared, shard, seeds)
+            scores = np.asarray(scores, np.float32)
             top = top_k(candidates, scores, size, in_shard(shard, np.concatenate([seeds.positives, seeds.negatives])))
+            keep = np.isin(candidates, in_shard(shard, wanted))
+            n_candidates, candidates, scores = int(candidates.size), candidates[keep], scores[keep]
         else:
             excluded = in_shard(shard, np.concatenate([seeds.positives, seeds.negatives, held.positives]))
             sample = shard_sample(shard, cid, excluded, sampling)
-            wanted, n_sampled = np.concatenate([wanted, sample]), sample.size
-        keep = np.isin(candidates, in_shard(shard, wanted))
+            wanted, n_sampled = np.unique(np.concatenate([in_shard(shard, wanted), sample])), sample.size
+            candidates, scores = cls.score_users(prepared, shard, seeds, wanted)
+            scores = np.asarray(scores, np.float32)
+            n_candidates = int(candidates.size)
         positives = np.unique(in_shard(shard, held.positives))
         out[cid] = ShardHeldOut(
             top,
-            int(keep.sum()) if sampling else int(candidates.size),
-            candidates[keep],
-            scores[keep],
+            n_candidates,
+            candidates,
+            scores,
             positives,
             activity[positives - shard.offset],
             int(n_sampled),
