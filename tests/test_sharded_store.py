@@ -276,3 +276,14 @@ def test_the_readme_sharding_commands_run_as_written(converted, tmp_path):
         done = run_module(module, *words)
         assert done.returncode == 0, done.stderr
     assert read_manifest(tmp_path / "to").n_shards == 16 and read_manifest(tmp_path / "out").n_shards == 8
+
+
+def test_generated_shards_with_campaigns_absent_from_some_shards(tmp_path):
+    """More shards than a campaign has seeds: its seed rows in most shards are empty, which must not change
+    the seeds table's column types."""
+    from lookalike_models.sharded.synthetic_shards import write_synthetic_shards
+
+    cfg = SyntheticConfig(n_users=2000, n_items=200, n_campaigns=3, min_seeds=2, max_seeds=4)
+    folder = write_synthetic_shards(cfg, 40, tmp_path / "s")
+    seeds = pl.read_parquet(folder / "seeds.parquet")
+    assert seeds.schema["campaign_id"] == pl.String and seeds.height > 0

@@ -193,9 +193,10 @@ def write_synthetic_shards(cfg: SyntheticConfig, n_shards: int, folder: str | Pa
             del interactions, features  # one shard's rows at a time
             for cid, pos, neg in _seeds(cfg, draws, shard, community, counts, rng):
                 labels_k = np.concatenate([np.ones(pos.size, np.int8), np.zeros(neg.size, np.int8)])
-                seed_frames.append(
-                    pl.DataFrame({CAMPAIGN_ID: cid, USER_ID: ids[np.concatenate([pos, neg])], LABEL: labels_k})
-                )
+                users = ids[np.concatenate([pos, neg])]
+                # An explicit String column: a campaign with no seed in this shard must not make it Null-typed.
+                campaign = pl.Series(CAMPAIGN_ID, [cid] * users.size, dtype=pl.String)
+                seed_frames.append(pl.DataFrame([campaign, pl.Series(USER_ID, users), pl.Series(LABEL, labels_k)]))
         campaigns = pl.DataFrame(
             {
                 CAMPAIGN_ID: [f"c{k:03d}" for k in range(cfg.n_campaigns)],
