@@ -129,8 +129,8 @@ def main() -> None:
             print(row, flush=True)
             nights[night] = published(out)
         if args.compare_local:
-            lines += ["", compare(nights["local"], nights["cluster"])]
-            print(lines[-1])
+            lines += ["", compare(nights["local"], nights["cluster"]), "", *compare_metrics(tmp)]
+            print("\n".join(lines[-(3 + len(args.models)) :]))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
 
@@ -147,6 +147,31 @@ def compare(local: dict[str, pl.DataFrame], cluster: dict[str, pl.DataFrame]) ->
         f"score, rank): {len(same)} of {len(local)}**; user overlap min {min(overlap, default=float('nan')):.4f}, "
         f"mean {sum(overlap) / max(len(overlap), 1):.4f}."
     )
+
+
+def compare_metrics(tmp: Path, metric: str = "recall_at_5pct") -> list[str]:
+    """Per model: its held-out ``metric`` in both nights, and the paired 95% CI over campaigns of the difference
+    (cluster - one process): 0 for the exact models, the sampling noise for the sampled ones."""
+    from lookalike_models.protocol import paired_bootstrap_ci
+
+    tables = {
+        night: pl.read_parquet(next((tmp / night / "runs").glob("*/report/metrics_per_campaign.parquet")))
+        for night in ("local", "cluster")
+    }
+    lines = [
+        f"| model | {metric}, one process | {metric}, cluster | cluster - one process [95% CI] | identical rows |",
+        "|---|---|---|---|---|",
+    ]
+    for model in sorted(set(tables["local"]["model"])):
+        one, other = (tables[n].filter(pl.col("model") == model).sort("campaign_id") for n in ("local", "cluster"))
+        diff, low, high = paired_bootstrap_ci(other[metric].to_numpy() - one[metric].to_numpy())
+        columns = [c for c in one.columns if c != "score_seconds"]
+        same = one.select(columns).equals(other.select(columns))
+        lines.append(
+            f"| {model} | {one[metric].mean():.4f} | {other[metric].mean():.4f} "
+            f"| {diff:+.4f} [{low:+.4f}, {high:+.4f}] | {'yes' if same else 'no'} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":
