@@ -102,7 +102,7 @@ def main() -> None:
         env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/ml.db"}
         env["PYTHONPATH"] = str(ROOT)
         params = json.loads(args.params)
-        nights = {}
+        nights, tasks = {}, {}
         for night in ("cluster", "local") if args.compare_local else ("cluster",):
             out = tmp / night
             out.mkdir()
@@ -127,7 +127,10 @@ def main() -> None:
                 row += " - | - |"
             lines.append(row)
             print(row, flush=True)
+            tasks[night] = task_seconds(result["finished"])
             nights[night] = published(out)
+        lines += ["", "Seconds per task of the cluster night (from the end of the previous task to its own end):", ""]
+        lines += [", ".join(f"{name} {sec:.0f}" for name, sec in tasks["cluster"]) + "."]
         if args.compare_local:
             lines += ["", compare(nights["local"], nights["cluster"]), "", *compare_metrics(tmp)]
             print("\n".join(lines[-(3 + len(args.models)) :]))
@@ -147,6 +150,15 @@ def compare(local: dict[str, pl.DataFrame], cluster: dict[str, pl.DataFrame]) ->
         f"score, rank): {len(same)} of {len(local)}**; user overlap min {min(overlap, default=float('nan')):.4f}, "
         f"mean {sum(overlap) / max(len(overlap), 1):.4f}."
     )
+
+
+def task_seconds(finished: list[tuple[float, str, str]]) -> list[tuple[str, float]]:
+    """(task, seconds) in run order: each task's end minus the previous one's (the flow runs them in turn)."""
+    out, previous = [], 0.0
+    for at, name, _ in finished:
+        out.append((name, at - previous))
+        previous = at
+    return out
 
 
 def compare_metrics(tmp: Path, metric: str = "recall_at_5pct") -> list[str]:
