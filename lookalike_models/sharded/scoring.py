@@ -108,16 +108,30 @@ class ShardHeldOut:
 
 @dataclass
 class Sampling:
-    """The sampled branch's draw: ``protocol.sampled_scores``'s ``rng.choice(n_users, max_users)``."""
+    """The sampled branch's draws, made once by the caller: per campaign ``protocol.sampled_scores``'s
+    ``rng.choice(n_users, max_users)``, sorted (int32 while ids fit), so each shard cuts its range out by binary
+    search instead of repeating a draw over the whole population (a shuffle of it, at 200k of 10M)."""
 
-    n_users: int
-    max_users: int
+    samples: dict[str, np.ndarray]
+
+    @classmethod
+    def draw(cls, campaigns: list[str], n_users: int, max_users: int) -> Sampling:
+        dtype = np.int32 if n_users < 2**31 else np.int64
+        return cls(
+            {
+                cid: np.sort(campaign_rng(17, cid).choice(n_users, min(max_users, n_users), replace=False)).astype(
+                    dtype
+                )
+                for cid in campaigns
+            }
+        )
 
 
 def shard_sample(shard: ShardData, cid: str, excluded: np.ndarray, sampling: Sampling) -> np.ndarray:
-    """This shard's part of the campaign's uniform sample (the same draw in every shard), less ``excluded``."""
-    rng = campaign_rng(17, cid)
-    sample = in_shard(shard, rng.choice(sampling.n_users, min(sampling.max_users, sampling.n_users), replace=False))
+    """This shard's part of the campaign's uniform sample, less ``excluded``."""
+    sample = sampling.samples[cid]
+    lo, hi = np.searchsorted(sample, [shard.offset, shard.stop])
+    sample = sample[lo:hi].astype(np.int64)
     return sample[~np.isin(sample, excluded)]
 
 
@@ -191,7 +205,7 @@ def evaluate_sharded(
     shared evenly among the campaigns."""
     start = time.perf_counter()
     sampled = max_scored_users is not None and pool.n_users > max_scored_users
-    sampling = Sampling(pool.n_users, max_scored_users) if sampled else None
+    sampling = Sampling.draw(list(heldout), pool.n_users, max_scored_users) if sampled else None
     size = max(sizes.values())
     train = {cid: train[cid] for cid in heldout}
     parts = pool.map(shard_heldout, scorer.name, prepared, train, heldout, size, sampling)
