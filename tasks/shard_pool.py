@@ -9,6 +9,7 @@ a Prefect progress artifact and a log line with rate and ETA per round (``ShardP
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -21,6 +22,7 @@ from lookalike_models.sharded.shard_data import ShardData
 from tasks.distributed import ShardProgress, gather_while_workers_live, limit_threads_to_worker
 
 T = TypeVar("T")
+_ROUNDS = itertools.count()  # map rounds of this process, across tasks: their parity sets the shard order
 
 
 class DaskShardPool:
@@ -64,6 +66,10 @@ class DaskShardPool:
         # Shard i goes to the same worker every round (loosely: another takes it if that one is gone), so the
         # shards a worker loaded for one round are still in its cache for the next.
         workers = sorted(self.client.scheduler_info()["workers"])
+        # Every other round runs the shards in reverse: the shards a worker read last (still in its cache) are
+        # the first it needs next, instead of the ones an LRU cache just dropped.
+        forward = next(_ROUNDS) % 2 == 0
+        order = range(self.n_shards) if forward else range(self.n_shards - 1, -1, -1)
         futures = [
             self.client.submit(
                 run_on_shard,
@@ -76,8 +82,10 @@ class DaskShardPool:
                 retries=2,
                 **({"workers": [workers[index % len(workers)]], "allow_other_workers": True} if workers else {}),
             )
-            for index in range(self.n_shards)
+            for index in order
         ]
+        if not forward:
+            futures.reverse()  # results in shard order
         return futures, scattered
 
     def progress(self, fn: Callable, total: int) -> ShardProgress:

@@ -151,6 +151,6 @@ def test_minhash_scores_everyone_only_below_min_candidates_over_all_shards(data,
 
 def test_every_kind_of_map_round_was_checked_for_population_sized_results(pool):
     # Runs last in the module: the pool has seen the rounds of every model and both entry points.
-    expected = {"item_user_counts", "shard_gram", "seed_item_counts", "users_of_shard", "sign_shard"}
+    expected = {"item_user_counts", "shard_gram", "seed_item_counts", "users_of_shard", "seed_signatures"}
     expected |= {"seed_signatures", "candidate_counts", "shard_heldout", "shard_tops"}
     assert expected <= set(pool.rounds)

@@ -60,11 +60,6 @@ def shard_signatures(shard: ShardData, banding: Banding) -> tuple[np.ndarray, np
     return shard_memo(shard, "minhash", banding, compute)
 
 
-def sign_shard(shard: ShardData, banding: Banding) -> int:
-    """Sign the shard's users ahead of scoring; returns how many."""
-    return shard_signatures(shard, banding)[0].shape[0]
-
-
 def seed_signatures(shard: ShardData, banding: Banding, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted global ids, their signatures) of the distinct ``users`` that lie in this shard."""
     local = np.unique(shard.local(users))
@@ -95,9 +90,23 @@ def lsh_candidates(shard: ShardData, banding: Banding, keys: list[np.ndarray]) -
     return np.flatnonzero(found)
 
 
-def candidate_counts(shard: ShardData, banding: Banding, seed_keys: dict[str, list[np.ndarray]]) -> dict[str, int]:
-    """Per campaign: the shard's LSH candidates."""
-    return {cid: int(lsh_candidates(shard, banding, keys).size) for cid, keys in seed_keys.items()}
+def candidate_counts(
+    shard: ShardData, banding: Banding, seed_keys: dict[str, list[np.ndarray]], enough: int
+) -> dict[str, int]:
+    """Per campaign: the shard's LSH candidates, counted up to ``enough`` (all a "too few candidates?" question
+    needs: with the default threshold the first band alone usually finds that many, so most bands are skipped)."""
+    order, sorted_keys = shard_band_index(shard, banding)
+    counts = {}
+    for cid, keys in seed_keys.items():
+        found = np.zeros(shard.n_users, bool)
+        for band, wanted in enumerate(keys):
+            lo = np.searchsorted(sorted_keys[:, band], wanted, side="left")
+            hi = np.searchsorted(sorted_keys[:, band], wanted, side="right")
+            found[order[expand_ranges(lo, hi), band]] = True
+            if found.sum() >= enough:
+                break
+        counts[cid] = min(int(found.sum()), enough)
+    return counts
 
 
 @register_sharded
@@ -112,7 +121,8 @@ class ShardedMinHash(ShardedScorer):
         return Banding(self.config.num_perm, self.config.seed, probe.b, probe.r)
 
     def fit(self, pool: ShardPool, train_seeds: dict[str, CampaignSeeds]) -> None:
-        pool.map(sign_shard, self.banding())
+        """Nothing to learn: each shard signs its users when first asked (a signing round here would be redone
+        anyway once the shard left its worker's cache)."""
 
     def prepare(self, pool: ShardPool, seeds: dict[str, CampaignSeeds]) -> MinHashPrepared:
         banding = self.banding()
@@ -125,7 +135,7 @@ class ShardedMinHash(ShardedScorer):
         for cid, own in seed_sigs.items():
             keys = band_keys(own, banding.bands, banding.rows)
             seed_keys[cid] = [np.unique(keys[:, band]) for band in range(banding.bands)]
-        counts = pool.map(candidate_counts, banding, seed_keys)
+        counts = pool.map(candidate_counts, banding, seed_keys, self.config.min_candidates)
         everyone = {cid: sum(c[cid] for c in counts) < self.config.min_candidates for cid in seeds}
         return MinHashPrepared(banding, seed_sigs, seed_keys, everyone)
 
