@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,27 @@ def fit_logreg(job: tuple[sp.csr_matrix, np.ndarray], C: float) -> LogisticRegre
     return LogisticRegression(C=C, solver="liblinear", max_iter=200).fit(*job)
 
 
+def fit_labelled(
+    job: tuple[np.ndarray, np.ndarray], ids: np.ndarray, features: sp.csr_matrix, C: float
+) -> LogisticRegression:
+    """``fit_logreg`` on (rows as global ids, labels): the rows are copied out of the gathered ones in the fitting
+    thread, so only ``n_jobs`` campaigns' copies exist at a time."""
+    rows, labels = job
+    return fit_logreg((panel_rows(ids, features, rows), labels), C)
+
+
+def tfidf_rows_of(shard: ShardData, idf: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+    """(sorted global ids, their TF-IDF rows) of the distinct ``users`` in this shard: only the rows a fit needs
+    travel, not the users' whole data (a row is a function of the user's items and the idf alone)."""
+    local = np.unique(shard.local(users))
+    return shard.global_index(local), shard_tfidf(shard, idf)[local]
+
+
+def gather_tfidf(pool: ShardPool, idf: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+    parts = pool.map(tfidf_rows_of, idf, np.unique(users))
+    return np.concatenate([ids for ids, _ in parts]), sp.vstack([rows for _, rows in parts], format="csr")
+
+
 @register_sharded
 class ShardedItemLogReg(ShardedScorer):
     """``item_logreg`` on shards: the global idf, then per campaign the single-process logistic regression fitted
@@ -134,11 +156,9 @@ class ShardedItemLogReg(ShardedScorer):
         ):
             for batch in campaign_batches(todo, pool.n_users, cfg.max_negatives):
                 labelled = [campaign_labels(pool.n_users, s, cfg.max_negatives, cfg.seed) for s in batch]
-                ids, panel = gather_users(pool, np.concatenate([rows for rows, _ in labelled]))
-                features = tfidf_rows(panel, self.idf)
-                del panel
-                jobs = [(panel_rows(ids, features, rows), labels) for rows, labels in labelled]
-                for one, model in zip(batch, threads.map(fit_logreg, jobs, [cfg.C] * len(jobs))):
+                ids, features = gather_tfidf(pool, self.idf, np.concatenate([rows for rows, _ in labelled]))
+                fit = partial(fit_labelled, ids=ids, features=features, C=cfg.C)
+                for one, model in zip(batch, threads.map(fit, labelled)):
                     self.models[one.campaign_id] = (seeds_key(one), model.coef_[0], float(model.intercept_[0]))
                     progress.advance()
 
