@@ -152,10 +152,15 @@ class ShardedMinHash(ShardedScorer):
     def score_users(
         cls, prepared: MinHashPrepared, shard: ShardData, seeds: CampaignSeeds, users: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Only the asked users among the candidates are scored (the Jaccard estimate is per candidate)."""
+        """Only the asked users are tested for candidacy (their own band keys against the seeds') and scored:
+        a sampled evaluation asks for a few thousand of a shard's users, not for all of its candidates."""
         cid = seeds.campaign_id
         local = np.unique(shard.local(users))
         if not prepared.everyone[cid]:
-            local = local[np.isin(local, lsh_candidates(shard, prepared.banding, prepared.seed_keys[cid]))]
+            own = shard_signatures(shard, prepared.banding)[1][local]
+            found = np.zeros(local.size, bool)
+            for band, wanted in enumerate(prepared.seed_keys[cid]):
+                found |= np.isin(own[:, band], wanted)
+            local = local[found]
         sigs = shard_signatures(shard, prepared.banding)[0]
         return shard.global_index(local), mean_jaccard_to_seeds(prepared.seed_sigs[cid], sigs, local)
