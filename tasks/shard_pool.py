@@ -109,7 +109,9 @@ _SHARDS_LOCK = threading.Lock()
 
 def cached_shard(folder: str, version: str, index: int) -> ShardData:
     """Shard ``index`` of ``folder``, read once per worker while it stays in the cache (``version``: a folder
-    rewritten in place is read anew)."""
+    rewritten in place is read anew). Before a shard is added, older ones are dropped while the cache's arrays
+    pass LOOKALIKE_SHARD_CACHE_GB or the process passes half its Dask memory limit: Dask pauses a worker at
+    80% of it, and the cache is memory Dask cannot spill, so an unbounded cache would pause every worker."""
     from lookalike_models.sharded.store import load_shard
 
     key = (folder, version, index)
@@ -117,13 +119,38 @@ def cached_shard(folder: str, version: str, index: int) -> ShardData:
         if key in _SHARDS:
             _SHARDS.move_to_end(key)
             return _SHARDS[key]
+        make_room()
     shard = load_shard(folder, index)
-    budget = float(os.environ.get("LOOKALIKE_SHARD_CACHE_GB", "2")) * 1e9
     with _SHARDS_LOCK:
         _SHARDS[key] = shard
-        while len(_SHARDS) > 1 and sum(shard_bytes(s) for s in _SHARDS.values()) > budget:
-            _SHARDS.popitem(last=False)
     return shard
+
+
+def make_room() -> None:
+    """Drop the oldest cached shards (and collect) while over the cache budget or half the memory limit."""
+    import gc
+
+    budget = float(os.environ.get("LOOKALIKE_SHARD_CACHE_GB", "2")) * 1e9
+    limit = worker_memory_limit()
+    while _SHARDS and (sum(shard_bytes(s) for s in _SHARDS.values()) > budget or (limit and process_rss() > limit / 2)):
+        _SHARDS.popitem(last=False)
+        gc.collect()
+
+
+def worker_memory_limit() -> float | None:
+    """This Dask worker's memory limit in bytes (None: not on a worker, or no limit)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().memory_manager.memory_limit or None
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+def process_rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
 
 
 def shard_bytes(shard: ShardData) -> int:
