@@ -109,17 +109,24 @@ _SHARDS_LOCK = threading.Lock()
 
 def cached_shard(folder: str, version: str, index: int) -> ShardData:
     """Shard ``index`` of ``folder``, read once per worker while it stays in the cache (``version``: a folder
-    rewritten in place is read anew). Before a shard is added, older ones are dropped while the cache's arrays
-    pass LOOKALIKE_SHARD_CACHE_GB or the process passes half its Dask memory limit: Dask pauses a worker at
-    80% of it, and the cache is memory Dask cannot spill, so an unbounded cache would pause every worker."""
+    rewritten in place is read anew). Before every use, other shards are dropped (oldest first) while the cache's
+    arrays pass LOOKALIKE_SHARD_CACHE_GB or the process passes half its Dask memory limit, and, if still over,
+    what scorers derived from this shard for earlier models: Dask pauses a worker at 80% of its limit, and the
+    cache is memory Dask cannot spill, so an unbounded cache pauses every worker (a 10M night stood still)."""
+    import gc
+
     from lookalike_models.sharded.store import load_shard
 
     key = (folder, version, index)
     with _SHARDS_LOCK:
-        if key in _SHARDS:
-            _SHARDS.move_to_end(key)
-            return _SHARDS[key]
+        shard = _SHARDS.pop(key, None)
         make_room()
+        if shard is not None:
+            if over_budget([shard]):
+                shard.cache.clear()
+                gc.collect()
+            _SHARDS[key] = shard
+            return shard
     shard = load_shard(folder, index)
     with _SHARDS_LOCK:
         _SHARDS[key] = shard
@@ -127,14 +134,19 @@ def cached_shard(folder: str, version: str, index: int) -> ShardData:
 
 
 def make_room() -> None:
-    """Drop the oldest cached shards (and collect) while over the cache budget or half the memory limit."""
+    """Drop the oldest cached shards (and collect) while over budget (``over_budget``)."""
     import gc
 
-    budget = float(os.environ.get("LOOKALIKE_SHARD_CACHE_GB", "2")) * 1e9
-    limit = worker_memory_limit()
-    while _SHARDS and (sum(shard_bytes(s) for s in _SHARDS.values()) > budget or (limit and process_rss() > limit / 2)):
+    while _SHARDS and over_budget(list(_SHARDS.values())):
         _SHARDS.popitem(last=False)
         gc.collect()
+
+
+def over_budget(shards: list[ShardData]) -> bool:
+    """The shards' arrays pass LOOKALIKE_SHARD_CACHE_GB (default 2), or this worker passes half its memory limit."""
+    budget = float(os.environ.get("LOOKALIKE_SHARD_CACHE_GB", "2")) * 1e9
+    limit = worker_memory_limit()
+    return sum(shard_bytes(s) for s in shards) > budget or bool(limit and process_rss() > limit / 2)
 
 
 def worker_memory_limit() -> float | None:
