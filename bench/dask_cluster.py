@@ -56,6 +56,11 @@ class LocalDaskCluster:
         os.killpg(self.workers[i].pid, signal.SIGKILL)
         self.workers[i].wait(timeout=20)
 
+    def kill_all_workers(self) -> None:
+        """Every worker gone for good: the cluster has a scheduler and no worker."""
+        for i in range(len(self.workers)):
+            self.kill_worker(i)
+
 
 def _rss_gb(pid: int) -> float:
     try:

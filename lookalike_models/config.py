@@ -262,6 +262,15 @@ class NightlyConfig(StrictConfig):
         from lookalike_models.evaluation import audience_sizes
 
         names = {m.name for m in self.models}
+        if self.data.kind == "sharded" and self.execution.backend == "dask":
+            from lookalike_models.sharded.catalog import sharded_names  # the sharded night runs only these
+
+            unsharded = sorted({m.model for m in self.models} - set(sharded_names()))
+            if unsharded:
+                raise ValueError(
+                    f"models {unsharded} cannot run on the sharded data plane (data.kind=sharded with "
+                    f"execution.backend=dask); sharded models: {', '.join(sharded_names())}"
+                )
         if self.publish.model != "champion" and self.publish.model not in names:
             raise ValueError(f"publish.model '{self.publish.model}' is neither 'champion' nor a configured model")
         if self.evaluation.reference and self.evaluation.reference not in names:

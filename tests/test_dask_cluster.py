@@ -111,11 +111,7 @@ def test_losing_every_worker_fails_the_night_in_time_and_publishes_nothing(
     live = read_latest(tmp_path / "audiences")
     assert live and before.published
 
-    def kill_all():
-        for i in range(len(dask_cluster.workers)):
-            dask_cluster.kill_worker(i)
-
-    seen = kill_when_busy(dask_cluster.address, kill_all, "every worker")
+    seen = kill_when_busy(dask_cluster.address, dask_cluster.kill_all_workers, "every worker")
     start = time.monotonic()
     with pytest.raises(Exception, match=f"dask cluster {dask_cluster.address} has had no worker for 5s") as failure:
         nightly_refresh(shard_night(synthetic_dir, tmp_path, dask_cluster.address, no_workers_timeout_s=5))

@@ -119,11 +119,7 @@ def test_losing_every_worker_fails_the_sharded_night_in_time_and_publishes_nothi
     live = read_latest(tmp_path / "audiences")
     assert live and before.published
 
-    def kill_all():
-        for i in range(len(dask_cluster.workers)):
-            dask_cluster.kill_worker(i)
-
-    seen = kill_when_busy(dask_cluster.address, kill_all, "every worker")
+    seen = kill_when_busy(dask_cluster.address, dask_cluster.kill_all_workers, "every worker")
     start = time.monotonic()
     address = dask_cluster.address
     with pytest.raises(Exception, match=f"dask cluster {address} has had no worker for 5s") as failure:

@@ -287,3 +287,25 @@ def test_generated_shards_with_campaigns_absent_from_some_shards(tmp_path):
     folder = write_synthetic_shards(cfg, 40, tmp_path / "s")
     seeds = pl.read_parquet(folder / "seeds.parquet")
     assert seeds.schema["campaign_id"] == pl.String and seeds.height > 0
+
+
+def test_a_sharded_night_naming_a_model_without_a_sharded_twin_is_refused_when_read(converted, tmp_path, capsys):
+    """Refused at parse time with one line and exit 2, not after the other models were fitted."""
+    import yaml
+
+    from flows import cli
+
+    folder = converted[1]
+    config = {
+        "data": {"kind": "sharded", "path": str(folder)},
+        "execution": {"backend": "dask", "dask_address": "tcp://127.0.0.1:8786"},
+        "models": [{"name": "item_ridge", "model": "item_ridge"}, {"name": "lsh", "model": "lsh_density"}],
+    }
+    (tmp_path / "night.yaml").write_text(yaml.safe_dump(config))
+    code = cli.main(["nightly", "--config", str(tmp_path / "night.yaml"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and "['lsh_density'] cannot run on the sharded data plane" in err, err
+    assert len(err.strip().splitlines()) <= 2, err
+    config["execution"]["backend"] = "local"  # read whole, in one process: every model runs
+    (tmp_path / "night.yaml").write_text(yaml.safe_dump(config))
+    assert cli.main(["nightly", "--config", str(tmp_path / "night.yaml"), "--dry-run"]) == 0

@@ -17,7 +17,7 @@ def sharded_names() -> list[str]:
 
 
 def sharded_scorer(name: str) -> type[ShardedScorer]:
-    """The sharded scorer registered as ``name``; a model with none cannot run on shards (clear error)."""
+    """The sharded scorer registered as ``name`` (a sharded night naming another is refused when its config is read)."""
     names = sharded_names()
     if name not in SHARDED_SCORERS:
         raise ValueError(
