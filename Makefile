@@ -24,8 +24,8 @@ run: install
 
 # CI's command: lint and formatting checks (seconds), then every test.
 test: install
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/ruff format --no-cache --check .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Development lane: everything but the tests marked slow (flows end to end, real-data learning checks).
@@ -33,8 +33,8 @@ test-fast: install
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/ruff format --no-cache --check .
 
 format: install
 	$(VENV)/bin/ruff format .

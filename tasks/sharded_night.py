@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from lookalike_models.sharded.scoring import evaluate_sharded
-from lookalike_models.sharded.store import load_campaigns, read_manifest
 from prefect import task
 from prefect.logging import get_run_logger
 
@@ -28,6 +26,8 @@ from lookalike_models.io import write_bytes_atomic, write_parquet_atomic
 from lookalike_models.sharded.audience_cut import cut_samples, lower_cut, reduce_campaign, write_candidates
 from lookalike_models.sharded.catalog import sharded_scorer
 from lookalike_models.sharded.scorer import ShardedScorer
+from lookalike_models.sharded.scoring import evaluate_sharded
+from lookalike_models.sharded.store import load_campaigns, read_manifest
 from tasks.caching import stable_hash
 from tasks.dask_session import shard_pool
 from tasks.data import PLAN_FILE, plan_campaigns, read_plan
