@@ -1,7 +1,8 @@
 """The Dask ``ShardPool``: runs a library function on every shard of a sharded folder, where the shard lies.
 
 Each call is one round of ``client.map`` over shard numbers. A worker loads a shard from the folder (its path
-travels, not its rows) and keeps the last ones it loaded; the function and its (small) arguments are
+travels, not its rows) and keeps the last ones it loaded (and, on its local disk, the costly state scorers derive
+from them: ``lookalike_models/sharded/spill.py``); the function and its (small) arguments are
 scattered once per round. Dask re-runs the shards of a worker that died on the workers left
 (``retries``); with no worker at all for ``no_workers_timeout_s`` the round raises ``NoDaskWorkers``. Progress:
 a Prefect progress artifact and a log line with rate and ETA per round (``ShardProgress``).
@@ -14,11 +15,13 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from lookalike_models.sharded.shard_data import ShardData
+from lookalike_models.sharded.spill import spill_dir
 from tasks.distributed import ShardProgress, gather_while_workers_live, limit_threads_to_worker
 
 T = TypeVar("T")
@@ -128,6 +131,7 @@ def cached_shard(folder: str, version: str, index: int) -> ShardData:
             _SHARDS[key] = shard
             return shard
     shard = load_shard(folder, index)
+    shard.spill = worker_spill_dir(folder, version, index)
     with _SHARDS_LOCK:
         _SHARDS[key] = shard
     return shard
@@ -147,6 +151,19 @@ def over_budget(shards: list[ShardData]) -> bool:
     budget = float(os.environ.get("LOOKALIKE_SHARD_CACHE_GB", "2")) * 1e9
     limit = worker_memory_limit()
     return sum(shard_bytes(s) for s in shards) > budget or bool(limit and process_rss() > limit / 2)
+
+
+def worker_spill_dir(folder: str, version: str, index: int) -> Path | None:
+    """The shard's state folder in this Dask worker's local directory (removed with the worker), or None off a
+    worker or with LOOKALIKE_SHARD_SPILL=0."""
+    if os.environ.get("LOOKALIKE_SHARD_SPILL", "1") == "0":
+        return None
+    try:
+        from distributed import get_worker
+
+        return spill_dir(get_worker().local_directory, folder, version, index)
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 def worker_memory_limit() -> float | None:

@@ -57,7 +57,7 @@ def shard_signatures(shard: ShardData, banding: Banding) -> tuple[np.ndarray, np
         sigs = signatures(indptr, items, hashes, banding.num_perm, banding.seed)
         return sigs, band_keys(sigs, banding.bands, banding.rows)
 
-    return shard_memo(shard, "minhash", banding, compute)
+    return shard_memo(shard, "minhash", banding, compute, spill=True)
 
 
 def seed_signatures(shard: ShardData, banding: Banding, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

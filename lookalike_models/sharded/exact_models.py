@@ -12,19 +12,25 @@ import numpy as np
 from lookalike_models.baselines import PopularityConfig, RandomConfig
 from lookalike_models.dataset import CampaignSeeds
 from lookalike_models.evaluation import campaign_rng
+from lookalike_models.sharded import spill as spilled
 from lookalike_models.sharded.scorer import ShardedScorer, register_sharded
 from lookalike_models.sharded.shard_data import ShardData, ShardPool
 
 T = TypeVar("T")
 
 
-def shard_memo(shard: ShardData, name: str, key: Hashable, compute: Callable[[], T]) -> T:
+def shard_memo(shard: ShardData, name: str, key: Hashable, compute: Callable[[], T], spill: bool = False) -> T:
     """``compute()`` once per shard object and ``key`` (one entry per ``name``): per-user state a model derives
-    from the shard (binary rows, signatures) is built where the shard lies and reused by every campaign."""
+    from the shard (binary rows, signatures) is built where the shard lies and reused by every campaign.
+    ``spill``: also kept on the worker's disk (arrays only, ``spill.py``) when the shard has a spill folder, and
+    read back from there after the shard was dropped from memory and read again."""
     store = shard.cache
     hit = store.get(name)
     if hit is None or hit[0] != key:
-        store[name] = hit = (key, compute())
+        kept = spilled.load(shard.spill, name, key) if spill and shard.spill is not None else None
+        store[name] = hit = (key, compute() if kept is None else kept)
+        if spill and shard.spill is not None and kept is None:
+            spilled.save(shard.spill, name, key, hit[1])
     return hit[1]
 
 

@@ -271,7 +271,9 @@ class ShardedSVDCentroid(ShardedScorer):
     def score_shard(prepared: dict[str, Any], shard: ShardData, seeds: CampaignSeeds) -> tuple[np.ndarray, np.ndarray]:
         idf, components = prepared["idf"], prepared["components"]
         key = array_key(idf, components)
-        factors = shard_memo(shard, "svd_factors", key, lambda: fold_in(shard_tfidf(shard, idf), components))
+        factors = shard_memo(
+            shard, "svd_factors", key, lambda: fold_in(shard_tfidf(shard, idf), components), spill=True
+        )
         scores = factors @ prepared["centroids"][seeds.campaign_id]
         return shard.global_index(np.arange(shard.n_users)), scores.astype(np.float32)
 

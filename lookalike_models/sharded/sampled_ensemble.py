@@ -27,7 +27,7 @@ import copy
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -138,7 +138,12 @@ def blended(prepared: PreparedEnsemble, plan: CampaignPlan, state: UserState) ->
 def shard_state(prepared: PreparedEnsemble, shard: ShardData) -> UserState:
     """The shard's users' state for this prepared ensemble, kept on the shard while it stays loaded: every seed
     list, and the next round on the same shard (staging's two passes), reads it."""
-    return shard_memo(shard, "ensemble_state", prepared.token, lambda: prepared.featurizer.state(shard.data))
+
+    def compute() -> tuple:  # a tuple of arrays and CSR matrices: what a worker's disk keeps (``spill.py``)
+        state = prepared.featurizer.state(shard.data)
+        return tuple(getattr(state, f.name) for f in fields(UserState))
+
+    return UserState(*shard_memo(shard, "ensemble_state", prepared.token, compute, spill=True))
 
 
 def panel_members(
@@ -188,6 +193,9 @@ class SampledPinterestEnsemble(ShardedScorer):
         if self.ensemble.config.mode != "validated":
             raise NotImplementedError("sharded pinterest_ensemble: only mode=validated")
         self.featurizer = UserFeaturizer.from_fit(self.ensemble.members, panel)
+        # Names the featurizer's per-shard state on the workers: every prepare of this fit (evaluation, staging)
+        # reads the same state, from memory or the worker's disk.
+        self.state_token = uuid.uuid4().hex
         self.kinds = [member_kind(m) for m in self.ensemble.members]
         self.panel = panel
         self.fit_seconds = time.perf_counter() - start
@@ -222,7 +230,7 @@ class SampledPinterestEnsemble(ShardedScorer):
                 progress.advance()
         mlp = self.mlp64()
         return PreparedEnsemble(
-            uuid.uuid4().hex, reference.size, self.featurizer, self.kinds, mlp, self.ensemble.stacker, plans
+            self.state_token, reference.size, self.featurizer, self.kinds, mlp, self.ensemble.stacker, plans
         )
 
     def plan(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -28,6 +29,9 @@ class ShardData:
     # What scorers derive from the shard's rows (e.g. TF-IDF rows for a given idf), kept while the shard stays
     # loaded: one campaign after another scores the same shard. Key: (what, identity of its inputs).
     cache: dict = field(default_factory=dict, repr=False, compare=False)
+    # A folder on the worker's local disk for state too costly to recompute each time the shard is read again
+    # (``spill.py``); None: nothing spilled (one process, tests).
+    spill: Path | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:
