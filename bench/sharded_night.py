@@ -131,6 +131,8 @@ def main() -> None:
             nights[night] = published(out)
         lines += ["", "Seconds per task of the cluster night (from the end of the previous task to its own end):", ""]
         lines += [", ".join(f"{name} {sec:.0f}" for name, sec in tasks["cluster"]) + "."]
+        sources = sorted({s for audience in nights["cluster"].values() for s in audience["source"].unique()})
+        lines += ["", *night_metrics(tmp / "cluster", ", ".join(sources))]
         if args.compare_local:
             lines += ["", compare(nights["local"], nights["cluster"]), "", *compare_metrics(tmp)]
             print("\n".join(lines[-(3 + len(args.models)) :]))
@@ -159,6 +161,22 @@ def task_seconds(finished: list[tuple[float, str, str]]) -> list[tuple[str, floa
         out.append((name, at - previous))
         previous = at
     return out
+
+
+def night_metrics(out: Path, champion: str, metric: str = "recall_at_5pct", peer: str = "popularity") -> list[str]:
+    """Per model of one night: its held-out ``metric`` (mean over campaigns) and the paired 95% CI over campaigns
+    of its difference to ``peer``; ``champion``: the model whose audiences the night published."""
+    from lookalike_models.protocol import paired_bootstrap_ci
+
+    run = next((out / "runs").glob("*/report/metrics_per_campaign.parquet")).parents[1]
+    table = pl.read_parquet(run / "report" / "metrics_per_campaign.parquet")
+    base = table.filter(pl.col("model") == peer).sort("campaign_id")
+    lines = [f"| model | {metric} | - {peer} [95% CI] |", "|---|---|---|"]
+    for model in sorted(set(table["model"])):
+        rows = table.filter(pl.col("model") == model).sort("campaign_id")
+        diff, low, high = paired_bootstrap_ci(rows[metric].to_numpy() - base[metric].to_numpy())
+        lines.append(f"| {model} | {rows[metric].mean():.4f} | {diff:+.4f} [{low:+.4f}, {high:+.4f}] |")
+    return [f"Held-out metrics of the cluster night (published: {champion}):", "", *lines]
 
 
 def compare_metrics(tmp: Path, metric: str = "recall_at_5pct") -> list[str]:

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from lookalike_models.adapters.options import AmazonOptions, MovieLensOptions
 from lookalike_models.shapes import ShapeConfig
@@ -134,7 +142,40 @@ class ModelSpec(StrictConfig):
 
         if "model" not in info.data:  # an unknown model: already reported, its params cannot be checked
             return params
-        return validated_params(scorer_class(info.data["model"]), params)
+        try:
+            return validated_params(scorer_class(info.data["model"]), params)
+        except ValidationError as single_process_error:
+            # A key only the sharded twin has (e.g. panel_users) is accepted here; whether the night runs on the
+            # sharded data plane is known only to NightlyConfig, which refuses it elsewhere.
+            twin = sharded_config_class(info.data["model"])
+            try:
+                twin.model_validate(params) if twin is not None else None
+            except ValidationError:
+                twin = None
+            if twin is None:
+                raise single_process_error from None
+            return params
+
+
+def sharded_config_class(model: str) -> type | None:
+    """The config class of ``model``'s sharded twin, or None when it has none."""
+    from lookalike_models.sharded.catalog import sharded_names
+    from lookalike_models.sharded.scorer import SHARDED_SCORERS
+
+    return SHARDED_SCORERS[model].config_class if model in sharded_names() else None
+
+
+def refuse_sharded_only_params(models: list[ModelSpec], where: str = "models.{i}.params") -> None:
+    """Outside the sharded night, every model's params must be its single-process scorer's."""
+    from lookalike_models.catalog import scorer_class
+
+    for i, spec in enumerate(models):
+        extra = sorted(set(spec.params) - set(scorer_class(spec.model).config_class.model_fields))
+        if extra:
+            raise ValueError(
+                f"{where.format(i=i)}: {', '.join(extra)} {'applies' if len(extra) == 1 else 'apply'} only on the "
+                "sharded data plane (data.kind=sharded with execution.backend=dask)"
+            )
 
 
 class EvaluationConfig(StrictConfig):
@@ -271,6 +312,8 @@ class NightlyConfig(StrictConfig):
                     f"models {unsharded} cannot run on the sharded data plane (data.kind=sharded with "
                     f"execution.backend=dask); sharded models: {', '.join(sharded_names())}"
                 )
+        else:
+            refuse_sharded_only_params(self.models)
         if self.publish.model != "champion" and self.publish.model not in names:
             raise ValueError(f"publish.model '{self.publish.model}' is neither 'champion' nor a configured model")
         if self.evaluation.reference and self.evaluation.reference not in names:
@@ -299,6 +342,9 @@ class ExpandConfig(StrictConfig):
     data: DataSource = Field(default_factory=DataSource, title="Data")
     output_root: str = Field("runs", description="Where ad-hoc audiences are published (under adhoc/)")
     experiment: str = Field("lookalike-adhoc", description="MLflow experiment")
+
+    def model_post_init(self, _: Any) -> None:
+        refuse_sharded_only_params([self.model], "model.params")  # an ad-hoc expansion runs in one process
 
 
 class ReclusterConfig(StrictConfig):

@@ -309,3 +309,39 @@ def test_a_sharded_night_naming_a_model_without_a_sharded_twin_is_refused_when_r
     config["execution"]["backend"] = "local"  # read whole, in one process: every model runs
     (tmp_path / "night.yaml").write_text(yaml.safe_dump(config))
     assert cli.main(["nightly", "--config", str(tmp_path / "night.yaml"), "--dry-run"]) == 0
+
+
+def test_panel_users_is_set_from_a_sharded_nights_config_and_refused_elsewhere(converted, tmp_path, capsys):
+    """The sampled models' panel size is a key of their sharded twins only: a sharded night passes it to them; a
+    night in one process refuses it in one line (exit 2) rather than ignoring it; a misspelt key is refused."""
+    import yaml
+
+    from flows import cli
+    from lookalike_models.config import NightlyConfig
+    from lookalike_models.sharded.catalog import sharded_scorer
+
+    config = {
+        "data": {"kind": "sharded", "path": str(converted[1])},
+        "execution": {"backend": "dask", "dask_address": "tcp://127.0.0.1:8786"},
+        "models": [
+            {"name": "svd", "model": "svd_centroid", "params": {"panel_users": 5000}},
+            {"name": "ens", "model": "pinterest_ensemble", "params": {"panel_users": 7000}},
+        ],
+        "evaluation": {"reference": "svd"},
+    }
+    night = NightlyConfig.model_validate(config)
+    built = {spec.name: sharded_scorer(spec.model)(spec.params) for spec in night.models}
+    assert built["svd"].config.panel_users == 5000 and built["ens"].config.panel_users == 7000
+
+    config["execution"]["backend"] = "local"
+    (tmp_path / "night.yaml").write_text(yaml.safe_dump(config))
+    code = cli.main(["nightly", "--config", str(tmp_path / "night.yaml"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and "models.0.params: panel_users applies only on the sharded data plane" in err, err
+    assert len(err.strip().splitlines()) <= 2, err
+
+    config["execution"]["backend"] = "dask"
+    config["models"][0]["params"] = {"panel_user": 5000}
+    (tmp_path / "night.yaml").write_text(yaml.safe_dump(config))
+    assert cli.main(["nightly", "--config", str(tmp_path / "night.yaml"), "--dry-run"]) == 2
+    assert "panel_user" in capsys.readouterr().err
