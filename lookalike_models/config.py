@@ -147,6 +147,8 @@ class ModelSpec(StrictConfig):
         except ValidationError as single_process_error:
             # A key only the sharded twin has (e.g. panel_users) is accepted here; whether the night runs on the
             # sharded data plane is known only to NightlyConfig, which refuses it elsewhere.
+            from lookalike_models.sharded.catalog import sharded_config_class
+
             twin = sharded_config_class(info.data["model"])
             try:
                 twin.model_validate(params) if twin is not None else None
@@ -155,27 +157,6 @@ class ModelSpec(StrictConfig):
             if twin is None:
                 raise single_process_error from None
             return params
-
-
-def sharded_config_class(model: str) -> type | None:
-    """The config class of ``model``'s sharded twin, or None when it has none."""
-    from lookalike_models.sharded.catalog import sharded_names
-    from lookalike_models.sharded.scorer import SHARDED_SCORERS
-
-    return SHARDED_SCORERS[model].config_class if model in sharded_names() else None
-
-
-def refuse_sharded_only_params(models: list[ModelSpec], where: str = "models.{i}.params") -> None:
-    """Outside the sharded night, every model's params must be its single-process scorer's."""
-    from lookalike_models.catalog import scorer_class
-
-    for i, spec in enumerate(models):
-        extra = sorted(set(spec.params) - set(scorer_class(spec.model).config_class.model_fields))
-        if extra:
-            raise ValueError(
-                f"{where.format(i=i)}: {', '.join(extra)} {'applies' if len(extra) == 1 else 'apply'} only on the "
-                "sharded data plane (data.kind=sharded with execution.backend=dask)"
-            )
 
 
 class EvaluationConfig(StrictConfig):
@@ -313,6 +294,8 @@ class NightlyConfig(StrictConfig):
                     f"execution.backend=dask); sharded models: {', '.join(sharded_names())}"
                 )
         else:
+            from lookalike_models.sharded.catalog import refuse_sharded_only_params
+
             refuse_sharded_only_params(self.models)
         if self.publish.model != "champion" and self.publish.model not in names:
             raise ValueError(f"publish.model '{self.publish.model}' is neither 'champion' nor a configured model")
@@ -344,6 +327,8 @@ class ExpandConfig(StrictConfig):
     experiment: str = Field("lookalike-adhoc", description="MLflow experiment")
 
     def model_post_init(self, _: Any) -> None:
+        from lookalike_models.sharded.catalog import refuse_sharded_only_params
+
         refuse_sharded_only_params([self.model], "model.params")  # an ad-hoc expansion runs in one process
 
 
