@@ -150,11 +150,11 @@ class ModelSpec(StrictConfig):
             from lookalike_models.sharded.catalog import sharded_config_class
 
             twin = sharded_config_class(info.data["model"])
-            try:
-                twin.model_validate(params) if twin is not None else None
-            except ValidationError:
-                twin = None
             if twin is None:
+                raise single_process_error from None
+            try:
+                twin.model_validate(params)
+            except ValidationError:
                 raise single_process_error from None
             return params
 

@@ -22,8 +22,8 @@ T = TypeVar("T")
 def shard_memo(shard: ShardData, name: str, key: Hashable, compute: Callable[[], T], spill: bool = False) -> T:
     """``compute()`` once per shard object and ``key`` (one entry per ``name``): per-user state a model derives
     from the shard (binary rows, signatures) is built where the shard lies and reused by every campaign.
-    ``spill``: also kept on the worker's disk (arrays only, ``spill.py``) when the shard has a spill folder, and
-    read back from there after the shard was dropped from memory and read again."""
+    ``spill``: also kept on the worker's disk (arrays and CSR matrices, ``spill.py``) when the shard has a spill
+    folder, and read back from there after the shard was dropped from memory and read again."""
     store = shard.cache
     hit = store.get(name)
     if hit is None or hit[0] != key:
