@@ -123,21 +123,40 @@ def gather_while_workers_live(
     while True:
         try:
             wait(futures, timeout=min(2.0, no_workers_timeout_s))
-            progress(len(futures))
-            return client.gather(futures if results is None else results)
         except TimeoutError:
             progress(sum(f.done() for f in futures))
+        else:
+            progress(len(futures))
+            values = results_in_time(futures if results is None else results, no_workers_timeout_s)
+            if values is not None:
+                return values
         if client.scheduler_info()["workers"]:
             idle_since = None
         elif idle_since is None:
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since >= no_workers_timeout_s:
             done = sum(f.done() for f in futures)
-            client.cancel(futures)
+            for future in futures:  # let go, not cancel: see tasks/shard_pool.release
+                future.release()
             raise NoDaskWorkers(
                 f"dask cluster {where} has had no worker for {no_workers_timeout_s:.0f}s "
                 f"({done} of {len(futures)} shards scored): the night stops, nothing is published"
             )
+
+
+def results_in_time(futures: list, timeout_s: float) -> list | None:
+    """The done futures' results, each fetched under a timeout (not ``client.gather``, which has none: a result
+    whose worker died after ``wait`` returned is recomputed, and with no worker left a gather waits for ever);
+    None when one timed out. A task's own error is raised, a ``TimeoutError`` it raised included."""
+    values = []
+    for future in futures:
+        try:
+            values.append(future.result(timeout=timeout_s))
+        except TimeoutError:
+            if future.status == "error":
+                raise
+            return None
+    return values
 
 
 def plan_shards(data_dir: str, n_shards: int, audience_fraction: float) -> tuple[list[str], list, int]:

@@ -15,12 +15,14 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from lookalike_models.sharded.shard_data import ShardData
+from lookalike_models.dataset import LookalikeData
+from lookalike_models.sharded.shard_data import LazyShardData, ShardData
 from lookalike_models.sharded.spill import spill_dir
 from tasks.distributed import ShardProgress, gather_while_workers_live, limit_threads_to_worker
 
@@ -45,14 +47,14 @@ class DaskShardPool:
                 self.client, futures, self.where, self.no_workers_timeout_s, self.progress(fn, len(futures))
             )
         finally:
-            self.client.cancel(scattered)
+            release(scattered)
 
     def map_sum(self, fn: Callable[..., T], *args: Any) -> T:
         """The sum of ``fn``'s results over the shards, added up pairwise on the workers: the caller receives one
         result (e.g. one item Gram matrix, not one per shard)."""
         futures, scattered = self.submit(fn, args)
         level = futures
-        while len(level) > 1:
+        while len(level) > 1:  # a partial sum no one holds is freed once added up (a Gram matrix can be GBs)
             pairs = [level[i : i + 2] for i in range(0, len(level), 2)]
             level = [self.client.submit(add, *pair, pure=False) if len(pair) == 2 else pair[0] for pair in pairs]
         try:
@@ -61,7 +63,7 @@ class DaskShardPool:
                 self.client, waited, self.where, self.no_workers_timeout_s, self.progress(fn, len(waited)), level
             )[0]
         finally:
-            self.client.cancel(scattered)
+            release(scattered)
 
     def submit(self, fn: Callable, args: tuple) -> tuple[list, list]:
         """(one future per shard, the scattered arguments)."""
@@ -99,6 +101,14 @@ def add(a, b):
     return a + b
 
 
+def release(futures: list) -> None:
+    """Lets go of a round's futures (the scheduler forgets what no one wants). Not ``client.cancel``: a cancel
+    walks the key's dependents, and a dependent no client wants any more trips an assertion in the scheduler
+    (distributed 2026.8), which then drops this client's connection (seen in a killed-worker test)."""
+    for future in futures:
+        future.release()
+
+
 def run_on_shard(index: int, fn: Callable[..., T], folder: str, version: str, args: list) -> T:
     """On a worker: ``fn(shard, *args)`` for shard ``index`` of ``folder``."""
     limit_threads_to_worker()
@@ -111,30 +121,50 @@ _SHARDS_LOCK = threading.Lock()
 
 
 def cached_shard(folder: str, version: str, index: int) -> ShardData:
-    """Shard ``index`` of ``folder``, read once per worker while it stays in the cache (``version``: a folder
-    rewritten in place is read anew). Before every use, other shards are dropped (oldest first) while the cache's
-    arrays pass LOOKALIKE_SHARD_CACHE_GB or the process passes half its Dask memory limit, and, if still over,
-    what scorers derived from this shard for earlier models: Dask pauses a worker at 80% of its limit, and the
-    cache is memory Dask cannot spill, so an unbounded cache pauses every worker (a 10M night stood still)."""
+    """Shard ``index`` of ``folder`` (a ``LazyShardData``: its rows are read on first use), read once per worker
+    while it stays in the cache (``version``: a folder rewritten in place is read anew). Before every use, other
+    shards are dropped (oldest first) while the cache's arrays pass LOOKALIKE_SHARD_CACHE_GB or the process passes
+    half its Dask memory limit, and, if still over, this shard's rows, then what scorers derived from it for
+    earlier models: Dask pauses a worker at 80% of its limit, and the cache is memory Dask cannot spill, so an
+    unbounded cache pauses every worker (a 10M night stood still)."""
     import gc
-
-    from lookalike_models.sharded.store import load_shard
 
     key = (folder, version, index)
     with _SHARDS_LOCK:
         shard = _SHARDS.pop(key, None)
         make_room()
         if shard is not None:
+            if over_budget([shard]) and shard.loaded and isinstance(shard, LazyShardData):
+                shard.unload()  # its rows first: what was derived from them may be all the next round needs
+                gc.collect()
             if over_budget([shard]):
                 shard.cache.clear()
                 gc.collect()
             _SHARDS[key] = shard
             return shard
-    shard = load_shard(folder, index)
-    shard.spill = worker_spill_dir(folder, version, index)
+    offsets = shard_offsets(folder, version)
+    offset, n_users = int(offsets[index]), int(offsets[index + 1] - offsets[index])
+    # Rows read on first use: a round that needs only state kept on the worker's disk reads none.
+    rows = partial(read_rows, folder, index, offset)
+    shard = LazyShardData(index, offset, n_users, rows, worker_spill_dir(folder, version, index))
     with _SHARDS_LOCK:
         _SHARDS[key] = shard
     return shard
+
+
+def read_rows(folder: str, index: int, offset: int) -> LookalikeData:
+    from lookalike_models.sharded.store import load_shard
+
+    return load_shard(folder, index, offset).data
+
+
+@lru_cache(maxsize=8)
+def shard_offsets(folder: str, version: str) -> np.ndarray:
+    """Global index of each shard's first user, and the user count at the end (from the manifest; ``version``
+    names the folder's contents, so a folder rewritten in place is read anew)."""
+    from lookalike_models.sharded.store import user_offsets
+
+    return user_offsets(folder)
 
 
 def make_room() -> None:
@@ -184,9 +214,11 @@ def process_rss() -> int:
 
 def shard_bytes(shard: ShardData) -> int:
     """The shard's interaction and field arrays and what scorers derived from them (``shard.cache``)."""
-    data = shard.data
-    arrays = [data.user_idx, data.item_idx, data.weight, data.domain, data.ts, data.users.single]
-    arrays += [data.users.continuous, *data.users.multi]
+    arrays = []
+    if shard.loaded:
+        data = shard.data
+        arrays += [data.user_idx, data.item_idx, data.weight, data.domain, data.ts, data.users.single]
+        arrays += [data.users.continuous, *data.users.multi]
     for entry in shard.cache.values():
         entry = entry[1] if isinstance(entry, tuple) else entry  # (key, value) entries: sharded.exact_models
         values = entry if isinstance(entry, tuple) else vars(entry).values() if hasattr(entry, "__dict__") else [entry]

@@ -76,8 +76,10 @@ def tfidf_rows(data: LookalikeData, idf: np.ndarray) -> sp.csr_matrix:
 
 
 def shard_tfidf(shard: ShardData, idf: np.ndarray) -> sp.csr_matrix:
-    """The TF-IDF rows of a shard's users (local order), built once per shard and idf: every campaign reads them."""
-    return shard_memo(shard, "tfidf", array_key(idf), lambda: tfidf_rows(shard.data, idf))
+    """The TF-IDF rows of a shard's users (local order), built once per shard and idf: every campaign reads them.
+    Kept on the worker's disk too: a gathering round then reads 0.25 s of rows instead of the shard (~1 s) and
+    building them (0.18 s) at 250k users a shard."""
+    return shard_memo(shard, "tfidf", array_key(idf), lambda: tfidf_rows(shard.data, idf), spill=True)
 
 
 def array_key(*arrays: np.ndarray) -> str:

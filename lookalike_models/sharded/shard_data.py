@@ -8,6 +8,7 @@ global user indices) and passed to whatever scores a shard.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,7 +40,12 @@ class ShardData:
 
     @property
     def stop(self) -> int:
-        return self.offset + self.data.n_users
+        return self.offset + self.n_users
+
+    @property
+    def loaded(self) -> bool:
+        """Whether ``data`` is in memory (always, but for a ``LazyShardData`` not read yet)."""
+        return True
 
     def local(self, users: np.ndarray) -> np.ndarray:
         """Local indices of the global ``users`` that lie in this shard (others dropped), in their order."""
@@ -48,6 +54,42 @@ class ShardData:
 
     def global_index(self, local: np.ndarray) -> np.ndarray:
         return np.asarray(local, np.int64) + self.offset
+
+
+class LazyShardData(ShardData):
+    """A shard whose rows are read (``load()``) on the first use of ``data``: a function that needs only what a
+    scorer derived from the shard and kept on disk (``spill``) never reads them (a worker that re-read its
+    shards for every gathering round of a fit spent ~70% of that fit reading them, at 10M users)."""
+
+    def __init__(self, index: int, offset: int, n_users: int, load: Callable[[], LookalikeData], spill: Path | None):
+        self.index, self.offset, self.cache, self.spill = index, offset, {}, spill
+        self._n_users, self._load, self._data = n_users, load, None
+        self._lock = threading.Lock()
+
+    @property
+    def data(self) -> LookalikeData:
+        with self._lock:  # two threads of a worker may ask for the same shard
+            if self._data is None:
+                self._data = self._load()
+                if self._data.n_users != self._n_users:
+                    raise ValueError(f"shard {self.index}: {self._data.n_users} users read, {self._n_users} expected")
+            return self._data
+
+    @property
+    def n_users(self) -> int:
+        return self._n_users
+
+    @property
+    def loaded(self) -> bool:
+        return self._data is not None
+
+    def unload(self) -> None:
+        """Let the rows go (read again on next use); what was derived from them stays in ``cache``."""
+        with self._lock:
+            self._data = None
+
+    def __repr__(self) -> str:  # the dataclass's would read the rows
+        return f"LazyShardData(index={self.index}, offset={self.offset}, n_users={self._n_users}, loaded={self.loaded})"
 
 
 class ShardPool(Protocol):
