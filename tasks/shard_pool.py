@@ -15,13 +15,12 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from lookalike_models.dataset import LookalikeData
 from lookalike_models.sharded.shard_data import LazyShardData, ShardData
 from lookalike_models.sharded.spill import spill_dir
 from tasks.distributed import ShardProgress, gather_while_workers_live, limit_threads_to_worker
@@ -142,20 +141,13 @@ def cached_shard(folder: str, version: str, index: int) -> ShardData:
                 gc.collect()
             _SHARDS[key] = shard
             return shard
-    offsets = shard_offsets(folder, version)
-    offset, n_users = int(offsets[index]), int(offsets[index + 1] - offsets[index])
+    from lookalike_models.sharded.store import open_shard
+
     # Rows read on first use: a round that needs only state kept on the worker's disk reads none.
-    rows = partial(read_rows, folder, index, offset)
-    shard = LazyShardData(index, offset, n_users, rows, worker_spill_dir(folder, version, index))
+    shard = open_shard(folder, index, shard_offsets(folder, version), worker_spill_dir(folder, version, index))
     with _SHARDS_LOCK:
         _SHARDS[key] = shard
     return shard
-
-
-def read_rows(folder: str, index: int, offset: int) -> LookalikeData:
-    from lookalike_models.sharded.store import load_shard
-
-    return load_shard(folder, index, offset).data
 
 
 @lru_cache(maxsize=8)

@@ -46,6 +46,7 @@ def test_results_lost_with_the_last_worker_after_they_finished_fail_the_round_in
     assert time.monotonic() - start < 30
 
 
+@pytest.mark.timeout(60)  # taken for a lost result, it would be waited on for ever
 def test_a_task_s_own_timeout_error_is_raised_not_waited_on(cluster):
     _, client = cluster
 

@@ -2,8 +2,9 @@
 recompute it.
 
 MinHash signatures take ~6 s per 250k-user shard and 256 MB with their band keys: a worker's 2 GB cache held
-about six of its 20 shards with their state at 10M users, so a 40-shard night recomputed them on every round
-(prepare, evaluation, both staging passes). Reading them back from the worker's scratch folder takes ~0.6 s.
+only some of its 20 shards at 10M users (10-13 while item_logreg fitted), so a 40-shard night recomputed them
+on every round (prepare, evaluation, both staging passes). Reading them back from the worker's scratch folder
+takes ~0.6 s.
 
 Only arrays, CSR matrices and tuples of them are kept, as ``.npy`` files read with ``allow_pickle=False``:
 nothing a file holds can run code. A folder is written under a temporary name and renamed into place, so a

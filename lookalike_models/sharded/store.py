@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -45,7 +46,7 @@ from lookalike_models.contract import (
 )
 from lookalike_models.dataset import CampaignSeeds, LookalikeData, UserFields
 from lookalike_models.dataset_encoding import encode_categorical, seed_list_problems
-from lookalike_models.sharded.shard_data import ShardData, concat_data
+from lookalike_models.sharded.shard_data import LazyShardData, ShardData, concat_data
 from lookalike_models.strict_config import StrictConfig
 
 FORMAT = "lookalike-sharded/1"
@@ -263,6 +264,16 @@ def load_shard(folder: str | Path, index: int, offset: int | None = None, leakag
         ts=encoded["ts"].cast(pl.Int64).to_numpy() if manifest.has_ts else None,
     )
     return ShardData(index, offset, data.without_campaign_leakage() if leakage_free else data)
+
+
+def open_shard(folder: str | Path, index: int, offsets: np.ndarray, spill: Path | None = None) -> LazyShardData:
+    """Shard ``index`` as ``load_shard`` gives it, its rows read on first use (``offsets``: ``user_offsets``)."""
+    offset, n_users = int(offsets[index]), int(offsets[index + 1] - offsets[index])
+    return LazyShardData(index, offset, n_users, partial(_shard_rows, folder, index, offset), spill)
+
+
+def _shard_rows(folder: str | Path, index: int, offset: int) -> LookalikeData:
+    return load_shard(folder, index, offset).data
 
 
 class _KnownSeedUsers:
